@@ -1,0 +1,1 @@
+"""The command line: parse arguments, call the library, render text, JSON and progress."""

@@ -1,0 +1,162 @@
+"""``ocikit`` command line. Data goes to stdout, messages to stderr.
+
+Exit codes: 0 success; 1 the operation ran and found problems; 2 bad usage or bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from typing import Any, NoReturn
+
+import click
+
+from .. import __version__
+from ..errors import OcikitError
+from ..ops import copy as copy_op
+from ..ops import inspect as inspect_op
+from ..transports import open_image
+from .progress import reporter
+
+PLATFORM_HELP = "OS/ARCH[/VARIANT] to pick from a multi-platform image"
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    click.echo(f"ocikit: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+quiet_option = click.option(
+    "-q", "--quiet", is_flag=True, help="No progress bar and no messages on success."
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ocikit")
+def cli() -> None:
+    """Daemonless OCI image toolkit.
+
+    \b
+    References (as skopeo spells them; PATH - is stdin/stdout):
+      oci:PATH[:REF]                    an OCI image layout directory
+      oci-archive:PATH[:REF]            a tar of an OCI image layout
+      docker-archive:PATH[:NAME:TAG]    what `docker save` writes (any engine)
+      docker-archive:PATH@N             the N-th image (0-based) of such an archive
+
+    \b
+    Exit codes: 0 success, 1 problems found, 2 bad usage or bad input.
+    """
+
+
+@cli.command()
+@click.argument("src")
+@click.argument("dst")
+@click.option(
+    "--dest-compress-format",
+    type=click.Choice(["gzip", "zstd", "none"]),
+    help="Layer compression at the destination (default: keep compressed layers, gzip "
+    "uncompressed ones; docker-archive is always uncompressed).",
+)
+@click.option(
+    "--dest-compress-level",
+    type=int,
+    help="gzip 0-9 (0-3: isal, multi-threaded; 4-9: zlib), zstd 1-19.",
+)
+@click.option("--platform", help=PLATFORM_HELP)
+@click.option(
+    "--additional-tag",
+    "additional_tags",
+    multiple=True,
+    metavar="NAME:TAG",
+    help="Also tag the image so at the destination (repeatable).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@quiet_option
+def copy(
+    src: str,
+    dst: str,
+    dest_compress_format: str | None,
+    dest_compress_level: int | None,
+    platform: str | None,
+    additional_tags: tuple[str, ...],
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Copy an image from SRC to DST, verifying every blob on the way.
+
+    \b
+    Examples:
+      docker save app | ocikit copy docker-archive:- oci:layout:app
+      ocikit copy oci:layout:app docker-archive:app.tar:app:latest
+      ocikit copy --dest-compress-format zstd docker-archive:a.tar oci-archive:a.oci.tar
+    """
+    if (as_json and dst.endswith(":-")) or (as_json and dst.split(":", 1)[-1].startswith("-:")):
+        _fail("--json prints on stdout, which the destination already uses")
+    result = copy_op(
+        src,
+        dst,
+        dest_compress_format=dest_compress_format,
+        dest_compress_level=dest_compress_level,
+        platform=platform,
+        additional_tags=additional_tags,
+        progress=reporter(quiet),
+    )
+    if as_json:
+        _print_json(result.to_json())
+    elif not quiet:
+        click.echo(f"copied {result.manifest_digest} to {result.destination}", err=True)
+
+
+@cli.command()
+@click.argument("ref")
+@click.option("--raw", is_flag=True, help="Print the manifest's exact bytes.")
+@click.option("--config", "config", is_flag=True, help="Print the config's exact bytes.")
+@click.option("--platform", help=PLATFORM_HELP)
+@quiet_option
+def inspect(ref: str, raw: bool, config: bool, platform: str | None, quiet: bool) -> None:
+    """Describe the image at REF as JSON (digest, created, platform, layers, env, labels...)."""
+    del quiet
+    if raw and config:
+        _fail("--raw and --config exclude each other")
+    if raw or config:
+        with open_image(ref, platform) as image:
+            data = image.manifest_bytes if raw else image.config_bytes
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    _print_json(inspect_op(ref, platform=platform))
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    try:
+        cli.main(args=argv, prog_name="ocikit", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        hint = ""
+        if isinstance(e, click.UsageError) and e.ctx is not None:
+            hint = f" (see '{e.ctx.command_path} --help')"
+        _fail(f"{e.format_message()}{hint}", e.exit_code if e.exit_code != 1 else 2)
+    except click.exceptions.Abort:
+        _fail("interrupted", 130)
+    except OcikitError as e:
+        _fail(str(e), e.exit_code)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(2)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except OSError as e:
+        where = f": {e.filename}" if e.filename else ""
+        _fail(f"{e.strerror or e}{where}")
+    except Exception as e:  # a bug: say so in one line; the traceback on request
+        if os.environ.get("OCIKIT_DEBUG"):
+            traceback.print_exc()
+        _fail(f"internal error: {type(e).__name__}: {e} (set OCIKIT_DEBUG=1 for a traceback)", 3)
+    sys.exit(0)

@@ -1,0 +1,52 @@
+"""A progress bar on stderr when it is a terminal; silence otherwise."""
+
+from __future__ import annotations
+
+import sys
+
+from ..ops.progress import NullProgress, ProgressReporter
+
+
+class RichProgress:
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self._task: int | None = None
+
+    def begin(self, total: int, description: str) -> None:
+        self._progress.start()
+        self._task = self._progress.add_task(description, total=total or None)
+
+    def step(self, description: str) -> None:
+        if self._task is not None:
+            self._progress.update(self._task, description=description)  # type: ignore[arg-type]
+
+    def advance(self, n: int) -> None:
+        if self._task is not None:
+            self._progress.advance(self._task, n)  # type: ignore[arg-type]
+
+    def end(self) -> None:
+        self._progress.stop()
+
+
+def reporter(quiet: bool) -> ProgressReporter:
+    if quiet or not sys.stderr.isatty():
+        return NullProgress()
+    return RichProgress()

@@ -1,0 +1,155 @@
+"""Streams that hash (and verify) every byte as it passes; never a whole blob in memory."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections.abc import Callable
+from typing import BinaryIO
+
+from ..errors import InputError, VerificationError
+from ..model.digest import Digest
+
+CHUNK = 1 << 20
+
+Progress = Callable[[int], None]
+
+
+class HashingReader(io.RawIOBase):
+    """Reads ``raw``, hashing as it goes; at EOF checks the size and digest it was promised.
+
+    ``sink``, if given, receives every byte read (a tee), so a blob can be copied verbatim
+    while something downstream (a decompressor) consumes it. Reading more than
+    ``expected_size`` bytes fails at once, so a lying source cannot make us read unbounded data.
+    """
+
+    def __init__(
+        self,
+        raw: BinaryIO,
+        *,
+        what: str,
+        expected_digest: Digest | None = None,
+        expected_size: int | None = None,
+        algorithm: str | None = None,
+        sink: BinaryIO | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        super().__init__()
+        self._raw = raw
+        self.what = what
+        self.expected_digest = expected_digest
+        self.expected_size = expected_size
+        algo = expected_digest.algorithm if expected_digest else (algorithm or "sha256")
+        self._hash = hashlib.new(algo)
+        self.size = 0
+        self._sink = sink
+        self._progress = progress
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        if self._done:
+            return 0
+        n = self._raw.readinto(buffer)  # type: ignore[attr-defined]
+        if not n:
+            self._finish()
+            return 0
+        view = memoryview(buffer)[:n]
+        self.size += n
+        if self.expected_size is not None and self.size > self.expected_size:
+            raise VerificationError(
+                f"{self.what}: more than the {self.expected_size} bytes its descriptor declares"
+            )
+        self._hash.update(view)
+        if self._sink is not None:
+            self._sink.write(view)
+        if self._progress is not None:
+            self._progress(n)
+        return n
+
+    def _finish(self) -> None:
+        self._done = True
+        if self.expected_size is not None and self.size != self.expected_size:
+            raise VerificationError(
+                f"{self.what}: size {self.size} does not match the declared {self.expected_size}"
+            )
+        if self.expected_digest is not None and self.digest != self.expected_digest:
+            raise VerificationError(
+                f"{self.what}: content digest {self.digest} does not match {self.expected_digest}"
+            )
+
+    def drain(self) -> None:
+        """Read to the end, so verification runs even if the consumer stopped early."""
+        buf = bytearray(CHUNK)
+        while self.readinto(buf):
+            pass
+
+    @property
+    def digest(self) -> Digest:
+        return Digest(f"{self._hash.name}:{self._hash.hexdigest()}")
+
+
+class HashingWriter(io.RawIOBase):
+    """Writes to ``out``, hashing and counting what passes."""
+
+    def __init__(self, out: BinaryIO, algorithm: str = "sha256") -> None:
+        super().__init__()
+        self._out = out
+        self._hash = hashlib.new(algorithm)
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | memoryview | bytearray) -> int:  # type: ignore[override]
+        self._hash.update(data)
+        self._out.write(data)
+        n = len(data)
+        self.size += n
+        return n
+
+    def close(self) -> None:  # never closes the underlying stream
+        super().close()
+
+    @property
+    def digest(self) -> Digest:
+        return Digest(f"{self._hash.name}:{self._hash.hexdigest()}")
+
+
+class LimitedReader(io.RawIOBase):
+    """A window of ``size`` bytes of a file starting at ``offset``, read with pread."""
+
+    def __init__(self, fd: int, offset: int, size: int) -> None:
+        super().__init__()
+        self._fd = fd
+        self._pos = offset
+        self._end = offset + size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        want = min(len(buffer), self._end - self._pos)
+        if want <= 0:
+            return 0
+        n = os.preadv(self._fd, [memoryview(buffer)[:want]], self._pos)
+        if not n:
+            raise InputError("archive is truncated")
+        self._pos += n
+        return n
+
+
+def copy_stream(src: BinaryIO | io.RawIOBase, dst: BinaryIO | io.RawIOBase) -> int:
+    """Copy to EOF in 1 MiB chunks; returns the byte count."""
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    total = 0
+    while True:
+        n = src.readinto(view)  # type: ignore[union-attr]
+        if not n:
+            return total
+        dst.write(view[:n])
+        total += n

@@ -1,0 +1,60 @@
+"""Where images live. A reference string opens an ImageSource or an ImageDestination."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..model import Platform
+from .base import BlobWriter, ImageDestination, ImageSource
+from .docker_archive import DockerArchiveDestination, DockerArchiveSource
+from .image import Image, Layer
+from .oci_layout import OciArchiveDestination, OciLayoutDestination, OciLayoutSource
+from .reference import TRANSPORTS, Reference, parse_reference
+
+
+def as_reference(ref: str | Reference) -> Reference:
+    return ref if isinstance(ref, Reference) else parse_reference(ref)
+
+
+def open_source(ref: str | Reference, platform: Platform | None = None) -> ImageSource:
+    ref = as_reference(ref)
+    if ref.transport == "docker-archive":
+        return DockerArchiveSource(ref)
+    return OciLayoutSource(ref, platform)
+
+
+def open_image(ref: str | Reference, platform: str | Platform | None = None) -> Image:
+    """Open one image for reading (a context manager); every blob it streams is verified."""
+    if isinstance(platform, str):
+        platform = Platform.parse(platform)
+    source = open_source(ref, platform)
+    try:
+        return Image(source)
+    except BaseException:
+        source.close()
+        raise
+
+
+def open_destination(ref: str | Reference, additional_tags: Sequence[str] = ()) -> ImageDestination:
+    ref = as_reference(ref)
+    if ref.transport == "docker-archive":
+        return DockerArchiveDestination(ref, additional_tags)
+    if ref.transport == "oci-archive":
+        return OciArchiveDestination(ref, additional_tags)
+    return OciLayoutDestination(ref, additional_tags)
+
+
+__all__ = [
+    "TRANSPORTS",
+    "BlobWriter",
+    "Image",
+    "ImageDestination",
+    "ImageSource",
+    "Layer",
+    "Reference",
+    "as_reference",
+    "open_destination",
+    "open_image",
+    "open_source",
+    "parse_reference",
+]

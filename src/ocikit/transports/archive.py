@@ -1,0 +1,227 @@
+"""Random access to the members of a tar archive read from a file or, in one pass, from a pipe.
+
+A seekable file is indexed in place: member headers are read, data is read by offset later.
+A pipe is read exactly once; regular members are spooled to a private temporary directory as
+they stream by (hashing nothing twice, holding nothing in memory), since the formats put the
+file that says what everything is (``manifest.json``, ``index.json``) after the blobs.
+Symlinks and hardlinks between members are resolved inside the archive only.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import shutil
+import stat
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from ..errors import InputError, NotFoundError, UnsafeInputError
+from ..layer.streams import CHUNK, LimitedReader
+
+MAX_LINK_HOPS = 40
+
+
+def normalize(name: str) -> str | None:
+    """The archive-relative form of a member name, or None if it points outside the archive."""
+    if name.startswith("/"):
+        return None
+    n = posixpath.normpath(name)
+    return None if n == ".." or n.startswith("../") else n
+
+
+@dataclass
+class Member:
+    name: str
+    kind: str  # "file", "symlink", "hardlink", "dir", "other"
+    size: int = 0
+    offset: int = 0  # data offset, when indexed in place
+    spool: str | None = None  # spooled copy, when read from a pipe
+    linkname: str = ""
+
+
+class TarArchive:
+    """Members of a tar archive by normalized name; ``open`` follows links inside the archive."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.members: dict[str, Member] = {}
+        self._fd: int | None = None
+        self._spool_dir: str | None = None
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str, what: str | None = None) -> TarArchive:
+        """``path`` ``-`` is stdin: indexed in place if a regular file, else spooled."""
+        what = what or ("standard input" if path == "-" else path)
+        if path == "-":
+            fd = os.dup(0)
+            if stat.S_ISREG(os.fstat(fd).st_mode):  # `< file`: no need to spool
+                return cls._index_fd(fd, what, os.lseek(fd, 0, os.SEEK_CUR))
+            with os.fdopen(fd, "rb", buffering=CHUNK) as stream:
+                return cls.from_stream(stream, what)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise NotFoundError(f"{path}: no such file") from None
+        except OSError as e:
+            raise InputError(f"{path}: {e.strerror}") from None
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise InputError(f"{path}: is a directory, not an archive")
+        return cls._index_fd(fd, what, 0)
+
+    @classmethod
+    def _index_fd(cls, fd: int, what: str, start: int) -> TarArchive:
+        self = cls(what)
+        self._fd = fd
+        end = os.fstat(fd).st_size
+        if end - start <= 0:
+            self.close()
+            raise InputError(f"{what}: empty input, not a tar archive")
+        raw = os.fdopen(os.dup(fd), "rb")
+        raw.seek(start)
+        try:
+            with tarfile.open(fileobj=raw, mode="r:") as tar:
+                for info in tar:
+                    if info.isreg() and start + info.offset_data + info.size > end:
+                        raise InputError(f"{what}: archive is truncated (in {info.name})")
+                    self._add(info, offset=start + info.offset_data)
+        except tarfile.TarError as e:
+            self.close()
+            raise InputError(f"{what}: not a readable tar archive ({e})") from None
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            raw.close()
+        return self
+
+    @classmethod
+    def from_stream(cls, stream: BinaryIO, what: str) -> TarArchive:
+        self = cls(what)
+        self._spool_dir = tempfile.mkdtemp(prefix="ocikit-spool-")
+        count = 0
+        try:
+            with tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK) as tar:
+                for info in tar:
+                    spool = None
+                    if info.isreg():
+                        count += 1
+                        spool = os.path.join(self._spool_dir, str(count))
+                        src = tar.extractfile(info)
+                        assert src is not None
+                        with open(spool, "wb") as out:
+                            shutil.copyfileobj(src, out, CHUNK)
+                    self._add(info, spool=spool)
+        except tarfile.ReadError as e:
+            self.close()
+            msg = str(e)
+            if "empty file" in msg:
+                raise InputError(f"{what}: empty input, not a tar archive") from None
+            if "unexpected end" in msg or "truncated" in msg:
+                raise InputError(f"{what}: archive is truncated") from None
+            raise InputError(f"{what}: not a readable tar archive ({msg})") from None
+        except tarfile.TarError as e:
+            self.close()
+            raise InputError(f"{what}: not a readable tar archive ({e})") from None
+        except BaseException:
+            self.close()
+            raise
+        if not self.members:
+            self.close()
+            raise InputError(f"{what}: empty input, not a tar archive")
+        return self
+
+    def _add(self, info: tarfile.TarInfo, offset: int = 0, spool: str | None = None) -> None:
+        name = normalize(info.name)
+        if name is None:
+            return  # outside the archive: can never be referenced
+        if info.isreg():
+            kind = "file"
+        elif info.issym():
+            kind = "symlink"
+        elif info.islnk():
+            kind = "hardlink"
+        elif info.isdir():
+            kind = "dir"
+        else:
+            kind = "other"
+        self.members[name] = Member(name, kind, info.size, offset, spool, info.linkname)
+
+    # -- access ---------------------------------------------------------------------------
+    def resolve(self, name: str) -> Member:
+        """The regular-file member ``name`` designates, following links inside the archive."""
+        current = normalize(name)
+        seen: list[str] = []
+        while True:
+            if current is None:
+                raise UnsafeInputError(f"{self.what}: {name!r} points outside the archive")
+            member = self.members.get(current)
+            if member is None:
+                where = f" (via {seen[-1]!r})" if seen else ""
+                raise NotFoundError(f"{self.what}: {current!r} is missing from the archive{where}")
+            if member.kind == "file":
+                return member
+            if member.kind not in ("symlink", "hardlink"):
+                raise InputError(f"{self.what}: {current!r} is not a regular file")
+            if current in seen or len(seen) >= MAX_LINK_HOPS:
+                raise UnsafeInputError(f"{self.what}: symlink loop at {name!r}")
+            seen.append(current)
+            link = member.linkname
+            if link.startswith("/"):
+                raise UnsafeInputError(
+                    f"{self.what}: {current!r} links to {link!r}, outside the archive"
+                )
+            base = posixpath.dirname(current) if member.kind == "symlink" else ""
+            target = posixpath.normpath(posixpath.join(base, link))
+            if target == ".." or target.startswith("../"):
+                raise UnsafeInputError(
+                    f"{self.what}: {current!r} links to {link!r}, outside the archive"
+                )
+            current = target
+
+    def exists(self, name: str) -> bool:
+        n = normalize(name)
+        return n is not None and n in self.members
+
+    def size(self, name: str) -> int:
+        return self.resolve(name).size
+
+    def open_member(self, name: str) -> BinaryIO:
+        member = self.resolve(name)
+        if member.spool is not None:
+            return open(member.spool, "rb", buffering=0)
+        assert self._fd is not None
+        return LimitedReader(self._fd, member.offset, member.size)  # type: ignore[return-value]
+
+    def read_small(self, name: str, limit: int = 64 << 20) -> bytes:
+        """A JSON member; bounded so a hostile archive cannot make us hold a huge file."""
+        member = self.resolve(name)
+        if member.size > limit:
+            raise InputError(f"{self.what}: {name!r} is too large ({member.size} bytes)")
+        with self.open_member(name) as f:
+            data = f.read(member.size + 1)
+        if len(data) != member.size:
+            raise InputError(f"{self.what}: archive is truncated (in {name!r})")
+        return data
+
+    def head(self, name: str, n: int = 8) -> bytes:
+        with self.open_member(name) as f:
+            return f.read(n)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._spool_dir is not None:
+            shutil.rmtree(self._spool_dir, ignore_errors=True)
+            self._spool_dir = None
+
+    def __enter__(self) -> TarArchive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,111 @@
+"""What every transport provides: an ImageSource to read from, an ImageDestination to write to."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import BinaryIO
+
+from ..model import Compression, Descriptor, Digest, ImageConfig, Manifest, Platform
+from .reference import Reference
+
+
+class ImageSource(ABC):
+    """One image (a manifest, its config and blobs) at a reference."""
+
+    def __init__(self, ref: Reference) -> None:
+        self.ref = ref
+
+    @abstractmethod
+    def manifest(self) -> Manifest:
+        """The image manifest (for a multi-platform source, the one selected)."""
+
+    @abstractmethod
+    def open_blob(self, descriptor: Descriptor) -> BinaryIO:
+        """The blob's bytes as stored, unverified (``Image.open_blob`` verifies)."""
+
+    def repo_tags(self) -> list[str]:
+        """Names the source knows the image by (docker ``RepoTags``), if any."""
+        return []
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+
+class BlobWriter(ABC):
+    """A blob being written; nothing is visible at its final place until ``commit``."""
+
+    file: BinaryIO
+
+    @abstractmethod
+    def commit(self, digest: Digest) -> None: ...
+
+    @abstractmethod
+    def abort(self) -> None: ...
+
+
+class ImageDestination(ABC):
+    """Somewhere images are written. Blobs first, then ``put_manifest``, then ``commit``."""
+
+    #: media types the destination stores: "oci" or "docker"
+    flavor = "oci"
+
+    def __init__(self, ref: Reference) -> None:
+        self.ref = ref
+
+    def layer_compression(self, source: Compression, requested: Compression | None) -> Compression:
+        """The compression a layer gets here, given the source's and the user's wish."""
+        if requested is not None:
+            return requested
+        return Compression.GZIP if source is Compression.NONE else source
+
+    @abstractmethod
+    def has_blob(self, digest: Digest) -> bool: ...
+
+    @abstractmethod
+    def new_blob(self) -> BlobWriter: ...
+
+    @abstractmethod
+    def put_manifest(
+        self, manifest: Manifest, config: ImageConfig, tags: Sequence[str]
+    ) -> None: ...
+
+    @abstractmethod
+    def commit(self) -> None:
+        """Make the image visible (tags, index); until then the destination looks unchanged."""
+
+    @abstractmethod
+    def abort(self) -> None:
+        """Undo what this copy wrote that nothing references."""
+
+
+def select_platform(
+    candidates: Sequence[Descriptor], platform: Platform | None, what: str
+) -> Descriptor:
+    """Pick one manifest of an index: by ``platform``, or the only one, or the host's."""
+    from ..errors import AmbiguousImageError, NotFoundError
+
+    if platform is not None:
+        for d in candidates:
+            if d.platform is not None and d.platform.matches(platform):
+                return d
+        have = ", ".join(str(d.platform) for d in candidates if d.platform) or "none"
+        raise NotFoundError(f"{what}: no manifest for platform {platform} (available: {have})")
+    if len(candidates) == 1:
+        return candidates[0]
+    host = host_platform()
+    for d in candidates:
+        if d.platform is not None and d.platform.matches(host):
+            return d
+    have = ", ".join(str(d.platform) for d in candidates if d.platform)
+    raise AmbiguousImageError(f"{what}: several platforms ({have}); choose one with --platform")
+
+
+def host_platform() -> Platform:
+    import platform as _p
+
+    machine = _p.machine().lower()
+    arch = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}.get(
+        machine, machine
+    )
+    return Platform("linux", arch)

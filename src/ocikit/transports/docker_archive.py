@@ -1,0 +1,316 @@
+"""``docker-archive:``: what ``docker save`` writes, in all its forms.
+
+Reading understands the legacy form (``<v1id>/layer.tar``, repeated layers as symlinks to an
+earlier ``layer.tar``, before or after their target in the stream), Docker >= 25's form (an OCI
+layout whose ``manifest.json`` points into ``blobs/``, optionally with ``LayerSources``), and
+skopeo/podman's (``<hex>.tar`` and ``<hex>.json`` at the top). Only ``manifest.json`` says
+which file is a layer. Writing produces the legacy form, which every engine loads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from ..errors import AmbiguousImageError, DestinationError, InputError, NotFoundError, UsageError
+from ..layer.compress import detect
+from ..layer.streams import CHUNK, HashingReader
+from ..model import Compression, Descriptor, Digest, ImageConfig, Manifest
+from ..model import mediatypes as mt
+from ..model.manifest import load_json
+from .archive import TarArchive
+from .base import BlobWriter, ImageDestination, ImageSource
+from .fsutil import atomic_output
+from .reference import Reference, familiar_docker_name, normalize_docker_name
+
+
+@dataclass(frozen=True)
+class _Entry:
+    config: str
+    repo_tags: list[str]
+    layers: list[str]
+    layer_sources: Mapping[str, Any]
+
+
+class DockerArchiveSource(ImageSource):
+    def __init__(self, ref: Reference) -> None:
+        super().__init__(ref)
+        self.archive = TarArchive.open(ref.path)
+        try:
+            self._init()
+        except BaseException:
+            self.archive.close()
+            raise
+
+    def _init(self) -> None:
+        what = self.archive.what
+        if not self.archive.exists("manifest.json"):
+            raise InputError(f"{what}: not a docker-archive (no manifest.json)")
+        entries = _parse_manifest_json(self.archive.read_small("manifest.json"), what)
+        entry = self._select(entries)
+        self._tags = list(entry.repo_tags)
+        self._blobs: dict[str, str] = {}  # digest -> member
+        config_raw = self.archive.read_small(entry.config)
+        config_digest = Digest.of(config_raw)
+        self._blobs[config_digest] = entry.config
+        config = ImageConfig.parse(config_raw, f"{what}: {entry.config}")
+        diff_ids = config.diff_ids
+        if len(diff_ids) != len(entry.layers):
+            raise InputError(
+                f"{what}: manifest.json lists {len(entry.layers)} layers "
+                f"but the config has {len(diff_ids)} diff_ids"
+            )
+        layers = [
+            self._layer_descriptor(member, diff_id, entry.layer_sources.get(diff_id))
+            for member, diff_id in zip(entry.layers, diff_ids, strict=True)
+        ]
+        config_desc = Descriptor(mt.DOCKER_CONFIG, config_digest, len(config_raw))
+        self._manifest = Manifest.build(config_desc, layers, media_type=mt.DOCKER_MANIFEST)
+
+    def _select(self, entries: list[_Entry]) -> _Entry:
+        what = self.archive.what
+        if self.ref.index is not None:
+            if self.ref.index >= len(entries):
+                raise NotFoundError(
+                    f"{what}: no image @{self.ref.index}; it has {len(entries)} (0-based)"
+                )
+            return entries[self.ref.index]
+        if self.ref.name is not None:
+            want = normalize_docker_name(self.ref.name)
+            for e in entries:
+                if any(normalize_docker_name(t) == want for t in e.repo_tags):
+                    return e
+            raise NotFoundError(f"{what}: no image named {self.ref.name}; {_choices(entries)}")
+        if len(entries) == 1:
+            return entries[0]
+        raise AmbiguousImageError(
+            f"{what} holds {len(entries)} images; name one: {_choices(entries)}"
+        )
+
+    def _layer_descriptor(
+        self, member: str, diff_id: Digest, source: Mapping[str, Any] | None
+    ) -> Descriptor:
+        if source is not None:
+            desc = Descriptor.from_json(source, f"{self.archive.what}: LayerSources[{diff_id}]")
+            size = self.archive.size(member)
+            if desc.size != size:
+                raise InputError(
+                    f"{self.archive.what}: {member} is {size} bytes but LayerSources says "
+                    f"{desc.size}"
+                )
+        else:
+            size = self.archive.size(member)
+            compression = detect(self.archive.head(member)) if size else Compression.NONE
+            if compression is Compression.NONE:
+                desc = Descriptor(mt.DOCKER_LAYER, diff_id, size)
+            else:  # a compressed layer.tar, which docker load also accepts: hash it once
+                with self.archive.open_member(member) as f:
+                    hr = HashingReader(f, what=member)  # type: ignore[arg-type]
+                    hr.drain()
+                desc = Descriptor(mt.docker_layer_type(compression), hr.digest, size)
+        self._blobs[desc.digest] = member
+        return desc
+
+    def manifest(self) -> Manifest:
+        return self._manifest
+
+    def open_blob(self, descriptor: Descriptor) -> BinaryIO:
+        member = self._blobs.get(descriptor.digest)
+        if member is None:
+            raise NotFoundError(f"{self.archive.what}: no blob {descriptor.digest}")
+        return self.archive.open_member(member)
+
+    def repo_tags(self) -> list[str]:
+        return list(self._tags)
+
+    def close(self) -> None:
+        self.archive.close()
+
+
+def _choices(entries: list[_Entry]) -> str:
+    parts = []
+    for i, e in enumerate(entries):
+        parts.append(f"@{i}" + (f" ({', '.join(e.repo_tags)})" if e.repo_tags else ""))
+    return "choices: " + ", ".join(parts)
+
+
+def _parse_manifest_json(raw: bytes, what: str) -> list[_Entry]:
+    data = load_json(raw, f"{what}: manifest.json")
+    if not isinstance(data, list) or not data:
+        raise InputError(f"{what}: manifest.json is not a non-empty list")
+    entries = []
+    for i, item in enumerate(data):
+        where = f"{what}: manifest.json[{i}]"
+        if not isinstance(item, Mapping):
+            raise InputError(f"{where}: not an object")
+        config, layers = item.get("Config"), item.get("Layers")
+        if not isinstance(config, str) or not isinstance(layers, list):
+            raise InputError(f"{where}: missing Config or Layers")
+        if not all(isinstance(x, str) for x in layers):
+            raise InputError(f"{where}: Layers must be file names")
+        tags = item.get("RepoTags") or []
+        sources = item.get("LayerSources") or {}
+        if not isinstance(tags, list) or not isinstance(sources, Mapping):
+            raise InputError(f"{where}: malformed RepoTags or LayerSources")
+        entries.append(_Entry(config, [str(t) for t in tags], list(layers), sources))
+    return entries
+
+
+# -- writing -------------------------------------------------------------------------------
+
+
+class _StagedBlob(BlobWriter):
+    def __init__(self, dest: DockerArchiveDestination) -> None:
+        self._dest = dest
+        fd, self._path = tempfile.mkstemp(dir=dest.staging, prefix="blob-")
+        self.file = os.fdopen(fd, "wb", buffering=CHUNK)
+
+    def commit(self, digest: Digest) -> None:
+        self.file.close()
+        final = os.path.join(self._dest.staging, digest.replace(":", "-"))
+        os.replace(self._path, final)
+        self._dest.blobs[digest] = final
+
+    def abort(self) -> None:
+        self.file.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self._path)
+
+
+class DockerArchiveDestination(ImageDestination):
+    """Writes the legacy ``docker save`` form; ``docker load`` gives the same image ID."""
+
+    flavor = "docker"
+
+    def __init__(self, ref: Reference, additional_tags: Sequence[str] = ()) -> None:
+        super().__init__(ref)
+        if ref.index is not None:
+            raise UsageError(f"{ref}: @N selects an image to read; it cannot name one to write")
+        if not ref.is_stdio:
+            parent = os.path.dirname(os.path.abspath(ref.path))
+            if not os.path.isdir(parent):
+                raise DestinationError(f"{ref.path}: directory {parent} does not exist")
+        self.staging = tempfile.mkdtemp(prefix="ocikit-docker-archive-")
+        self.blobs: dict[Digest, str] = {}
+        self._tags = [ref.name] if ref.name else []
+        self._tags += [_check_tag(t) for t in additional_tags]
+        self._images: list[tuple[Manifest, ImageConfig, list[str]]] = []
+
+    def layer_compression(self, source: Compression, requested: Compression | None) -> Compression:
+        if requested not in (None, Compression.NONE):
+            raise UsageError("docker-archive layers are stored uncompressed; drop the compression")
+        return Compression.NONE
+
+    def has_blob(self, digest: Digest) -> bool:
+        return digest in self.blobs
+
+    def new_blob(self) -> BlobWriter:
+        return _StagedBlob(self)
+
+    def put_manifest(self, manifest: Manifest, config: ImageConfig, tags: Sequence[str]) -> None:
+        names = self._tags or list(tags)
+        self._images.append((manifest, config, [familiar_docker_name(t) for t in names]))
+
+    def commit(self) -> None:
+        try:
+            if self.ref.is_stdio:
+                out = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=CHUNK)
+                with out:
+                    self._write_tar(out)
+            else:
+                with atomic_output(self.ref.path) as out:
+                    self._write_tar(out)
+        finally:
+            shutil.rmtree(self.staging, ignore_errors=True)
+
+    def abort(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def _write_tar(self, out: BinaryIO) -> None:
+        manifest_json: list[dict[str, Any]] = []
+        repositories: dict[str, dict[str, str]] = {}
+        written: dict[str, str] = {}  # v1id -> layer.tar path, for shared layers
+        by_diff_id: dict[Digest, str] = {}
+        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK) as tar:
+            tar.copybufsize = CHUNK  # type: ignore[attr-defined]
+            for manifest, config, tags in self._images:
+                config_name = f"{config.digest.hex}.json"
+                if config_name not in written:
+                    _add_bytes(tar, config_name, config.raw)
+                    written[config_name] = config_name
+                layer_paths = []
+                parent = ""
+                for layer, diff_id in zip(manifest.layers, config.diff_ids, strict=True):
+                    v1id = Digest.of(f"{parent} {diff_id}".encode()).hex
+                    path = f"{v1id}/layer.tar"
+                    if path not in written:
+                        _add_dir(tar, v1id)
+                        _add_bytes(tar, f"{v1id}/VERSION", b"1.0")
+                        v1 = {"id": v1id, **({"parent": parent} if parent else {})}
+                        _add_bytes(tar, f"{v1id}/json", json.dumps(v1).encode())
+                        first = by_diff_id.get(diff_id)
+                        if first is not None:
+                            _add_symlink(tar, path, f"../{first}")
+                        else:
+                            _add_file(tar, path, self.blobs[layer.digest])
+                            by_diff_id[diff_id] = path
+                        written[path] = path
+                    layer_paths.append(path)
+                    parent = v1id
+                manifest_json.append(
+                    {"Config": config_name, "RepoTags": tags or None, "Layers": layer_paths}
+                )
+                for tag in tags:
+                    repo, _, t = tag.rpartition(":")
+                    repositories.setdefault(repo, {})[t] = parent
+            _add_bytes(tar, "manifest.json", json.dumps(manifest_json).encode())
+            if repositories:
+                _add_bytes(tar, "repositories", json.dumps(repositories).encode())
+
+
+def _check_tag(tag: str) -> str:
+    from .reference import _DOCKER_NAME_RE
+
+    full = tag if ":" in tag.rsplit("/", 1)[-1] else tag + ":latest"
+    if not _DOCKER_NAME_RE.match(full):
+        raise UsageError(f"invalid tag {tag!r}: expected NAME:TAG")
+    return full
+
+
+def _info(name: str, type_: bytes = tarfile.REGTYPE, size: int = 0) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = type_
+    info.size = size
+    info.mode = 0o755 if type_ == tarfile.DIRTYPE else 0o644
+    info.mtime = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    tar.addfile(_info(name, size=len(data)), io.BytesIO(data))
+
+
+def _add_dir(tar: tarfile.TarFile, name: str) -> None:
+    tar.addfile(_info(name, tarfile.DIRTYPE))
+
+
+def _add_symlink(tar: tarfile.TarFile, name: str, target: str) -> None:
+    info = _info(name, tarfile.SYMTYPE)
+    info.linkname = target
+    info.mode = 0o777
+    tar.addfile(info)
+
+
+def _add_file(tar: tarfile.TarFile, name: str, path: str) -> None:
+    with open(path, "rb") as f:
+        tar.addfile(_info(name, size=os.fstat(f.fileno()).st_size), f)

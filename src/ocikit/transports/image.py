@@ -1,0 +1,95 @@
+"""``Image``: a source's manifest, config and blobs, every byte verified as it is read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import InputError, VerificationError
+from ..layer.streams import HashingReader, Progress
+from ..model import Compression, Descriptor, Digest, ImageConfig, Manifest
+from ..model.mediatypes import layer_compression
+from .base import ImageSource
+
+MAX_CONFIG_SIZE = 64 << 20
+
+
+@dataclass(frozen=True)
+class Layer:
+    descriptor: Descriptor
+    diff_id: Digest
+    compression: Compression
+
+
+class Image:
+    """One image, opened for reading. Use as a context manager; blobs stream, verified."""
+
+    def __init__(self, source: ImageSource) -> None:
+        self.source = source
+        self.manifest: Manifest = source.manifest()
+        cfg = self.manifest.config
+        if cfg.size > MAX_CONFIG_SIZE:
+            raise InputError(f"{source.ref}: config is implausibly large ({cfg.size} bytes)")
+        with self.open_blob(cfg) as f:
+            raw = f.read()
+        self.config = ImageConfig.parse(raw, f"{source.ref}: config")
+        diff_ids = self.config.diff_ids
+        if len(diff_ids) != len(self.manifest.layers):
+            raise VerificationError(
+                f"{source.ref}: the manifest has {len(self.manifest.layers)} layers "
+                f"but the config lists {len(diff_ids)} diff_ids"
+            )
+        self.layers = [
+            Layer(d, diff_id, _compression_of(d))
+            for d, diff_id in zip(self.manifest.layers, diff_ids, strict=True)
+        ]
+
+    @property
+    def manifest_bytes(self) -> bytes:
+        return self.manifest.raw
+
+    @property
+    def config_bytes(self) -> bytes:
+        return self.config.raw
+
+    @property
+    def digest(self) -> Digest:
+        return self.manifest.digest
+
+    def repo_tags(self) -> list[str]:
+        return self.source.repo_tags()
+
+    def open_blob(
+        self,
+        descriptor: Descriptor,
+        *,
+        sink=None,
+        progress: Progress | None = None,
+    ) -> HashingReader:
+        """The blob's stored bytes; its digest and size are checked when the stream ends."""
+        raw = self.source.open_blob(descriptor)
+        return HashingReader(
+            raw,  # type: ignore[arg-type]
+            what=f"blob {descriptor.digest}",
+            expected_digest=descriptor.digest,
+            expected_size=descriptor.size,
+            sink=sink,
+            progress=progress,
+        )
+
+    def close(self) -> None:
+        self.source.close()
+
+    def __enter__(self) -> Image:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _compression_of(descriptor: Descriptor) -> Compression:
+    c = layer_compression(descriptor.media_type)
+    if c is None:
+        raise InputError(
+            f"layer {descriptor.digest}: unsupported media type {descriptor.media_type!r}"
+        )
+    return c

@@ -1,0 +1,389 @@
+"""``oci:`` and ``oci-archive:``: OCI image layouts, as directories or tar archives.
+
+Writing a layout: blobs go to a temporary file beside their final place, are fsynced and
+renamed (a blob already present is never rewritten); ``index.json`` is replaced atomically
+while holding an exclusive ``flock`` on the layout directory, so concurrent writers lose no
+tag, and a crash never leaves ``index.json`` pointing at a missing blob.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+from collections.abc import Iterator, Sequence
+from typing import BinaryIO, Protocol
+
+from ..errors import (
+    AmbiguousImageError,
+    DestinationError,
+    InputError,
+    NotFoundError,
+    UsageError,
+    VerificationError,
+)
+from ..layer.streams import CHUNK
+from ..model import Descriptor, Digest, ImageConfig, Index, Manifest, Platform
+from ..model import mediatypes as mt
+from ..model.manifest import load_json, parse_manifest_or_index
+from .archive import TarArchive
+from .base import BlobWriter, ImageDestination, ImageSource, select_platform
+from .fsutil import atomic_output, atomic_write_bytes, fsync_dir
+from .reference import Reference
+
+REF_NAME = "org.opencontainers.image.ref.name"
+MAX_JSON = 16 << 20
+LAYOUT_FILE = b'{"imageLayoutVersion":"1.0.0"}'
+
+
+class _Files(Protocol):
+    what: str
+
+    def exists(self, name: str) -> bool: ...
+    def read_small(self, name: str, limit: int = ...) -> bytes: ...
+    def open_member(self, name: str) -> BinaryIO: ...
+
+
+class _DirFiles:
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.what = root
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.root, name)
+
+    def exists(self, name: str) -> bool:
+        return os.path.isfile(self._path(name))
+
+    def open_member(self, name: str) -> BinaryIO:
+        try:
+            return open(self._path(name), "rb", buffering=0)
+        except FileNotFoundError:
+            raise NotFoundError(f"{self.what}: {name} is missing") from None
+
+    def read_small(self, name: str, limit: int = MAX_JSON) -> bytes:
+        with self.open_member(name) as f:
+            data = f.read(limit + 1)
+        if len(data) > limit:
+            raise InputError(f"{self.what}: {name} is too large")
+        return data
+
+    def close(self) -> None:
+        pass
+
+
+def blob_path(digest: Digest) -> str:
+    return f"blobs/{digest.algorithm}/{digest.hex}"
+
+
+class OciLayoutSource(ImageSource):
+    """Reads an image from a layout directory, or from an archive of one."""
+
+    def __init__(self, ref: Reference, platform: Platform | None = None) -> None:
+        super().__init__(ref)
+        if ref.transport == "oci":
+            if not os.path.isdir(ref.path):
+                raise NotFoundError(f"{ref.path}: no such OCI layout directory")
+            self.files: _DirFiles | TarArchive = _DirFiles(ref.path)
+        else:
+            self.files = TarArchive.open(ref.path)
+        try:
+            self._manifest = self._resolve(platform)
+        except BaseException:
+            self.files.close()
+            raise
+
+    def _read_blob(self, desc: Descriptor) -> bytes:
+        if desc.size > MAX_JSON:
+            raise InputError(f"{self.files.what}: {desc.digest} is too large for a manifest")
+        path = blob_path(desc.digest)
+        if not self.files.exists(path):
+            raise NotFoundError(f"{self.files.what}: blob {desc.digest} is missing")
+        raw = self.files.read_small(path, MAX_JSON)
+        if len(raw) != desc.size or Digest.of(raw, desc.digest.algorithm) != desc.digest:
+            raise VerificationError(
+                f"{self.files.what}: blob {desc.digest} does not match its digest"
+            )
+        return raw
+
+    def _resolve(self, platform: Platform | None) -> Manifest:
+        what = self.files.what
+        if not self.files.exists("oci-layout"):
+            raise InputError(f"{what}: not an OCI layout (no oci-layout file)")
+        layout = load_json(self.files.read_small("oci-layout"), f"{what}: oci-layout")
+        if not isinstance(layout, dict) or "imageLayoutVersion" not in layout:
+            raise InputError(f"{what}: oci-layout has no imageLayoutVersion")
+        if not self.files.exists("index.json"):
+            raise InputError(f"{what}: not an OCI layout (no index.json)")
+        index = Index.parse(self.files.read_small("index.json"), what=f"{what}: index.json")
+        desc = _pick(index.manifests, self.ref.name, what)
+        for _ in range(8):  # an index may nest indexes; bounded
+            doc = parse_manifest_or_index(
+                self._read_blob(desc), desc.media_type, f"{what}: {desc.digest}"
+            )
+            if isinstance(doc, Manifest):
+                return doc
+            desc = select_platform(doc.manifests, platform, f"{what}: {desc.digest}")
+        raise InputError(f"{what}: indexes nest too deeply")
+
+    def manifest(self) -> Manifest:
+        return self._manifest
+
+    def open_blob(self, descriptor: Descriptor) -> BinaryIO:
+        path = blob_path(descriptor.digest)
+        if not self.files.exists(path):
+            raise NotFoundError(f"{self.files.what}: blob {descriptor.digest} is missing")
+        return self.files.open_member(path)
+
+    def close(self) -> None:
+        self.files.close()
+
+
+def _pick(manifests: Sequence[Descriptor], name: str | None, what: str) -> Descriptor:
+    names = sorted({d.annotations[REF_NAME] for d in manifests if REF_NAME in d.annotations})
+    if name is not None:
+        for d in manifests:
+            if d.annotations.get(REF_NAME) == name:
+                return d
+        raise NotFoundError(
+            f"{what}: no image named {name!r} (names: {', '.join(names) or 'none'})"
+        )
+    if len(manifests) == 1:
+        return manifests[0]
+    if not manifests:
+        raise NotFoundError(f"{what}: the layout holds no image")
+    raise AmbiguousImageError(
+        f"{what} holds {len(manifests)} images; name one as PATH:NAME "
+        f"(names: {', '.join(names) or 'none'})"
+    )
+
+
+# -- writing -------------------------------------------------------------------------------
+
+
+class _LayoutBlob(BlobWriter):
+    def __init__(self, dest: OciLayoutDestination, algorithm: str = "sha256") -> None:
+        self._dest = dest
+        directory = os.path.join(dest.root, "blobs", algorithm)
+        os.makedirs(directory, exist_ok=True)
+        fd, self._tmp = tempfile.mkstemp(dir=directory, prefix=".ocikit-tmp-")
+        self.file = os.fdopen(fd, "wb", buffering=CHUNK)
+
+    def commit(self, digest: Digest) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        final = os.path.join(self._dest.root, blob_path(digest))
+        if os.path.exists(final):  # never rewrite a blob: same digest, same bytes
+            os.unlink(self._tmp)
+            return
+        os.replace(self._tmp, final)
+        self._dest.created.append(digest)
+
+    def abort(self) -> None:
+        self.file.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self._tmp)
+
+
+class OciLayoutDestination(ImageDestination):
+    def __init__(self, ref: Reference, additional_tags: Sequence[str] = ()) -> None:
+        super().__init__(ref)
+        if ref.is_stdio:
+            raise UsageError(
+                "oci: needs a directory; use oci-archive:- to write to standard output"
+            )
+        self.root = ref.path
+        self.created: list[Digest] = []
+        self._made_root = False
+        self._pending: list[Descriptor] = []
+        self._tags = ([ref.name] if ref.name else []) + list(additional_tags)
+        self._prepare()
+
+    def _prepare(self) -> None:
+        root = self.root
+        if os.path.exists(root) and not os.path.isdir(root):
+            raise DestinationError(f"{root}: exists and is not a directory")
+        if os.path.isdir(root):
+            if not os.path.exists(os.path.join(root, "oci-layout")) and os.listdir(root):
+                raise DestinationError(f"{root}: not empty and not an OCI layout")
+        else:
+            parent = os.path.dirname(os.path.abspath(root))
+            if not os.path.isdir(parent):
+                raise DestinationError(f"{root}: parent directory {parent} does not exist")
+            try:
+                os.mkdir(root)
+            except FileExistsError:
+                pass
+            else:
+                self._made_root = True
+
+    def has_blob(self, digest: Digest) -> bool:
+        return os.path.isfile(os.path.join(self.root, blob_path(digest)))
+
+    def new_blob(self) -> BlobWriter:
+        return _LayoutBlob(self)
+
+    def put_blob_bytes(self, data: bytes) -> Digest:
+        digest = Digest.of(data)
+        if not self.has_blob(digest):
+            w = self.new_blob()
+            w.file.write(data)
+            w.commit(digest)
+        return digest
+
+    def put_manifest(self, manifest: Manifest, config: ImageConfig, tags: Sequence[str]) -> None:
+        self.put_blob_bytes(manifest.raw)
+        platform = config.platform if config.platform.os else None
+        base = Descriptor(
+            manifest.media_type, manifest.digest, len(manifest.raw), platform=platform
+        )
+        if self._tags:
+            self._pending += [base.with_annotations({REF_NAME: t}) for t in self._tags]
+        else:
+            self._pending.append(base)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _read_index(self) -> Index:
+        path = os.path.join(self.root, "index.json")
+        try:
+            with open(path, "rb") as f:
+                return Index.parse(f.read(), what=f"{path}")
+        except FileNotFoundError:
+            return Index.build([])
+
+    def commit(self) -> None:
+        for algo_dir in {d.algorithm for d in self.created}:
+            fsync_dir(os.path.join(self.root, "blobs", algo_dir))
+        with self._locked():
+            layout = os.path.join(self.root, "oci-layout")
+            if not os.path.exists(layout):
+                atomic_write_bytes(layout, LAYOUT_FILE)
+            current = self._read_index()
+            manifests = list(current.manifests)
+            for new in self._pending:
+                name = new.annotations.get(REF_NAME)
+                if name is None:
+                    if any(
+                        d.digest == new.digest and REF_NAME not in d.annotations for d in manifests
+                    ):
+                        continue
+                else:
+                    manifests = [d for d in manifests if d.annotations.get(REF_NAME) != name]
+                manifests.append(new)
+            index = Index.build(manifests, current.annotations)
+            atomic_write_bytes(os.path.join(self.root, "index.json"), index.raw)
+
+    def abort(self) -> None:
+        if not os.path.isdir(self.root):
+            return
+        with self._locked():
+            if self._made_root and not os.path.exists(os.path.join(self.root, "index.json")):
+                shutil.rmtree(self.root, ignore_errors=True)
+                return
+            referenced = self._referenced()
+            for digest in self.created:
+                if digest not in referenced:
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(self.root, blob_path(digest)))
+
+    def _referenced(self) -> set[str]:
+        """Every digest reachable from index.json (what a garbage collector would keep)."""
+        seen: set[str] = set()
+        todo = list(self._read_index().manifests)
+        while todo:
+            d = todo.pop()
+            if d.digest in seen:
+                continue
+            seen.add(d.digest)
+            if d.media_type in mt.MANIFEST_TYPES | mt.INDEX_TYPES and self.has_blob(d.digest):
+                with open(os.path.join(self.root, blob_path(d.digest)), "rb") as f:
+                    try:
+                        doc = parse_manifest_or_index(f.read(MAX_JSON), d.media_type)
+                    except InputError:
+                        continue
+                if isinstance(doc, Manifest):
+                    seen.add(doc.config.digest)
+                    seen.update(layer.digest for layer in doc.layers)
+                else:
+                    todo.extend(doc.manifests)
+        return seen
+
+
+class OciArchiveDestination(ImageDestination):
+    """Builds a layout in a private directory, then writes it as one tar, atomically."""
+
+    def __init__(self, ref: Reference, additional_tags: Sequence[str] = ()) -> None:
+        super().__init__(ref)
+        if not ref.is_stdio:
+            parent = os.path.dirname(os.path.abspath(ref.path))
+            if not os.path.isdir(parent):
+                raise DestinationError(f"{ref.path}: directory {parent} does not exist")
+            if os.path.isdir(ref.path):
+                raise DestinationError(f"{ref.path}: is a directory (did you mean oci:?)")
+        self._staging = tempfile.mkdtemp(prefix="ocikit-oci-archive-")
+        staged = Reference("oci", os.path.join(self._staging, "layout"), ref.name)
+        self.layout = OciLayoutDestination(staged, additional_tags)
+
+    def has_blob(self, digest: Digest) -> bool:
+        return self.layout.has_blob(digest)
+
+    def new_blob(self) -> BlobWriter:
+        return self.layout.new_blob()
+
+    def put_manifest(self, manifest: Manifest, config: ImageConfig, tags: Sequence[str]) -> None:
+        self.layout.put_manifest(manifest, config, tags)
+
+    def commit(self) -> None:
+        try:
+            self.layout.commit()
+            if self.ref.is_stdio:
+                with os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=CHUNK) as out:
+                    write_layout_tar(self.layout.root, out)
+            else:
+                with atomic_output(self.ref.path) as out:
+                    write_layout_tar(self.layout.root, out)
+        finally:
+            shutil.rmtree(self._staging, ignore_errors=True)
+
+    def abort(self) -> None:
+        shutil.rmtree(self._staging, ignore_errors=True)
+
+
+def write_layout_tar(root: str, out: BinaryIO) -> None:
+    """A layout directory as a tar with fixed order and normalized headers (reproducible)."""
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK) as tar:
+        tar.copybufsize = CHUNK  # type: ignore[attr-defined]
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            rel = os.path.relpath(dirpath, root)
+            if rel != ".":
+                tar.addfile(_norm(tar.gettarinfo(dirpath, rel)))
+            for name in sorted(filenames):
+                path = os.path.join(dirpath, name)
+                arc = name if rel == "." else f"{rel}/{name}"
+                with open(path, "rb") as f:
+                    tar.addfile(_norm(tar.gettarinfo(path, arc, f)), f)
+
+
+def _norm(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.mtime = 0
+    info.mode = 0o755 if info.isdir() else 0o644
+    return info
+
+
+__all__ = ["OciArchiveDestination", "OciLayoutDestination", "OciLayoutSource"]

@@ -1,0 +1,106 @@
+"""Image references in the syntax skopeo users type: ``TRANSPORT:DETAILS``."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..errors import UsageError
+
+TRANSPORTS = ("oci", "oci-archive", "docker-archive")
+
+_INDEX_RE = re.compile(r"^(?P<path>.+?):?@(?P<index>\d+)$")
+_DOCKER_NAME_RE = re.compile(
+    r"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-]+[a-z0-9]+)*"
+    r"(?:/[a-z0-9]+(?:[._-]+[a-z0-9]+)*)*:[\w][\w.-]{0,127}$"
+)
+_OCI_REF_RE = re.compile(r"^[A-Za-z0-9._:@/+-]+$")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Where an image lives. ``path`` ``-`` is standard input (source) or output (destination)."""
+
+    transport: str
+    path: str
+    name: str | None = None  # oci ref name, or NAME:TAG in a docker-archive
+    index: int | None = None  # docker-archive @N
+
+    def __str__(self) -> str:
+        s = f"{self.transport}:{self.path}"
+        if self.name is not None:
+            s += f":{self.name}"
+        if self.index is not None:
+            s += f"@{self.index}"
+        return s
+
+    @property
+    def is_stdio(self) -> bool:
+        return self.path == "-"
+
+
+def parse_reference(text: str) -> Reference:
+    transport, sep, rest = text.partition(":")
+    if not sep:
+        raise UsageError(
+            f"invalid reference {text!r}: expected TRANSPORT:DETAILS "
+            f"(transports: {', '.join(TRANSPORTS)})"
+        )
+    if transport not in TRANSPORTS:
+        hint = " (registries come with docker://)" if transport == "docker" else ""
+        raise UsageError(
+            f"unknown transport {transport!r} in {text!r}{hint}; known: {', '.join(TRANSPORTS)}"
+        )
+    if not rest:
+        raise UsageError(f"invalid reference {text!r}: missing path")
+    if transport == "docker-archive":
+        return _parse_docker_archive(text, rest)
+    path, _, name = rest.partition(":")
+    if not path:
+        raise UsageError(f"invalid reference {text!r}: missing path")
+    if name == "":
+        return Reference(transport, path)
+    if not _OCI_REF_RE.match(name):
+        raise UsageError(f"invalid reference {text!r}: bad image name {name!r}")
+    return Reference(transport, path, name)
+
+
+def _parse_docker_archive(text: str, rest: str) -> Reference:
+    m = _INDEX_RE.match(rest)
+    if m:
+        return Reference("docker-archive", m.group("path"), index=int(m.group("index")))
+    path, _, name = rest.partition(":")
+    if not path:
+        raise UsageError(f"invalid reference {text!r}: missing path")
+    if not name:
+        return Reference("docker-archive", path)
+    if ":" not in name.rsplit("/", 1)[-1]:
+        name += ":latest"
+    if not _DOCKER_NAME_RE.match(name):
+        raise UsageError(f"invalid reference {text!r}: {name!r} is not a valid NAME:TAG")
+    return Reference("docker-archive", path, name)
+
+
+def normalize_docker_name(name: str) -> str:
+    """``busybox`` -> ``docker.io/library/busybox:latest``: the form two names compare in."""
+    repo, tag = name, "latest"
+    last = name.rsplit("/", 1)[-1]
+    if ":" in last:
+        repo, tag = name.rsplit(":", 1)
+    first, slash, remainder = repo.partition("/")
+    if not slash:
+        repo = f"docker.io/library/{repo}"
+    elif not ("." in first or ":" in first or first == "localhost"):
+        repo = f"docker.io/{repo}"
+    elif first == "index.docker.io":
+        repo = f"docker.io/{remainder}"
+    return f"{repo}:{tag}"
+
+
+def familiar_docker_name(name: str) -> str:
+    """The short form docker writes in ``RepoTags``: ``docker.io/library/x:1`` -> ``x:1``."""
+    full = normalize_docker_name(name)
+    for prefix in ("docker.io/library/", "docker.io/"):
+        if full.startswith(prefix):
+            return full[len(prefix) :]
+    return full
