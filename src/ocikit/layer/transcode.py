@@ -7,6 +7,7 @@ is read once and nothing is held in memory beyond a few buffers.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -23,6 +24,51 @@ class TranscodeResult:
     size: int
     diff_id: Digest  # of the uncompressed content
     uncompressed_size: int
+
+
+class LayerEncoder:
+    """Push a layer's uncompressed bytes in; ``finish`` gives its diff_id and output digest."""
+
+    def __init__(
+        self,
+        out: BinaryIO,
+        target: Compression,
+        *,
+        level: int | None = None,
+        threads: int | None = None,
+        hash_input: bool = True,
+    ) -> None:
+        self._writer = HashingWriter(out)
+        self._encoder = compressing_writer(self._writer, target, level, threads)  # type: ignore[arg-type]
+        self._diff = hashlib.sha256() if hash_input else None
+        self.uncompressed_size = 0
+
+    def write(self, chunk: bytes | memoryview) -> None:
+        if self._diff is not None:
+            self._diff.update(chunk)
+        self._encoder.write(chunk)
+        self.uncompressed_size += len(chunk)
+
+    def finish(self, diff_id: Digest | None = None) -> TranscodeResult:
+        """Flush; ``diff_id`` is required if the input was not hashed here."""
+        self._encoder.close()
+        if self._diff is not None:
+            diff_id = Digest(f"sha256:{self._diff.hexdigest()}")
+        assert diff_id is not None
+        return TranscodeResult(
+            self._writer.digest, self._writer.size, diff_id, self.uncompressed_size
+        )
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):  # already failing; the output is discarded
+            self._encoder.close()
+
+
+def check_diff_id(what: str, actual: Digest, expected: Digest | None) -> None:
+    if expected is not None and actual != expected:
+        raise VerificationError(
+            f"{what}: uncompressed content is {actual}, but the config's diff_id is {expected}"
+        )
 
 
 def transcode(
@@ -47,39 +93,36 @@ def transcode(
         sink=out if passthrough else None,
         progress=progress,
     )
-    writer = None if passthrough else HashingWriter(out)
-    encoder = None if writer is None else compressing_writer(writer, target, level, threads)
+    # the uncompressed bytes are hashed by the reader itself when the source is uncompressed
+    encoder = None
+    if not passthrough:
+        encoder = LayerEncoder(
+            out, target, level=level, threads=threads, hash_input=source is not Compression.NONE
+        )
     plain = decompressing_reader(reader, source)  # type: ignore[arg-type]
-    diff_hash = (
-        None
-        if source is Compression.NONE
-        else hashlib.new((expected_diff_id or descriptor.digest).algorithm)
-    )
+    diff_hash = hashlib.sha256() if passthrough and source is not Compression.NONE else None
     usize = 0
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     try:
         while n := plain.readinto(view):  # type: ignore[attr-defined]
             usize += n
-            chunk = view[:n]
             if diff_hash is not None:
-                diff_hash.update(chunk)
+                diff_hash.update(view[:n])
             if encoder is not None:
-                encoder.write(chunk)
-        if encoder is not None:
-            encoder.close()
+                encoder.write(view[:n])
         reader.drain()  # trailing bytes after the compressed stream still count
+    except BaseException:
+        if encoder is not None:
+            encoder.abort()
+        raise
     finally:
         if plain is not reader:
             plain.close()
-    diff_id = (
-        reader.digest if diff_hash is None else Digest(f"{diff_hash.name}:{diff_hash.hexdigest()}")
-    )
-    if expected_diff_id is not None and diff_id != expected_diff_id:
-        raise VerificationError(
-            f"{what}: uncompressed content is {diff_id}, but the config's diff_id is "
-            f"{expected_diff_id}"
-        )
-    if writer is None:
-        return TranscodeResult(reader.digest, reader.size, diff_id, usize)
-    return TranscodeResult(writer.digest, writer.size, diff_id, usize)
+    if encoder is not None:
+        result = encoder.finish(reader.digest if source is Compression.NONE else None)
+    else:
+        diff = reader.digest if diff_hash is None else Digest(f"sha256:{diff_hash.hexdigest()}")
+        result = TranscodeResult(reader.digest, reader.size, diff, usize)
+    check_diff_id(what, result.diff_id, expected_diff_id)
+    return result

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import UsageError, VerificationError
 from ..layer.compress import check_level
-from ..layer.transcode import transcode
+from ..layer.transcode import TranscodeResult, check_diff_id, transcode
 from ..model import Compression, Descriptor, Digest, Manifest
 from ..model import mediatypes as mt
 from ..transports import (
@@ -20,7 +20,9 @@ from ..transports import (
     open_destination,
     open_image,
 )
+from ..transports.base import BlobWriter
 from .progress import NullProgress, ProgressReporter
+from .speculate import Speculator
 
 
 @dataclass(frozen=True)
@@ -74,21 +76,33 @@ def copy(
     if dest_compress_level is not None:
         check_level(requested or Compression.GZIP, dest_compress_level)
     progress = progress or NullProgress()
-    with open_image(src_ref, platform) as image:
-        dest = open_destination(dst_ref, additional_tags)
-        try:
-            result = _copy_image(image, dest, requested, dest_compress_level, progress)
-            dest.commit()
-        except BaseException:
-            dest.abort()
-            raise
-        finally:
-            progress.end()
+    dest = open_destination(dst_ref, additional_tags)
+    speculator = None
+    if src_ref.transport == "docker-archive" and src_ref.is_stdio:
+        target = dest.layer_compression(Compression.NONE, requested)
+        if target is not Compression.NONE:
+            speculator = Speculator(dest, target, dest_compress_level, progress)
+            progress.begin(0, "reading standard input")
+    try:
+        with open_image(src_ref, platform, tee=speculator) as image:
+            copier = _Copier(image, dest, requested, dest_compress_level, progress, speculator)
+            result = copier.run()
+            config_digest = image.config.digest
+        if speculator is not None:
+            speculator.discard()
+        dest.commit()
+    except BaseException:
+        if speculator is not None:
+            speculator.discard()
+        dest.abort()
+        raise
+    finally:
+        progress.end()
     return CopyResult(
         source=str(src_ref),
         destination=str(dst_ref),
         manifest_digest=result.digest,
-        config_digest=image.config.digest,
+        config_digest=config_digest,
         media_type=result.media_type,
         layers=list(result.layers),
         tags=_tags(dst_ref, additional_tags),
@@ -99,56 +113,97 @@ def _tags(ref: Reference, additional: Sequence[str]) -> list[str]:
     return ([ref.name] if ref.name else []) + list(additional)
 
 
-def _copy_image(
-    image: Image,
-    dest: ImageDestination,
-    requested: Compression | None,
-    level: int | None,
-    progress: ProgressReporter,
-) -> Manifest:
-    progress.begin(sum(layer.descriptor.size for layer in image.layers), "copying")
-    layers = []
-    for i, layer in enumerate(image.layers):
-        progress.step(f"layer {i + 1}/{len(image.layers)} {layer.descriptor.digest.hex[:12]}")
-        target = dest.layer_compression(layer.compression, requested)
-        layers.append(_copy_layer(image, layer, dest, target, level, progress))
-    config_desc = _put_bytes(dest, image.config_bytes, _config_type(image, dest))
-    manifest = _manifest_for(image, dest, config_desc, layers)
-    dest.put_manifest(manifest, image.config, image.repo_tags())
-    return manifest
+class _Copier:
+    """Copies one image's blobs, each once, then its manifest."""
 
+    def __init__(
+        self,
+        image: Image,
+        dest: ImageDestination,
+        requested: Compression | None,
+        level: int | None,
+        progress: ProgressReporter,
+        speculator: Speculator | None,
+    ) -> None:
+        self.image = image
+        self.dest = dest
+        self.requested = requested
+        self.level = level
+        self.progress = progress
+        self.speculator = speculator
+        self._done: dict[tuple[Digest, Compression], Descriptor] = {}
 
-def _copy_layer(
-    image: Image,
-    layer: Layer,
-    dest: ImageDestination,
-    target: Compression,
-    level: int | None,
-    progress: ProgressReporter,
-) -> Descriptor:
-    src = layer.descriptor
-    media_type = _layer_type(dest, target)
-    if target is layer.compression and dest.has_blob(src.digest):
-        progress.advance(src.size)
-        return Descriptor(media_type, src.digest, src.size, src.annotations)
-    writer = dest.new_blob()
-    try:
-        with image.source.open_blob(src) as raw:
-            result = transcode(
-                raw,
-                src,
-                layer.compression,
-                writer.file,
-                target,
-                expected_diff_id=layer.diff_id,
-                level=level,
-                progress=progress.advance,
+    def run(self) -> Manifest:
+        image, dest = self.image, self.dest
+        self.progress.begin(sum(layer.descriptor.size for layer in image.layers), "copying")
+        layers = []
+        for i, layer in enumerate(image.layers):
+            self.progress.step(
+                f"layer {i + 1}/{len(image.layers)} {layer.descriptor.digest.hex[:12]}"
             )
+            target = dest.layer_compression(layer.compression, self.requested)
+            key = (layer.descriptor.digest, target)
+            if key not in self._done:  # a layer repeated in one image is copied once
+                self._done[key] = self._copy_layer(layer, target)
+            else:
+                self.progress.advance(layer.descriptor.size)
+            layers.append(self._done[key])
+        config_desc = _put_bytes(dest, image.config_bytes, _config_type(image, dest))
+        manifest = _manifest_for(image, dest, config_desc, layers)
+        dest.put_manifest(manifest, image.config, image.repo_tags())
+        return manifest
+
+    def _copy_layer(self, layer: Layer, target: Compression) -> Descriptor:
+        src, dest = layer.descriptor, self.dest
+        media_type = _layer_type(dest, target)
+        if target is layer.compression and dest.has_blob(src.digest):
+            self.progress.advance(src.size)
+            return Descriptor(media_type, src.digest, src.size, src.annotations)
+        taken = self._speculated(layer, target)
+        if taken is not None:
+            result, writer = taken
+        else:
+            writer = dest.new_blob()
+            try:
+                with self.image.source.open_blob(src) as raw:
+                    result = transcode(
+                        raw,
+                        src,
+                        layer.compression,
+                        writer.file,
+                        target,
+                        expected_diff_id=layer.diff_id,
+                        level=self.level,
+                        progress=self.progress.advance,
+                    )
+            except BaseException:
+                writer.abort()
+                raise
         writer.commit(result.digest)
-    except BaseException:
-        writer.abort()
-        raise
-    return Descriptor(media_type, result.digest, result.size, src.annotations)
+        return Descriptor(media_type, result.digest, result.size, src.annotations)
+
+    def _speculated(
+        self, layer: Layer, target: Compression
+    ) -> tuple[TranscodeResult, BlobWriter] | None:
+        """The blob compressed while the pipe was read, verified like any other."""
+        spec = self.speculator
+        if spec is None or layer.compression is not Compression.NONE or target is not spec.target:
+            return None
+        taken = spec.take(layer.descriptor.digest)
+        if taken is None:
+            return None
+        result, writer = taken
+        try:
+            if result.uncompressed_size != layer.descriptor.size:
+                raise VerificationError(
+                    f"layer {layer.descriptor.digest}: {result.uncompressed_size} bytes, "
+                    f"declared {layer.descriptor.size}"
+                )
+            check_diff_id(f"layer {layer.descriptor.digest}", result.diff_id, layer.diff_id)
+        except BaseException:
+            writer.abort()
+            raise
+        return taken
 
 
 def _put_bytes(dest: ImageDestination, data: bytes, media_type: str) -> Descriptor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..model import Platform
+from .archive import Tee, TeeSink
 from .base import BlobWriter, ImageDestination, ImageSource
 from .docker_archive import DockerArchiveDestination, DockerArchiveSource
 from .image import Image, Layer
@@ -16,18 +17,23 @@ def as_reference(ref: str | Reference) -> Reference:
     return ref if isinstance(ref, Reference) else parse_reference(ref)
 
 
-def open_source(ref: str | Reference, platform: Platform | None = None) -> ImageSource:
+def open_source(
+    ref: str | Reference, platform: Platform | None = None, tee: Tee | None = None
+) -> ImageSource:
+    """``tee`` sees the members of an archive read from a pipe as they stream by."""
     ref = as_reference(ref)
     if ref.transport == "docker-archive":
-        return DockerArchiveSource(ref)
+        return DockerArchiveSource(ref, tee)
     return OciLayoutSource(ref, platform)
 
 
-def open_image(ref: str | Reference, platform: str | Platform | None = None) -> Image:
+def open_image(
+    ref: str | Reference, platform: str | Platform | None = None, tee: Tee | None = None
+) -> Image:
     """Open one image for reading (a context manager); every blob it streams is verified."""
     if isinstance(platform, str):
         platform = Platform.parse(platform)
-    source = open_source(ref, platform)
+    source = open_source(ref, platform, tee)
     try:
         return Image(source)
     except BaseException:
@@ -52,6 +58,8 @@ __all__ = [
     "ImageSource",
     "Layer",
     "Reference",
+    "Tee",
+    "TeeSink",
     "as_reference",
     "open_destination",
     "open_image",

@@ -9,19 +9,34 @@ Symlinks and hardlinks between members are resolved inside the archive only.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import posixpath
 import shutil
 import stat
 import tarfile
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from ..errors import InputError, NotFoundError, UnsafeInputError
 from ..layer.streams import CHUNK, LimitedReader
+from ..layer.tarstream import TarEntry, TarStream
 
 MAX_LINK_HOPS = 40
+F_SETPIPE_SZ = 1031
+
+
+class TeeSink(Protocol):
+    def write(self, chunk: memoryview) -> None: ...
+    def finish(self) -> None: ...
+
+
+#: Called with a member's name and first bytes while a pipe is spooled; the sink it returns,
+#: if any, also receives the member's bytes (one pass: e.g. compress a layer as it arrives).
+Tee = Callable[[str, bytes], TeeSink | None]
 
 
 def normalize(name: str) -> str | None:
@@ -42,6 +57,16 @@ class Member:
     linkname: str = ""
 
 
+def _kind(info: tarfile.TarInfo | TarEntry) -> str:
+    if info.isreg():
+        return "file"
+    if info.issym():
+        return "symlink"
+    if info.islnk():
+        return "hardlink"
+    return "dir" if info.isdir() else "other"
+
+
 class TarArchive:
     """Members of a tar archive by normalized name; ``open`` follows links inside the archive."""
 
@@ -53,15 +78,17 @@ class TarArchive:
 
     # -- construction -------------------------------------------------------------------
     @classmethod
-    def open(cls, path: str, what: str | None = None) -> TarArchive:
+    def open(cls, path: str, what: str | None = None, tee: Tee | None = None) -> TarArchive:
         """``path`` ``-`` is stdin: indexed in place if a regular file, else spooled."""
         what = what or ("standard input" if path == "-" else path)
         if path == "-":
             fd = os.dup(0)
             if stat.S_ISREG(os.fstat(fd).st_mode):  # `< file`: no need to spool
                 return cls._index_fd(fd, what, os.lseek(fd, 0, os.SEEK_CUR))
+            with contextlib.suppress(OSError):  # fewer, larger reads from a pipe
+                fcntl.fcntl(fd, F_SETPIPE_SZ, CHUNK)
             with os.fdopen(fd, "rb", buffering=CHUNK) as stream:
-                return cls.from_stream(stream, what)
+                return cls.from_stream(stream, what, tee)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -88,7 +115,13 @@ class TarArchive:
                 for info in tar:
                     if info.isreg() and start + info.offset_data + info.size > end:
                         raise InputError(f"{what}: archive is truncated (in {info.name})")
-                    self._add(info, offset=start + info.offset_data)
+                    self._add(
+                        info.name,
+                        _kind(info),
+                        info.size,
+                        start + info.offset_data,
+                        linkname=info.linkname,
+                    )
         except tarfile.TarError as e:
             self.close()
             raise InputError(f"{what}: not a readable tar archive ({e})") from None
@@ -100,33 +133,30 @@ class TarArchive:
         return self
 
     @classmethod
-    def from_stream(cls, stream: BinaryIO, what: str) -> TarArchive:
+    def from_stream(cls, stream: BinaryIO, what: str, tee: Tee | None = None) -> TarArchive:
         self = cls(what)
         self._spool_dir = tempfile.mkdtemp(prefix="ocikit-spool-")
-        count = 0
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
         try:
-            with tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK) as tar:
-                for info in tar:
-                    spool = None
-                    if info.isreg():
-                        count += 1
-                        spool = os.path.join(self._spool_dir, str(count))
-                        src = tar.extractfile(info)
-                        assert src is not None
-                        with open(spool, "wb") as out:
-                            shutil.copyfileobj(src, out, CHUNK)
-                    self._add(info, spool=spool)
-        except tarfile.ReadError as e:
-            self.close()
-            msg = str(e)
-            if "empty file" in msg:
-                raise InputError(f"{what}: empty input, not a tar archive") from None
-            if "unexpected end" in msg or "truncated" in msg:
-                raise InputError(f"{what}: archive is truncated") from None
-            raise InputError(f"{what}: not a readable tar archive ({msg})") from None
-        except tarfile.TarError as e:
-            self.close()
-            raise InputError(f"{what}: not a readable tar archive ({e})") from None
+            tar = TarStream(stream, what)
+            for count, entry in enumerate(tar):
+                spool = None
+                if entry.isreg():
+                    spool = os.path.join(self._spool_dir, str(count))
+                    with open(spool, "wb", buffering=0) as out:
+                        n = tar.readinto(view)
+                        sink = tee(entry.name, bytes(view[:n])) if tee and n else None
+                        while n:
+                            out.write(view[:n])
+                            if sink is not None:
+                                sink.write(view[:n])
+                            n = tar.readinto(view)
+                    if sink is not None:
+                        sink.finish()
+                self._add(
+                    entry.name, _kind(entry), entry.size, spool=spool, linkname=entry.linkname
+                )
         except BaseException:
             self.close()
             raise
@@ -135,21 +165,19 @@ class TarArchive:
             raise InputError(f"{what}: empty input, not a tar archive")
         return self
 
-    def _add(self, info: tarfile.TarInfo, offset: int = 0, spool: str | None = None) -> None:
-        name = normalize(info.name)
-        if name is None:
+    def _add(
+        self,
+        name: str,
+        kind: str,
+        size: int,
+        offset: int = 0,
+        spool: str | None = None,
+        linkname: str = "",
+    ) -> None:
+        normalized = normalize(name)
+        if normalized is None:
             return  # outside the archive: can never be referenced
-        if info.isreg():
-            kind = "file"
-        elif info.issym():
-            kind = "symlink"
-        elif info.islnk():
-            kind = "hardlink"
-        elif info.isdir():
-            kind = "dir"
-        else:
-            kind = "other"
-        self.members[name] = Member(name, kind, info.size, offset, spool, info.linkname)
+        self.members[normalized] = Member(normalized, kind, size, offset, spool, linkname)
 
     # -- access ---------------------------------------------------------------------------
     def resolve(self, name: str) -> Member:

@@ -27,7 +27,7 @@ from ..layer.streams import CHUNK, HashingReader
 from ..model import Compression, Descriptor, Digest, ImageConfig, Manifest
 from ..model import mediatypes as mt
 from ..model.manifest import load_json
-from .archive import TarArchive
+from .archive import TarArchive, Tee
 from .base import BlobWriter, ImageDestination, ImageSource
 from .fsutil import atomic_output
 from .reference import Reference, familiar_docker_name, normalize_docker_name
@@ -42,9 +42,9 @@ class _Entry:
 
 
 class DockerArchiveSource(ImageSource):
-    def __init__(self, ref: Reference) -> None:
+    def __init__(self, ref: Reference, tee: Tee | None = None) -> None:
         super().__init__(ref)
-        self.archive = TarArchive.open(ref.path)
+        self.archive = TarArchive.open(ref.path, tee=tee)
         try:
             self._init()
         except BaseException:

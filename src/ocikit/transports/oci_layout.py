@@ -15,7 +15,8 @@ import shutil
 import sys
 import tarfile
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO, Protocol
 
 from ..errors import (
@@ -171,10 +172,15 @@ class _LayoutBlob(BlobWriter):
         directory = os.path.join(dest.root, "blobs", algorithm)
         os.makedirs(directory, exist_ok=True)
         fd, self._tmp = tempfile.mkstemp(dir=directory, prefix=".ocikit-tmp-")
+        os.fchmod(fd, 0o644)  # blobs are world-readable, as every OCI tool writes them
         self.file = os.fdopen(fd, "wb", buffering=CHUNK)
 
     def commit(self, digest: Digest) -> None:
+        """Flush now; fsync and rename on the destination's I/O thread (overlaps the next blob)."""
         self.file.flush()
+        self._dest.background(self._finish, digest)
+
+    def _finish(self, digest: Digest) -> None:
         os.fsync(self.file.fileno())
         self.file.close()
         final = os.path.join(self._dest.root, blob_path(digest))
@@ -199,19 +205,19 @@ class OciLayoutDestination(ImageDestination):
             )
         self.root = ref.path
         self.created: list[Digest] = []
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocikit-fsync")
+        self._io_pending: list[Future[None]] = []
         self._made_root = False
         self._pending: list[Descriptor] = []
         self._tags = ([ref.name] if ref.name else []) + list(additional_tags)
         self._prepare()
 
     def _prepare(self) -> None:
+        """Create the layout, or check it is one; ``oci-layout`` comes first, under the lock."""
         root = self.root
         if os.path.exists(root) and not os.path.isdir(root):
             raise DestinationError(f"{root}: exists and is not a directory")
-        if os.path.isdir(root):
-            if not os.path.exists(os.path.join(root, "oci-layout")) and os.listdir(root):
-                raise DestinationError(f"{root}: not empty and not an OCI layout")
-        else:
+        if not os.path.isdir(root):
             parent = os.path.dirname(os.path.abspath(root))
             if not os.path.isdir(parent):
                 raise DestinationError(f"{root}: parent directory {parent} does not exist")
@@ -221,12 +227,29 @@ class OciLayoutDestination(ImageDestination):
                 pass
             else:
                 self._made_root = True
+        with self._locked():
+            layout = os.path.join(root, "oci-layout")
+            if not os.path.exists(layout):
+                if os.listdir(root):
+                    raise DestinationError(f"{root}: not empty and not an OCI layout")
+                atomic_write_bytes(layout, LAYOUT_FILE)
 
     def has_blob(self, digest: Digest) -> bool:
         return os.path.isfile(os.path.join(self.root, blob_path(digest)))
 
     def new_blob(self) -> BlobWriter:
         return _LayoutBlob(self)
+
+    def background(self, fn: Callable[[Digest], None], digest: Digest) -> None:
+        self._io_pending.append(self._io.submit(fn, digest))
+
+    def _drain_io(self) -> None:
+        """Wait for every blob's fsync and rename; the first failure is raised."""
+        pending, self._io_pending = self._io_pending, []
+        errors = [f.exception() for f in pending]
+        for e in errors:
+            if e is not None:
+                raise DestinationError(f"{self.root}: cannot write a blob: {e}") from e
 
     def put_blob_bytes(self, data: bytes) -> Digest:
         digest = Digest.of(data)
@@ -265,11 +288,13 @@ class OciLayoutDestination(ImageDestination):
             return Index.build([])
 
     def commit(self) -> None:
+        self._drain_io()
+        self._io.shutdown()
         for algo_dir in {d.algorithm for d in self.created}:
             fsync_dir(os.path.join(self.root, "blobs", algo_dir))
         with self._locked():
             layout = os.path.join(self.root, "oci-layout")
-            if not os.path.exists(layout):
+            if not os.path.exists(layout):  # an aborting writer may have removed an empty one
                 atomic_write_bytes(layout, LAYOUT_FILE)
             current = self._read_index()
             manifests = list(current.manifests)
@@ -287,17 +312,31 @@ class OciLayoutDestination(ImageDestination):
             atomic_write_bytes(os.path.join(self.root, "index.json"), index.raw)
 
     def abort(self) -> None:
+        with contextlib.suppress(DestinationError):
+            self._drain_io()
+        self._io.shutdown()
         if not os.path.isdir(self.root):
             return
         with self._locked():
-            if self._made_root and not os.path.exists(os.path.join(self.root, "index.json")):
-                shutil.rmtree(self.root, ignore_errors=True)
-                return
             referenced = self._referenced()
             for digest in self.created:
                 if digest not in referenced:
                     with contextlib.suppress(OSError):
                         os.unlink(os.path.join(self.root, blob_path(digest)))
+            if self._made_root and not os.path.exists(os.path.join(self.root, "index.json")):
+                self._remove_if_empty()
+
+    def _remove_if_empty(self) -> None:
+        """Undo a layout this copy created, unless another writer has put anything in it."""
+        blobs = os.path.join(self.root, "blobs")
+        with contextlib.suppress(OSError):
+            for algo in os.listdir(blobs):
+                os.rmdir(os.path.join(blobs, algo))
+            os.rmdir(blobs)
+        with contextlib.suppress(OSError):
+            if os.listdir(self.root) == ["oci-layout"]:
+                os.unlink(os.path.join(self.root, "oci-layout"))
+                os.rmdir(self.root)
 
     def _referenced(self) -> set[str]:
         """Every digest reachable from index.json (what a garbage collector would keep)."""

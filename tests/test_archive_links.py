@@ -1,0 +1,93 @@
+"""Links between members of an outer archive resolve inside it, or are refused."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+
+import pytest
+
+from ocikit.errors import NotFoundError, UnsafeInputError
+from ocikit.transports.archive import TarArchive
+
+
+def _tar(entries: list[tarfile.TarInfo | tuple[str, bytes]]) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for e in entries:
+            if isinstance(e, tuple):
+                info = tarfile.TarInfo(e[0])
+                info.size = len(e[1])
+                tar.addfile(info, io.BytesIO(e[1]))
+            else:
+                tar.addfile(e)
+    return raw.getvalue()
+
+
+def _link(name: str, target: str, kind: bytes = tarfile.SYMTYPE) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = target
+    return info
+
+
+@pytest.fixture(params=["file", "pipe"])
+def open_archive(request, tmp_path):
+    def opener(data: bytes) -> TarArchive:
+        path = tmp_path / "a.tar"
+        path.write_bytes(data)
+        if request.param == "file":
+            return TarArchive.open(str(path))
+        return TarArchive.from_stream(io.BufferedReader(io.BytesIO(data)), "pipe")  # type: ignore[arg-type]
+
+    return opener
+
+
+def test_symlink_before_and_after_target(open_archive) -> None:
+    data = _tar(
+        [
+            _link("b/layer.tar", "../c/layer.tar"),  # before its target, as docker may write
+            ("c/layer.tar", b"layer"),
+            _link("d/layer.tar", "../c/layer.tar"),
+            _link("e/layer.tar", "/c/layer.tar".lstrip("/"), tarfile.LNKTYPE),
+        ]
+    )
+    with open_archive(data) as a:
+        for name in ("b/layer.tar", "./d/layer.tar", "e/layer.tar"):
+            with a.open_member(name) as f:
+                assert f.read() == b"layer"
+
+
+@pytest.mark.parametrize(
+    ("entries", "error"),
+    [
+        ([_link("a/layer.tar", "../../etc/passwd")], UnsafeInputError),
+        ([_link("a/layer.tar", "/etc/passwd")], UnsafeInputError),
+        (
+            [_link("a/layer.tar", "../b/layer.tar"), _link("b/layer.tar", "../a/layer.tar")],
+            UnsafeInputError,
+        ),
+        ([_link("a/layer.tar", "layer.tar")], UnsafeInputError),
+        ([_link("a/layer.tar", "../missing/layer.tar")], NotFoundError),
+    ],
+)
+def test_hostile_links(open_archive, entries, error) -> None:
+    with open_archive(_tar([("x", b"x"), *entries])) as a, pytest.raises(error):
+        a.open_member("a/layer.tar")
+
+
+def test_member_escaping_by_name_is_never_reachable(open_archive) -> None:
+    with open_archive(_tar([("../evil", b"x"), ("ok", b"y")])) as a:
+        assert not a.exists("../evil")
+        with pytest.raises(UnsafeInputError):
+            a.open_member("../evil")
+
+
+def test_spool_is_removed_on_close(tmp_path) -> None:
+    data = _tar([("a", b"x" * 100)])
+    a = TarArchive.from_stream(io.BufferedReader(io.BytesIO(data)), "pipe")  # type: ignore[arg-type]
+    spool = os.path.dirname(a.members["a"].spool or "")
+    assert os.path.isdir(spool)
+    a.close()
+    assert not os.path.exists(spool)
