@@ -84,10 +84,13 @@ def test_member_escaping_by_name_is_never_reachable(open_archive) -> None:
             a.open_member("../evil")
 
 
-def test_spool_is_removed_on_close(tmp_path) -> None:
-    data = _tar([("a", b"x" * 100)])
-    a = TarArchive.from_stream(io.BufferedReader(io.BytesIO(data)), "pipe")  # type: ignore[arg-type]
-    spool = os.path.dirname(a.members["a"].spool or "")
-    assert os.path.isdir(spool)
-    a.close()
-    assert not os.path.exists(spool)
+def test_spool_leaves_nothing_behind(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    data = _tar([("a", b"x" * 100), ("b", b"y" * 10)])
+    with TarArchive.from_stream(io.BufferedReader(io.BytesIO(data)), "pipe") as a:  # type: ignore[arg-type]
+        assert os.listdir(tmp_path) == []  # anonymous: already unlinked
+        with a.open_member("b") as f:
+            assert f.read() == b"y" * 10

@@ -1,9 +1,11 @@
 """Random access to the members of a tar archive read from a file or, in one pass, from a pipe.
 
 A seekable file is indexed in place: member headers are read, data is read by offset later.
-A pipe is read exactly once; regular members are spooled to a private temporary directory as
-they stream by (hashing nothing twice, holding nothing in memory), since the formats put the
-file that says what everything is (``manifest.json``, ``index.json``) after the blobs.
+A pipe is read exactly once; regular members are spooled, one after the other, into a single
+anonymous temporary file as they stream by (nothing held in memory, nothing left behind even
+if the process is killed), since the formats put the file that says what everything is
+(``manifest.json``, ``index.json``) after the blobs. A ``Tee`` may see each member's bytes on
+the way (to compress a layer while it arrives).
 Symlinks and hardlinks between members are resolved inside the archive only.
 """
 
@@ -13,7 +15,6 @@ import contextlib
 import fcntl
 import os
 import posixpath
-import shutil
 import stat
 import tarfile
 import tempfile
@@ -52,9 +53,14 @@ class Member:
     name: str
     kind: str  # "file", "symlink", "hardlink", "dir", "other"
     size: int = 0
-    offset: int = 0  # data offset, when indexed in place
-    spool: str | None = None  # spooled copy, when read from a pipe
+    offset: int = 0  # where the data starts in the archive, or in the spool
     linkname: str = ""
+
+
+def _write_all(f: BinaryIO, data: memoryview) -> None:
+    while data:
+        written = f.write(data)
+        data = data[written:]
 
 
 def _kind(info: tarfile.TarInfo | TarEntry) -> str:
@@ -74,7 +80,6 @@ class TarArchive:
         self.what = what
         self.members: dict[str, Member] = {}
         self._fd: int | None = None
-        self._spool_dir: str | None = None
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -116,11 +121,7 @@ class TarArchive:
                     if info.isreg() and start + info.offset_data + info.size > end:
                         raise InputError(f"{what}: archive is truncated (in {info.name})")
                     self._add(
-                        info.name,
-                        _kind(info),
-                        info.size,
-                        start + info.offset_data,
-                        linkname=info.linkname,
+                        info.name, _kind(info), info.size, start + info.offset_data, info.linkname
                     )
         except tarfile.TarError as e:
             self.close()
@@ -134,29 +135,32 @@ class TarArchive:
 
     @classmethod
     def from_stream(cls, stream: BinaryIO, what: str, tee: Tee | None = None) -> TarArchive:
+        """Read ``stream`` once; regular members' data goes into one anonymous spool file
+        (already unlinked: nothing outlives the process, even if it is killed)."""
         self = cls(what)
-        self._spool_dir = tempfile.mkdtemp(prefix="ocikit-spool-")
+        spool = tempfile.TemporaryFile(prefix="ocikit-spool-", buffering=0)  # noqa: SIM115
+        self._fd = os.dup(spool.fileno())
         buf = bytearray(CHUNK)
         view = memoryview(buf)
+        position = 0
         try:
-            tar = TarStream(stream, what)
-            for count, entry in enumerate(tar):
-                spool = None
-                if entry.isreg():
-                    spool = os.path.join(self._spool_dir, str(count))
-                    with open(spool, "wb", buffering=0) as out:
+            with spool:
+                tar = TarStream(stream, what)
+                for entry in tar:
+                    sink = None
+                    if entry.isreg():
                         n = tar.readinto(view)
                         sink = tee(entry.name, bytes(view[:n])) if tee and n else None
                         while n:
-                            out.write(view[:n])
+                            _write_all(spool, view[:n])
                             if sink is not None:
                                 sink.write(view[:n])
                             n = tar.readinto(view)
-                    if sink is not None:
-                        sink.finish()
-                self._add(
-                    entry.name, _kind(entry), entry.size, spool=spool, linkname=entry.linkname
-                )
+                        if sink is not None:
+                            sink.finish()
+                    self._add(entry.name, _kind(entry), entry.size, position, entry.linkname)
+                    if entry.isreg():
+                        position += entry.size
         except BaseException:
             self.close()
             raise
@@ -165,19 +169,11 @@ class TarArchive:
             raise InputError(f"{what}: empty input, not a tar archive")
         return self
 
-    def _add(
-        self,
-        name: str,
-        kind: str,
-        size: int,
-        offset: int = 0,
-        spool: str | None = None,
-        linkname: str = "",
-    ) -> None:
+    def _add(self, name: str, kind: str, size: int, offset: int, linkname: str) -> None:
         normalized = normalize(name)
         if normalized is None:
             return  # outside the archive: can never be referenced
-        self.members[normalized] = Member(normalized, kind, size, offset, spool, linkname)
+        self.members[normalized] = Member(normalized, kind, size, offset, linkname)
 
     # -- access ---------------------------------------------------------------------------
     def resolve(self, name: str) -> Member:
@@ -220,8 +216,6 @@ class TarArchive:
 
     def open_member(self, name: str) -> BinaryIO:
         member = self.resolve(name)
-        if member.spool is not None:
-            return open(member.spool, "rb", buffering=0)
         assert self._fd is not None
         return LimitedReader(self._fd, member.offset, member.size)  # type: ignore[return-value]
 
@@ -244,9 +238,6 @@ class TarArchive:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        if self._spool_dir is not None:
-            shutil.rmtree(self._spool_dir, ignore_errors=True)
-            self._spool_dir = None
 
     def __enter__(self) -> TarArchive:
         return self
