@@ -3,8 +3,9 @@
 A stream's ``manifest.json`` comes after the layers (Docker >= 25 puts every blob first), so
 a one-pass reader cannot know which member is a layer until the end. Rather than spool
 everything and then compress, each member that starts like a tar is also compressed straight
-into a destination blob as it streams by. When the manifest says it is a layer, that blob is
-committed; otherwise it is discarded. Non-tar members (configs, manifests) are never touched.
+into a destination blob as it streams by, and not spooled. When the manifest says it is a
+layer, that blob is verified (diff_id, size) and committed; otherwise it is discarded.
+Non-tar members (configs, manifests) are spooled as usual and never touched.
 """
 
 from __future__ import annotations
@@ -23,7 +24,12 @@ def looks_like_tar(head: bytes) -> bool:
 
 
 class _Speculation:
+    # A tar-looking member is either a layer (then this blob is all that is needed of it) or
+    # something no image refers to (configs and manifests are JSON): it need not be spooled.
+    consumes = True
+
     def __init__(self, owner: Speculator, writer: BlobWriter) -> None:
+        self.failure: str | None = None
         self._owner = owner
         self._writer = writer
         self._encoder: LayerEncoder | None = LayerEncoder(
@@ -35,7 +41,8 @@ class _Speculation:
             return
         try:
             self._encoder.write(chunk)
-        except Exception:  # a speculation must never break the read; the real path remains
+        except Exception as e:  # reported when (if) the member turns out to be needed
+            self.failure = str(e)
             self._fail()
         self._owner.progress.advance(len(chunk))
 
@@ -44,7 +51,8 @@ class _Speculation:
             return
         try:
             result = self._encoder.finish()
-        except Exception:
+        except Exception as e:
+            self.failure = str(e)
             self._fail()
             return
         self._encoder = None

@@ -31,12 +31,17 @@ F_SETPIPE_SZ = 1031
 
 
 class TeeSink(Protocol):
+    #: True if the sink keeps what it needs of the member, so it is not spooled at all;
+    #: opening such a member later is an error naming ``failure`` if the sink failed.
+    consumes: bool
+    failure: str | None
+
     def write(self, chunk: memoryview) -> None: ...
     def finish(self) -> None: ...
 
 
-#: Called with a member's name and first bytes while a pipe is spooled; the sink it returns,
-#: if any, also receives the member's bytes (one pass: e.g. compress a layer as it arrives).
+#: Called with a member's name and first bytes while a pipe is read; the sink it returns, if
+#: any, receives the member's bytes (one pass: e.g. compress a layer as it arrives).
 Tee = Callable[[str, bytes], TeeSink | None]
 
 
@@ -51,10 +56,11 @@ def normalize(name: str) -> str | None:
 @dataclass
 class Member:
     name: str
-    kind: str  # "file", "symlink", "hardlink", "dir", "other"
+    kind: str  # "file", "symlink", "hardlink", "dir", "other", "consumed" (by a tee)
     size: int = 0
     offset: int = 0  # where the data starts in the archive, or in the spool
     linkname: str = ""
+    head: bytes = b""  # first bytes of a member consumed by a tee
 
 
 def _write_all(f: BinaryIO, data: memoryview) -> None:
@@ -80,6 +86,7 @@ class TarArchive:
         self.what = what
         self.members: dict[str, Member] = {}
         self._fd: int | None = None
+        self._failures: dict[str, str] = {}
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -148,19 +155,29 @@ class TarArchive:
                 tar = TarStream(stream, what)
                 for entry in tar:
                     sink = None
+                    kind = _kind(entry)
                     if entry.isreg():
                         n = tar.readinto(view)
-                        sink = tee(entry.name, bytes(view[:n])) if tee and n else None
+                        head = bytes(view[: min(n, 512)])
+                        sink = tee(entry.name, head) if tee and n else None
+                        keep = sink is None or not sink.consumes
                         while n:
-                            _write_all(spool, view[:n])
+                            if keep:
+                                _write_all(spool, view[:n])
                             if sink is not None:
                                 sink.write(view[:n])
                             n = tar.readinto(view)
                         if sink is not None:
                             sink.finish()
-                    self._add(entry.name, _kind(entry), entry.size, position, entry.linkname)
-                    if entry.isreg():
+                        if not keep:
+                            kind = "consumed"
+                    self._add(entry.name, kind, entry.size, position, entry.linkname)
+                    if kind == "file":
                         position += entry.size
+                    elif kind == "consumed" and (member := self._member(entry.name)):
+                        member.head = head
+                        if sink is not None and sink.failure:
+                            self._failures[member.name] = sink.failure
         except BaseException:
             self.close()
             raise
@@ -187,7 +204,7 @@ class TarArchive:
             if member is None:
                 where = f" (via {seen[-1]!r})" if seen else ""
                 raise NotFoundError(f"{self.what}: {current!r} is missing from the archive{where}")
-            if member.kind == "file":
+            if member.kind in ("file", "consumed"):
                 return member
             if member.kind not in ("symlink", "hardlink"):
                 raise InputError(f"{self.what}: {current!r} is not a regular file")
@@ -207,6 +224,10 @@ class TarArchive:
                 )
             current = target
 
+    def _member(self, name: str) -> Member | None:
+        n = normalize(name)
+        return None if n is None else self.members.get(n)
+
     def exists(self, name: str) -> bool:
         n = normalize(name)
         return n is not None and n in self.members
@@ -216,6 +237,12 @@ class TarArchive:
 
     def open_member(self, name: str) -> BinaryIO:
         member = self.resolve(name)
+        if member.kind == "consumed":
+            why = self._failures.get(member.name)
+            raise InputError(
+                f"{self.what}: {member.name!r} was not kept while streaming"
+                + (f" ({why})" if why else "")
+            )
         assert self._fd is not None
         return LimitedReader(self._fd, member.offset, member.size)  # type: ignore[return-value]
 
@@ -231,6 +258,9 @@ class TarArchive:
         return data
 
     def head(self, name: str, n: int = 8) -> bytes:
+        member = self.resolve(name)
+        if member.kind == "consumed":
+            return member.head[:n]
         with self.open_member(name) as f:
             return f.read(n)
 
