@@ -31,8 +31,12 @@ class RichProgress:
         self._task: int | None = None
 
     def begin(self, total: int, description: str) -> None:
-        self._progress.start()
-        self._task = self._progress.add_task(description, total=total or None)
+        """Start (or restart, for the next phase) the one bar."""
+        if self._task is None:
+            self._progress.start()
+            self._task = self._progress.add_task(description, total=total or None)
+        else:
+            self._progress.reset(self._task, total=total or None, description=description)
 
     def step(self, description: str) -> None:
         if self._task is not None:

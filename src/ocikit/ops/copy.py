@@ -132,6 +132,8 @@ class _Copier:
         self.progress = progress
         self.speculator = speculator
         self._done: dict[tuple[Digest, Compression], Descriptor] = {}
+        known = dest.known_layers(image.config.digest)
+        self._known = list(known) if known and len(known) == len(image.layers) else None
 
     def run(self) -> Manifest:
         image, dest = self.image, self.dest
@@ -144,7 +146,7 @@ class _Copier:
             target = dest.layer_compression(layer.compression, self.requested)
             key = (layer.descriptor.digest, target)
             if key not in self._done:  # a layer repeated in one image is copied once
-                self._done[key] = self._copy_layer(layer, target)
+                self._done[key] = self._reuse(i, target) or self._copy_layer(layer, target)
             else:
                 self.progress.advance(layer.descriptor.size)
             layers.append(self._done[key])
@@ -152,6 +154,16 @@ class _Copier:
         manifest = _manifest_for(image, dest, config_desc, layers)
         dest.put_manifest(manifest, image.config, image.repo_tags())
         return manifest
+
+    def _reuse(self, i: int, target: Compression) -> Descriptor | None:
+        """The same image's layer already at the destination, in the compression wanted."""
+        if self._known is None:
+            return None
+        known, src = self._known[i], self.image.layers[i].descriptor
+        if mt.layer_compression(known.media_type) is not target:
+            return None
+        self.progress.advance(src.size)
+        return Descriptor(_layer_type(self.dest, target), known.digest, known.size, src.annotations)
 
     def _copy_layer(self, layer: Layer, target: Compression) -> Descriptor:
         src, dest = layer.descriptor, self.dest

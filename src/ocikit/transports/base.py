@@ -62,6 +62,11 @@ class ImageDestination(ABC):
     @abstractmethod
     def has_blob(self, digest: Digest) -> bool: ...
 
+    def known_layers(self, config: Digest) -> Sequence[Descriptor] | None:
+        """Layers of an image with this config already here (all present), if any: a copy
+        whose layers would come out the same can reuse them instead of recompressing."""
+        return None
+
     @abstractmethod
     def new_blob(self) -> BlobWriter: ...
 

@@ -240,6 +240,35 @@ class OciLayoutDestination(ImageDestination):
     def new_blob(self) -> BlobWriter:
         return _LayoutBlob(self)
 
+    def known_layers(self, config: Digest) -> Sequence[Descriptor] | None:
+        for manifest in self._manifests():
+            if manifest.config.digest == config and all(
+                self.has_blob(d.digest) for d in manifest.layers
+            ):
+                return manifest.layers
+        return None
+
+    def _manifests(self) -> Iterator[Manifest]:
+        """Every image manifest reachable from index.json that is present and parses."""
+        seen: set[str] = set()
+        todo = list(self._read_index().manifests)
+        while todo:
+            d = todo.pop()
+            if d.digest in seen or not self.has_blob(d.digest) or d.size > MAX_JSON:
+                continue
+            seen.add(d.digest)
+            if d.media_type not in mt.MANIFEST_TYPES | mt.INDEX_TYPES:
+                continue
+            with open(os.path.join(self.root, blob_path(d.digest)), "rb") as f:
+                try:
+                    doc = parse_manifest_or_index(f.read(MAX_JSON + 1), d.media_type)
+                except InputError:
+                    continue
+            if isinstance(doc, Manifest):
+                yield doc
+            else:
+                todo.extend(doc.manifests)
+
     def background(self, fn: Callable[[Digest], None], digest: Digest) -> None:
         self._io_pending.append(self._io.submit(fn, digest))
 
@@ -340,24 +369,11 @@ class OciLayoutDestination(ImageDestination):
 
     def _referenced(self) -> set[str]:
         """Every digest reachable from index.json (what a garbage collector would keep)."""
-        seen: set[str] = set()
-        todo = list(self._read_index().manifests)
-        while todo:
-            d = todo.pop()
-            if d.digest in seen:
-                continue
-            seen.add(d.digest)
-            if d.media_type in mt.MANIFEST_TYPES | mt.INDEX_TYPES and self.has_blob(d.digest):
-                with open(os.path.join(self.root, blob_path(d.digest)), "rb") as f:
-                    try:
-                        doc = parse_manifest_or_index(f.read(MAX_JSON), d.media_type)
-                    except InputError:
-                        continue
-                if isinstance(doc, Manifest):
-                    seen.add(doc.config.digest)
-                    seen.update(layer.digest for layer in doc.layers)
-                else:
-                    todo.extend(doc.manifests)
+        seen: set[str] = {d.digest for d in self._read_index().manifests}
+        for manifest in self._manifests():
+            seen.add(manifest.digest)
+            seen.add(manifest.config.digest)
+            seen.update(layer.digest for layer in manifest.layers)
         return seen
 
 
