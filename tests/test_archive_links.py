@@ -8,7 +8,7 @@ import tarfile
 
 import pytest
 
-from ocikit.errors import NotFoundError, UnsafeInputError
+from ocikit.errors import InputError, NotFoundError, UnsafeInputError
 from ocikit.transports.archive import TarArchive
 
 
@@ -94,3 +94,11 @@ def test_spool_leaves_nothing_behind(tmp_path, monkeypatch) -> None:
         assert os.listdir(tmp_path) == []  # anonymous: already unlinked
         with a.open_member("b") as f:
             assert f.read() == b"y" * 10
+
+
+def test_too_many_members_is_refused(open_archive, monkeypatch) -> None:
+    import ocikit.transports.archive as archive
+
+    monkeypatch.setattr(archive, "MAX_MEMBERS", 50)
+    with pytest.raises(InputError, match="more than 50 members"):
+        open_archive(_tar([(f"f{i}", b"") for i in range(60)]))

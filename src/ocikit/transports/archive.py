@@ -27,6 +27,9 @@ from ..layer.streams import CHUNK, LimitedReader
 from ..layer.tarstream import TarEntry, TarStream
 
 MAX_LINK_HOPS = 40
+#: a docker save has about three members per layer; an archive with more is hostile, and
+#: indexing it would grow memory without bound
+MAX_MEMBERS = 100_000
 F_SETPIPE_SZ = 1031
 
 
@@ -187,6 +190,8 @@ class TarArchive:
         return self
 
     def _add(self, name: str, kind: str, size: int, offset: int, linkname: str) -> None:
+        if len(self.members) >= MAX_MEMBERS:
+            raise InputError(f"{self.what}: more than {MAX_MEMBERS} members; not an image archive")
         normalized = normalize(name)
         if normalized is None:
             return  # outside the archive: can never be referenced
