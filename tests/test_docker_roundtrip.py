@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 import ocikit as lib
-from conftest import LONG_DIR, NON_ASCII, Archive, ocikit
 from ocikit.model import Digest
 from ocikit.model import mediatypes as mt
+
+from conftest import LONG_DIR, NON_ASCII, Archive, ocikit
 
 pytestmark = pytest.mark.docker
 

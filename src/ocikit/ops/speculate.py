@@ -30,6 +30,7 @@ class _Speculation:
 
     def __init__(self, owner: Speculator, writer: BlobWriter) -> None:
         self.failure: str | None = None
+        self.digest: str | None = None
         self._owner = owner
         self._writer = writer
         self._encoder: LayerEncoder | None = LayerEncoder(
@@ -56,6 +57,7 @@ class _Speculation:
             self._fail()
             return
         self._encoder = None
+        self.digest = result.diff_id
         self._owner.finished(result, self._writer)
 
     def _fail(self) -> None:

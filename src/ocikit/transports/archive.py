@@ -38,6 +38,8 @@ class TeeSink(Protocol):
     #: opening such a member later is an error naming ``failure`` if the sink failed.
     consumes: bool
     failure: str | None
+    #: the member's content digest, once finished (so a mismatch can be reported as one)
+    digest: str | None
 
     def write(self, chunk: memoryview) -> None: ...
     def finish(self) -> None: ...
@@ -64,6 +66,7 @@ class Member:
     offset: int = 0  # where the data starts in the archive, or in the spool
     linkname: str = ""
     head: bytes = b""  # first bytes of a member consumed by a tee
+    digest: str | None = None  # content digest of a member consumed by a tee
 
 
 def _write_all(f: BinaryIO, data: memoryview) -> None:
@@ -135,7 +138,7 @@ class TarArchive:
                     )
         except tarfile.TarError as e:
             self.close()
-            raise InputError(f"{what}: not a readable tar archive ({e})") from None
+            raise InputError(f"{what}: not a tar archive ({e})") from None
         except BaseException:
             self.close()
             raise
@@ -179,6 +182,7 @@ class TarArchive:
                         position += entry.size
                     elif kind == "consumed" and (member := self._member(entry.name)):
                         member.head = head
+                        member.digest = sink.digest if sink is not None else None
                         if sink is not None and sink.failure:
                             self._failures[member.name] = sink.failure
         except BaseException:

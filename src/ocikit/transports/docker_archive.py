@@ -21,7 +21,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from ..errors import AmbiguousImageError, DestinationError, InputError, NotFoundError, UsageError
+from ..errors import (
+    AmbiguousImageError,
+    DestinationError,
+    InputError,
+    NotFoundError,
+    UsageError,
+    VerificationError,
+)
 from ..layer.compress import detect
 from ..layer.streams import CHUNK, HashingReader
 from ..model import Compression, Descriptor, Digest, ImageConfig, Manifest
@@ -127,6 +134,12 @@ class DockerArchiveSource(ImageSource):
         member = self._blobs.get(descriptor.digest)
         if member is None:
             raise NotFoundError(f"{self.archive.what}: no blob {descriptor.digest}")
+        actual = self.archive.resolve(member).digest  # known if consumed while streaming
+        if actual is not None and actual != descriptor.digest:
+            raise VerificationError(
+                f"{self.archive.what}: {member}: content digest {actual} does not match "
+                f"{descriptor.digest}"
+            )
         return self.archive.open_member(member)
 
     def repo_tags(self) -> list[str]:
