@@ -1,126 +1,202 @@
-"""Session fixtures: one private Docker engine, and real `docker save` archives built by it."""
+"""Session fixtures: one private Docker engine, real ``docker save`` archives built by it, their
+Docker >= 25 forms, and broken archives made from them.
+
+Tests that need the engine are marked ``docker``. Where dockerd cannot run (not root, not
+installed) they are skipped, except in CI (``CI`` set): there a skip is a failure.
+"""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import tarfile
-from collections.abc import Iterator
-from dataclasses import dataclass
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from docker25 import convert  # tests/ is on sys.path (pytest's rootdir-relative import)
-from engine import DockerEngine, EngineError, can_run
+from support.archives import (
+    BASE_TAG,
+    OTHER_DOCKERFILE,
+    OTHER_FILES,
+    OTHER_TAG,
+    RICH_DOCKERFILE,
+    RICH_FILES,
+    RICH_TAG,
+    SAMPLE,
+    Archive,
+    BadInput,
+    check_rich_archive,
+    describe,
+    make_bad_archives,
+    read_manifest_json,
+)
+from support.cli import ok
+from support.docker25 import convert
+from support.dockerd import DockerEngine, EngineError, can_run
 
-LONG_DIR = "long/" + "d" * 60 + "/" + "e" * 60  # a path well over 100 bytes
-NON_ASCII = "café/naïve-文件.txt"
-
-RICH_DOCKERFILE = f"""\
-FROM ocikit-test/base:1
-RUN mkdir -p /d /keep && echo old > /d/old && echo gone > /gone.txt && echo target > /hl-target
-RUN rm /gone.txt && rm -rf /d && mkdir /d && echo new > /d/new
-RUN ln /hl-target /hl-link && echo inlayer > /x && ln /x /x-link
-COPY long/ /long/
-RUN ln -s /{LONG_DIR}/file-with-a-rather-long-name.txt /long-symlink
-COPY café/ /café/
-COPY same.txt /same.txt
-COPY same.txt /same.txt
-ENV FOO=bar
-LABEL org.example.test=rich
-WORKDIR /srv
-ENTRYPOINT ["/bin/sh", "-c"]
-CMD ["cat /d/new"]
-"""
-RICH_FILES = {
-    f"{LONG_DIR}/file-with-a-rather-long-name.txt": "long\n",
-    NON_ASCII: "accents\n",
-    "same.txt": "the same layer twice\n",
-}
+EXTRA_BLOB = b'{"note":"a blob nothing points at; engines >= 25 leave some"}'
 
 
-@dataclass(frozen=True)
-class Archive:
-    path: Path
-    tags: list[str]
-    image_ids: list[str]
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 
-    @property
-    def image_id(self) -> str:
-        return self.image_ids[0]
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses the engine is a ``docker`` test, marked or not."""
+    for item in items:
+        if "docker_engine" in getattr(item, "fixturenames", ()) and not item.get_closest_marker(
+            "docker"
+        ):
+            item.add_marker(pytest.mark.docker)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    """In CI a test must never skip: a skip is reported as a failure."""
+    outcome = yield
+    report = outcome.get_result()
+    if in_ci() and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI (not allowed): {report.longrepr}"
+
+
+# ---------------------------------------------------------------------------- the engine
 
 
 @pytest.fixture(scope="session")
-def engine() -> Iterator[DockerEngine]:
+def docker_engine() -> Iterator[DockerEngine]:
+    """One dockerd for the whole session, stopped and removed at the end."""
     why = can_run()
     if why:
-        if os.environ.get("CI"):
-            pytest.fail(f"the docker engine must run in CI: {why}")
-        pytest.skip(why)
+        if in_ci():
+            pytest.fail(f"the docker engine must run in CI: {why}", pytrace=False)
+        pytest.skip(f"no docker engine: {why}")
+    engine = DockerEngine()
     try:
-        e = DockerEngine().start()
+        engine.start()
     except EngineError as err:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(str(err))
+        if in_ci():
+            pytest.fail(f"the docker engine must run in CI: {err}", pytrace=False)
+        pytest.skip(f"no docker engine: {err}")
     try:
-        yield e
+        yield engine
     finally:
-        e.stop()
+        engine.stop()
 
 
 @pytest.fixture(scope="session")
-def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def archives_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("archives")
 
 
 @pytest.fixture(scope="session")
-def base(engine: DockerEngine) -> str:
-    return engine.import_busybox_base("ocikit-test/base:1")
+def busybox_base(docker_engine: DockerEngine) -> str:
+    """``ocikit-test/base:1``: busybox-static by ``docker import``. Returns its image ID."""
+    return docker_engine.import_busybox_base(BASE_TAG)
+
+
+# ---------------------------------------------------------------------------- real docker save
 
 
 @pytest.fixture(scope="session")
-def rich(engine: DockerEngine, base: str, work: Path) -> Archive:
-    """Whiteouts, an opaque directory, hardlinks, long and non-ASCII names, a repeated layer."""
-    image_id = engine.build("ocikit-test/rich:1", RICH_DOCKERFILE, RICH_FILES)
-    path = engine.save(work / "rich.tar", "ocikit-test/rich:1")
-    with tarfile.open(path) as tar:
-        linked = [m for m in tar.getmembers() if m.name.endswith("/layer.tar") and m.issym()]
-    assert linked, "docker did not save the repeated layer as a symlink"
-    return Archive(path, ["ocikit-test/rich:1"], [image_id])
+def legacy_archive_rich(
+    docker_engine: DockerEngine, busybox_base: str, archives_dir: Path
+) -> Archive:
+    """``docker save ocikit-test/rich:1``: whiteout, opaque directory, hardlinks, long names,
+    non-ASCII names, a repeated layer (symlinked layer.tar), ENV/LABEL/CMD/ENTRYPOINT/WORKDIR."""
+    image_id = docker_engine.build(RICH_TAG, RICH_DOCKERFILE, RICH_FILES)
+    path = docker_engine.save(archives_dir / "rich.tar", RICH_TAG)
+    check_rich_archive(path)
+    tags, ids = describe(path)
+    assert (tags, ids) == ([RICH_TAG], [image_id])
+    return Archive(path, tags, ids)
 
 
 @pytest.fixture(scope="session")
-def two(engine: DockerEngine, rich: Archive, work: Path) -> Archive:
-    """Two images sharing their base layer, in one archive."""
-    other = engine.build(
-        "ocikit-test/other:2", "FROM ocikit-test/base:1\nCOPY o.txt /o.txt\n", {"o.txt": "o\n"}
+def legacy_archive_two(
+    docker_engine: DockerEngine, legacy_archive_rich: Archive, archives_dir: Path
+) -> Archive:
+    """``docker save rich other -o two.tar``: two images sharing the base layer."""
+    other_id = docker_engine.build(OTHER_TAG, OTHER_DOCKERFILE, OTHER_FILES)
+    path = docker_engine.save(archives_dir / "two.tar", RICH_TAG, OTHER_TAG)
+    tags, ids = describe(path)
+    assert sorted(tags) == sorted([RICH_TAG, OTHER_TAG])
+    assert dict(zip(tags, ids, strict=True)) == {
+        RICH_TAG: legacy_archive_rich.image_id,
+        OTHER_TAG: other_id,
+    }
+    layers = [entry["Layers"] for entry in read_manifest_json(path)]
+    assert len({layers[0][0], layers[1][0]}) == 1, "the two images should share the base layer"
+    return Archive(path, tags, ids)
+
+
+@pytest.fixture
+def image_in_engine(docker_engine: DockerEngine) -> Callable[[Archive], None]:
+    """Load an archive's images back if a test before removed them (tests ``docker rmi``)."""
+
+    def ensure(archive: Archive) -> None:
+        if not all(docker_engine.has_image(tag) for tag in archive.tags):
+            docker_engine.load(archive.path)
+
+    return ensure
+
+
+# ---------------------------------------------------------------------------- Docker >= 25
+
+
+@pytest.fixture(scope="session")
+def docker25_archives(
+    legacy_archive_rich: Archive, legacy_archive_two: Archive, archives_dir: Path
+) -> dict[str, Archive]:
+    """The legacy archives rewritten in Docker >= 25's form by ``support.docker25``:
+    ``rich`` and ``two`` without LayerSources, ``rich+sources`` and ``two+sources`` with
+    LayerSources and an extra JSON blob nothing points at."""
+    out = {}
+    for name, legacy in (("rich", legacy_archive_rich), ("two", legacy_archive_two)):
+        for sources in (False, True):
+            key = f"{name}+sources" if sources else name
+            written = convert(
+                legacy.path,
+                archives_dir / f"{key}.docker25.tar",
+                layer_sources=sources,
+                extra_blobs=[EXTRA_BLOB] if sources else [],
+            )
+            tags, ids = describe(written.path)
+            assert (tags, ids) == (legacy.tags, legacy.image_ids)
+            assert written.image_ids == legacy.image_ids
+            layers = [name for e in read_manifest_json(written.path) for name in e["Layers"]]
+            assert len(written.layer_blobs) < len(layers), "a repeated layer is stored once"
+            out[key] = Archive(written.path, tags, ids)
+    return out
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+@pytest.fixture(scope="session")
+def bad_archives(
+    legacy_archive_rich: Archive, docker25_archives: dict[str, Archive], archives_dir: Path
+) -> dict[str, BadInput]:
+    """Broken archives by name (see ``support.archives.make_bad_archives``)."""
+    return make_bad_archives(
+        legacy_archive_rich.path, docker25_archives["rich+sources"].path, archives_dir / "bad"
     )
-    path = engine.save(work / "two.tar", "ocikit-test/rich:1", "ocikit-test/other:2")
-    return Archive(path, ["ocikit-test/rich:1", "ocikit-test/other:2"], [rich.image_id, other])
+
+
+# ---------------------------------------------------------------------------- no engine needed
 
 
 @pytest.fixture(scope="session")
-def docker25(rich: Archive, work: Path) -> Archive:
-    """The rich image in Docker >= 25's form, with LayerSources."""
-    return Archive(convert(rich.path, work / "rich-25.tar"), rich.tags, rich.image_ids)
+def sample_layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An OCI layout holding the shipped sample (``examples/hello.docker.tar``) as ``hello``."""
+    layout = tmp_path_factory.mktemp("sample") / "layout"
+    ok("copy", "-q", f"docker-archive:{SAMPLE}", f"oci:{layout}:hello")
+    return layout
 
 
-@pytest.fixture(scope="session")
-def docker25_plain(two: Archive, work: Path) -> Archive:
-    """Two images in Docker >= 25's form, without LayerSources."""
-    path = convert(two.path, work / "two-25.tar", layer_sources=False)
-    return Archive(path, two.tags, two.image_ids)
-
-
-def ocikit(*args: str, stdin=None, input: bytes | None = None) -> subprocess.CompletedProcess:
-    """Run the command line as a user would."""
-    return subprocess.run(
-        [sys.executable, "-m", "ocikit", *args],
-        stdin=stdin,
-        input=input,
-        capture_output=True,
-        timeout=600,
-    )
+@pytest.fixture
+def existing_layout(sample_layout: Path, tmp_path: Path) -> Path:
+    """A fresh copy of ``sample_layout`` for a test to (try to) change."""
+    layout = tmp_path / "existing"
+    shutil.copytree(sample_layout, layout)
+    return layout

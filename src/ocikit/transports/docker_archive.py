@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import sys
 import tarfile
@@ -68,6 +69,12 @@ class DockerArchiveSource(ImageSource):
         self._blobs: dict[str, str] = {}  # digest -> member
         config_raw = self.archive.read_small(entry.config)
         config_digest = Digest.of(config_raw)
+        named = _blob_digest(entry.config)
+        if named is not None and Digest.of(config_raw, named.algorithm) != named:
+            raise VerificationError(
+                f"{what}: config {entry.config} does not match its name (its content is "
+                f"{Digest.of(config_raw, named.algorithm)})"
+            )
         self._blobs[config_digest] = entry.config
         config = ImageConfig.parse(config_raw, f"{what}: {entry.config}")
         diff_ids = config.diff_ids
@@ -327,3 +334,12 @@ def _add_symlink(tar: tarfile.TarFile, name: str, target: str) -> None:
 def _add_file(tar: tarfile.TarFile, name: str, path: str) -> None:
     with open(path, "rb") as f:
         tar.addfile(_info(name, size=os.fstat(f.fileno()).st_size), f)
+
+
+_BLOB_PATH_RE = re.compile(r"^(?:\./)?blobs/(sha256|sha512)/([0-9a-f]{64,128})$")
+
+
+def _blob_digest(member: str) -> Digest | None:
+    """The digest a content-addressed member (``blobs/ALGO/HEX``) claims, else None."""
+    m = _BLOB_PATH_RE.match(member)
+    return Digest(f"{m.group(1)}:{m.group(2)}") if m else None

@@ -10,8 +10,11 @@ from ..errors import UsageError
 TRANSPORTS = ("oci", "oci-archive", "docker-archive")
 
 _INDEX_RE = re.compile(r"^(?P<path>.+?):?@(?P<index>\d+)$")
+# A first component is a registry host only when it looks like one (a dot, a port or
+# ``localhost``), as skopeo and docker decide; otherwise it is part of the lowercase path.
 _DOCKER_NAME_RE = re.compile(
-    r"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-]+[a-z0-9]+)*"
+    r"^(?:(?:[a-zA-Z0-9-]+(?:\.[a-zA-Z0-9-]+)+(?::[0-9]+)?|[a-zA-Z0-9.-]+:[0-9]+|localhost)/)?"
+    r"[a-z0-9]+(?:[._-]+[a-z0-9]+)*"
     r"(?:/[a-z0-9]+(?:[._-]+[a-z0-9]+)*)*:[\w][\w.-]{0,127}$"
 )
 _OCI_REF_RE = re.compile(r"^[A-Za-z0-9._:@/+-]+$")

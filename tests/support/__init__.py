@@ -1,0 +1,1 @@
+"""Helpers shared by the tests (and, for ``dockerd``, by the benchmarks); no test lives here."""
