@@ -15,6 +15,8 @@ import click
 
 from .. import __version__
 from ..errors import OcikitError
+from ..layer.scan import DEFAULT_MAX_RATIO
+from ..ops import check as check_op
 from ..ops import copy as copy_op
 from ..ops import inspect as inspect_op
 from ..transports import open_image
@@ -76,6 +78,17 @@ def cli() -> None:
     metavar="NAME:TAG",
     help="Also tag the image so at the destination (repeatable).",
 )
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Rewrite the layers that consumers reject or get wrong (duplicate paths, entries "
+    "through or over symlinked directories, absolute names); see docs/CHECK.md.",
+)
+@click.option(
+    "--drop-unsafe",
+    is_flag=True,
+    help="With --repair: drop entries that cannot be repaired safely instead of failing.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @quiet_option
 def copy(
@@ -85,6 +98,8 @@ def copy(
     dest_compress_level: int | None,
     platform: str | None,
     additional_tags: tuple[str, ...],
+    repair: bool,
+    drop_unsafe: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -106,10 +121,15 @@ def copy(
         platform=platform,
         additional_tags=additional_tags,
         progress=reporter(quiet),
+        repair=repair,
+        drop_unsafe=drop_unsafe,
     )
     if as_json:
         _print_json(result.to_json())
     elif not quiet:
+        for r in result.repaired or []:
+            changes = ", ".join(f"{n} {k.replace(':', ' ')}" for k, n in r["entries"].items())
+            click.echo(f"repaired layer {r['layer']}: {changes}", err=True)
         click.echo(f"copied {result.manifest_digest} to {result.destination}", err=True)
 
 
@@ -131,6 +151,49 @@ def inspect(ref: str, raw: bool, config: bool, platform: str | None, quiet: bool
         sys.stdout.buffer.flush()
         return
     _print_json(inspect_op(ref, platform=platform))
+
+
+@cli.command()
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@click.option("--strict", is_flag=True, help="Warnings fail the check too (exit 1).")
+@click.option("--platform", help=PLATFORM_HELP)
+@click.option(
+    "--max-ratio",
+    type=click.FloatRange(min=1),
+    default=DEFAULT_MAX_RATIO,
+    show_default=True,
+    help="A layer expanding beyond this many times its compressed size (and 64 MiB) is a "
+    "decompression bomb.",
+)
+@quiet_option
+def check(
+    ref: str, as_json: bool, strict: bool, platform: str | None, max_ratio: float, quiet: bool
+) -> None:
+    """Find what consumers reject or break on in the image at REF.
+
+    Each layer is read once, streaming. Exit 0: clean (warnings allowed); 1: errors found,
+    or warnings with --strict; 2: the image cannot be read. Rules: see docs/CHECK.md.
+
+    \b
+    Examples:
+      ocikit check oci:layout:app
+      docker save app | ocikit check --json docker-archive:-
+    """
+    report = check_op(ref, platform=platform, max_ratio=max_ratio, progress=reporter(quiet))
+    if as_json:
+        _print_json(report.to_json())
+    else:
+        for f in report.findings:
+            click.echo(str(f))
+        if not quiet or report.findings:
+            verdict = "FAILED" if report.exit_code(strict) else "ok"
+            click.echo(
+                f"{verdict}: {report.reference}: {report.layers} layers, {report.entries} "
+                f"entries, {report.errors} errors, {report.warnings} warnings",
+                err=True,
+            )
+    sys.exit(report.exit_code(strict))
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

@@ -51,12 +51,18 @@ class TarEntry:
 class TarStream:
     """Iterate over the entries of a tar read from ``raw``; ``readinto`` reads the current one."""
 
-    def __init__(self, raw: BinaryIO, what: str = "archive") -> None:
+    def __init__(self, raw: BinaryIO, what: str = "archive", keep_raw: bool = False) -> None:
         self._raw = raw
         self.what = what
         self._remaining = 0  # data bytes of the current entry not yet read
         self._padding = 0
         self.offset = 0  # bytes consumed from raw
+        self.data_size = 0  # of the current entry
+        # keep_raw: the current entry's header blocks exactly as read (PAX and long-name
+        # records included), and apart from them its global PAX records, for rewriting
+        self._keep = keep_raw
+        self.raw_header = bytearray()
+        self.raw_global = bytearray()
 
     # -- low level ------------------------------------------------------------------------
     def _read_exact(self, n: int, eof_ok: bool = False) -> bytes:
@@ -72,6 +78,8 @@ class TarStream:
         if len(data) < n:
             raise InputError(f"{self.what}: archive is truncated")
         self.offset += n
+        if self._keep:
+            self.raw_header += data
         return data
 
     def _skip(self, n: int) -> None:
@@ -120,6 +128,9 @@ class TarStream:
         empty_seen = False
         while True:
             self._finish_entry()
+            if self._keep:
+                self.raw_header.clear()
+                self.raw_global.clear()
             header = self._read_exact(BLOCK, eof_ok=True)
             if not header:
                 if self.offset == 0:
@@ -139,7 +150,10 @@ class TarStream:
                 raise InputError(f"{self.what}: {kind} ({e})") from None
             t = info.type
             if t in (tarfile.XHDTYPE, tarfile.XGLTYPE, b"X"):
+                start = len(self.raw_header) - BLOCK
                 records = _parse_pax(self._meta(info.size), self.what)
+                if self._keep and t == tarfile.XGLTYPE:
+                    self.raw_global += self.raw_header[start:]
                 (pax_global if t == tarfile.XGLTYPE else pending).update(records)
                 continue
             if t in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK):
@@ -180,6 +194,7 @@ class TarStream:
                 tarfile.FIFOTYPE,
             )
             data_size = entry.size if has_data else 0
+            self.data_size = data_size
             self._remaining = data_size
             self._padding = -data_size % BLOCK
             yield entry

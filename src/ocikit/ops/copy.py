@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UsageError, VerificationError
+from ..layer.analyze import Edit
 from ..layer.compress import check_level
 from ..layer.transcode import TranscodeResult, check_diff_id, transcode
 from ..model import Compression, Descriptor, Digest, Manifest
@@ -22,6 +23,7 @@ from ..transports import (
 )
 from ..transports.base import BlobWriter
 from .progress import NullProgress, ProgressReporter
+from .repair import RepairPlan, plan_repair, repaired_config, rewrite_layer
 from .speculate import Speculator
 
 
@@ -35,9 +37,10 @@ class CopyResult:
     layers: list[Descriptor]
     tags: list[str] = field(default_factory=list)
     bytes_read: int = 0
+    repaired: list[dict[str, Any]] | None = None  # with repair: per rewritten layer, what changed
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "source": self.source,
             "destination": self.destination,
             "digest": self.manifest_digest,
@@ -46,6 +49,9 @@ class CopyResult:
             "tags": self.tags,
             "layers": [d.to_json() for d in self.layers],
         }
+        if self.repaired is not None:
+            out["repaired"] = self.repaired
+        return out
 
 
 def copy(
@@ -58,12 +64,20 @@ def copy(
     additional_tags: Sequence[str] = (),
     quiet: bool = True,
     progress: ProgressReporter | None = None,
+    repair: bool = False,
+    drop_unsafe: bool = False,
 ) -> CopyResult:
     """Copy one image from ``src`` to ``dst`` (reference strings, skopeo syntax).
 
     Every blob read is verified (digest, size, diff_id). The destination changes only when
     the whole image has been written: on error it is left as it was.
+
+    ``repair``: layers with duplicate paths, entries through or over symlinked directories
+    or absolute names are rewritten (docs/CHECK.md); an entry that cannot be repaired safely
+    raises UnsafeInputError unless ``drop_unsafe``, which drops it.
     """
+    if drop_unsafe and not repair:
+        raise UsageError("--drop-unsafe only applies with --repair")
     del quiet  # the library never prints; the CLI passes a progress reporter
     src_ref, dst_ref = as_reference(src), as_reference(dst)
     if src_ref.is_stdio and dst_ref.is_stdio and src_ref == dst_ref:
@@ -78,16 +92,21 @@ def copy(
     progress = progress or NullProgress()
     dest = open_destination(dst_ref, additional_tags)
     speculator = None
-    if src_ref.transport == "docker-archive" and src_ref.is_stdio:
+    if src_ref.transport == "docker-archive" and src_ref.is_stdio and not repair:
         target = dest.layer_compression(Compression.NONE, requested)
         if target is not Compression.NONE:
             speculator = Speculator(dest, target, dest_compress_level, progress)
             progress.begin(0, "reading standard input")
     try:
         with open_image(src_ref, platform, tee=speculator) as image:
-            copier = _Copier(image, dest, requested, dest_compress_level, progress, speculator)
+            plan = (
+                plan_repair(image, drop_unsafe=drop_unsafe, progress=progress) if repair else None
+            )
+            copier = _Copier(
+                image, dest, requested, dest_compress_level, progress, speculator, plan
+            )
             result = copier.run()
-            config_digest = image.config.digest
+            config_digest = result.config.digest
         if speculator is not None:
             speculator.discard()
         dest.commit()
@@ -106,6 +125,7 @@ def copy(
         media_type=result.media_type,
         layers=list(result.layers),
         tags=_tags(dst_ref, additional_tags),
+        repaired=plan.summary() if plan is not None else None,
     )
 
 
@@ -124,8 +144,10 @@ class _Copier:
         level: int | None,
         progress: ProgressReporter,
         speculator: Speculator | None,
+        plan: RepairPlan | None = None,
     ) -> None:
         self.image = image
+        self.plan = plan
         self.dest = dest
         self.requested = requested
         self.level = level
@@ -139,21 +161,44 @@ class _Copier:
         image, dest = self.image, self.dest
         self.progress.begin(sum(layer.descriptor.size for layer in image.layers), "copying")
         layers = []
+        diff_ids: dict[int, str] = {}
         for i, layer in enumerate(image.layers):
             self.progress.step(
                 f"layer {i + 1}/{len(image.layers)} {layer.descriptor.digest.hex[:12]}"
             )
             target = dest.layer_compression(layer.compression, self.requested)
+            if self.plan is not None and i in self.plan.edits:
+                desc, diff_id = self._rewrite_layer(layer, target, self.plan.edits[i])
+                layers.append(desc)
+                diff_ids[i] = diff_id
+                continue
             key = (layer.descriptor.digest, target)
             if key not in self._done:  # a layer repeated in one image is copied once
                 self._done[key] = self._reuse(i, target) or self._copy_layer(layer, target)
             else:
                 self.progress.advance(layer.descriptor.size)
             layers.append(self._done[key])
-        config_desc = _put_bytes(dest, image.config_bytes, _config_type(image, dest))
+        config = repaired_config(image.config, diff_ids) if diff_ids else image.config
+        config_desc = _put_bytes(dest, config.raw, _config_type(image, dest))
         manifest = _manifest_for(image, dest, config_desc, layers)
-        dest.put_manifest(manifest, image.config, image.repo_tags())
+        dest.put_manifest(manifest, config, image.repo_tags())
+        self.config = config
         return manifest
+
+    def _rewrite_layer(
+        self, layer: Layer, target: Compression, edits: dict[int, Edit]
+    ) -> tuple[Descriptor, Digest]:
+        writer = self.dest.new_blob()
+        try:
+            result = rewrite_layer(
+                self.image, layer, edits, writer.file, target, self.level, self.progress
+            )
+        except BaseException:
+            writer.abort()
+            raise
+        writer.commit(result.digest)
+        media_type = _layer_type(self.dest, target)
+        return Descriptor(media_type, result.digest, result.size), result.diff_id
 
     def _reuse(self, i: int, target: Compression) -> Descriptor | None:
         """The same image's layer already at the destination, in the compression wanted."""

@@ -28,14 +28,19 @@ def open_source(
 
 
 def open_image(
-    ref: str | Reference, platform: str | Platform | None = None, tee: Tee | None = None
+    ref: str | Reference,
+    platform: str | Platform | None = None,
+    tee: Tee | None = None,
+    *,
+    lenient: bool = False,
 ) -> Image:
-    """Open one image for reading (a context manager); every blob it streams is verified."""
+    """Open one image for reading (a context manager); every blob it streams is verified
+    (``lenient``: see ``Image``)."""
     if isinstance(platform, str):
         platform = Platform.parse(platform)
     source = open_source(ref, platform, tee)
     try:
-        return Image(source)
+        return Image(source, lenient=lenient)
     except BaseException:
         source.close()
         raise

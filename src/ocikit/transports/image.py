@@ -23,25 +23,52 @@ class Layer:
 class Image:
     """One image, opened for reading. Use as a context manager; blobs stream, verified."""
 
-    def __init__(self, source: ImageSource) -> None:
+    def __init__(self, source: ImageSource, *, lenient: bool = False) -> None:
+        """``lenient``: a config that does not match its descriptor, diff_ids that do not
+        match the layers in number and unknown layer media types are recorded in
+        ``problems`` (rule id, message) instead of raised (for ``check``)."""
         self.source = source
+        self.problems: list[tuple[str, str]] = []
         self.manifest: Manifest = source.manifest()
         cfg = self.manifest.config
         if cfg.size > MAX_CONFIG_SIZE:
             raise InputError(f"{source.ref}: config is implausibly large ({cfg.size} bytes)")
-        with self.open_blob(cfg) as f:
-            raw = f.read()
+        if lenient:
+            with source.open_blob(cfg) as f:
+                raw = f.read(MAX_CONFIG_SIZE + 1)
+            if len(raw) != cfg.size or Digest.of(raw, cfg.digest.algorithm) != cfg.digest:
+                self.problems.append(
+                    (
+                        "config-digest",
+                        f"config is {len(raw)} bytes with digest "
+                        f"{Digest.of(raw, cfg.digest.algorithm)}, its descriptor says "
+                        f"{cfg.size} bytes, {cfg.digest}",
+                    )
+                )
+        else:
+            with self.open_blob(cfg) as f:
+                raw = f.read()
         self.config = ImageConfig.parse(raw, f"{source.ref}: config")
         diff_ids = self.config.diff_ids
         if len(diff_ids) != len(self.manifest.layers):
-            raise VerificationError(
-                f"{source.ref}: the manifest has {len(self.manifest.layers)} layers "
+            message = (
+                f"the manifest has {len(self.manifest.layers)} layers "
                 f"but the config lists {len(diff_ids)} diff_ids"
             )
-        self.layers = [
-            Layer(d, diff_id, _compression_of(d))
-            for d, diff_id in zip(self.manifest.layers, diff_ids, strict=True)
-        ]
+            if not lenient:
+                raise VerificationError(f"{source.ref}: {message}")
+            self.problems.append(("diff-id-count", message))
+        self.layers = []
+        for i, d in enumerate(self.manifest.layers):
+            diff_id = diff_ids[i] if i < len(diff_ids) else None
+            try:
+                compression = _compression_of(d)
+            except InputError as e:
+                if not lenient:
+                    raise
+                self.problems.append(("media-type", str(e)))
+                compression = Compression.NONE
+            self.layers.append(Layer(d, diff_id, compression))  # type: ignore[arg-type]
 
     @property
     def manifest_bytes(self) -> bytes:

@@ -1,0 +1,634 @@
+"""What each layer entry does to the filesystem the layers below leave, and what is wrong with it.
+
+``Tree`` models a root filesystem by path names and types only (memory grows with the number
+of paths, never with file content). ``LayerAnalyzer`` is fed one layer's entries in order and
+reports findings (the rules of docs/CHECK.md); in repair mode it also plans, per entry, what
+the repaired layer writes instead: the entry unchanged, dropped, or renamed.
+
+Paths are resolved the way a container sees them: an entry's parents through the symlinks of
+the tree (absolute targets from the image root, relative ones from the link's directory,
+``..`` stopping at the root), so ``bin/python3`` over ``bin -> usr/bin`` lands in
+``usr/bin/python3``.
+"""
+
+from __future__ import annotations
+
+import enum
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from .paths import OPAQUE, WHITEOUT, clean, split_target
+from .tarstream import TarEntry
+
+MAX_LINKS = 40  # symlinks followed resolving one path, as Linux's MAXSYMLINKS
+MAX_PER_RULE = 50  # findings of one rule in one layer before they are summarised
+
+ERROR = "error"
+WARNING = "warning"
+
+SEVERITY = {
+    "config-digest": ERROR,
+    "diff-id-count": ERROR,
+    "history-count": ERROR,
+    "blob-digest": ERROR,
+    "blob-size": ERROR,
+    "diff-id": ERROR,
+    "media-type": ERROR,
+    "layer-unreadable": ERROR,
+    "decompression-bomb": ERROR,
+    "duplicate-path": ERROR,
+    "replaces-symlinked-dir": ERROR,
+    "through-symlink": WARNING,
+    "parent-not-dir": ERROR,
+    "absolute-path": ERROR,
+    "path-traversal": ERROR,
+    "root-type": ERROR,
+    "hardlink-escape": ERROR,
+    "hardlink-missing": ERROR,
+    "hardlink-to-dir": ERROR,
+    "whiteout-malformed": ERROR,
+    "whiteout-same-layer": WARNING,
+    "device-node": WARNING,
+    "unsupported-type": WARNING,
+}
+
+# rules whose entries ``--repair`` cannot fix safely (dropped only with ``--drop-unsafe``)
+UNSAFE = frozenset(
+    {
+        "parent-not-dir",
+        "path-traversal",
+        "root-type",
+        "hardlink-escape",
+        "hardlink-missing",
+        "hardlink-to-dir",
+        "whiteout-malformed",
+    }
+)
+
+_KNOWN_TYPES = frozenset(
+    {
+        tarfile.REGTYPE,
+        tarfile.AREGTYPE,
+        tarfile.CONTTYPE,
+        tarfile.LNKTYPE,
+        tarfile.SYMTYPE,
+        tarfile.CHRTYPE,
+        tarfile.BLKTYPE,
+        tarfile.DIRTYPE,
+        tarfile.FIFOTYPE,
+    }
+)
+
+
+@dataclass(frozen=True)
+class Finding:
+    rule: str
+    message: str
+    layer: int | None = None
+    layer_digest: str | None = None
+    paths: tuple[str, ...] = ()
+    resolved: str | None = None
+
+    @property
+    def severity(self) -> str:
+        return SEVERITY[self.rule]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "severity": self.severity,
+            "layer": self.layer,
+            "layer_digest": self.layer_digest,
+            "paths": list(self.paths),
+            "message": self.message,
+            "resolved": self.resolved,
+        }
+
+    def __str__(self) -> str:
+        where = f"layer {self.layer} " if self.layer is not None else ""
+        return f"{self.severity} {self.rule}: {where}{self.message}"
+
+
+class Kind(enum.Enum):
+    DIR = "directory"
+    FILE = "file"
+    SYMLINK = "symlink"
+    OTHER = "special file"
+
+
+def kind_of(entry: TarEntry) -> Kind:
+    if entry.isdir():
+        return Kind.DIR
+    if entry.issym():
+        return Kind.SYMLINK
+    if entry.type in (tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE):
+        return Kind.OTHER
+    return Kind.FILE
+
+
+def type_name(entry: TarEntry) -> str:
+    if entry.islnk():
+        return "hardlink"
+    return kind_of(entry).value
+
+
+class Node:
+    __slots__ = ("children", "kind", "layer", "target")
+
+    def __init__(self, kind: Kind, layer: int, target: str = "") -> None:
+        self.kind = kind
+        self.layer = layer  # the layer that last wrote this path
+        self.target = target  # of a symlink
+        self.children: dict[str, Node] | None = {} if kind is Kind.DIR else None
+
+
+@dataclass
+class Resolution:
+    parts: list[str]  # where the path lands, from the root
+    node: Node | None  # what is there now (None: nothing yet)
+    via: str | None = None  # the first symlink followed, as a path from the root
+    escaped: bool = False  # a symlink's ".." climbed above the root
+    blocked: str | None = None  # a parent that is a file or a dangling symlink
+    loop: bool = False
+
+    @property
+    def path(self) -> str:
+        return "/".join(self.parts)
+
+
+class Tree:
+    """The root filesystem the layers below leave: names and types, no content."""
+
+    def __init__(self) -> None:
+        self.root = Node(Kind.DIR, -1)
+
+    def resolve(self, parts: list[str] | tuple[str, ...], follow_last: bool = False) -> Resolution:
+        """Where ``parts`` lands: every symlink on the way is followed inside the root.
+
+        A missing directory is fine (extraction creates it), but a symlink whose target is
+        missing is not (extraction fails there): that is reported as ``blocked``.
+        """
+        todo = list(reversed(parts))
+        cur: list[str] = []
+        stack: list[Node] = [self.root]  # the nodes along cur, while they exist
+        via: str | None = None
+        escaped = False
+        links = 0
+        marks: list[tuple[int, str]] = []  # (len(todo) once a link's target is consumed, link)
+
+        def here() -> Node | None:
+            return stack[-1] if len(stack) > len(cur) else None
+
+        while True:
+            while marks and len(todo) == marks[-1][0]:
+                _, link = marks.pop()
+                if here() is None:  # a dangling symlink
+                    return Resolution(cur, None, via, escaped, blocked=link)
+            if not todo:
+                break
+            name = todo.pop()
+            if name == "..":
+                if cur:
+                    if len(stack) > len(cur):
+                        stack.pop()
+                    cur.pop()
+                else:
+                    escaped = True
+                continue
+            if name in ("", "."):
+                continue
+            node = here()
+            if node is None:  # below a missing directory: extraction creates it
+                cur.append(name)
+                continue
+            if node.kind is not Kind.DIR:
+                return Resolution(cur, None, via, escaped, blocked="/".join(cur) or ".")
+            assert node.children is not None
+            child = node.children.get(name)
+            if child is not None and child.kind is Kind.SYMLINK and (todo or follow_last):
+                links += 1
+                link = "/".join([*cur, name])
+                if links > MAX_LINKS:
+                    return Resolution([*cur, name], None, via, escaped, loop=True)
+                if via is None:
+                    via = link
+                absolute, target = split_target(child.target)
+                if absolute:
+                    cur, stack = [], [self.root]
+                marks.append((len(todo), link))
+                todo.extend(reversed(target))
+                continue
+            cur.append(name)
+            if child is not None:
+                stack.append(child)
+        return Resolution(cur, here(), via, escaped)
+
+    def lookup(self, parts: list[str] | tuple[str, ...]) -> Node | None:
+        """The node at exactly ``parts`` (no symlink followed)."""
+        node: Node | None = self.root
+        for p in parts:
+            if node is None or node.children is None:
+                return None
+            node = node.children.get(p)
+        return node
+
+    def walk(self) -> Iterator[tuple[str, Node]]:
+        todo: list[tuple[str, Node]] = [("", self.root)]
+        while todo:
+            path, node = todo.pop()
+            yield path, node
+            if node.children:
+                for name, child in node.children.items():
+                    todo.append((f"{path}/{name}" if path else name, child))
+
+
+class Action(enum.Enum):
+    KEEP = "keep"
+    DROP = "drop"
+    RENAME = "rename"
+
+
+@dataclass(frozen=True)
+class Edit:
+    action: Action
+    name: str = ""  # RENAME: the new name
+    linkname: str | None = None  # RENAME of a hardlink: the new target
+    reason: str = ""
+
+
+@dataclass
+class _Seen:
+    index: int
+    name: str
+    type: str
+    is_dir: bool
+
+
+@dataclass
+class LayerAnalyzer:
+    """Feed a layer's entries in order with ``feed``, then ``finish`` it.
+
+    ``repair``: plan the repaired layer (``edits``) and keep the tree as the repaired layer
+    leaves it; ``drop_unsafe``: unsafe entries are dropped instead of listed in ``unsafe``.
+    """
+
+    tree: Tree
+    layer: int
+    layer_digest: str | None = None
+    repair: bool = False
+    drop_unsafe: bool = False
+    findings: list[Finding] = field(default_factory=list)
+    edits: dict[int, Edit] = field(default_factory=dict)
+    unsafe: list[Finding] = field(default_factory=list)
+    entries: int = 0
+    _counts: dict[str, int] = field(default_factory=dict)
+    _names: dict[str, _Seen] = field(default_factory=dict)  # cleaned name -> first entry
+    _effective: dict[str, _Seen] = field(default_factory=dict)  # landing path -> last entry
+    _links_to: dict[str, int] = field(default_factory=dict)  # hardlink target -> first link
+    _whiteouts: list[tuple[list[str], int, str]] = field(default_factory=list)
+    _opaque: list[tuple[list[str], int, str]] = field(default_factory=list)
+
+    # -- findings -----------------------------------------------------------------------------
+    def _find(
+        self, rule: str, message: str, paths: tuple[str, ...], resolved: str | None = None
+    ) -> Finding:
+        f = Finding(rule, message, self.layer, self.layer_digest, paths, resolved)
+        n = self._counts.get(rule, 0) + 1
+        self._counts[rule] = n
+        if n <= MAX_PER_RULE:
+            self.findings.append(f)
+        return f
+
+    def _unsafe(self, index: int, rule: str, message: str, name: str) -> None:
+        f = self._find(rule, message, (name,))
+        if self.repair:
+            if self.drop_unsafe:
+                self.edits[index] = Edit(Action.DROP, reason=rule)
+            else:
+                self.unsafe.append(f)
+
+    # -- entries --------------------------------------------------------------------------------
+    def feed(self, index: int, entry: TarEntry) -> None:
+        self.entries += 1
+        name = entry.name
+        cn = clean(name)
+        if cn.escapes:
+            self._unsafe(index, "path-traversal", f"{name!r} leads outside the root", name)
+            return
+        if entry.type not in _KNOWN_TYPES:
+            self._find(
+                "unsupported-type",
+                f"{name!r} has tar type {entry.type!r}, which consumers treat differently",
+                (name,),
+            )
+        if not cn.parts:
+            if not entry.isdir():
+                self._unsafe(
+                    index, "root-type", f"{name!r} makes the root a {type_name(entry)}", name
+                )
+            return
+        if cn.absolute:
+            self._find("absolute-path", f"{name!r} is an absolute name", (name,))
+        base = cn.parts[-1]
+        first = self._same_name(entry, cn.path)
+        if base.startswith(WHITEOUT):
+            if self.repair and first is not None:  # the same whiteout twice: once is enough
+                self.edits[index] = Edit(Action.DROP, reason="duplicate-path")
+                return
+            self._whiteout(index, entry, cn.parts)
+            return
+        if entry.type in (tarfile.CHRTYPE, tarfile.BLKTYPE):
+            self._find(
+                "device-node",
+                f"{name!r} is a device node ({entry.devmajor}, {entry.devminor})",
+                (name,),
+            )
+        parent = self.tree.resolve(cn.parts[:-1], follow_last=True)
+        if not self._parent_ok(index, name, parent):
+            return
+        where = [*parent.parts, base]
+        landing = "/".join(where)
+        link_target: str | None = None
+        if entry.islnk():
+            link_target = self._hardlink(index, entry)
+            if link_target is None:
+                return
+        if parent.via is not None:
+            self._find(
+                "through-symlink",
+                f"{name!r} goes through the symlink {parent.via!r} and lands at {landing!r}",
+                (name,),
+                resolved=landing,
+            )
+        existing = (
+            parent.node.children.get(base)
+            if parent.node and parent.node.children is not None
+            else None
+        )
+        kind = kind_of(entry)
+        if (
+            existing is not None
+            and existing.kind is Kind.SYMLINK
+            and kind is not Kind.SYMLINK
+            and existing.layer < self.layer
+            and self._is_dir_link(where)
+        ):
+            what = "directory" if kind is Kind.DIR else type_name(entry)
+            self._find(
+                "replaces-symlinked-dir",
+                f"{name!r} ({what}) replaces the symlink {landing!r} -> {existing.target!r}: "
+                f"the directory it points to vanishes from that path in the container",
+                (name,),
+            )
+            if self.repair:
+                if kind is Kind.DIR:
+                    self.edits[index] = Edit(Action.DROP, reason="replaces-symlinked-dir")
+                    return
+                f = Finding(
+                    "replaces-symlinked-dir",
+                    f"{name!r} would replace the symlinked directory {landing!r}",
+                    self.layer,
+                    self.layer_digest,
+                    (name,),
+                )
+                if self.drop_unsafe:
+                    self.edits[index] = Edit(Action.DROP, reason="replaces-symlinked-dir")
+                    return
+                self.unsafe.append(f)
+        self._duplicates(index, entry, landing, kind)
+        # the tree as extraction leaves it
+        assert parent.node is not None and parent.node.children is not None
+        if existing is not None and existing.kind is Kind.DIR and kind is Kind.DIR:
+            existing.layer = self.layer
+        else:
+            parent.node.children[base] = Node(
+                kind, self.layer, entry.linkname if kind is Kind.SYMLINK else ""
+            )
+        if self.repair and index not in self.edits:
+            rename = landing != cn.path or cn.absolute
+            relink = link_target is not None and (
+                link_target != clean(entry.linkname).path or entry.linkname.startswith("/")
+            )
+            if rename or relink:
+                new_name = landing + ("/" if kind is Kind.DIR else "") if rename else name
+                self.edits[index] = Edit(
+                    Action.RENAME, new_name, link_target if relink else None, reason="resolved"
+                )
+
+    def _parent_ok(self, index: int, name: str, parent: Resolution) -> bool:
+        if parent.loop:
+            self._unsafe(index, "path-traversal", f"{name!r}: too many levels of symlinks", name)
+            return False
+        if parent.escaped:
+            self._unsafe(
+                index,
+                "path-traversal",
+                f"{name!r} goes through the symlink {parent.via!r}, which leads outside the root",
+                name,
+            )
+            return False
+        if parent.blocked is not None:
+            self._unsafe(
+                index,
+                "parent-not-dir",
+                f"{name!r}: its parent {parent.blocked!r} is not a directory",
+                name,
+            )
+            return False
+        if parent.node is None:
+            # a missing parent: extraction creates it (as docker's MkdirAll does)
+            parent.node = self._mkdirs(parent.parts)
+        elif parent.node.kind is not Kind.DIR:
+            self._unsafe(
+                index,
+                "parent-not-dir",
+                f"{name!r}: its parent {parent.path!r} is a {parent.node.kind.value}",
+                name,
+            )
+            return False
+        return True
+
+    def _mkdirs(self, parts: list[str]) -> Node:
+        node = self.tree.root
+        for p in parts:
+            assert node.children is not None
+            child = node.children.get(p)
+            if child is None or child.kind is not Kind.DIR:
+                child = node.children[p] = Node(Kind.DIR, self.layer)
+            node = child
+        return node
+
+    def _is_dir_link(self, parts: list[str]) -> bool:
+        res = self.tree.resolve(parts, follow_last=True)
+        return res.node is not None and res.node.kind is Kind.DIR and not res.escaped
+
+    def _hardlink(self, index: int, entry: TarEntry) -> str | None:
+        """The hardlink's target as it resolves (None: unsafe, reported)."""
+        name, cl = entry.name, clean(entry.linkname)
+        if cl.escapes or not cl.parts:
+            self._unsafe(
+                index,
+                "hardlink-escape",
+                f"{name!r} links to {entry.linkname!r}, outside the root",
+                name,
+            )
+            return None
+        res = self.tree.resolve(cl.parts, follow_last=False)
+        if res.escaped or res.loop:
+            self._unsafe(
+                index,
+                "hardlink-escape",
+                f"{name!r} links to {entry.linkname!r}, which resolves outside the root",
+                name,
+            )
+            return None
+        if res.node is None:
+            self._unsafe(
+                index,
+                "hardlink-missing",
+                f"{name!r} links to {entry.linkname!r}, which is not present before it",
+                name,
+            )
+            return None
+        if res.node.kind is Kind.DIR:
+            self._unsafe(
+                index,
+                "hardlink-to-dir",
+                f"{name!r} links to the directory {entry.linkname!r}",
+                name,
+            )
+            return None
+        if res.via is not None:
+            self._find(
+                "through-symlink",
+                f"{name!r} links to {entry.linkname!r} through the symlink {res.via!r}; "
+                f"the target is {res.path!r}",
+                (name,),
+                resolved=res.path,
+            )
+        self._links_to[res.path] = index  # the last link to it counts
+        return res.path
+
+    def _same_name(self, entry: TarEntry, cleaned: str) -> _Seen | None:
+        """Report a name seen before in this layer, as docker's loader compares names."""
+        first = self._names.get(cleaned)
+        if first is None:
+            self._names[cleaned] = _Seen(-1, entry.name, type_name(entry), entry.isdir())
+            return None
+        self._find(
+            "duplicate-path",
+            f"{first.name!r} ({first.type}) and {entry.name!r} ({type_name(entry)}) are the "
+            f"same path; docker load refuses the image",
+            (first.name, entry.name),
+        )
+        return first
+
+    def _duplicates(self, index: int, entry: TarEntry, landing: str, kind: Kind) -> None:
+        """Repair: the entry that extraction leaves at ``landing`` is the last one."""
+        seen = _Seen(index, entry.name, type_name(entry), kind is Kind.DIR)
+        if not self.repair:
+            return
+        earlier = self._effective.get(landing)
+        self._effective[landing] = seen
+        if earlier is None:
+            return
+        linked = self._links_to.get(landing)
+        if linked is not None and linked > earlier.index and not (earlier.is_dir and seen.is_dir):
+            self.unsafe.append(
+                Finding(
+                    "duplicate-path",
+                    f"{earlier.name!r} is replaced by {entry.name!r} after a hardlink to it: "
+                    f"cannot be collapsed safely",
+                    self.layer,
+                    self.layer_digest,
+                    (earlier.name, entry.name),
+                )
+            )
+            return
+        self.edits[earlier.index] = Edit(Action.DROP, reason="duplicate-path")
+        if earlier.is_dir and not seen.is_dir:  # extraction removes the directory's content too
+            prefix = landing + "/"
+            for path, s in list(self._effective.items()):
+                if path.startswith(prefix) and earlier.index < s.index < index:
+                    self.edits[s.index] = Edit(Action.DROP, reason="duplicate-path")
+                    del self._effective[path]
+
+    def _whiteout(self, index: int, entry: TarEntry, parts: tuple[str, ...]) -> None:
+        name, base = entry.name, parts[-1]
+        hidden = base[len(WHITEOUT) :]
+        bad = None
+        if not hidden:
+            bad = "a whiteout with no name"
+        elif base != OPAQUE and hidden.startswith(WHITEOUT):
+            bad = "an unknown whiteout marker"
+        elif hidden in (".", ".."):
+            bad = f"a whiteout of {hidden!r}"
+        elif not entry.isreg():
+            bad = f"a whiteout that is a {type_name(entry)}"
+        if bad is not None:
+            self._unsafe(index, "whiteout-malformed", f"{name!r} is {bad}", name)
+            return
+        parent = self.tree.resolve(parts[:-1], follow_last=True)
+        if not self._parent_ok(index, name, parent):
+            return
+        if parent.via is not None:
+            target = "/".join([*parent.parts, base])
+            self._find(
+                "through-symlink",
+                f"{name!r} goes through the symlink {parent.via!r} and lands at {target!r}",
+                (name,),
+                resolved=target,
+            )
+            if self.repair:
+                self.edits[index] = Edit(Action.RENAME, target, reason="resolved")
+        elif self.repair and name.startswith("/"):
+            self.edits[index] = Edit(Action.RENAME, "/".join(parts), reason="resolved")
+        if base == OPAQUE:
+            self._opaque.append((parent.parts, index, name))
+        else:
+            self._whiteouts.append(([*parent.parts, hidden], index, name))
+
+    # -- end of layer -----------------------------------------------------------------------------
+    def finish(self) -> None:
+        """Apply the layer's whiteouts to the lower layers' paths, and summarise."""
+        for parts, _index, name in self._whiteouts:
+            node = self.tree.lookup(parts[:-1])
+            target = node.children.get(parts[-1]) if node and node.children else None
+            if target is None:
+                continue
+            if target.layer == self.layer:
+                self._find(
+                    "whiteout-same-layer",
+                    f"{name!r} names {'/'.join(parts)!r}, which this same layer adds: a whiteout "
+                    f"hides lower layers only",
+                    (name,),
+                )
+                continue
+            assert node is not None and node.children is not None
+            del node.children[parts[-1]]
+        for parts, _index, _name in self._opaque:
+            node = self.tree.lookup(parts)
+            if node is not None and node.kind is Kind.DIR:
+                _prune_lower(node, self.layer)
+        for rule, n in self._counts.items():
+            if n > MAX_PER_RULE:
+                self.findings.append(
+                    Finding(
+                        rule,
+                        f"{n - MAX_PER_RULE} more {rule} findings in this layer",
+                        self.layer,
+                        self.layer_digest,
+                    )
+                )
+
+
+def _prune_lower(node: Node, layer: int) -> None:
+    """An opaque directory: what lower layers put in it is hidden, this layer's stays."""
+    assert node.children is not None
+    for name, child in list(node.children.items()):
+        if child.layer < layer:
+            del node.children[name]
+        elif child.kind is Kind.DIR:
+            _prune_lower(child, layer)

@@ -1,0 +1,43 @@
+"""Layer entry names: cleaned the way docker's loader compares them, never trusted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class CleanName:
+    parts: tuple[str, ...]  # () is the root
+    absolute: bool  # the name started with "/"
+    escapes: bool  # its ".." climbed above the root
+
+    @property
+    def path(self) -> str:
+        return "/".join(self.parts)
+
+
+def clean(name: str) -> CleanName:
+    """``./a``, ``a``, ``a/``, ``/a`` and ``a/./b/..`` all clean to ``a`` (``filepath.Clean``
+    of a root-relative name); ``..`` above the root is reported, not silently dropped."""
+    parts: list[str] = []
+    escapes = False
+    for part in name.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if parts:
+                parts.pop()
+            else:
+                escapes = True
+            continue
+        parts.append(part)
+    return CleanName(tuple(parts), name.startswith("/"), escapes)
+
+
+def split_target(target: str) -> tuple[bool, list[str]]:
+    """A symlink target: (absolute, components, ``..`` kept for the resolver)."""
+    return target.startswith("/"), [p for p in target.split("/") if p not in ("", ".")]
+
+
+WHITEOUT = ".wh."
+OPAQUE = ".wh..wh..opq"

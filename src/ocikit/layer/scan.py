@@ -1,0 +1,175 @@
+"""Read one layer blob once: hash it, decompress it, hash that, and walk its tar entries.
+
+The compressed bytes are hashed (blob digest) as they are read, the uncompressed bytes
+(diff_id) as they are decompressed, and the tar is parsed from the same stream: one pass,
+a few buffers of memory. Decompression runs on a worker thread (isal releases the GIL), so
+the entries are walked on one core while the other inflates.
+
+A layer that expands beyond ``max_ratio`` times its compressed size (and beyond
+``BOMB_FLOOR``) stops being read: a decompression bomb costs nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from ..errors import InputError, VerificationError
+from ..model import Compression, Descriptor, Digest
+from .compress import decompressing_reader, detect
+from .streams import CHUNK, HashingReader, Progress
+from .tarstream import TarEntry, TarStream
+
+BOMB_FLOOR = 64 << 20
+DEFAULT_MAX_RATIO = 500.0
+
+EntryHandler = Callable[[int, TarEntry, TarStream], None]
+
+
+class DecompressionBomb(InputError):
+    """A layer expands far beyond its compressed size."""
+
+
+class _Budget(io.RawIOBase):
+    """Hashes (diff_id) and counts the uncompressed stream; stops a bomb."""
+
+    def __init__(self, raw: BinaryIO, limit: int | None, what: str) -> None:
+        super().__init__()
+        self._raw = raw
+        self._limit = limit
+        self._what = what
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        n = self._raw.readinto(buffer)  # type: ignore[attr-defined]
+        if n:
+            self.size += n
+            if self._limit is not None and self.size > self._limit:
+                raise DecompressionBomb(
+                    f"{self._what} expands beyond {self._limit} bytes; reading stopped"
+                )
+            self.hash.update(memoryview(buffer)[:n])
+        return n or 0
+
+    @property
+    def digest(self) -> Digest:
+        return Digest(f"sha256:{self.hash.hexdigest()}")
+
+
+@dataclass
+class ScanResult:
+    digest: Digest  # of the blob as read
+    size: int
+    compression: Compression  # found in the content
+    diff_id: Digest | None  # None when reading stopped early
+    uncompressed_size: int
+    entries: int = 0
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (rule, message)
+
+
+def scan_layer(
+    raw: BinaryIO,
+    descriptor: Descriptor,
+    declared: Compression | None,
+    diff_id: Digest | None,
+    on_entry: EntryHandler | None,
+    *,
+    max_ratio: float | None = DEFAULT_MAX_RATIO,
+    strict: bool = False,
+    progress: Progress | None = None,
+) -> ScanResult:
+    """Walk the layer in ``raw`` (closed by the caller), calling ``on_entry`` per entry.
+
+    Problems (rule ids of docs/CHECK.md) are returned; with ``strict`` the first one is
+    raised instead (VerificationError, InputError, DecompressionBomb), after the handler saw
+    every entry it could.
+    """
+    what = f"layer {descriptor.digest}"
+    hashed = HashingReader(raw, what=what, progress=progress)
+    buffered = io.BufferedReader(hashed, CHUNK)  # type: ignore[arg-type]
+    actual = detect(buffered.peek(4)[:4])
+    problems: list[tuple[str, str]] = []
+    if declared is not None and actual is not declared:
+        problems.append(
+            (
+                "media-type",
+                f"{what}: the content is {_name(actual)} but the media type "
+                f"{descriptor.media_type} says {_name(declared)}",
+            )
+        )
+    limit = None
+    if actual is not Compression.NONE and max_ratio is not None:
+        limit = max(BOMB_FLOOR, int(max_ratio * descriptor.size))
+    plain = decompressing_reader(buffered, actual)  # type: ignore[arg-type]
+    budget = _Budget(plain, limit, what)
+    stream = TarStream(io.BufferedReader(budget, CHUNK), what=what)  # type: ignore[arg-type]
+    entries = 0
+    complete = False
+    try:
+        for entry in stream:
+            if on_entry is not None:
+                on_entry(entries, entry, stream)
+            entries += 1
+        _drain(budget)  # what follows the end-of-archive blocks is part of the diff_id
+        complete = True
+    except DecompressionBomb as e:
+        if strict:
+            raise
+        problems.append(("decompression-bomb", str(e)))
+    except InputError as e:
+        if strict or isinstance(e, VerificationError):
+            raise
+        problems.append(("layer-unreadable", f"{what}: {e}"))
+    finally:
+        if plain is not buffered:
+            plain.close()
+    with contextlib.suppress(InputError):  # the blob digest tells what went wrong
+        _drain(buffered)
+    result = ScanResult(
+        hashed.digest,
+        hashed.size,
+        actual,
+        budget.digest if complete else None,
+        budget.size,
+        entries,
+        problems,
+    )
+    if result.size != descriptor.size:
+        problems.append(
+            (
+                "blob-size",
+                f"{what}: the blob is {result.size} bytes, its descriptor says {descriptor.size}",
+            )
+        )
+    if result.digest != descriptor.digest:
+        problems.append(("blob-digest", f"{what}: the blob's content digest is {result.digest}"))
+    if result.diff_id is not None and diff_id is not None and result.diff_id != diff_id:
+        problems.append(
+            (
+                "diff-id",
+                f"{what}: the uncompressed content is {result.diff_id}, the config's "
+                f"diff_id is {diff_id}",
+            )
+        )
+    if strict and problems:
+        rule, message = problems[0]
+        raise VerificationError(message) if rule != "media-type" else InputError(message)
+    return result
+
+
+def _name(c: Compression) -> str:
+    return "uncompressed" if c is Compression.NONE else c.value
+
+
+def _drain(stream: io.RawIOBase | io.BufferedReader) -> None:
+    buf = bytearray(CHUNK)
+    while stream.readinto(buf):
+        pass

@@ -1,0 +1,140 @@
+"""``check``: what consumers reject or break on, found in one streaming pass over each layer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import InputError, NotFoundError
+from ..layer.analyze import ERROR, WARNING, Finding, LayerAnalyzer, Tree
+from ..layer.scan import DEFAULT_MAX_RATIO, scan_layer
+from ..layer.tarstream import TarEntry, TarStream
+from ..transports import Image, Reference, as_reference, open_image
+from .progress import NullProgress, ProgressReporter
+
+
+@dataclass
+class CheckReport:
+    reference: str
+    digest: str
+    layers: int
+    entries: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def errors(self) -> int:
+        return sum(1 for f in self.findings if f.severity == ERROR)
+
+    @property
+    def warnings(self) -> int:
+        return sum(1 for f in self.findings if f.severity == WARNING)
+
+    def exit_code(self, strict: bool = False) -> int:
+        """0 clean, 1 errors (or, ``strict``, warnings) found."""
+        return 1 if self.errors or (strict and self.warnings) else 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "reference": self.reference,
+            "digest": self.digest,
+            "layers": self.layers,
+            "entries": self.entries,
+            "errors": self.errors,
+            "warnings": self.warnings,
+            "ok": self.errors == 0,
+            "findings": [f.to_json() for f in self.findings],
+        }
+
+
+def check(
+    ref: str | Reference,
+    *,
+    platform: str | None = None,
+    max_ratio: float = DEFAULT_MAX_RATIO,
+    progress: ProgressReporter | None = None,
+) -> CheckReport:
+    """Check one image (any reference); each layer is read once. Raises only when the image
+    cannot be read at all (no manifest, no config): everything else is a finding."""
+    progress = progress or NullProgress()
+    ref = as_reference(ref)
+    try:
+        with open_image(ref, platform, lenient=True) as image:
+            return _check_image(image, str(ref), max_ratio, progress)
+    finally:
+        progress.end()
+
+
+def _check_image(
+    image: Image, reference: str, max_ratio: float, progress: ProgressReporter
+) -> CheckReport:
+    report = CheckReport(reference, image.digest, len(image.layers))
+    report.findings.extend(Finding(rule, message) for rule, message in image.problems)
+    history = [h for h in image.config.history if not h.get("empty_layer")]
+    if image.config.history and len(history) != len(image.layers):
+        report.findings.append(
+            Finding(
+                "history-count",
+                f"the config's history has {len(history)} entries for layers but the image "
+                f"has {len(image.layers)} layers",
+            )
+        )
+    tree = Tree()
+    progress.begin(sum(layer.descriptor.size for layer in image.layers), "checking")
+    for i, layer in enumerate(image.layers):
+        desc = layer.descriptor
+        progress.step(f"layer {i + 1}/{len(image.layers)} {desc.digest.hex[:12]}")
+        analyzer = LayerAnalyzer(tree, i, desc.digest)
+        findings = analyze_layer(image, i, analyzer, max_ratio, progress.advance)
+        report.entries += analyzer.entries
+        report.findings.extend(findings)
+    return report
+
+
+def analyze_layer(
+    image: Image,
+    index: int,
+    analyzer: LayerAnalyzer,
+    max_ratio: float | None,
+    progress: Callable[[int], None] | None = None,
+    strict: bool = False,
+) -> list[Finding]:
+    """Read layer ``index`` once, feeding its entries to ``analyzer``; all its findings."""
+    layer = image.layers[index]
+    desc = layer.descriptor
+    known = image.problems and any(
+        r == "media-type" and desc.digest in m for r, m in image.problems
+    )
+
+    def feed(i: int, entry: TarEntry, _stream: TarStream) -> None:
+        analyzer.feed(i, entry)
+
+    try:
+        raw = image.source.open_blob(desc)
+    except NotFoundError as e:
+        analyzer.findings.append(Finding("layer-unreadable", str(e), index, desc.digest))
+        return analyzer.findings
+    try:
+        result = scan_layer(
+            raw,
+            desc,
+            None if known else layer.compression,
+            layer.diff_id,
+            feed,
+            max_ratio=max_ratio,
+            strict=strict,
+            progress=progress,
+        )
+    except InputError as e:
+        if strict:
+            raise
+        result = None
+        analyzer.findings.append(Finding("layer-unreadable", str(e), index, desc.digest))
+    finally:
+        raw.close()
+    analyzer.finish()
+    if result is not None:
+        analyzer.findings.extend(
+            Finding(rule, message, index, desc.digest) for rule, message in result.problems
+        )
+    return analyzer.findings
