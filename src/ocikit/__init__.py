@@ -4,6 +4,9 @@ The public API, in a few names:
 
     ocikit.copy(src, dst, ...)       move an image between any two references
     ocikit.inspect(ref)              what an image is, as JSON-ready data
+    ocikit.check(ref)                what consumers reject or break on (a CheckReport)
+    ocikit.repair(src, dst)          copy, rewriting only the layers that need it
+    ocikit.unpack(ref, directory)    the root filesystem, extracted safely
     ocikit.open_image(ref)           read an image: manifest, config, verified blob streams
     ocikit.parse_reference(text)     ``oci:dir:tag``, ``docker-archive:file.tar:name:tag``, ...
 
@@ -22,13 +25,14 @@ from .errors import (
     VerificationError,
 )
 from .model import Compression, Descriptor, Digest, ImageConfig, Index, Manifest, Platform
-from .ops import CopyResult, copy, inspect
+from .ops import CheckReport, CopyResult, UnpackResult, check, copy, inspect, repair, unpack
 from .transports import Image, Reference, open_image, parse_reference
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AmbiguousImageError",
+    "CheckReport",
     "Compression",
     "CopyResult",
     "Descriptor",
@@ -43,12 +47,16 @@ __all__ = [
     "OcikitError",
     "Platform",
     "Reference",
+    "UnpackResult",
     "UnsafeInputError",
     "UsageError",
     "VerificationError",
     "__version__",
+    "check",
     "copy",
     "inspect",
     "open_image",
     "parse_reference",
+    "repair",
+    "unpack",
 ]

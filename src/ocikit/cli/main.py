@@ -19,6 +19,7 @@ from ..layer.scan import DEFAULT_MAX_RATIO
 from ..ops import check as check_op
 from ..ops import copy as copy_op
 from ..ops import inspect as inspect_op
+from ..ops import unpack as unpack_op
 from ..transports import open_image
 from .progress import reporter
 
@@ -194,6 +195,59 @@ def check(
                 err=True,
             )
     sys.exit(report.exit_code(strict))
+
+
+@cli.command()
+@click.argument("ref")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=str))
+@click.option("--platform", help=PLATFORM_HELP)
+@click.option(
+    "--devices", is_flag=True, help="Create device nodes (as root only; skipped otherwise)."
+)
+@click.option(
+    "--max-ratio",
+    type=click.FloatRange(min=1),
+    default=DEFAULT_MAX_RATIO,
+    show_default=True,
+    help="Refuse a layer expanding beyond this many times its compressed size (and 64 MiB).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@quiet_option
+def unpack(
+    ref: str,
+    directory: str,
+    platform: str | None,
+    devices: bool,
+    max_ratio: float,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Extract the root filesystem of the image at REF into DIRECTORY (new or empty).
+
+    Whiteouts and opaque directories apply. Nothing is ever written outside DIRECTORY: a
+    hostile layer (traversal by name, symlink or hardlink, a root that is not a directory,
+    malformed whiteouts, a decompression bomb) stops the unpack with exit 2 and DIRECTORY is
+    left as it was.
+    """
+    result = unpack_op(
+        ref,
+        directory,
+        platform=platform,
+        devices=devices,
+        max_ratio=max_ratio,
+        progress=reporter(quiet),
+    )
+    if as_json:
+        _print_json(result.to_json())
+    elif not quiet:
+        skipped = (
+            f" ({result.skipped_devices} device nodes skipped)" if result.skipped_devices else ""
+        )
+        click.echo(
+            f"unpacked {result.digest} into {result.directory}: {result.layers} layers, "
+            f"{result.entries} entries{skipped}",
+            err=True,
+        )
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

@@ -4,13 +4,23 @@ from .check import CheckReport, check
 from .copy import CopyResult, copy
 from .inspect import inspect
 from .progress import NullProgress, ProgressReporter
+from .unpack import UnpackResult, unpack
+
+
+def repair(src: str, dst: str, *, drop_unsafe: bool = False, **kwargs) -> CopyResult:  # type: ignore[no-untyped-def]
+    """``copy(src, dst, repair=True)``: rewrite only the layers that need it (docs/CHECK.md)."""
+    return copy(src, dst, repair=True, drop_unsafe=drop_unsafe, **kwargs)
+
 
 __all__ = [
     "CheckReport",
     "CopyResult",
     "NullProgress",
     "ProgressReporter",
+    "UnpackResult",
     "check",
     "copy",
     "inspect",
+    "repair",
+    "unpack",
 ]

@@ -1,0 +1,429 @@
+"""``unpack``: an image's root filesystem, extracted so that nothing lands outside its target.
+
+Three lines of defence: every entry is first judged by the analyzer (docs/CHECK.md: an unsafe
+entry, an absolute name or a bomb stops the unpack); every path is then resolved on the real
+filesystem one component at a time, through directory file descriptors opened with
+``O_NOFOLLOW``, following symlinks only by reading them and resolving their targets inside the
+root (``..`` stops at the root); and everything is written into a private temporary directory
+(mode 0700) beside the target, renamed to the target only when the whole image is extracted.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import DestinationError, UnsafeInputError
+from ..layer.analyze import UNSAFE, LayerAnalyzer, Tree
+from ..layer.paths import OPAQUE, WHITEOUT, clean, split_target
+from ..layer.scan import DEFAULT_MAX_RATIO, scan_layer
+from ..layer.streams import CHUNK
+from ..layer.tarstream import TarEntry, TarStream
+from ..transports import Image, Reference, as_reference, open_image
+from .progress import NullProgress, ProgressReporter
+
+REFUSED = UNSAFE | {"absolute-path"}
+MAX_LINKS = 40
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass
+class UnpackResult:
+    reference: str
+    directory: str
+    digest: str
+    layers: int
+    entries: int = 0
+    skipped_devices: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "reference": self.reference,
+            "directory": self.directory,
+            "digest": self.digest,
+            "layers": self.layers,
+            "entries": self.entries,
+            "skipped_devices": self.skipped_devices,
+            "warnings": self.warnings,
+        }
+
+
+def unpack(
+    ref: str | Reference,
+    directory: str | os.PathLike[str],
+    *,
+    platform: str | None = None,
+    devices: bool = False,
+    max_ratio: float = DEFAULT_MAX_RATIO,
+    progress: ProgressReporter | None = None,
+) -> UnpackResult:
+    """Extract the image's root filesystem into ``directory`` (absent or empty).
+
+    Whiteouts and opaque directories apply; owners are set only as root, device nodes are
+    created only as root with ``devices``. A hostile layer raises UnsafeInputError and leaves
+    nothing behind: not in ``directory``, and never anything outside it.
+    """
+    progress = progress or NullProgress()
+    ref = as_reference(ref)
+    target = Path(directory)
+    _check_target(target)
+    parent = target.absolute().parent
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.ocikit-", dir=parent))
+    except OSError as e:
+        raise DestinationError(f"cannot create a directory in {parent}: {e.strerror}") from None
+    try:
+        with open_image(ref, platform) as image:
+            result = UnpackResult(str(ref), str(target), image.digest, len(image.layers))
+            with _Extractor(staging, devices, result) as ex:
+                _unpack_layers(image, ex, max_ratio, progress)
+        _check_target(target)
+        if target.exists():
+            target.rmdir()
+        os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        progress.end()
+    return result
+
+
+def _check_target(target: Path) -> None:
+    if target.is_symlink():
+        raise DestinationError(f"{target} is a symlink; unpack into a new or empty directory")
+    if target.exists():
+        if not target.is_dir():
+            raise DestinationError(f"{target} exists and is not a directory")
+        if any(target.iterdir()):
+            raise DestinationError(f"{target} is not empty; unpack into a new or empty directory")
+
+
+def _unpack_layers(
+    image: Image, ex: _Extractor, max_ratio: float, progress: ProgressReporter
+) -> None:
+    tree = Tree()
+    progress.begin(sum(layer.descriptor.size for layer in image.layers), "unpacking")
+    for i, layer in enumerate(image.layers):
+        desc = layer.descriptor
+        progress.step(f"layer {i + 1}/{len(image.layers)} {desc.digest.hex[:12]}")
+        analyzer = LayerAnalyzer(tree, i, desc.digest)
+        ex.begin_layer()
+
+        def on_entry(
+            n: int, entry: TarEntry, stream: TarStream, analyzer: LayerAnalyzer = analyzer
+        ) -> None:
+            before = len(analyzer.findings)
+            analyzer.feed(n, entry)
+            for f in analyzer.findings[before:]:
+                if f.rule in REFUSED:
+                    raise UnsafeInputError(f"layer {f.layer}: {f.rule}: {f.message}")
+            ex.entry(entry, stream)
+
+        with image.source.open_blob(desc) as raw:
+            scan_layer(
+                raw,  # type: ignore[arg-type]
+                desc,
+                layer.compression,
+                layer.diff_id,
+                on_entry,
+                max_ratio=max_ratio,
+                strict=True,
+                progress=progress.advance,
+            )
+        analyzer.finish()
+        ex.result.entries += analyzer.entries
+
+
+class _Extractor:
+    """Writes entries under ``root``; resolves every path itself, inside the root."""
+
+    def __init__(self, root: Path, devices: bool, result: UnpackResult) -> None:
+        self.root_fd = os.open(root, _DIR_FLAGS)
+        self.devices = devices
+        self.result = result
+        self.as_root = os.geteuid() == 0
+        self.dirs: dict[tuple[str, ...], TarEntry] = {}  # metadata applied at the end
+        self.created: set[tuple[str, ...]] = set()  # paths this layer wrote
+        self._cache: tuple[tuple[str, ...], int, tuple[str, ...]] | None = None
+        self._stale = False
+        self._buf = bytearray(CHUNK)
+
+    def __enter__(self) -> _Extractor:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        try:
+            if exc_type is None:
+                self._finish_dirs()
+        finally:
+            self._forget()
+            os.close(self.root_fd)
+
+    def begin_layer(self) -> None:
+        self.created = set()
+
+    # -- resolution ----------------------------------------------------------------------------
+    def _forget(self) -> None:
+        if self._cache is not None:
+            os.close(self._cache[1])
+            self._cache = None
+
+    def _invalidate(self) -> None:
+        """The tree changed shape: the cached parent no longer answers for its name (its fd
+        stays open, and right, for the entry being written)."""
+        self._stale = True
+
+    def _parent(self, parts: tuple[str, ...]) -> tuple[int, tuple[str, ...]]:
+        """An fd of the directory ``parts`` resolves to (created if missing), and its path."""
+        if self._cache is not None and self._cache[0] == parts and not self._stale:
+            return self._cache[1], self._cache[2]
+        self._forget()
+        self._stale = False
+        fd, resolved = self._walk(list(parts))
+        self._cache = (parts, fd, resolved)
+        return fd, resolved
+
+    def _walk(self, parts: list[str], create: bool = True) -> tuple[int, tuple[str, ...]]:
+        """Resolve ``parts`` inside the root; missing directories are made (``create``) or
+        FileNotFoundError is raised."""
+        todo = list(reversed(parts))
+        fds = [os.dup(self.root_fd)]
+        cur: list[str] = []
+        links = 0
+        try:
+            while todo:
+                name = todo.pop()
+                if name in ("", "."):
+                    continue
+                if name == "..":
+                    if cur:
+                        cur.pop()
+                        os.close(fds.pop())
+                    continue
+                try:
+                    st = os.stat(name, dir_fd=fds[-1], follow_symlinks=False)
+                except FileNotFoundError:
+                    if not create:
+                        raise
+                    os.mkdir(name, 0o755, dir_fd=fds[-1])
+                    st = os.stat(name, dir_fd=fds[-1], follow_symlinks=False)
+                if stat.S_ISLNK(st.st_mode):
+                    links += 1
+                    if links > MAX_LINKS:
+                        raise UnsafeInputError(f"{'/'.join(parts)}: too many levels of symlinks")
+                    absolute, target = split_target(os.readlink(name, dir_fd=fds[-1]))
+                    if absolute:
+                        for fd in fds[1:]:
+                            os.close(fd)
+                        del fds[1:]
+                        cur = []
+                    todo.extend(reversed(target))
+                    continue
+                if not stat.S_ISDIR(st.st_mode):
+                    raise UnsafeInputError(
+                        f"{'/'.join(parts)}: {'/'.join([*cur, name])} is not a directory"
+                    )
+                fds.append(os.open(name, _DIR_FLAGS, dir_fd=fds[-1]))
+                cur.append(name)
+            return fds.pop(), tuple(cur)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def _open_nofollow(self, parts: tuple[str, ...]) -> int | None:
+        """An fd of exactly ``parts``, a directory reached through no symlink; else None."""
+        fd = os.dup(self.root_fd)
+        try:
+            for p in parts:
+                nfd = os.open(p, _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = nfd
+        except OSError:
+            os.close(fd)
+            return None
+        return fd
+
+    # -- entries -------------------------------------------------------------------------------
+    def entry(self, entry: TarEntry, stream: TarStream) -> None:
+        cn = clean(entry.name)
+        if cn.escapes or cn.absolute:  # the analyzer refused these already
+            raise UnsafeInputError(f"{entry.name!r} leads outside the root")
+        if not cn.parts:
+            if entry.isdir():
+                self.dirs[()] = entry
+            return
+        *parent_parts, base = cn.parts
+        if base.startswith(WHITEOUT):
+            self._whiteout(tuple(parent_parts), base)
+            return
+        pfd, resolved = self._parent(tuple(parent_parts))
+        path = (*resolved, base)
+        self.created.add(path)
+        existing = _lstat(base, pfd)
+        if entry.isdir():
+            if existing is not None and not stat.S_ISDIR(existing.st_mode):
+                self._remove(base, pfd, existing)
+                existing = None
+            if existing is None:
+                os.mkdir(base, 0o700, dir_fd=pfd)
+            self.dirs[path] = entry
+            return
+        if existing is not None:
+            self._remove(base, pfd, existing)
+        if entry.issym():
+            os.symlink(entry.linkname, base, dir_fd=pfd)
+            self._invalidate()  # a new symlink may change how cached parents resolve
+        elif entry.islnk():
+            self._hardlink(entry, base, pfd)
+        elif entry.type in (tarfile.CHRTYPE, tarfile.BLKTYPE):
+            if not (self.devices and self.as_root):
+                self.result.skipped_devices += 1
+                return
+            kind = stat.S_IFCHR if entry.type == tarfile.CHRTYPE else stat.S_IFBLK
+            dev = os.makedev(entry.devmajor, entry.devminor)
+            os.mknod(base, kind | (entry.mode & 0o7777), dev, dir_fd=pfd)
+        elif entry.type == tarfile.FIFOTYPE:
+            os.mkfifo(base, entry.mode & 0o7777, dir_fd=pfd)
+        else:
+            self._file(entry, stream, base, pfd)
+            return
+        self._owner_and_time(entry, base, pfd)
+
+    def _file(self, entry: TarEntry, stream: TarStream, base: str, pfd: int) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(base, flags, 0o600, dir_fd=pfd)
+        try:
+            view = memoryview(self._buf)
+            while n := stream.readinto(view):
+                _write_all(fd, view[:n])
+            if self.as_root:
+                os.fchown(fd, entry.uid, entry.gid)
+            os.fchmod(fd, entry.mode & (0o7777 if self.as_root else 0o777))
+            mtime_ns = int(entry.mtime * 1e9)
+            os.utime(fd, ns=(mtime_ns, mtime_ns))
+        finally:
+            os.close(fd)
+
+    def _hardlink(self, entry: TarEntry, base: str, pfd: int) -> None:
+        cl = clean(entry.linkname)
+        if cl.escapes or not cl.parts:
+            raise UnsafeInputError(f"{entry.name!r} links outside the root")
+        tfd, _ = self._walk(list(cl.parts[:-1]))
+        try:
+            st = _lstat(cl.parts[-1], tfd)
+            if st is None or stat.S_ISDIR(st.st_mode):
+                raise UnsafeInputError(
+                    f"{entry.name!r} links to {entry.linkname!r}, which is missing or a directory"
+                )
+            os.link(cl.parts[-1], base, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
+        finally:
+            os.close(tfd)
+
+    def _owner_and_time(self, entry: TarEntry, base: str, pfd: int) -> None:
+        if self.as_root:
+            os.chown(base, entry.uid, entry.gid, dir_fd=pfd, follow_symlinks=False)
+        if not entry.issym() and not entry.islnk():  # a fifo or device we just made
+            os.chmod(base, entry.mode & (0o7777 if self.as_root else 0o777), dir_fd=pfd)
+        if not entry.islnk():
+            mtime_ns = int(entry.mtime * 1e9)
+            os.utime(base, ns=(mtime_ns, mtime_ns), dir_fd=pfd, follow_symlinks=False)
+
+    def _remove(self, base: str, pfd: int, st: os.stat_result) -> None:
+        self._invalidate()
+        if stat.S_ISDIR(st.st_mode):
+            _rmtree_at(pfd, base)
+        else:
+            os.unlink(base, dir_fd=pfd)
+
+    def _whiteout(self, parent_parts: tuple[str, ...], base: str) -> None:
+        self._forget()
+        try:
+            pfd, resolved = self._walk(list(parent_parts), create=False)
+        except (FileNotFoundError, UnsafeInputError):
+            return  # nothing there to hide
+        try:
+            if base == OPAQUE:
+                self._opaque(pfd, resolved)
+                return
+            hidden = base[len(WHITEOUT) :]
+            if (*resolved, hidden) in self.created:  # whiteouts hide lower layers only
+                return
+            st = _lstat(hidden, pfd)
+            if st is not None:
+                self._remove(hidden, pfd, st)
+        finally:
+            os.close(pfd)
+
+    def _opaque(self, dfd: int, resolved: tuple[str, ...]) -> None:
+        """Remove what lower layers put in the directory; keep what this layer wrote."""
+        for name in os.listdir(dfd):
+            path = (*resolved, name)
+            st = _lstat(name, dfd)
+            if st is None:
+                continue
+            if path not in self.created:
+                self._remove(name, dfd, st)
+            elif stat.S_ISDIR(st.st_mode):
+                sub = os.open(name, _DIR_FLAGS, dir_fd=dfd)
+                try:
+                    self._opaque(sub, path)
+                finally:
+                    os.close(sub)
+
+    def _finish_dirs(self) -> None:
+        """Directory modes, owners and times, deepest first (children touch their parents)."""
+        self._forget()
+        for path in sorted(self.dirs, key=len, reverse=True):
+            entry = self.dirs[path]
+            fd = self._open_nofollow(path)
+            if fd is None:  # replaced or removed by a later layer
+                continue
+            try:
+                if self.as_root:
+                    os.fchown(fd, entry.uid, entry.gid)
+                mode = entry.mode & (0o7777 if self.as_root else 0o777)
+                os.fchmod(fd, mode if path else mode | 0o700)  # the root stays usable
+                mtime_ns = int(entry.mtime * 1e9)
+                os.utime(fd, ns=(mtime_ns, mtime_ns))
+            finally:
+                os.close(fd)
+        if () not in self.dirs:
+            os.fchmod(self.root_fd, 0o755)
+
+
+def _lstat(name: str, dir_fd: int) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while data:
+        n = os.write(fd, data)
+        data = data[n:]
+
+
+def _rmtree_at(dir_fd: int, name: str) -> None:
+    """Remove a directory tree below ``dir_fd`` without following any symlink."""
+    fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    try:
+        for child in os.listdir(fd):
+            st = _lstat(child, fd)
+            if st is None:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                _rmtree_at(fd, child)
+            else:
+                os.unlink(child, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=dir_fd)
