@@ -139,7 +139,7 @@ def _tree(root: Path) -> dict[str, tuple[str, bytes | str]]:
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(items=layer_entries)
 def test_repair_keeps_what_extraction_leaves_and_passes_check(

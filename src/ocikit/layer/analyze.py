@@ -289,6 +289,7 @@ class LayerAnalyzer:
     _links_to: dict[str, int] = field(default_factory=dict)  # hardlink target -> first link
     _whiteouts: list[tuple[list[str], int, str]] = field(default_factory=list)
     _opaque: list[tuple[list[str], int, str]] = field(default_factory=list)
+    _parent_cache: tuple[tuple[str, ...], Resolution] | None = None  # entries come by directory
 
     # -- findings -----------------------------------------------------------------------------
     def _find(
@@ -345,9 +346,15 @@ class LayerAnalyzer:
                 f"{name!r} is a device node ({entry.devmajor}, {entry.devminor})",
                 (name,),
             )
-        parent = self.tree.resolve(cn.parts[:-1], follow_last=True)
-        if not self._parent_ok(index, name, parent):
-            return
+        parent_parts = cn.parts[:-1]
+        cached = self._parent_cache
+        if cached is not None and cached[0] == parent_parts:
+            parent = cached[1]
+        else:
+            parent = self.tree.resolve(parent_parts, follow_last=True)
+            if not self._parent_ok(index, name, parent):
+                return
+            self._parent_cache = (parent_parts, parent)
         where = [*parent.parts, base]
         landing = "/".join(where)
         link_target: str | None = None
@@ -397,12 +404,15 @@ class LayerAnalyzer:
                     self.edits[index] = Edit(Action.DROP, reason="replaces-symlinked-dir")
                     return
                 self.unsafe.append(f)
-        self._duplicates(index, entry, landing, kind)
+        replaces_dir = existing is not None and existing.kind is Kind.DIR and kind is not Kind.DIR
+        self._duplicates(index, entry, landing, kind, replaces_dir)
         # the tree as extraction leaves it
         assert parent.node is not None and parent.node.children is not None
         if existing is not None and existing.kind is Kind.DIR and kind is Kind.DIR:
             existing.layer = self.layer
         else:
+            if existing is not None or kind is Kind.SYMLINK:
+                self._parent_cache = None  # the tree changed shape: resolve afresh
             parent.node.children[base] = Node(
                 kind, self.layer, entry.linkname if kind is Kind.SYMLINK else ""
             )
@@ -525,13 +535,21 @@ class LayerAnalyzer:
         )
         return first
 
-    def _duplicates(self, index: int, entry: TarEntry, landing: str, kind: Kind) -> None:
+    def _duplicates(
+        self, index: int, entry: TarEntry, landing: str, kind: Kind, replaces_dir: bool
+    ) -> None:
         """Repair: the entry that extraction leaves at ``landing`` is the last one."""
         seen = _Seen(index, entry.name, type_name(entry), kind is Kind.DIR)
         if not self.repair:
             return
         earlier = self._effective.get(landing)
         self._effective[landing] = seen
+        if replaces_dir:  # extraction removes the directory, and what this layer put in it
+            prefix = landing + "/"
+            for path, s in list(self._effective.items()):
+                if path.startswith(prefix):
+                    self.edits[s.index] = Edit(Action.DROP, reason="duplicate-path")
+                    del self._effective[path]
         if earlier is None:
             return
         linked = self._links_to.get(landing)
@@ -548,12 +566,6 @@ class LayerAnalyzer:
             )
             return
         self.edits[earlier.index] = Edit(Action.DROP, reason="duplicate-path")
-        if earlier.is_dir and not seen.is_dir:  # extraction removes the directory's content too
-            prefix = landing + "/"
-            for path, s in list(self._effective.items()):
-                if path.startswith(prefix) and earlier.index < s.index < index:
-                    self.edits[s.index] = Edit(Action.DROP, reason="duplicate-path")
-                    del self._effective[path]
 
     def _whiteout(self, index: int, entry: TarEntry, parts: tuple[str, ...]) -> None:
         name, base = entry.name, parts[-1]

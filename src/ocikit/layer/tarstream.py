@@ -1,13 +1,14 @@
 """A one-pass tar reader for streams: headers parsed, data moved in large chunks.
 
 ``tarfile``'s stream mode copies every byte through small buffers; this reader parses each
-512-byte header with ``tarfile.TarInfo.frombuf`` (checksum, base-256 numbers), applies PAX
+512-byte header as ``tarfile.TarInfo.frombuf`` does (checksum, base-256 numbers), applies PAX
 (``x``/``g``) and GNU long-name (``L``/``K``) records itself, and lets the caller pull an
 entry's data with ``readinto``. Whatever the caller does not read is skipped.
 """
 
 from __future__ import annotations
 
+import struct
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -136,7 +137,7 @@ class TarStream:
                 if self.offset == 0:
                     raise InputError(f"{self.what}: empty input, not a tar archive")
                 return  # EOF without end-of-archive blocks: tolerated, as GNU tar does
-            if header == bytes(BLOCK):
+            if header == _ZERO_BLOCK:
                 if empty_seen:
                     return
                 empty_seen = True
@@ -144,8 +145,8 @@ class TarStream:
             if empty_seen:
                 raise InputError(f"{self.what}: data after a zero block")
             try:
-                info = tarfile.TarInfo.frombuf(header, "utf-8", "surrogateescape")
-            except tarfile.HeaderError as e:
+                info = _parse_header(header)
+            except (tarfile.HeaderError, ValueError) as e:
                 kind = "not a tar archive" if self.offset == BLOCK else "corrupt tar header"
                 raise InputError(f"{self.what}: {kind} ({e})") from None
             t = info.type
@@ -221,3 +222,67 @@ def _parse_pax(data: bytes, what: str) -> dict[str, str]:
         out[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
         pos += length
     return out
+
+
+_ZERO_BLOCK = bytes(BLOCK)
+_POSIX_MAGIC = b"ustar\x0000"
+
+
+@dataclass
+class _Header:
+    name: str
+    mode: int
+    uid: int
+    gid: int
+    size: int
+    mtime: int
+    type: bytes
+    linkname: str
+    uname: str
+    gname: str
+    devmajor: int
+    devminor: int
+
+
+def _num(field: bytes) -> int:
+    if field and field[0] & 0x80:  # GNU base-256 (positive 0x80, negative 0xff)
+        return tarfile.nti(field)
+    text = field.split(b"\0", 1)[0].strip()
+    return int(text, 8) if text else 0
+
+
+def _str(field: bytes) -> str:
+    return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+
+def _parse_header(buf: bytes) -> _Header:
+    """A 512-byte ustar/GNU/v7 header, as ``tarfile.TarInfo.frombuf`` reads it, faster."""
+    stored = _num(buf[148:156])
+    if stored != sum(buf) - sum(buf[148:156]) + 256:  # 256: the checksum field as spaces
+        signed = sum(struct.unpack_from("148b8x356b", buf)) + 256
+        if stored != signed:
+            raise tarfile.HeaderError("bad checksum")
+    t = buf[156:157]
+    name = _str(buf[0:100])
+    if buf[257:265] == _POSIX_MAGIC and t not in tarfile.GNU_TYPES:
+        prefix = _str(buf[345:500])
+        if prefix:
+            name = prefix + "/" + name
+    if t == tarfile.AREGTYPE and name.endswith("/"):
+        t = tarfile.DIRTYPE
+    if t == tarfile.DIRTYPE:
+        name = name.rstrip("/")
+    return _Header(
+        name=name,
+        mode=_num(buf[100:108]),
+        uid=_num(buf[108:116]),
+        gid=_num(buf[116:124]),
+        size=_num(buf[124:136]),
+        mtime=_num(buf[136:148]),
+        type=t,
+        linkname=_str(buf[157:257]),
+        uname=_str(buf[265:297]),
+        gname=_str(buf[297:329]),
+        devmajor=_num(buf[329:337]),
+        devminor=_num(buf[337:345]),
+    )
