@@ -289,6 +289,8 @@ class LayerAnalyzer:
     _links_to: dict[str, int] = field(default_factory=dict)  # hardlink target -> first link
     _whiteouts: list[tuple[list[str], int, str]] = field(default_factory=list)
     _opaque: list[tuple[list[str], int, str]] = field(default_factory=list)
+    _hidden: set[tuple[str, ...]] = field(default_factory=set)  # whited out so far
+    _opaque_dirs: set[tuple[str, ...]] = field(default_factory=set)  # made opaque so far
     _parent_cache: tuple[tuple[str, ...], Resolution] | None = None  # entries come by directory
 
     # -- findings -----------------------------------------------------------------------------
@@ -494,7 +496,7 @@ class LayerAnalyzer:
                 name,
             )
             return None
-        if res.node is None:
+        if res.node is None or self._whited_out(res):
             self._unsafe(
                 index,
                 "hardlink-missing",
@@ -520,6 +522,21 @@ class LayerAnalyzer:
             )
         self._links_to[res.path] = index  # the last link to it counts
         return res.path
+
+    def _whited_out(self, res: Resolution) -> bool:
+        """A lower layer's file that a whiteout seen earlier in this layer removes.
+
+        Extraction applies whiteouts as they come, so a later hardlink finds nothing.
+        """
+        if res.node is None or res.node.layer >= self.layer:
+            return False
+        if not (self._hidden or self._opaque_dirs):
+            return False
+        parts = tuple(res.parts)
+        for n in range(1, len(parts) + 1):
+            if parts[:n] in self._hidden or (n < len(parts) and parts[:n] in self._opaque_dirs):
+                return True
+        return () in self._opaque_dirs and len(parts) > 0
 
     def _same_name(self, entry: TarEntry, cleaned: str) -> _Seen | None:
         """Report a name seen before in this layer, as docker's loader compares names."""
@@ -599,8 +616,10 @@ class LayerAnalyzer:
             self.edits[index] = Edit(Action.RENAME, "/".join(parts), reason="resolved")
         if base == OPAQUE:
             self._opaque.append((parent.parts, index, name))
+            self._opaque_dirs.add(tuple(parent.parts))
         else:
             self._whiteouts.append(([*parent.parts, hidden], index, name))
+            self._hidden.add((*parent.parts, hidden))
 
     # -- end of layer -----------------------------------------------------------------------------
     def finish(self) -> None:

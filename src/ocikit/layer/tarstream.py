@@ -59,6 +59,7 @@ class TarStream:
         self._padding = 0
         self.offset = 0  # bytes consumed from raw
         self.data_size = 0  # of the current entry
+        self._skip_buf: memoryview | None = None
         # keep_raw: the current entry's header blocks exactly as read (PAX and long-name
         # records included), and apart from them its global PAX records, for rewriting
         self._keep = keep_raw
@@ -84,10 +85,11 @@ class TarStream:
         return data
 
     def _skip(self, n: int) -> None:
-        buf = bytearray(min(n, 1 << 20))
-        view = memoryview(buf)
+        if self._skip_buf is None:
+            self._skip_buf = memoryview(bytearray(1 << 20))
+        view = self._skip_buf
         while n > 0:
-            got = self._raw.readinto(view[: min(n, len(buf))])  # type: ignore[attr-defined]
+            got = self._raw.readinto(view[: min(n, len(view))])  # type: ignore[attr-defined]
             if not got:
                 raise InputError(f"{self.what}: archive is truncated")
             n -= got

@@ -69,7 +69,12 @@ def _check_image(
     image: Image, reference: str, max_ratio: float, progress: ProgressReporter
 ) -> CheckReport:
     report = CheckReport(reference, image.digest, len(image.layers))
-    report.findings.extend(Finding(rule, message) for rule, message in image.problems)
+    report.findings.extend(
+        Finding(
+            rule, message, layer, None if layer is None else image.layers[layer].descriptor.digest
+        )
+        for rule, message, layer in image.problems
+    )
     history = [h for h in image.config.history if not h.get("empty_layer")]
     if image.config.history and len(history) != len(image.layers):
         report.findings.append(
@@ -102,9 +107,7 @@ def analyze_layer(
     """Read layer ``index`` once, feeding its entries to ``analyzer``; all its findings."""
     layer = image.layers[index]
     desc = layer.descriptor
-    known = image.problems and any(
-        r == "media-type" and desc.digest in m for r, m in image.problems
-    )
+    known = any(r == "media-type" and n == index for r, _m, n in image.problems)
 
     def feed(i: int, entry: TarEntry, _stream: TarStream) -> None:
         analyzer.feed(i, entry)

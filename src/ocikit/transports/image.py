@@ -26,9 +26,9 @@ class Image:
     def __init__(self, source: ImageSource, *, lenient: bool = False) -> None:
         """``lenient``: a config that does not match its descriptor, diff_ids that do not
         match the layers in number and unknown layer media types are recorded in
-        ``problems`` (rule id, message) instead of raised (for ``check``)."""
+        ``problems`` (rule id, message, layer index or None) instead of raised (for ``check``)."""
         self.source = source
-        self.problems: list[tuple[str, str]] = []
+        self.problems: list[tuple[str, str, int | None]] = []
         self.manifest: Manifest = source.manifest()
         cfg = self.manifest.config
         if cfg.size > MAX_CONFIG_SIZE:
@@ -43,6 +43,7 @@ class Image:
                         f"config is {len(raw)} bytes with digest "
                         f"{Digest.of(raw, cfg.digest.algorithm)}, its descriptor says "
                         f"{cfg.size} bytes, {cfg.digest}",
+                        None,
                     )
                 )
         else:
@@ -57,7 +58,7 @@ class Image:
             )
             if not lenient:
                 raise VerificationError(f"{source.ref}: {message}")
-            self.problems.append(("diff-id-count", message))
+            self.problems.append(("diff-id-count", message, None))
         self.layers = []
         for i, d in enumerate(self.manifest.layers):
             diff_id = diff_ids[i] if i < len(diff_ids) else None
@@ -66,7 +67,7 @@ class Image:
             except InputError as e:
                 if not lenient:
                     raise
-                self.problems.append(("media-type", str(e)))
+                self.problems.append(("media-type", str(e), i))
                 compression = Compression.NONE
             self.layers.append(Layer(d, diff_id, compression))  # type: ignore[arg-type]
 
