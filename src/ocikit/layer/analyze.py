@@ -111,6 +111,9 @@ class Finding:
         return f"{self.severity} {self.rule}: {where}{self.message}"
 
 
+MAX_PARENTS = 1 << 16  # parent resolutions cached per layer
+
+
 class Kind(enum.Enum):
     DIR = "directory"
     FILE = "file"
@@ -118,20 +121,27 @@ class Kind(enum.Enum):
     OTHER = "special file"
 
 
+_KINDS = {
+    tarfile.DIRTYPE: Kind.DIR,
+    tarfile.SYMTYPE: Kind.SYMLINK,
+    tarfile.CHRTYPE: Kind.OTHER,
+    tarfile.BLKTYPE: Kind.OTHER,
+    tarfile.FIFOTYPE: Kind.OTHER,
+}
+
+
 def kind_of(entry: TarEntry) -> Kind:
-    if entry.isdir():
-        return Kind.DIR
-    if entry.issym():
-        return Kind.SYMLINK
-    if entry.type in (tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE):
-        return Kind.OTHER
-    return Kind.FILE
+    return _KINDS.get(entry.type, Kind.FILE)
+
+
+def _type_name(t: bytes) -> str:
+    if t == tarfile.LNKTYPE:
+        return "hardlink"
+    return _KINDS.get(t, Kind.FILE).value
 
 
 def type_name(entry: TarEntry) -> str:
-    if entry.islnk():
-        return "hardlink"
-    return kind_of(entry).value
+    return _type_name(entry.type)
 
 
 class Node:
@@ -262,8 +272,12 @@ class Edit:
 class _Seen:
     index: int
     name: str
-    type: str
+    tar_type: bytes
     is_dir: bool
+
+    @property
+    def type(self) -> str:
+        return _type_name(self.tar_type)
 
 
 @dataclass
@@ -291,7 +305,9 @@ class LayerAnalyzer:
     _opaque: list[tuple[list[str], int, str]] = field(default_factory=list)
     _hidden: set[tuple[str, ...]] = field(default_factory=set)  # whited out so far
     _opaque_dirs: set[tuple[str, ...]] = field(default_factory=set)  # made opaque so far
-    _parent_cache: tuple[tuple[str, ...], Resolution] | None = None  # entries come by directory
+    # parent directory -> its resolution, an existing directory: valid while no directory or
+    # symlink of the tree is replaced (adding a path never changes where another one lands)
+    _parents: dict[tuple[str, ...], Resolution] = field(default_factory=dict)
 
     # -- findings -----------------------------------------------------------------------------
     def _find(
@@ -349,14 +365,14 @@ class LayerAnalyzer:
                 (name,),
             )
         parent_parts = cn.parts[:-1]
-        cached = self._parent_cache
-        if cached is not None and cached[0] == parent_parts:
-            parent = cached[1]
-        else:
+        parent = self._parents.get(parent_parts)
+        if parent is None:
             parent = self.tree.resolve(parent_parts, follow_last=True)
             if not self._parent_ok(index, name, parent):
                 return
-            self._parent_cache = (parent_parts, parent)
+            if len(self._parents) >= MAX_PARENTS:
+                self._parents.clear()
+            self._parents[parent_parts] = parent
         where = [*parent.parts, base]
         landing = "/".join(where)
         link_target: str | None = None
@@ -413,8 +429,8 @@ class LayerAnalyzer:
         if existing is not None and existing.kind is Kind.DIR and kind is Kind.DIR:
             existing.layer = self.layer
         else:
-            if existing is not None or kind is Kind.SYMLINK:
-                self._parent_cache = None  # the tree changed shape: resolve afresh
+            if existing is not None and existing.kind in (Kind.DIR, Kind.SYMLINK):
+                self._parents.clear()  # the tree changed shape: resolve afresh
             parent.node.children[base] = Node(
                 kind, self.layer, entry.linkname if kind is Kind.SYMLINK else ""
             )
@@ -468,6 +484,8 @@ class LayerAnalyzer:
             assert node.children is not None
             child = node.children.get(p)
             if child is None or child.kind is not Kind.DIR:
+                if child is not None:
+                    self._parents.clear()
                 child = node.children[p] = Node(Kind.DIR, self.layer)
             node = child
         return node
@@ -542,7 +560,7 @@ class LayerAnalyzer:
         """Report a name seen before in this layer, as docker's loader compares names."""
         first = self._names.get(cleaned)
         if first is None:
-            self._names[cleaned] = _Seen(-1, entry.name, type_name(entry), entry.isdir())
+            self._names[cleaned] = _Seen(-1, entry.name, entry.type, entry.isdir())
             return None
         self._find(
             "duplicate-path",
@@ -556,9 +574,9 @@ class LayerAnalyzer:
         self, index: int, entry: TarEntry, landing: str, kind: Kind, replaces_dir: bool
     ) -> None:
         """Repair: the entry that extraction leaves at ``landing`` is the last one."""
-        seen = _Seen(index, entry.name, type_name(entry), kind is Kind.DIR)
         if not self.repair:
             return
+        seen = _Seen(index, entry.name, entry.type, kind is Kind.DIR)
         earlier = self._effective.get(landing)
         self._effective[landing] = seen
         if replaces_dir:  # extraction removes the directory, and what this layer put in it

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class CleanName:
+class CleanName(NamedTuple):
     parts: tuple[str, ...]  # () is the root
     absolute: bool  # the name started with "/"
     escapes: bool  # its ".." climbed above the root
@@ -19,9 +18,12 @@ class CleanName:
 def clean(name: str) -> CleanName:
     """``./a``, ``a``, ``a/``, ``/a`` and ``a/./b/..`` all clean to ``a`` (``filepath.Clean``
     of a root-relative name); ``..`` above the root is reported, not silently dropped."""
+    split = name.split("/")
+    if "" not in split and "." not in split and ".." not in split:  # already clean
+        return CleanName(tuple(split), False, False)
     parts: list[str] = []
     escapes = False
-    for part in name.split("/"):
+    for part in split:
         if part in ("", "."):
             continue
         if part == "..":

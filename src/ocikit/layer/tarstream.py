@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 import tarfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -108,12 +109,10 @@ class TarStream:
         return got
 
     def _finish_entry(self) -> None:
-        if self._remaining:
-            self._skip(self._remaining)
-            self._remaining = 0
-        if self._padding:
-            self._skip(self._padding)
-            self._padding = 0
+        rest = self._remaining + self._padding
+        if rest:
+            self._skip(rest)
+            self._remaining = self._padding = 0
 
     def _meta(self, size: int) -> bytes:
         if size > MAX_META:
@@ -164,43 +163,56 @@ class TarStream:
                 key = "path" if t == tarfile.GNUTYPE_LONGNAME else "linkpath"
                 pending[key] = value.decode("utf-8", "surrogateescape")
                 continue
-            pax = {**pax_global, **pending}
-            pending = {}
-            entry = TarEntry(
-                name=pax.get("path", info.name),
-                type=t,
-                size=info.size,
-                linkname=pax.get("linkpath", info.linkname),
-                mode=info.mode,
-                uid=int(pax.get("uid", info.uid)),
-                gid=int(pax.get("gid", info.gid)),
-                mtime=float(pax.get("mtime", info.mtime)),
-                uname=pax.get("uname", info.uname),
-                gname=pax.get("gname", info.gname),
-                devmajor=info.devmajor,
-                devminor=info.devminor,
-                pax=pax,
-            )
-            if "size" in pax:
-                try:
-                    entry.size = int(pax["size"])
-                except ValueError:
-                    raise InputError(f"{self.what}: bad PAX size for {entry.name!r}") from None
+            if pax_global or pending:
+                entry = _with_pax(info, {**pax_global, **pending}, self.what)
+                pending = {}
+            else:
+                entry = info
             if entry.size < 0:
                 raise InputError(f"{self.what}: negative size for {entry.name!r}")
-            has_data = t not in (
-                tarfile.SYMTYPE,
-                tarfile.LNKTYPE,
-                tarfile.DIRTYPE,
-                tarfile.CHRTYPE,
-                tarfile.BLKTYPE,
-                tarfile.FIFOTYPE,
-            )
-            data_size = entry.size if has_data else 0
+            t = entry.type
+            data_size = 0 if t in _NO_DATA else entry.size
             self.data_size = data_size
             self._remaining = data_size
             self._padding = -data_size % BLOCK
             yield entry
+
+
+_NO_DATA = frozenset(
+    (
+        tarfile.SYMTYPE,
+        tarfile.LNKTYPE,
+        tarfile.DIRTYPE,
+        tarfile.CHRTYPE,
+        tarfile.BLKTYPE,
+        tarfile.FIFOTYPE,
+    )
+)
+
+
+def _with_pax(info: TarEntry, pax: dict[str, str], what: str) -> TarEntry:
+    """The header's fields overridden by the PAX records that apply to it."""
+    info.pax = pax
+    try:
+        if "path" in pax:
+            info.name = pax["path"]
+        if "linkpath" in pax:
+            info.linkname = pax["linkpath"]
+        if "uid" in pax:
+            info.uid = int(pax["uid"])
+        if "gid" in pax:
+            info.gid = int(pax["gid"])
+        if "mtime" in pax:
+            info.mtime = float(pax["mtime"])
+        if "uname" in pax:
+            info.uname = pax["uname"]
+        if "gname" in pax:
+            info.gname = pax["gname"]
+        if "size" in pax:
+            info.size = int(pax["size"])
+    except ValueError:
+        raise InputError(f"{what}: bad PAX record for {info.name!r}") from None
+    return info
 
 
 def _parse_pax(data: bytes, what: str) -> dict[str, str]:
@@ -230,61 +242,82 @@ _ZERO_BLOCK = bytes(BLOCK)
 _POSIX_MAGIC = b"ustar\x0000"
 
 
-@dataclass
-class _Header:
-    name: str
-    mode: int
-    uid: int
-    gid: int
-    size: int
-    mtime: int
-    type: bytes
-    linkname: str
-    uname: str
-    gname: str
-    devmajor: int
-    devminor: int
+_HEADER = struct.Struct("100s8s8s8s12s12s8sc100s8s32s32s8s8s155s")
+_ADLER_MOD = 65521
 
 
 def _num(field: bytes) -> int:
-    if field and field[0] & 0x80:  # GNU base-256 (positive 0x80, negative 0xff)
+    """A numeric field as tarfile reads it: octal up to the first NUL, or GNU base-256."""
+    if field[0] & 0x80:  # base-256 (positive 0x80, negative 0xff)
         return tarfile.nti(field)
-    text = field.split(b"\0", 1)[0].strip()
-    return int(text, 8) if text else 0
+    try:
+        return int(field.partition(b"\0")[0], 8)  # int() ignores surrounding spaces
+    except ValueError:
+        text = field.partition(b"\0")[0].strip()
+        if text:
+            raise tarfile.InvalidHeaderError("invalid header") from None
+        return 0
 
 
 def _str(field: bytes) -> str:
-    return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+    return field.partition(b"\0")[0].decode("utf-8", "surrogateescape")
 
 
-def _parse_header(buf: bytes) -> _Header:
+def _checksum_ok(buf: bytes, stored: int) -> bool:
+    """The header's byte sum, with the checksum field counted as spaces, equals ``stored``
+    (unsigned, or signed as some old tars wrote it).
+
+    adler32's low half is 1 + the byte sum modulo 65521: the exact sum in one C call whenever
+    too few bytes are non-zero to reach 65521 (every real header); otherwise summed here."""
+    unsigned = stored - 256 + sum(buf[148:156])  # what the whole block must sum to
+    if (BLOCK - buf.count(0)) * 255 < _ADLER_MOD:
+        total = ((zlib.adler32(buf) & 0xFFFF) - 1) % _ADLER_MOD
+    else:
+        total = sum(buf)
+    if unsigned == total:
+        return True
+    return stored == sum(struct.unpack_from("148b8x356b", buf)) + 256
+
+
+def _parse_header(buf: bytes) -> TarEntry:
     """A 512-byte ustar/GNU/v7 header, as ``tarfile.TarInfo.frombuf`` reads it, faster."""
-    stored = _num(buf[148:156])
-    if stored != sum(buf) - sum(buf[148:156]) + 256:  # 256: the checksum field as spaces
-        signed = sum(struct.unpack_from("148b8x356b", buf)) + 256
-        if stored != signed:
-            raise tarfile.HeaderError("bad checksum")
-    t = buf[156:157]
-    name = _str(buf[0:100])
-    if buf[257:265] == _POSIX_MAGIC and t not in tarfile.GNU_TYPES:
-        prefix = _str(buf[345:500])
-        if prefix:
-            name = prefix + "/" + name
+    (
+        name_f,
+        mode_f,
+        uid_f,
+        gid_f,
+        size_f,
+        mtime_f,
+        chksum_f,
+        t,
+        linkname_f,
+        magic_f,
+        uname_f,
+        gname_f,
+        devmajor_f,
+        devminor_f,
+        prefix_f,
+    ) = _HEADER.unpack_from(buf)
+    if not _checksum_ok(buf, _num(chksum_f)):
+        raise tarfile.HeaderError("bad checksum")
+    name = _str(name_f)
+    if magic_f == _POSIX_MAGIC and t not in tarfile.GNU_TYPES and prefix_f[0]:
+        name = _str(prefix_f) + "/" + name
     if t == tarfile.AREGTYPE and name.endswith("/"):
         t = tarfile.DIRTYPE
     if t == tarfile.DIRTYPE:
         name = name.rstrip("/")
-    return _Header(
-        name=name,
-        mode=_num(buf[100:108]),
-        uid=_num(buf[108:116]),
-        gid=_num(buf[116:124]),
-        size=_num(buf[124:136]),
-        mtime=_num(buf[136:148]),
-        type=t,
-        linkname=_str(buf[157:257]),
-        uname=_str(buf[265:297]),
-        gname=_str(buf[297:329]),
-        devmajor=_num(buf[329:337]),
-        devminor=_num(buf[337:345]),
+    return TarEntry(
+        name,
+        t,
+        _num(size_f),
+        _str(linkname_f),
+        _num(mode_f),
+        _num(uid_f),
+        _num(gid_f),
+        _num(mtime_f),
+        _str(uname_f),
+        _str(gname_f),
+        _num(devmajor_f),
+        _num(devminor_f),
     )
