@@ -300,6 +300,7 @@ class LayerAnalyzer:
     _counts: dict[str, int] = field(default_factory=dict)
     _names: dict[str, _Seen] = field(default_factory=dict)  # cleaned name -> first entry
     _effective: dict[str, _Seen] = field(default_factory=dict)  # landing path -> last entry
+    _under: dict[str, set[str]] = field(default_factory=dict)  # landing dir -> its children
     _links_to: dict[str, int] = field(default_factory=dict)  # hardlink target -> first link
     _whiteouts: list[tuple[list[str], int, str]] = field(default_factory=list)
     _opaque: list[tuple[list[str], int, str]] = field(default_factory=list)
@@ -579,12 +580,16 @@ class LayerAnalyzer:
         seen = _Seen(index, entry.name, entry.type, kind is Kind.DIR)
         earlier = self._effective.get(landing)
         self._effective[landing] = seen
+        if earlier is None:
+            self._under.setdefault(landing.rpartition("/")[0], set()).add(landing)
         if replaces_dir:  # extraction removes the directory, and what this layer put in it
-            prefix = landing + "/"
-            for path, s in list(self._effective.items()):
-                if path.startswith(prefix):
-                    self.edits[s.index] = Edit(Action.DROP, reason="duplicate-path")
-                    del self._effective[path]
+            todo = list(self._under.pop(landing, ()))
+            while todo:
+                path = todo.pop()
+                self.edits[self._effective.pop(path).index] = Edit(
+                    Action.DROP, reason="duplicate-path"
+                )
+                todo.extend(self._under.pop(path, ()))
         if earlier is None:
             return
         linked = self._links_to.get(landing)
