@@ -153,7 +153,7 @@ class _ThreadedReader(io.RawIOBase):
     """Reads ``inner`` on a worker thread, ``depth`` blocks ahead of the reader: the
     decompressor (and the hashing of what it reads) on one core, the consumer on another."""
 
-    def __init__(self, inner: io.RawIOBase, depth: int = 16) -> None:
+    def __init__(self, inner: io.RawIOBase, depth: int = 8) -> None:
         super().__init__()
         self._inner = inner
         # SimpleQueue: no Python-level locking, so the worker rarely needs the GIL
