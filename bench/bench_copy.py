@@ -98,8 +98,15 @@ def cases(archive: Path, ocikit: Path, level: int | None, baseline: bool) -> lis
     return found
 
 
-def run_case(case: Case, info: ArchiveInfo, runs: int, keep: bool) -> Row:
-    """Best of ``runs`` wall times (the least disturbed run) with the highest peak RSS seen."""
+def run_case(
+    case: Case,
+    info: ArchiveInfo,
+    runs: int,
+    keep: bool,
+    check: Callable[[Path, ArchiveInfo], None] | None = None,
+) -> Row:
+    """Best of ``runs`` wall times (the least disturbed run) with the highest peak RSS seen;
+    each output is checked (an OCI layout with gzip layers, or by ``check``) before it counts."""
     out = WORK / "out" / f"{case.tool}-{case.input}"
     out.parent.mkdir(parents=True, exist_ok=True)
     usages: list[Usage] = []
@@ -109,6 +116,8 @@ def run_case(case: Case, info: ArchiveInfo, runs: int, keep: bool) -> Row:
             usages.append(measure(case.argv(out), info.path if case.pipe else None))
             if case.is_layout:
                 check_gzip_layout(out, info.layers)
+            if check is not None:
+                check(out, info)
         size = tree_bytes(out)
     except (RunFailed, OSError, KeyError, ValueError) as exc:
         return Row(case.tool, case.input, error=str(exc) or type(exc).__name__)

@@ -7,6 +7,7 @@ The public API, in a few names:
     ocikit.check(ref)                what consumers reject or break on (a CheckReport)
     ocikit.repair(src, dst)          copy, rewriting only the layers that need it
     ocikit.unpack(ref, directory)    the root filesystem, extracted safely
+    ocikit.export_layers(src, dir)   build-farm artifacts: <layer_id>.tar.gz, digests.json, ...
     ocikit.open_image(ref)           read an image: manifest, config, verified blob streams
     ocikit.parse_reference(text)     ``oci:dir:tag``, ``docker-archive:file.tar:name:tag``, ...
 
@@ -25,7 +26,18 @@ from .errors import (
     VerificationError,
 )
 from .model import Compression, Descriptor, Digest, ImageConfig, Index, Manifest, Platform
-from .ops import CheckReport, CopyResult, UnpackResult, check, copy, inspect, repair, unpack
+from .ops import (
+    CheckReport,
+    CopyResult,
+    ExportResult,
+    UnpackResult,
+    check,
+    copy,
+    export_layers,
+    inspect,
+    repair,
+    unpack,
+)
 from .transports import Image, Reference, open_image, parse_reference
 
 __version__ = "0.1.0"
@@ -38,6 +50,7 @@ __all__ = [
     "Descriptor",
     "DestinationError",
     "Digest",
+    "ExportResult",
     "Image",
     "ImageConfig",
     "Index",
@@ -54,6 +67,7 @@ __all__ = [
     "__version__",
     "check",
     "copy",
+    "export_layers",
     "inspect",
     "open_image",
     "parse_reference",

@@ -18,6 +18,7 @@ from ..errors import OcikitError
 from ..layer.scan import DEFAULT_MAX_RATIO
 from ..ops import check as check_op
 from ..ops import copy as copy_op
+from ..ops import export_layers as export_op
 from ..ops import inspect as inspect_op
 from ..ops import unpack as unpack_op
 from ..transports import open_image
@@ -132,6 +133,59 @@ def copy(
             changes = ", ".join(f"{n} {k.replace(':', ' ')}" for k, n in r["entries"].items())
             click.echo(f"repaired layer {r['layer']}: {changes}", err=True)
         click.echo(f"copied {result.manifest_digest} to {result.destination}", err=True)
+
+
+@cli.command("export-layers")
+@click.argument("src")
+@click.argument("outdir")
+@click.option(
+    "--level",
+    type=int,
+    help="gzip level: 0-3 isal on every core (default 2), 4-9 zlib on one core.",
+)
+@click.option(
+    "--v2metadata",
+    metavar="DIR",
+    help="docker's image/<driver>/distribution/v2metadata-by-diffid directory: layers with a "
+    "record there take digest and source from it in digests.json.",
+)
+@click.option("--platform", help=PLATFORM_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@quiet_option
+def export_layers(
+    src: str,
+    outdir: str,
+    level: int | None,
+    v2metadata: str | None,
+    platform: str | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Write the per-layer files a build farm uploads: <layer_id>.tar.gz per layer, the
+    config as <hex>.json, digests.json and a legacy manifest.json, for every image of SRC.
+
+    \b
+    Examples:
+      docker save app | ocikit export-layers docker-archive:- out/
+      ocikit export-layers --v2metadata /var/lib/docker/image/overlay2/distribution/\
+    v2metadata-by-diffid docker-archive:app.tar out/
+    """
+    result = export_op(
+        src,
+        outdir,
+        level=level,
+        v2metadata=v2metadata,
+        platform=platform,
+        progress=reporter(quiet),
+    )
+    if as_json:
+        _print_json(result.to_json())
+    elif not quiet:
+        layers = sum(len(image.layers) for image in result.images)
+        click.echo(
+            f"exported {len(result.images)} image(s), {layers} layer(s) to {result.outdir}",
+            err=True,
+        )
 
 
 @cli.command()

@@ -2,6 +2,7 @@
 
 from .check import CheckReport, check
 from .copy import CopyResult, copy
+from .export import ExportResult, export_layers
 from .inspect import inspect
 from .progress import NullProgress, ProgressReporter
 from .unpack import UnpackResult, unpack
@@ -15,11 +16,13 @@ def repair(src: str, dst: str, *, drop_unsafe: bool = False, **kwargs) -> CopyRe
 __all__ = [
     "CheckReport",
     "CopyResult",
+    "ExportResult",
     "NullProgress",
     "ProgressReporter",
     "UnpackResult",
     "check",
     "copy",
+    "export_layers",
     "inspect",
     "repair",
     "unpack",

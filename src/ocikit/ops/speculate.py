@@ -11,12 +11,19 @@ Non-tar members (configs, manifests) are spooled as usual and never touched.
 from __future__ import annotations
 
 import contextlib
+from typing import Protocol
 
 from ..layer.transcode import LayerEncoder, TranscodeResult
 from ..model import Compression, Digest
-from ..transports import ImageDestination, TeeSink
+from ..transports import TeeSink
 from ..transports.base import BlobWriter
 from .progress import ProgressReporter
+
+
+class BlobStore(Protocol):
+    """Where speculated blobs go: an ImageDestination, or export's staging directory."""
+
+    def new_blob(self) -> BlobWriter: ...
 
 
 def looks_like_tar(head: bytes) -> bool:
@@ -75,7 +82,7 @@ class Speculator:
 
     def __init__(
         self,
-        dest: ImageDestination,
+        dest: BlobStore,
         target: Compression,
         level: int | None,
         progress: ProgressReporter,

@@ -49,23 +49,41 @@ class _Entry:
     layer_sources: Mapping[str, Any]
 
 
+def archive_entries(archive: TarArchive) -> list[_Entry]:
+    """The images ``manifest.json`` lists, in its order."""
+    if not archive.exists("manifest.json"):
+        raise InputError(f"{archive.what}: not a docker-archive (no manifest.json)")
+    return _parse_manifest_json(archive.read_small("manifest.json"), archive.what)
+
+
 class DockerArchiveSource(ImageSource):
-    def __init__(self, ref: Reference, tee: Tee | None = None) -> None:
+    """One image of a docker-archive. ``archive``: an archive already read (then shared: this
+    source does not close it) and ``entry``, the image's position in its ``manifest.json``."""
+
+    def __init__(
+        self,
+        ref: Reference,
+        tee: Tee | None = None,
+        *,
+        archive: TarArchive | None = None,
+        entry: int | None = None,
+    ) -> None:
         super().__init__(ref)
-        self.archive = TarArchive.open(ref.path, tee=tee)
+        self._owned = archive is None
+        self.archive = archive if archive is not None else TarArchive.open(ref.path, tee=tee)
         try:
-            self._init()
+            self._init(entry)
         except BaseException:
-            self.archive.close()
+            self.close()
             raise
 
-    def _init(self) -> None:
+    def _init(self, index: int | None) -> None:
         what = self.archive.what
-        if not self.archive.exists("manifest.json"):
-            raise InputError(f"{what}: not a docker-archive (no manifest.json)")
-        entries = _parse_manifest_json(self.archive.read_small("manifest.json"), what)
-        entry = self._select(entries)
+        entries = archive_entries(self.archive)
+        entry = entries[index] if index is not None else self._select(entries)
         self._tags = list(entry.repo_tags)
+        #: the archive member of each layer, as manifest.json names it
+        self.layer_members = list(entry.layers)
         self._blobs: dict[str, str] = {}  # digest -> member
         config_raw = self.archive.read_small(entry.config)
         config_digest = Digest.of(config_raw)
@@ -153,7 +171,8 @@ class DockerArchiveSource(ImageSource):
         return list(self._tags)
 
     def close(self) -> None:
-        self.archive.close()
+        if self._owned:
+            self.archive.close()
 
 
 def _choices(entries: list[_Entry]) -> str:
