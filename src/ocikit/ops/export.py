@@ -238,8 +238,9 @@ class _Exporter:
         self._digests: list[dict[str, Any]] = []
 
     def add(self, image: Image, layer_ids: list[str]) -> None:
-        todo = [layer for layer in image.layers if layer.diff_id not in self._blobs]
-        self.progress.begin(sum(layer.descriptor.size for layer in todo), "exporting")
+        if self.speculator is None:  # from a pipe, the layers were compressed while read
+            todo = [layer for layer in image.layers if layer.diff_id not in self._blobs]
+            self.progress.begin(sum(layer.descriptor.size for layer in todo), "exporting")
         exported = []
         digests: dict[str, Any] = {}
         for i, (layer, layer_id) in enumerate(zip(image.layers, layer_ids, strict=True)):
