@@ -20,7 +20,8 @@ import re
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -309,7 +310,7 @@ class _Exporter:
                 writer.abort()
                 raise
         writer.commit(result.digest)
-        assert isinstance(writer, _StagedBlob) and writer.path is not None
+        assert isinstance(writer, _StagedBlob)
         return _Blob(writer.path, result.digest, result.size)
 
     def _speculated(self, layer: Layer) -> tuple[TranscodeResult, BlobWriter] | None:
@@ -368,25 +369,26 @@ class _Exporter:
 
 class _StagedBlob(BlobWriter):
     def __init__(self, staging: _Staging) -> None:
-        fd, self._tmp = tempfile.mkstemp(dir=staging.path, prefix=".part-")
+        fd, self.path = tempfile.mkstemp(dir=staging.path, prefix=".blob-")
+        os.fchmod(fd, 0o644)
         self.file = os.fdopen(fd, "wb", buffering=CHUNK)
         self._staging = staging
-        self.path: str | None = None
 
     def commit(self, digest: Digest) -> None:
+        """Flush now; fsync on the staging's I/O thread (overlaps the next layer)."""
+        del digest  # the file keeps its temporary name: only its links are published
         self.file.flush()
-        os.fchmod(self.file.fileno(), 0o644)
+        self._staging.background(self._finish)
+
+    def _finish(self) -> None:
         os.fsync(self.file.fileno())
         self.file.close()
-        path = os.path.join(self._staging.path, f".blob-{digest.hex}")
-        os.replace(self._tmp, path)
-        self.path = path
 
     def abort(self) -> None:
         with contextlib.suppress(OSError):
             self.file.close()
         with contextlib.suppress(OSError):
-            os.unlink(self._tmp)
+            os.unlink(self.path)
 
 
 class _Staging:
@@ -405,8 +407,22 @@ class _Staging:
         except OSError as e:
             raise DestinationError(f"{outdir}: cannot write: {e.strerror}") from None
 
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocikit-fsync")
+        self._pending: list[Future[None]] = []
+
     def new_blob(self) -> BlobWriter:
         return _StagedBlob(self)
+
+    def background(self, fn: Callable[[], None]) -> None:
+        self._pending.append(self._io.submit(fn))
+
+    def _drain(self) -> None:
+        """Wait for every blob's fsync; the first failure is raised."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            error = future.exception()
+            if error is not None:
+                raise DestinationError(f"{self.outdir}: cannot write a layer: {error}") from error
 
     def link(self, blob: str, name: str) -> None:
         """``name`` in the staging directory: the blob's file under another name."""
@@ -428,6 +444,7 @@ class _Staging:
         """Move ``names`` into OUTDIR in order (an earlier export's manifest.json and
         digests.json are removed first: no stale manifest ever describes new files)."""
         try:
+            self._drain()
             for stale in (MANIFEST, DIGESTS):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(os.path.join(self.outdir, stale))
@@ -444,6 +461,9 @@ class _Staging:
         return names
 
     def discard(self, failed: bool = True) -> None:
+        with contextlib.suppress(Exception):
+            self._drain()
+        self._io.shutdown(wait=True)
         shutil.rmtree(self.path, ignore_errors=True)
         if failed and self._made:
             with contextlib.suppress(OSError):
