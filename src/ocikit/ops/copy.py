@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import UsageError, VerificationError
+from ..errors import UsageError
 from ..layer.analyze import Edit
 from ..layer.compress import check_level
-from ..layer.transcode import TranscodeResult, check_diff_id, transcode
+from ..layer.transcode import TranscodeResult, transcode
 from ..model import Compression, Descriptor, Digest, Manifest
 from ..model import mediatypes as mt
 from ..transports import (
@@ -244,23 +244,9 @@ class _Copier:
     ) -> tuple[TranscodeResult, BlobWriter] | None:
         """The blob compressed while the pipe was read, verified like any other."""
         spec = self.speculator
-        if spec is None or layer.compression is not Compression.NONE or target is not spec.target:
+        if spec is None or target is not spec.target:
             return None
-        taken = spec.take(layer.descriptor.digest)
-        if taken is None:
-            return None
-        result, writer = taken
-        try:
-            if result.uncompressed_size != layer.descriptor.size:
-                raise VerificationError(
-                    f"layer {layer.descriptor.digest}: {result.uncompressed_size} bytes, "
-                    f"declared {layer.descriptor.size}"
-                )
-            check_diff_id(f"layer {layer.descriptor.digest}", result.diff_id, layer.diff_id)
-        except BaseException:
-            writer.abort()
-            raise
-        return taken
+        return spec.take_layer(layer)
 
 
 def _put_bytes(dest: ImageDestination, data: bytes, media_type: str) -> Descriptor:

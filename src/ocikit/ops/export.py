@@ -25,10 +25,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from ..errors import DestinationError, InputError, VerificationError
+from ..errors import DestinationError, InputError
 from ..layer.compress import check_level
 from ..layer.streams import CHUNK
-from ..layer.transcode import TranscodeResult, check_diff_id, transcode
+from ..layer.transcode import transcode
 from ..model import Compression, Digest
 from ..transports import Image, Layer, Reference, as_reference, open_image
 from ..transports.archive import TarArchive, normalize
@@ -288,7 +288,7 @@ class _Exporter:
         return [*self._files, DIGESTS, MANIFEST]
 
     def _compress(self, image: Image, layer: Layer) -> _Blob:
-        taken = self._speculated(layer)
+        taken = self.speculator.take_layer(layer) if self.speculator is not None else None
         if taken is not None:
             result, writer = taken
         else:
@@ -312,26 +312,6 @@ class _Exporter:
         writer.commit(result.digest)
         assert isinstance(writer, _StagedBlob)
         return _Blob(writer.path, result.digest, result.size)
-
-    def _speculated(self, layer: Layer) -> tuple[TranscodeResult, BlobWriter] | None:
-        """The layer compressed while the pipe was read, checked as if read now."""
-        if self.speculator is None or layer.compression is not Compression.NONE:
-            return None
-        taken = self.speculator.take(layer.descriptor.digest)
-        if taken is None:
-            return None
-        result, writer = taken
-        try:
-            if result.uncompressed_size != layer.descriptor.size:
-                raise VerificationError(
-                    f"layer {layer.descriptor.digest}: {result.uncompressed_size} bytes, "
-                    f"declared {layer.descriptor.size}"
-                )
-            check_diff_id(f"layer {layer.descriptor.digest}", result.diff_id, layer.diff_id)
-        except BaseException:
-            writer.abort()
-            raise
-        return taken
 
     def _registry_record(self, diff_id: Digest) -> tuple[str, str] | None:
         """``(Digest, SourceRepository)`` of docker's first v2metadata record for the layer."""

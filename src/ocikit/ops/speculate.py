@@ -13,9 +13,10 @@ from __future__ import annotations
 import contextlib
 from typing import Protocol
 
-from ..layer.transcode import LayerEncoder, TranscodeResult
+from ..errors import VerificationError
+from ..layer.transcode import LayerEncoder, TranscodeResult, check_diff_id
 from ..model import Compression, Digest
-from ..transports import TeeSink
+from ..transports import Layer, TeeSink
 from ..transports.base import BlobWriter
 from .progress import ProgressReporter
 
@@ -110,6 +111,27 @@ class Speculator:
     def take(self, content_digest: Digest) -> tuple[TranscodeResult, BlobWriter] | None:
         """The compressed blob made from uncompressed content with this digest, if any."""
         return self._results.pop(content_digest, None)
+
+    def take_layer(self, layer: Layer) -> tuple[TranscodeResult, BlobWriter] | None:
+        """The blob compressed from this (uncompressed) layer while the pipe was read,
+        verified like any other: its size and diff_id. None if there is none."""
+        if layer.compression is not Compression.NONE:
+            return None
+        taken = self.take(layer.descriptor.digest)
+        if taken is None:
+            return None
+        result, writer = taken
+        try:
+            if result.uncompressed_size != layer.descriptor.size:
+                raise VerificationError(
+                    f"layer {layer.descriptor.digest}: {result.uncompressed_size} bytes, "
+                    f"declared {layer.descriptor.size}"
+                )
+            check_diff_id(f"layer {layer.descriptor.digest}", result.diff_id, layer.diff_id)
+        except BaseException:
+            writer.abort()
+            raise
+        return taken
 
     def discard(self) -> None:
         """Abort every blob nobody took (and any left unfinished by an error)."""
