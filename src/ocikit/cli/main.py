@@ -167,8 +167,10 @@ def export_layers(
     \b
     Examples:
       docker save app | ocikit export-layers docker-archive:- out/
-      ocikit export-layers --v2metadata /var/lib/docker/image/overlay2/distribution/\
-    v2metadata-by-diffid docker-archive:app.tar out/
+      ocikit export-layers docker-archive:two-images.tar@1 out/
+      ocikit export-layers --v2metadata "$V2" docker-archive:app.tar out/
+
+    V2 is docker's image/overlay2/distribution/v2metadata-by-diffid directory.
     """
     result = export_op(
         src,
