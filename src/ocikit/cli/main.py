@@ -52,6 +52,8 @@ def cli() -> None:
       oci-archive:PATH[:REF]            a tar of an OCI image layout
       docker-archive:PATH[:NAME:TAG]    what `docker save` writes (any engine)
       docker-archive:PATH@N             the N-th image (0-based) of such an archive
+      docker-daemon:NAME[:TAG]          an image in the Docker engine (DOCKER_HOST honoured);
+                                        docker-daemon:sha256:ID as a source
 
     \b
     Exit codes: 0 success, 1 problems found, 2 bad usage or bad input.

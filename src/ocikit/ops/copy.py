@@ -92,7 +92,10 @@ def copy(
     progress = progress or NullProgress()
     dest = open_destination(dst_ref, additional_tags)
     speculator = None
-    if src_ref.transport == "docker-archive" and src_ref.is_stdio and not repair:
+    streamed = src_ref.transport == "docker-daemon" or (
+        src_ref.transport == "docker-archive" and src_ref.is_stdio
+    )
+    if streamed and not repair:
         target = dest.layer_compression(Compression.NONE, requested)
         if target is not Compression.NONE:
             speculator = Speculator(dest, target, dest_compress_level, progress)

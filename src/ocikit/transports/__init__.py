@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from ..model import Platform
 from .archive import Tee, TeeSink
 from .base import BlobWriter, ImageDestination, ImageSource
+from .daemon import DaemonDestination, DaemonSource
 from .docker_archive import DockerArchiveDestination, DockerArchiveSource
 from .image import Image, Layer
 from .oci_layout import OciArchiveDestination, OciLayoutDestination, OciLayoutSource
@@ -24,6 +25,8 @@ def open_source(
     ref = as_reference(ref)
     if ref.transport == "docker-archive":
         return DockerArchiveSource(ref, tee)
+    if ref.transport == "docker-daemon":
+        return DaemonSource(ref, tee)
     return OciLayoutSource(ref, platform)
 
 
@@ -50,6 +53,8 @@ def open_destination(ref: str | Reference, additional_tags: Sequence[str] = ()) 
     ref = as_reference(ref)
     if ref.transport == "docker-archive":
         return DockerArchiveDestination(ref, additional_tags)
+    if ref.transport == "docker-daemon":
+        return DaemonDestination(ref, additional_tags)
     if ref.transport == "oci-archive":
         return OciArchiveDestination(ref, additional_tags)
     return OciLayoutDestination(ref, additional_tags)

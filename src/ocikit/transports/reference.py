@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..errors import UsageError
 
-TRANSPORTS = ("oci", "oci-archive", "docker-archive")
+TRANSPORTS = ("oci", "oci-archive", "docker-archive", "docker-daemon")
 
 _INDEX_RE = re.compile(r"^(?P<path>.+?):?@(?P<index>\d+)$")
 # A first component is a registry host only when it looks like one (a dot, a port or
@@ -58,6 +58,10 @@ def parse_reference(text: str) -> Reference:
         raise UsageError(f"invalid reference {text!r}: missing path")
     if transport == "docker-archive":
         return _parse_docker_archive(text, rest)
+    if transport == "docker-daemon":
+        from .daemon import parse_daemon
+
+        return parse_daemon(text, rest)
     path, _, name = rest.partition(":")
     if not path:
         raise UsageError(f"invalid reference {text!r}: missing path")
