@@ -21,7 +21,7 @@ from ..ops import copy as copy_op
 from ..ops import export_layers as export_op
 from ..ops import inspect as inspect_op
 from ..ops import unpack as unpack_op
-from ..transports import open_image
+from ..transports import Credentials, RegistryOptions, open_image
 from .progress import reporter
 
 PLATFORM_HELP = "OS/ARCH[/VARIANT] to pick from a multi-platform image"
@@ -54,6 +54,7 @@ def cli() -> None:
       docker-archive:PATH@N             the N-th image (0-based) of such an archive
       docker-daemon:NAME[:TAG]          an image in the Docker engine (DOCKER_HOST honoured);
                                         docker-daemon:sha256:ID as a source
+      docker://HOST[:PORT]/REPO[:TAG|@DIGEST]   a registry (docker.io if no HOST)
 
     \b
     Exit codes: 0 success, 1 problems found, 2 bad usage or bad input.
@@ -93,6 +94,35 @@ def cli() -> None:
     is_flag=True,
     help="With --repair: drop entries that cannot be repaired safely instead of failing.",
 )
+@click.option("--src-creds", metavar="USER:PASS", help="Credentials for a docker:// source.")
+@click.option("--dest-creds", metavar="USER:PASS", help="Credentials for a docker:// destination.")
+@click.option(
+    "--authfile",
+    metavar="FILE",
+    help="docker/containers auth file (default: $REGISTRY_AUTH_FILE, ~/.docker/config.json).",
+)
+@click.option(
+    "--src-tls-verify",
+    type=click.BOOL,
+    default=None,
+    help="Verify the source registry's TLS (default true; localhost speaks plain HTTP).",
+)
+@click.option(
+    "--dest-tls-verify",
+    type=click.BOOL,
+    default=None,
+    help="Verify the destination registry's TLS (default true; localhost speaks plain HTTP).",
+)
+@click.option(
+    "--mount-from",
+    multiple=True,
+    metavar="REPO",
+    help="A repository of the destination registry to mount blobs from (repeatable); the "
+    "source's repository is tried anyway when it is on the same registry.",
+)
+@click.option(
+    "--jobs", type=click.IntRange(1, 64), default=4, show_default=True, help="Parallel uploads."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @quiet_option
 def copy(
@@ -104,6 +134,13 @@ def copy(
     additional_tags: tuple[str, ...],
     repair: bool,
     drop_unsafe: bool,
+    src_creds: str | None,
+    dest_creds: str | None,
+    authfile: str | None,
+    src_tls_verify: bool | None,
+    dest_tls_verify: bool | None,
+    mount_from: tuple[str, ...],
+    jobs: int,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -127,6 +164,18 @@ def copy(
         progress=reporter(quiet),
         repair=repair,
         drop_unsafe=drop_unsafe,
+        src_registry=RegistryOptions(
+            credentials=Credentials.parse(src_creds, "--src-creds") if src_creds else None,
+            tls_verify=src_tls_verify,
+            authfile=authfile,
+        ),
+        dest_registry=RegistryOptions(
+            credentials=Credentials.parse(dest_creds, "--dest-creds") if dest_creds else None,
+            tls_verify=dest_tls_verify,
+            authfile=authfile,
+            mount_from=mount_from,
+            jobs=jobs,
+        ),
     )
     if as_json:
         _print_json(result.to_json())
@@ -197,19 +246,38 @@ def export_layers(
 @click.option("--raw", is_flag=True, help="Print the manifest's exact bytes.")
 @click.option("--config", "config", is_flag=True, help="Print the config's exact bytes.")
 @click.option("--platform", help=PLATFORM_HELP)
+@click.option("--creds", metavar="USER:PASS", help="Credentials for a docker:// reference.")
+@click.option("--authfile", metavar="FILE", help="docker/containers auth file.")
+@click.option(
+    "--tls-verify", type=click.BOOL, default=None, help="Verify the registry's TLS (default true)."
+)
 @quiet_option
-def inspect(ref: str, raw: bool, config: bool, platform: str | None, quiet: bool) -> None:
+def inspect(
+    ref: str,
+    raw: bool,
+    config: bool,
+    platform: str | None,
+    creds: str | None,
+    authfile: str | None,
+    tls_verify: bool | None,
+    quiet: bool,
+) -> None:
     """Describe the image at REF as JSON (digest, created, platform, layers, env, labels...)."""
     del quiet
     if raw and config:
         _fail("--raw and --config exclude each other")
+    registry = RegistryOptions(
+        credentials=Credentials.parse(creds, "--creds") if creds else None,
+        tls_verify=tls_verify,
+        authfile=authfile,
+    )
     if raw or config:
-        with open_image(ref, platform) as image:
+        with open_image(ref, platform, registry=registry) as image:
             data = image.manifest_bytes if raw else image.config_bytes
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
-    _print_json(inspect_op(ref, platform=platform))
+    _print_json(inspect_op(ref, platform=platform, registry=registry))
 
 
 @cli.command()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import UsageError
@@ -17,6 +17,7 @@ from ..transports import (
     ImageDestination,
     Layer,
     Reference,
+    RegistryOptions,
     as_reference,
     open_destination,
     open_image,
@@ -66,6 +67,8 @@ def copy(
     progress: ProgressReporter | None = None,
     repair: bool = False,
     drop_unsafe: bool = False,
+    src_registry: RegistryOptions | None = None,
+    dest_registry: RegistryOptions | None = None,
 ) -> CopyResult:
     """Copy one image from ``src`` to ``dst`` (reference strings, skopeo syntax).
 
@@ -75,6 +78,10 @@ def copy(
     ``repair``: layers with duplicate paths, entries through or over symlinked directories
     or absolute names are rewritten (docs/CHECK.md); an entry that cannot be repaired safely
     raises UnsafeInputError unless ``drop_unsafe``, which drops it.
+
+    ``src_registry``/``dest_registry``: credentials, TLS and (destination) repositories to
+    mount blobs from, for ``docker://`` references; a source in another repository of the
+    destination's registry is a mount candidate anyway.
     """
     if drop_unsafe and not repair:
         raise UsageError("--drop-unsafe only applies with --repair")
@@ -90,7 +97,7 @@ def copy(
     if dest_compress_level is not None:
         check_level(requested or Compression.GZIP, dest_compress_level)
     progress = progress or NullProgress()
-    dest = open_destination(dst_ref, additional_tags)
+    dest = open_destination(dst_ref, additional_tags, _mounting(src_ref, dst_ref, dest_registry))
     speculator = None
     streamed = src_ref.transport == "docker-daemon" or (
         src_ref.transport == "docker-archive" and src_ref.is_stdio
@@ -101,7 +108,7 @@ def copy(
             speculator = Speculator(dest, target, dest_compress_level, progress)
             progress.begin(0, "reading standard input")
     try:
-        with open_image(src_ref, platform, tee=speculator) as image:
+        with open_image(src_ref, platform, tee=speculator, registry=src_registry) as image:
             plan = (
                 plan_repair(image, drop_unsafe=drop_unsafe, progress=progress) if repair else None
             )
@@ -130,6 +137,18 @@ def copy(
         tags=_tags(dst_ref, additional_tags),
         repaired=plan.summary() if plan is not None else None,
     )
+
+
+def _mounting(
+    src: Reference, dst: Reference, options: RegistryOptions | None
+) -> RegistryOptions | None:
+    """The source's repository as a mount candidate when it is on the destination's registry."""
+    if src.transport != "docker" or dst.transport != "docker":
+        return options
+    if src.path.partition("/")[0] != dst.path.partition("/")[0] or src.path == dst.path:
+        return options
+    options = options or RegistryOptions()
+    return replace(options, mount_from=(*options.mount_from, src.path))
 
 
 def _tags(ref: Reference, additional: Sequence[str]) -> list[str]:

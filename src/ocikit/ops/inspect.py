@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..transports import Reference, as_reference, open_image
+from ..transports import Reference, RegistryOptions, as_reference, open_image
 
 
-def inspect(ref: str | Reference, *, platform: str | None = None) -> dict[str, Any]:
+def inspect(
+    ref: str | Reference,
+    *,
+    platform: str | None = None,
+    registry: RegistryOptions | None = None,
+) -> dict[str, Any]:
     ref = as_reference(ref)
-    with open_image(ref, platform) as image:
+    with open_image(ref, platform, registry=registry) as image:
         cfg = image.config
         c = cfg.container_config
         tags = image.repo_tags()

@@ -12,6 +12,8 @@ from .docker_archive import DockerArchiveDestination, DockerArchiveSource
 from .image import Image, Layer
 from .oci_layout import OciArchiveDestination, OciLayoutDestination, OciLayoutSource
 from .reference import TRANSPORTS, Reference, parse_reference
+from .registry import RegistryDestination, RegistryOptions, RegistrySource
+from .registry_client import Credentials
 
 
 def as_reference(ref: str | Reference) -> Reference:
@@ -19,10 +21,16 @@ def as_reference(ref: str | Reference) -> Reference:
 
 
 def open_source(
-    ref: str | Reference, platform: Platform | None = None, tee: Tee | None = None
+    ref: str | Reference,
+    platform: Platform | None = None,
+    tee: Tee | None = None,
+    registry: RegistryOptions | None = None,
 ) -> ImageSource:
-    """``tee`` sees the members of an archive read from a pipe as they stream by."""
+    """``tee`` sees the members of an archive read from a pipe as they stream by;
+    ``registry``: credentials and TLS for ``docker://``."""
     ref = as_reference(ref)
+    if ref.transport == "docker":
+        return RegistrySource(ref, platform, registry)
     if ref.transport == "docker-archive":
         return DockerArchiveSource(ref, tee)
     if ref.transport == "docker-daemon":
@@ -36,12 +44,13 @@ def open_image(
     tee: Tee | None = None,
     *,
     lenient: bool = False,
+    registry: RegistryOptions | None = None,
 ) -> Image:
     """Open one image for reading (a context manager); every blob it streams is verified
     (``lenient``: see ``Image``)."""
     if isinstance(platform, str):
         platform = Platform.parse(platform)
-    source = open_source(ref, platform, tee)
+    source = open_source(ref, platform, tee, registry)
     try:
         return Image(source, lenient=lenient)
     except BaseException:
@@ -49,8 +58,14 @@ def open_image(
         raise
 
 
-def open_destination(ref: str | Reference, additional_tags: Sequence[str] = ()) -> ImageDestination:
+def open_destination(
+    ref: str | Reference,
+    additional_tags: Sequence[str] = (),
+    registry: RegistryOptions | None = None,
+) -> ImageDestination:
     ref = as_reference(ref)
+    if ref.transport == "docker":
+        return RegistryDestination(ref, additional_tags, registry)
     if ref.transport == "docker-archive":
         return DockerArchiveDestination(ref, additional_tags)
     if ref.transport == "docker-daemon":
@@ -63,11 +78,13 @@ def open_destination(ref: str | Reference, additional_tags: Sequence[str] = ()) 
 __all__ = [
     "TRANSPORTS",
     "BlobWriter",
+    "Credentials",
     "Image",
     "ImageDestination",
     "ImageSource",
     "Layer",
     "Reference",
+    "RegistryOptions",
     "Tee",
     "TeeSink",
     "as_reference",

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..errors import UsageError
 
-TRANSPORTS = ("oci", "oci-archive", "docker-archive", "docker-daemon")
+TRANSPORTS = ("oci", "oci-archive", "docker-archive", "docker-daemon", "docker")
 
 _INDEX_RE = re.compile(r"^(?P<path>.+?):?@(?P<index>\d+)$")
 # A first component is a registry host only when it looks like one (a dot, a port or
@@ -30,6 +30,9 @@ class Reference:
     index: int | None = None  # docker-archive @N
 
     def __str__(self) -> str:
+        if self.transport == "docker":
+            sep = "@" if self.name and ":" in self.name else ":"
+            return f"docker://{self.path}{sep}{self.name}" if self.name else f"docker://{self.path}"
         s = f"{self.transport}:{self.path}"
         if self.name is not None:
             s += f":{self.name}"
@@ -49,8 +52,10 @@ def parse_reference(text: str) -> Reference:
             f"invalid reference {text!r}: expected TRANSPORT:DETAILS "
             f"(transports: {', '.join(TRANSPORTS)})"
         )
+    if transport == "docker":
+        return _parse_registry(text, rest)
     if transport not in TRANSPORTS:
-        hint = " (registries come with docker://)" if transport == "docker" else ""
+        hint = ""
         raise UsageError(
             f"unknown transport {transport!r} in {text!r}{hint}; known: {', '.join(TRANSPORTS)}"
         )
@@ -86,6 +91,46 @@ def _parse_docker_archive(text: str, rest: str) -> Reference:
     if not _DOCKER_NAME_RE.match(name):
         raise UsageError(f"invalid reference {text!r}: {name!r} is not a valid NAME:TAG")
     return Reference("docker-archive", path, name)
+
+
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+_REPO_RE = re.compile(
+    r"^[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*)*$"
+)
+_TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
+_HOST_RE = re.compile(r"^(?:[a-zA-Z0-9-]+(?:\.[a-zA-Z0-9-]+)*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?$")
+
+
+def _parse_registry(text: str, rest: str) -> Reference:
+    """``docker://[HOST[:PORT]/]REPO[:TAG|@DIGEST]``; path is ``HOST/REPO`` (``docker.io``
+    and ``library/`` filled in as docker does), name the tag or the digest."""
+    if not rest.startswith("//"):
+        raise UsageError(f"invalid reference {text!r}: expected docker://HOST/REPO[:TAG]")
+    body = rest[2:]
+    name: str | None
+    if "@" in body:
+        body, _, name = body.partition("@")
+        if not _DIGEST_RE.match(name):
+            raise UsageError(f"invalid reference {text!r}: bad digest {name!r}")
+    else:
+        last = body.rsplit("/", 1)[-1]
+        name = "latest"
+        if ":" in last:
+            body, _, name = body.rpartition(":")
+            if not _TAG_RE.match(name):
+                raise UsageError(f"invalid reference {text!r}: bad tag {name!r}")
+    first, slash, remainder = body.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        host, repo = first, remainder
+    else:
+        host, repo = "docker.io", body
+    if host in ("index.docker.io", "registry-1.docker.io"):
+        host = "docker.io"
+    if host == "docker.io" and "/" not in repo:
+        repo = f"library/{repo}"
+    if not _HOST_RE.match(host) or not _REPO_RE.match(repo):
+        raise UsageError(f"invalid reference {text!r}: expected docker://HOST/REPO[:TAG]")
+    return Reference("docker", f"{host}/{repo}", name)
 
 
 def normalize_docker_name(name: str) -> str:

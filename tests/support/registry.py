@@ -1,0 +1,187 @@
+"""A real ``docker-registry`` (distribution) on 127.0.0.1 for the tests, optionally behind
+htpasswd, and a small forwarding proxy that counts what clients send through it."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+REGISTRY = "/usr/bin/docker-registry"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Registry:
+    """``docker-registry serve CONFIG`` on 127.0.0.1:PORT, storage in a temp directory."""
+
+    def __init__(self, *, users: dict[str, str] | None = None) -> None:
+        self.users = users
+        self.dir = Path(tempfile.mkdtemp(prefix="ocikit-registry-"))
+        self.port = free_port()
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> Registry:
+        auth = ""
+        if self.users:
+            lines = []
+            for user, password in self.users.items():
+                out = subprocess.run(
+                    ["htpasswd", "-Bbn", user, password], check=True, capture_output=True
+                )
+                lines.append(out.stdout.decode().strip())
+            (self.dir / "htpasswd").write_text("\n".join(lines) + "\n")
+            auth = (
+                f"auth:\n  htpasswd:\n    realm: ocikit-test\n    path: {self.dir / 'htpasswd'}\n"
+            )
+        config = self.dir / "config.yml"
+        config.write_text(
+            "version: 0.1\n"
+            "log:\n  level: warn\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {self.dir / 'data'}\n"
+            "  delete:\n    enabled: true\n"
+            f"http:\n  addr: 127.0.0.1:{self.port}\n" + auth
+        )
+        log = (self.dir / "registry.log").open("wb")
+        self._proc = subprocess.Popen([REGISTRY, "serve", str(config)], stdout=log, stderr=log)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"docker-registry exited: {self.log_tail()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"docker-registry did not start: {self.log_tail()}")
+
+    def log_tail(self, size: int = 3000) -> str:
+        path = self.dir / "registry.log"
+        return path.read_text(errors="replace")[-size:] if path.exists() else ""
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> Registry:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class CountingProxy:
+    """Forwards every request to ``upstream`` (host:port) and counts requests by method and
+    the request body bytes sent by blob uploads (``PATCH``/``PUT`` under ``/blobs/uploads``)."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.requests: list[tuple[str, str]] = []
+        self.upload_bytes = 0
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    body = _read_chunked(self.rfile)
+                with proxy._lock:
+                    proxy.requests.append((self.command, self.path))
+                    if "/blobs/uploads" in self.path and self.command in ("PATCH", "PUT"):
+                        proxy.upload_bytes += len(body)
+                host, port = proxy.upstream.rsplit(":", 1)
+                conn = http.client.HTTPConnection(host, int(port), timeout=60)
+                headers = {
+                    k: v
+                    for k, v in self.headers.items()
+                    if k.lower() not in ("host", "transfer-encoding", "content-length")
+                }
+                headers["Host"] = proxy.upstream
+                if body or self.command in ("PUT", "PATCH", "POST"):
+                    headers["Content-Length"] = str(len(body))
+                conn.request(self.command, self.path, body=body or None, headers=headers)
+                response = conn.getresponse()
+                data = response.read()
+                self.send_response(response.status)
+                for k, v in response.getheaders():
+                    if k.lower() in ("transfer-encoding", "connection", "content-length"):
+                        continue
+                    if k.lower() == "location":
+                        v = v.replace(proxy.upstream, proxy.host)
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self._server.server_address[1]}"
+
+    def count(self, method: str, part: str = "") -> int:
+        return sum(1 for m, p in self.requests if m == method and part in p)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests.clear()
+            self.upload_bytes = 0
+
+    def __enter__(self) -> CountingProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _read_chunked(rfile) -> bytes:  # type: ignore[no-untyped-def]
+    out = bytearray()
+    while True:
+        size = int(rfile.readline().split(b";")[0].strip() or b"0", 16)
+        if size == 0:
+            rfile.readline()
+            return bytes(out)
+        out += rfile.read(size)
+        rfile.readline()
+
+
+def can_run() -> str | None:
+    if not os.path.exists(REGISTRY):
+        return "docker-registry is not installed"
+    return None

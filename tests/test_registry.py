@@ -1,0 +1,171 @@
+"""``docker://`` against a real ``docker-registry`` on 127.0.0.1: push, pull, skopeo's view of
+what was pushed, a second push that sends no layer bytes, a copy to another repository that
+mounts, a large blob in chunks, and Basic auth with htpasswd. Requests and uploaded bytes are
+counted by a forwarding proxy in front of the registry."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support.archives import SAMPLE, Archive
+from support.cli import assert_one_line_error, ocikit, ok
+from support.layouts import file, tar_bytes, write_layout
+from support.registry import CountingProxy, Registry, can_run
+from support.verify import read_layout
+
+USERS = {"alice": "s3cret"}
+
+
+@pytest.fixture(scope="module")
+def registry() -> Iterator[Registry]:
+    why = can_run()
+    if why:
+        pytest.skip(why)
+    with Registry() as reg:
+        yield reg
+
+
+@pytest.fixture
+def proxy(registry: Registry) -> Iterator[CountingProxy]:
+    with CountingProxy(registry.host) as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def auth_registry() -> Iterator[Registry]:
+    with Registry(users=USERS) as reg:
+        yield reg
+
+
+def skopeo(*args: str) -> bytes:
+    proc = subprocess.run(["skopeo", *args], capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    return proc.stdout
+
+
+def manifest_of(ref: str, *extra: str) -> bytes:
+    return ok("inspect", "--raw", *extra, ref).stdout
+
+
+@pytest.mark.docker
+def test_push_pull_and_skopeo_agree(
+    legacy_archive_rich: Archive, proxy: CountingProxy, registry: Registry, tmp_path: Path
+) -> None:
+    ref = f"docker://{proxy.host}/ocikit/rich:1"
+    pushed = json.loads(
+        ok("copy", "--json", f"docker-archive:{legacy_archive_rich.path}", ref).stdout
+    )
+    assert proxy.upload_bytes > 0
+    # skopeo sees the same digests
+    info = json.loads(
+        skopeo("inspect", "--tls-verify=false", f"docker://{registry.host}/ocikit/rich:1")
+    )
+    assert info["Digest"] == pushed["digest"]
+    assert info["Layers"] == [d["digest"] for d in pushed["layers"]]
+    raw = manifest_of(f"docker://{registry.host}/ocikit/rich:1")
+    assert (
+        skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{registry.host}/ocikit/rich:1")
+        == raw
+    )
+    config = ok("inspect", "--config", f"docker://{registry.host}/ocikit/rich:1").stdout
+    assert "sha256:" + hashlib.sha256(config).hexdigest() == legacy_archive_rich.image_id
+    # skopeo copies it out; ocikit pulls it: the same manifest bytes
+    skopeo(
+        "copy",
+        "--src-tls-verify=false",
+        f"docker://{registry.host}/ocikit/rich:1",
+        f"oci:{tmp_path}/sk:t",
+    )
+    ok("copy", "-q", f"docker://{registry.host}/ocikit/rich:1", f"oci:{tmp_path}/oc:t")
+    assert read_layout(tmp_path / "oc", "t").manifest_bytes == raw
+    by_digest = f"docker://{registry.host}/ocikit/rich@{pushed['digest']}"
+    assert manifest_of(by_digest) == raw
+    # push again: one HEAD per blob and the manifest, no layer bytes
+    proxy.reset()
+    ok("copy", "-q", f"docker-archive:{legacy_archive_rich.path}", ref)
+    blobs = len({d["digest"] for d in pushed["layers"]}) + 1  # distinct layers, config
+    assert proxy.upload_bytes == 0
+    assert proxy.count("HEAD", "/blobs/") == blobs
+    assert proxy.count("POST") == 0 and proxy.count("PATCH") == 0
+    assert proxy.count("PUT", "/manifests/") == 1
+    # to another repository of the same registry: mounted, no layer bytes
+    proxy.reset()
+    ok("copy", "-q", ref, f"docker://{proxy.host}/other/rich:2")
+    assert proxy.upload_bytes == 0
+    assert proxy.count("POST", "mount=") == blobs
+    assert proxy.count("GET", "/blobs/") <= 1, "only the config is read"
+    assert manifest_of(f"docker://{registry.host}/other/rich:2") == raw
+
+
+@pytest.mark.docker
+def test_mount_from(legacy_archive_rich: Archive, proxy: CountingProxy) -> None:
+    """``--mount-from`` names where the blobs already are."""
+    ok("copy", "-q", f"docker-archive:{legacy_archive_rich.path}", f"docker://{proxy.host}/src/a:1")
+    proxy.reset()
+    ok(
+        "copy",
+        "-q",
+        "--mount-from",
+        "src/a",
+        f"docker-archive:{legacy_archive_rich.path}",
+        f"docker://{proxy.host}/dst/b:1",
+    )
+    assert proxy.upload_bytes == 0
+    assert proxy.count("POST", "mount=") > 0
+
+
+def test_chunked_upload(proxy: CountingProxy, registry: Registry, tmp_path: Path) -> None:
+    """A blob over the single-PUT size goes in PATCH chunks, and reads back whole."""
+    data = os.urandom(40 << 20)
+    layout = tmp_path / "layout"
+    write_layout(layout, [tar_bytes([file("big.bin", data)])])
+    ok("copy", "-q", f"oci:{layout}:t", f"docker://{proxy.host}/big/one:1")
+    assert proxy.count("PATCH", "/blobs/uploads") >= 2
+    ok("copy", "-q", f"docker://{registry.host}/big/one:1", f"oci:{tmp_path}/back:t")
+    assert (
+        read_layout(tmp_path / "back", "t").manifest_bytes
+        == read_layout(layout, "t").manifest_bytes
+    )
+
+
+def test_basic_auth(auth_registry: Registry, tmp_path: Path) -> None:
+    ref = f"docker://{auth_registry.host}/auth/hello:1"
+    src = f"docker-archive:{SAMPLE}"
+    proc = ocikit("copy", src, ref)
+    assert_one_line_error(proc, contains="authentication failed")
+    proc = ocikit("copy", "--dest-creds", "alice:wrong", src, ref)
+    assert_one_line_error(proc, contains="authentication failed")
+    ok("copy", "-q", "--dest-creds", "alice:s3cret", src, ref)
+    proc = ocikit("inspect", ref)
+    assert_one_line_error(proc, contains="authentication failed")
+    # an auth file, as docker login writes it
+    authfile = tmp_path / "auth.json"
+    token = base64.b64encode(b"alice:s3cret").decode()
+    authfile.write_text(json.dumps({"auths": {auth_registry.host: {"auth": token}}}))
+    ok("inspect", "--authfile", str(authfile), ref)
+    ok(
+        "copy",
+        "-q",
+        f"{ref}",
+        f"oci:{tmp_path}/pulled:t",
+        env={"REGISTRY_AUTH_FILE": str(authfile)},
+    )
+    proc = ocikit("copy", "--dest-creds", "no-colon", src, ref)
+    assert_one_line_error(proc, contains="USER:PASSWORD")
+
+
+def test_errors(registry: Registry) -> None:
+    proc = ocikit("inspect", f"docker://{registry.host}/absent/repo:1")
+    assert_one_line_error(proc, contains="not found")
+    proc = ocikit("inspect", "docker://127.0.0.1:1/x/y:1")
+    assert_one_line_error(proc)
+    proc = ocikit("inspect", "docker://Bad/Name")
+    assert_one_line_error(proc, contains="invalid reference")
