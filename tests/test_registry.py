@@ -169,3 +169,52 @@ def test_errors(registry: Registry) -> None:
     assert_one_line_error(proc)
     proc = ocikit("inspect", "docker://Bad/Name")
     assert_one_line_error(proc, contains="invalid reference")
+
+
+def test_bearer_auth(registry: Registry, tmp_path: Path) -> None:
+    """The token flow: challenge, token for the scopes with Basic credentials, cached."""
+    with CountingProxy(registry.host, bearer=USERS) as proxy:
+        ref = f"docker://{proxy.host}/bearer/hello:1"
+        src = f"docker-archive:{SAMPLE}"
+        proc = ocikit("copy", src, ref)
+        assert_one_line_error(proc, contains="refused")
+        proc = ocikit("copy", "--dest-creds", "alice:wrong", src, ref)
+        assert_one_line_error(proc, contains="refused")
+        proxy.token_requests.clear()
+        ok("copy", "-q", "--dest-creds", "alice:s3cret", src, ref)
+        assert proxy.token_requests == [("alice", ["repository:bearer/hello:pull,push"])]
+        ok("copy", "-q", "--src-creds", "alice:s3cret", ref, f"oci:{tmp_path}/back:t")
+        assert proxy.token_requests[-1] == ("alice", ["repository:bearer/hello:pull"])
+
+
+@pytest.mark.parametrize(
+    ("faults", "match", "size"),
+    [
+        (["reset", "500", "429", None, "reset", "500"], "/v2/", 1 << 20),
+        ([None, "cut", None, "reset", "cut"], "/blobs/uploads/", 40 << 20),
+        (["cut", "cut"], "/blobs/uploads/", 1 << 20),
+        ([None, None, *["500"] * 6], "/blobs/uploads/", 40 << 20),
+    ],
+    ids=["errors", "chunks-cut", "put-cut", "chunk-resumed"],
+)
+def test_push_survives_faults(
+    registry: Registry, tmp_path: Path, faults: list[str | None], match: str, size: int
+) -> None:
+    """Connection resets, 500s, 429s and bodies cut short between ocikit and the registry:
+    the push completes (retries, resumed chunks, a fresh upload session) and reads back."""
+    layout = tmp_path / "layout"
+    write_layout(
+        layout,
+        [tar_bytes([file("a.bin", os.urandom(size))]), tar_bytes([file("b.txt", "small")])],
+    )
+    with CountingProxy(registry.host) as proxy:
+        proxy.inject(faults, match)
+        ref = f"docker://{proxy.host}/faults/{len(faults)}-{size}:1"
+        ok("copy", "-q", "--jobs", "1", f"oci:{layout}:t", ref)
+        assert proxy.faults_done, "the faults happened"
+        if faults.count("500") == 6:  # every retry of one chunk failed: resumed, not restarted
+            assert proxy.count("GET", "/blobs/uploads/") == 1
+            assert proxy.count("POST", "/blobs/uploads/") == 3, "one session per blob"
+    back = tmp_path / "back"
+    ok("copy", "-q", ref.replace(proxy.host, registry.host), f"oci:{back}:t")
+    assert read_layout(back, "t").manifest_bytes == read_layout(layout, "t").manifest_bytes

@@ -3,7 +3,9 @@ htpasswd, and a small forwarding proxy that counts what clients send through it.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import json
 import os
 import shutil
 import socket
@@ -93,12 +95,24 @@ class Registry:
 
 class CountingProxy:
     """Forwards every request to ``upstream`` (host:port) and counts requests by method and
-    the request body bytes sent by blob uploads (``PATCH``/``PUT`` under ``/blobs/uploads``)."""
+    the request body bytes sent by blob uploads (``PATCH``/``PUT`` under ``/blobs/uploads``).
 
-    def __init__(self, upstream: str) -> None:
+    ``bearer``: users (name -> password) of a token server the proxy runs at ``/token``; every
+    ``/v2/`` request then needs ``Authorization: Bearer <token>`` (the registry behind sees
+    none). ``inject(faults, match)``: the next requests whose path contains ``match`` get
+    these faults in turn: ``reset`` (connection closed, no answer), ``500``, ``429``, ``cut``
+    (half the request body forwarded, then the connection closed), None (passed through)."""
+
+    def __init__(self, upstream: str, *, bearer: dict[str, str] | None = None) -> None:
         self.upstream = upstream
         self.requests: list[tuple[str, str]] = []
         self.upload_bytes = 0
+        self.bearer = bearer
+        self.tokens: dict[str, str] = {}  # token -> scope it was issued for
+        self.token_requests: list[tuple[str | None, list[str]]] = []  # (user, scopes)
+        self._faults: list[str | None] = []
+        self._match = ""
+        self.faults_done: list[str] = []
         self._lock = threading.Lock()
         proxy = self
 
@@ -108,13 +122,71 @@ class CountingProxy:
             def log_message(self, *args: object) -> None:
                 pass
 
+            def _answer(self, status: int, body: bytes = b"", **headers: str) -> None:
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k.replace("_", "-"), v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def _token(self) -> None:
+                from urllib.parse import parse_qs, urlsplit
+
+                query = parse_qs(urlsplit(self.path).query)
+                scopes = query.get("scope", [])
+                user = None
+                auth = self.headers.get("Authorization", "")
+                if auth.startswith("Basic "):
+                    import base64
+
+                    user, _, password = base64.b64decode(auth[6:]).decode().partition(":")
+                    if proxy.bearer is None or proxy.bearer.get(user) != password:
+                        self._answer(401, b'{"details":"bad credentials"}')
+                        return
+                proxy.token_requests.append((user, scopes))
+                if user is None:
+                    self._answer(401, b'{"details":"credentials required"}')
+                    return
+                token = f"tok-{len(proxy.tokens)}-{os.getpid()}"
+                proxy.tokens[token] = " ".join(scopes)
+                self._answer(200, json.dumps({"token": token, "expires_in": 300}).encode())
+
             def _forward(self) -> None:
+                if self.path.startswith("/token"):
+                    self._token()
+                    return
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
                     body = _read_chunked(self.rfile)
                 with proxy._lock:
                     proxy.requests.append((self.command, self.path))
+                    fault = None
+                    if proxy._faults and proxy._match in self.path:
+                        fault = proxy._faults.pop(0)
+                        if fault:
+                            proxy.faults_done.append(f"{fault} {self.command} {self.path}")
+                if proxy.bearer is not None:
+                    auth = self.headers.get("Authorization", "")
+                    if not (auth.startswith("Bearer ") and auth[7:] in proxy.tokens):
+                        realm = f"http://{proxy.host}/token"
+                        self._answer(
+                            401,
+                            b'{"errors":[{"code":"UNAUTHORIZED"}]}',
+                            WWW_Authenticate=f'Bearer realm="{realm}",service="ocikit-test"',
+                        )
+                        return
+                if fault == "reset":
+                    self.close_connection = True
+                    return
+                if fault in ("500", "429"):
+                    self._answer(int(fault), b"injected", Retry_After="0")
+                    return
+                if fault == "cut" and body:
+                    body = body[: len(body) // 2]
+                with proxy._lock:
                     if "/blobs/uploads" in self.path and self.command in ("PATCH", "PUT"):
                         proxy.upload_bytes += len(body)
                 host, port = proxy.upstream.rsplit(":", 1)
@@ -127,8 +199,23 @@ class CountingProxy:
                 headers["Host"] = proxy.upstream
                 if body or self.command in ("PUT", "PATCH", "POST"):
                     headers["Content-Length"] = str(len(body))
-                conn.request(self.command, self.path, body=body or None, headers=headers)
-                response = conn.getresponse()
+                if fault == "cut":
+                    headers.pop("Content-Range", None)
+                    headers.pop("content-range", None)
+                    headers["Content-Length"] = str(len(body))
+                # the registry may answer before reading it all: then relay its answer
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    conn.request(self.command, self.path, body=body or None, headers=headers)
+                try:
+                    response = conn.getresponse()
+                except (http.client.HTTPException, OSError):
+                    self.close_connection = True
+                    return
+                if fault == "cut":  # the registry got half; the client gets nothing
+                    response.read()
+                    conn.close()
+                    self.close_connection = True
+                    return
                 data = response.read()
                 self.send_response(response.status)
                 for k, v in response.getheaders():
@@ -152,6 +239,11 @@ class CountingProxy:
     @property
     def host(self) -> str:
         return f"127.0.0.1:{self._server.server_address[1]}"
+
+    def inject(self, faults: list[str | None], match: str = "") -> None:
+        with self._lock:
+            self._faults = list(faults)
+            self._match = match
 
     def count(self, method: str, part: str = "") -> int:
         return sum(1 for m, p in self.requests if m == method and part in p)

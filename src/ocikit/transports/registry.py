@@ -23,7 +23,13 @@ from urllib.parse import quote
 
 import httpx
 
-from ..errors import DestinationError, InputError, UsageError, VerificationError
+from ..errors import (
+    DestinationError,
+    InputError,
+    NotFoundError,
+    UsageError,
+    VerificationError,
+)
 from ..layer.streams import CHUNK
 from ..model import Descriptor, Digest, ImageConfig, Manifest, Platform
 from ..model import mediatypes as mt
@@ -31,6 +37,7 @@ from ..model.manifest import parse_manifest_or_index
 from .base import BlobWriter, ImageDestination, ImageSource, select_platform
 from .reference import Reference
 from .registry_client import (
+    AuthError,
     Credentials,
     RegistryClient,
     RegistryError,
@@ -42,6 +49,7 @@ MAX_MANIFEST = 4 << 20
 MONOLITHIC_MAX = 32 << 20  # blobs up to this size go in one PUT
 UPLOAD_CHUNK = 16 << 20
 DEFAULT_JOBS = 4
+SESSIONS = 3  # upload sessions tried per blob
 ACCEPT = ", ".join([mt.OCI_MANIFEST, mt.OCI_INDEX, mt.DOCKER_MANIFEST, mt.DOCKER_MANIFEST_LIST])
 
 
@@ -287,11 +295,22 @@ class RegistryDestination(ImageDestination):
                 self.stats["skipped"] += 1
                 return
             size = os.path.getsize(path)
-            location, minimum = self._start()
-            if size <= max(MONOLITHIC_MAX, minimum):
-                self._put_whole(location, path, size, digest)
-            else:
-                self._put_chunks(location, path, size, digest, max(UPLOAD_CHUNK, minimum))
+            for session in range(1, SESSIONS + 1):  # a session a failure spoiled: a new one
+                location, minimum = self._start()
+                try:
+                    if size <= max(MONOLITHIC_MAX, minimum):
+                        self._put_whole(location, path, size, digest)
+                    else:
+                        chunk = max(UPLOAD_CHUNK, minimum)
+                        self._put_chunks(location, path, size, digest, chunk)
+                    break
+                except AuthError:
+                    raise
+                except (RegistryError, NotFoundError):  # 404: the session is gone
+                    if self._head(digest):  # it got there after all
+                        break
+                    if session == SESSIONS:
+                        raise
             self.stats["uploaded_bytes"] += size
             self._present.add(digest)
         finally:
@@ -341,6 +360,8 @@ class RegistryDestination(ImageDestination):
                     what=what,
                 )
                 ok = response.status_code == 202
+            except AuthError:
+                raise
             except RegistryError:
                 ok, response = False, None
             if ok and response is not None:
@@ -348,15 +369,14 @@ class RegistryDestination(ImageDestination):
                 offset = start + n
                 stalls = 0
                 continue
-            # where did the registry get to? resume from there
-            got = self._received(location)
-            if got is None or got <= start:
-                stalls += 1
-                if stalls > 3:
-                    if response is not None:
-                        raise_for(response, f"{what}: uploading")
-                    raise RegistryError(f"{what}: the upload makes no progress")
-            offset = got if got is not None and got > start else start
+            # where did the registry get to? resume from there (its new state in the URL)
+            got, location = self._received(location)
+            if got is None:  # it cannot say (distribution's location expires): a new session
+                raise RegistryError(f"{what}: the upload session was lost")
+            stalls = stalls + 1 if got <= start else 0
+            if stalls > 3:
+                raise RegistryError(f"{what}: the upload makes no progress")
+            offset = got
         response = self.client.request(
             "PUT",
             _with_digest(location, digest),
@@ -368,20 +388,22 @@ class RegistryDestination(ImageDestination):
         if response.status_code not in (201, 204):
             raise_for(response, f"{what}: closing the upload")
 
-    def _received(self, location: str) -> int | None:
-        """How many bytes the upload session holds (``Range: 0-N``), if it can say."""
+    def _received(self, location: str) -> tuple[int | None, str]:
+        """How many bytes the upload session holds (``Range: 0-N``), if it can say, and the
+        location to go on with (registries keep the session's state in it)."""
         try:
             response = self.client.request("GET", location, scopes=self.scopes)
         except RegistryError:
-            return None
+            return None, location
         if response.status_code != 204:
-            return None
+            return None, location
+        location = _absolute(self.client.base, response.headers.get("Location", location))
         header = response.headers.get("Range", "")
         if "-" not in header:
-            return 0
+            return 0, location
         with contextlib.suppress(ValueError):
-            return int(header.split("-", 1)[1]) + 1
-        return None
+            return int(header.split("-", 1)[1]) + 1, location
+        return None, location
 
     def _wait(self) -> None:
         pending, self._uploads = self._uploads, []

@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -141,6 +142,7 @@ class RegistryClient:
         self._challenge: tuple[str, dict[str, str]] | None = None
         self._tokens: dict[tuple[str, ...], tuple[str, float]] = {}
         self.requests = 0  # sent, retries included (for tests and benchmarks)
+        self._lock = threading.Lock()
 
     def close(self) -> None:
         self._client.close()
@@ -157,10 +159,11 @@ class RegistryClient:
         if scheme == "basic":
             return self._credentials.basic() if self._credentials else None
         if scheme == "bearer":
-            cached = self._tokens.get(scopes)
-            if cached is None or cached[1] <= time.monotonic():
-                cached = self._fetch_token(params, scopes)
-                self._tokens[scopes] = cached
+            with self._lock:  # parallel uploads share one token per scope set
+                cached = self._tokens.get(scopes)
+                if cached is None or cached[1] <= time.monotonic():
+                    cached = self._fetch_token(params, scopes)
+                    self._tokens[scopes] = cached
             return f"Bearer {cached[0]}"
         return None
 
@@ -237,7 +240,10 @@ class RegistryClient:
                 if header and not authenticated:  # learn the challenge; one more try
                     authenticated = True
                     self._challenge = parse_challenge(header)
-                    self._tokens.pop(key, None)  # a cached token refused: fetch a new one
+                    with self._lock:  # the token refused (not one another thread renewed)
+                        cached = self._tokens.get(key)
+                        if cached is not None and auth == f"Bearer {cached[0]}":
+                            del self._tokens[key]
                     scheme = self._challenge[0]
                     if scheme == "bearer" or (scheme == "basic" and self._credentials):
                         continue
