@@ -58,7 +58,13 @@ def test_two_images_then_the_same_again(
     ok("copy", "-q", f"docker-archive:{legacy_archive_rich.path}", f"oci:{layout}:rich")
     with legacy_archive_rich.path.open("rb") as f:
         ok("copy", "-q", "docker-archive:-", f"oci:{layout}:rich-piped", stdin=f)
-    ok("copy", "-q", f"docker-archive:{legacy_archive_two.path}@0", f"oci:{layout}:rich-from-two")
+    at = legacy_archive_two.tags.index(RICH_TAG)  # docker save's order varies from run to run
+    ok(
+        "copy",
+        "-q",
+        f"docker-archive:{legacy_archive_two.path}@{at}",
+        f"oci:{layout}:rich-from-two",
+    )
     docker25 = docker25_archives["rich+sources"].path
     ok("copy", "-q", f"docker-archive:{docker25}", f"oci:{layout}:rich-docker25")
     assert blobs(layout) == both, "copying the same image again rewrote blobs"
