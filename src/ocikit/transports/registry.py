@@ -228,6 +228,7 @@ class RegistryDestination(ImageDestination):
         self._uploads: list[Future[None]] = []
         self._present: set[Digest] = set()
         self._absent: set[Digest] = set()  # asked already: neither there nor mountable
+        self._staged: set[str] = set()  # files waiting for their upload
         self._manifests: list[Manifest] = []
         self._tags = [ref.name] if ref.name else []
         for tag in additional_tags:
@@ -287,6 +288,7 @@ class RegistryDestination(ImageDestination):
 
     def upload(self, path: str, digest: Digest) -> None:
         """Upload the staged file ``path`` (then removed) in the background."""
+        self._staged.add(path)
         self._uploads.append(self._pool.submit(self._upload, path, digest))
 
     def _upload(self, path: str, digest: Digest) -> None:
@@ -314,6 +316,7 @@ class RegistryDestination(ImageDestination):
             self.stats["uploaded_bytes"] += size
             self._present.add(digest)
         finally:
+            self._staged.discard(path)
             with contextlib.suppress(OSError):
                 os.unlink(path)
 
@@ -445,9 +448,11 @@ class RegistryDestination(ImageDestination):
             raise RegistryError(f"{self.ref}: manifest refused: {error_message(response)}")
 
     def abort(self) -> None:
-        for future in self._uploads:
-            future.cancel()
-        self._pool.shutdown(wait=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        for path in list(self._staged):  # uploads that never started
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        self._staged.clear()
         self.client.close()
 
 
