@@ -218,3 +218,17 @@ def test_push_survives_faults(
     back = tmp_path / "back"
     ok("copy", "-q", ref.replace(proxy.host, registry.host), f"oci:{back}:t")
     assert read_layout(back, "t").manifest_bytes == read_layout(layout, "t").manifest_bytes
+
+
+def test_failed_push_leaves_no_tag(registry: Registry, tmp_path: Path) -> None:
+    """A source that breaks half-way: exit 2, one line, and the tag does not exist."""
+    data = SAMPLE.read_bytes()
+    truncated = tmp_path / "truncated.tar"
+    truncated.write_bytes(data[: len(data) // 2])
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    ref = f"docker://{registry.host}/failed/push:1"
+    proc = ocikit("copy", f"docker-archive:{truncated}", ref, env={"TMPDIR": str(tmpdir)})
+    assert_one_line_error(proc)
+    assert_one_line_error(ocikit("inspect", ref), contains="not found")
+    assert list(tmpdir.iterdir()) == [], "no staged blob left behind"
