@@ -79,6 +79,15 @@ def test_descriptor_errors_name_the_place() -> None:
         ("docker-archive:a.tar@1", ("docker-archive", "a.tar", None, 1)),
         ("docker-archive:a.tar:@2", ("docker-archive", "a.tar", None, 2)),
         ("docker-archive:-", ("docker-archive", "-", None, None)),
+        ("docker://busybox", ("docker", "docker.io/library/busybox", "latest", None)),
+        ("docker://127.0.0.1:5000/a/b:1", ("docker", "127.0.0.1:5000/a/b", "1", None)),
+        (
+            "docker://localhost/x@sha256:" + "a" * 64,
+            ("docker", "localhost/x", "sha256:" + "a" * 64, None),
+        ),
+        ("docker://index.docker.io/u/r:t", ("docker", "docker.io/u/r", "t", None)),
+        ("docker-daemon:busybox", ("docker-daemon", "busybox:latest", None, None)),
+        ("docker-daemon:sha256:" + "b" * 64, ("docker-daemon", "sha256:" + "b" * 64, None, None)),
     ],
 )
 def test_parse_reference(text: str, expected: tuple) -> None:
@@ -87,7 +96,18 @@ def test_parse_reference(text: str, expected: tuple) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["nothing", "ftp:x", "docker://x/y", "oci:", "docker-archive:a.tar:UPPER:x", "oci::t"]
+    "text",
+    [
+        "nothing",
+        "ftp:x",
+        "docker:x/y",
+        "docker://x/Y",
+        "docker://h:5000/x@sha256:123",
+        "docker-daemon:Bad Name",
+        "oci:",
+        "docker-archive:a.tar:UPPER:x",
+        "oci::t",
+    ],
 )
 def test_bad_references(text: str) -> None:
     with pytest.raises(UsageError):
