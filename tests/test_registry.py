@@ -232,3 +232,62 @@ def test_failed_push_leaves_no_tag(registry: Registry, tmp_path: Path) -> None:
     assert_one_line_error(proc)
     assert_one_line_error(ocikit("inspect", ref), contains="not found")
     assert list(tmpdir.iterdir()) == [], "no staged blob left behind"
+
+
+@pytest.mark.parametrize(
+    ("faults", "expect"),
+    [
+        (["truncate", "truncate", None], "ok"),
+        (["reset", "500", "truncate", "429", None], "ok"),
+        (["truncate"] * 8, "the download broke"),
+    ],
+    ids=["truncated-twice", "mixed", "never-whole"],
+)
+def test_pull_resumes_broken_downloads(
+    registry: Registry, tmp_path: Path, faults: list[str], expect: str
+) -> None:
+    """A blob download whose connection breaks part-way goes on from the byte it got to
+    (a ``Range`` request), a bounded number of times; the pulled image is identical."""
+    layout = tmp_path / "layout"
+    write_layout(layout, [tar_bytes([file("a.bin", os.urandom(8 << 20))])])
+    ref = f"registry/pull-faults-{len(faults)}-{faults[0]}:1"
+    ok("copy", "-q", f"oci:{layout}:t", f"docker://{registry.host}/{ref}")
+    big = read_layout(layout, "t").manifest["layers"][0]["digest"]
+    with CountingProxy(registry.host) as proxy:
+        proxy.inject(faults, f"/blobs/{big}")
+        back = tmp_path / "back"
+        proc = ocikit("copy", "-q", f"docker://{proxy.host}/{ref}", f"oci:{back}:t")
+        if expect != "ok":
+            assert_one_line_error(proc, contains=expect)
+            assert not (back / "index.json").exists()
+            return
+        assert proc.returncode == 0, proc.stderr
+        ranged = [p for m, p in proxy.requests if m == "GET" and big in p]
+        assert len(ranged) == len(faults)
+    assert read_layout(back, "t").manifest_bytes == read_layout(layout, "t").manifest_bytes
+
+
+def test_push_from_a_layout_stages_nothing(registry: Registry, tmp_path: Path) -> None:
+    """Blobs of an OCI layout go up from their own files (verified first), the config from
+    memory: with no usable temporary directory the push still works."""
+    layout = tmp_path / "layout"
+    write_layout(layout, [tar_bytes([file("a.bin", os.urandom(40 << 20))]), tar_bytes([])])
+    ref = f"docker://{registry.host}/nostage/one:1"
+    env = {"TMPDIR": str(tmp_path / "absent")}
+    ok("copy", "-q", f"oci:{layout}:t", ref, env=env)
+    ok("copy", "-q", ref, f"oci:{tmp_path}/back:t")
+    assert (
+        read_layout(tmp_path / "back", "t").manifest_bytes
+        == read_layout(layout, "t").manifest_bytes
+    )
+    # a layer that does not match its digest is refused before anything is tagged
+    bad = read_layout(layout, "t").manifest["layers"][1]["digest"]
+    path = layout / "blobs" / "sha256" / bad.split(":")[1]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    proc = ocikit("copy", f"oci:{layout}:t", f"docker://{registry.host}/nostage/bad:1", env=env)
+    assert_one_line_error(proc, contains=bad)
+    assert_one_line_error(
+        ocikit("inspect", f"docker://{registry.host}/nostage/bad:1"), contains="not found"
+    )

@@ -101,7 +101,8 @@ class CountingProxy:
     ``/v2/`` request then needs ``Authorization: Bearer <token>`` (the registry behind sees
     none). ``inject(faults, match)``: the next requests whose path contains ``match`` get
     these faults in turn: ``reset`` (connection closed, no answer), ``500``, ``429``, ``cut``
-    (half the request body forwarded, then the connection closed), None (passed through)."""
+    (half the request body forwarded, then the connection closed), ``truncate`` (the answer's
+    headers and half its body sent, then the connection closed), None (passed through)."""
 
     def __init__(self, upstream: str, *, bearer: dict[str, str] | None = None) -> None:
         self.upstream = upstream
@@ -217,6 +218,17 @@ class CountingProxy:
                     self.close_connection = True
                     return
                 data = response.read()
+                if fault == "truncate":  # full length announced, half of it sent
+                    self.send_response(response.status)
+                    for k, v in response.getheaders():
+                        if k.lower() not in ("transfer-encoding", "connection"):
+                            self.send_header(k, v)
+                    self.end_headers()
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    conn.close()
+                    self.close_connection = True
+                    return
                 self.send_response(response.status)
                 for k, v in response.getheaders():
                     if k.lower() in ("transfer-encoding", "connection", "content-length"):

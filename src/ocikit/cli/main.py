@@ -77,6 +77,13 @@ def cli() -> None:
 )
 @click.option("--platform", help=PLATFORM_HELP)
 @click.option(
+    "--all",
+    "all_platforms",
+    is_flag=True,
+    help="When SRC names an image index (several platforms), copy it whole: every image, "
+    "every attached artifact, and the index.",
+)
+@click.option(
     "--additional-tag",
     "additional_tags",
     multiple=True,
@@ -121,7 +128,11 @@ def cli() -> None:
     "source's repository is tried anyway when it is on the same registry.",
 )
 @click.option(
-    "--jobs", type=click.IntRange(1, 64), default=4, show_default=True, help="Parallel uploads."
+    "--jobs",
+    type=click.IntRange(1, 64),
+    default=4,
+    show_default=True,
+    help="Layers copied at once (not from a pipe), and blobs uploaded at once to a registry.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @quiet_option
@@ -131,6 +142,7 @@ def copy(
     dest_compress_format: str | None,
     dest_compress_level: int | None,
     platform: str | None,
+    all_platforms: bool,
     additional_tags: tuple[str, ...],
     repair: bool,
     drop_unsafe: bool,
@@ -176,6 +188,8 @@ def copy(
             mount_from=mount_from,
             jobs=jobs,
         ),
+        jobs=jobs,
+        all_platforms=all_platforms,
     )
     if as_json:
         _print_json(result.to_json())

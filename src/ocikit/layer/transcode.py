@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from ..errors import VerificationError
+from ..errors import InputError, VerificationError
 from ..model import Compression, Descriptor, Digest
 from .compress import compressing_writer, decompressing_reader
 from .streams import CHUNK, HashingReader, HashingWriter, Progress
@@ -112,6 +112,12 @@ def transcode(
             if encoder is not None:
                 encoder.write(view[:n])
         reader.drain()  # trailing bytes after the compressed stream still count
+    except InputError as e:
+        if encoder is not None:
+            encoder.abort()
+        if what in str(e):
+            raise
+        raise type(e)(f"{what}: {e}") from None  # name the layer whose stream is corrupt
     except BaseException:
         if encoder is not None:
             encoder.abort()

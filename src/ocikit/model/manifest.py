@@ -97,6 +97,10 @@ class Index:
     manifests: tuple[Descriptor, ...]
     annotations: Mapping[str, str] = field(default_factory=dict)
 
+    @property
+    def digest(self) -> Digest:
+        return Digest.of(self.raw)
+
     @classmethod
     def parse(cls, raw: bytes, media_type: str | None = None, what: str = "index") -> Index:
         data = load_json(raw, what)
@@ -116,16 +120,19 @@ class Index:
 
     @classmethod
     def build(
-        cls, manifests: Sequence[Descriptor], annotations: Mapping[str, str] | None = None
+        cls,
+        manifests: Sequence[Descriptor],
+        annotations: Mapping[str, str] | None = None,
+        media_type: str = mt.OCI_INDEX,
     ) -> Index:
         doc: dict[str, Any] = {
             "schemaVersion": 2,
-            "mediaType": mt.OCI_INDEX,
+            "mediaType": media_type,
             "manifests": [d.to_json() for d in manifests],
         }
         if annotations:
             doc["annotations"] = dict(annotations)
-        return cls(canonical_json(doc), mt.OCI_INDEX, tuple(manifests), dict(annotations or {}))
+        return cls(canonical_json(doc), media_type, tuple(manifests), dict(annotations or {}))
 
 
 def parse_manifest_or_index(

@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
+from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import UsageError
 from ..layer.analyze import Edit
 from ..layer.compress import check_level
+from ..layer.streams import HashingReader
 from ..layer.transcode import TranscodeResult, transcode
-from ..model import Compression, Descriptor, Digest, Manifest
+from ..model import Compression, Descriptor, Digest, Index, Manifest
 from ..model import mediatypes as mt
 from ..transports import (
     Image,
     ImageDestination,
+    ImageSource,
+    IndexSource,
     Layer,
     Reference,
     RegistryOptions,
     as_reference,
     open_destination,
     open_image,
+    open_index,
 )
 from ..transports.base import BlobWriter
 from .progress import NullProgress, ProgressReporter
@@ -32,13 +38,14 @@ from .speculate import Speculator
 class CopyResult:
     source: str
     destination: str
-    manifest_digest: Digest
-    config_digest: Digest
+    manifest_digest: Digest  # of the image manifest, or of the index (``all_platforms``)
+    config_digest: Digest | None  # None for an index
     media_type: str
     layers: list[Descriptor]
     tags: list[str] = field(default_factory=list)
     bytes_read: int = 0
     repaired: list[dict[str, Any]] | None = None  # with repair: per rewritten layer, what changed
+    manifests: list[Descriptor] | None = None  # an index's manifests, as written
 
     def to_json(self) -> dict[str, Any]:
         out = {
@@ -52,6 +59,8 @@ class CopyResult:
         }
         if self.repaired is not None:
             out["repaired"] = self.repaired
+        if self.manifests is not None:
+            out["manifests"] = [d.to_json() for d in self.manifests]
         return out
 
 
@@ -69,6 +78,8 @@ def copy(
     drop_unsafe: bool = False,
     src_registry: RegistryOptions | None = None,
     dest_registry: RegistryOptions | None = None,
+    jobs: int = 4,
+    all_platforms: bool = False,
 ) -> CopyResult:
     """Copy one image from ``src`` to ``dst`` (reference strings, skopeo syntax).
 
@@ -82,9 +93,20 @@ def copy(
     ``src_registry``/``dest_registry``: credentials, TLS and (destination) repositories to
     mount blobs from, for ``docker://`` references; a source in another repository of the
     destination's registry is a mount candidate anyway.
+
+    ``all_platforms``: when the source names an index (a multi-platform image), copy it
+    whole: every manifest (images, and artifacts such as attestations, byte for byte), then
+    the index, tagged. A source naming one image is copied as usual.
+
+    ``jobs``: layers copied at once, where both sides can (not from a pipe); a registry
+    destination uploads ``dest_registry.jobs`` blobs at once besides.
     """
     if drop_unsafe and not repair:
         raise UsageError("--drop-unsafe only applies with --repair")
+    if all_platforms and platform:
+        raise UsageError("--all copies every platform; it does not go with --platform")
+    if all_platforms and repair:
+        raise UsageError("--repair works on one image; copy one platform with --platform")
     del quiet  # the library never prints; the CLI passes a progress reporter
     src_ref, dst_ref = as_reference(src), as_reference(dst)
     if src_ref.is_stdio and dst_ref.is_stdio and src_ref == dst_ref:
@@ -107,13 +129,35 @@ def copy(
         if target is not Compression.NONE:
             speculator = Speculator(dest, target, dest_compress_level, progress)
             progress.begin(0, "reading standard input")
+    top = None
     try:
-        with open_image(src_ref, platform, tee=speculator, registry=src_registry) as image:
+        if all_platforms:
+            top = open_index(src_ref, src_registry)
+            if top.index is not None:
+                index = _copy_index(top, dest, requested, dest_compress_level, progress, jobs)
+                dest.commit()
+                return CopyResult(
+                    source=str(src_ref),
+                    destination=str(dst_ref),
+                    manifest_digest=index.digest,
+                    config_digest=None,
+                    media_type=index.media_type,
+                    layers=[],
+                    tags=_tags(dst_ref, additional_tags),
+                    manifests=list(index.manifests),
+                )
+        single = top.open_single() if top is not None else None  # the source read once
+        opened = (
+            Image(single)
+            if single is not None
+            else open_image(src_ref, platform, tee=speculator, registry=src_registry)
+        )
+        with opened as image:
             plan = (
                 plan_repair(image, drop_unsafe=drop_unsafe, progress=progress) if repair else None
             )
             copier = _Copier(
-                image, dest, requested, dest_compress_level, progress, speculator, plan
+                image, dest, requested, dest_compress_level, progress, speculator, plan, jobs
             )
             result = copier.run()
             config_digest = result.config.digest
@@ -126,6 +170,8 @@ def copy(
         dest.abort()
         raise
     finally:
+        if top is not None:
+            top.close()
         progress.end()
     return CopyResult(
         source=str(src_ref),
@@ -137,6 +183,97 @@ def copy(
         tags=_tags(dst_ref, additional_tags),
         repaired=plan.summary() if plan is not None else None,
     )
+
+
+def _copy_index(
+    top: IndexSource,
+    dest: ImageDestination,
+    requested: Compression | None,
+    level: int | None,
+    progress: ProgressReporter,
+    jobs: int,
+) -> Index:
+    """Every manifest of the index, then the index: its exact bytes if no manifest changed."""
+    index = top.index
+    assert index is not None
+    written = []
+    for desc in index.manifests:
+        if desc.media_type in mt.INDEX_TYPES:
+            raise UsageError(
+                f"{top.ref}: the index names another index ({desc.digest}); ocikit copies "
+                f"one level of index"
+            )
+        source = top.open_child(desc)
+        try:
+            if _is_image(source.manifest()):
+                image = Image(source)
+                source = None  # the image closes it
+                with image:
+                    copier = _Copier(image, dest, requested, level, progress, None, None, jobs)
+                    manifest = copier.run(child=True)
+            else:  # an artifact (an attestation, a signature): its blobs as they are
+                manifest = _copy_artifact(source, dest, progress)
+        finally:
+            if source is not None:
+                source.close()
+        written.append(
+            Descriptor(
+                manifest.media_type,
+                manifest.digest,
+                len(manifest.raw),
+                desc.annotations,
+                desc.platform,
+                desc.urls,
+                desc.extra,
+            )
+        )
+    if written == list(index.manifests):
+        result = index
+    else:
+        docker = all(d.media_type == mt.DOCKER_MANIFEST for d in written)
+        media_type = mt.DOCKER_MANIFEST_LIST if docker else mt.OCI_INDEX
+        if dest.flavor == "oci":
+            media_type = mt.OCI_INDEX
+        result = Index.build(written, index.annotations, media_type)
+    dest.put_index(result, [])
+    return result
+
+
+def _is_image(manifest: Manifest) -> bool:
+    """A container image (a config ocikit reads, layers it can verify), not an artifact."""
+    return manifest.config.media_type in (mt.OCI_CONFIG, mt.DOCKER_CONFIG) and all(
+        mt.layer_compression(d.media_type) is not None for d in manifest.layers
+    )
+
+
+def _copy_artifact(
+    source: ImageSource, dest: ImageDestination, progress: ProgressReporter
+) -> Manifest:
+    """A manifest whose blobs are not image layers: each verified and copied byte for byte."""
+    manifest = source.manifest()
+    seen: set[Digest] = set()
+    for desc in (manifest.config, *manifest.layers):
+        if desc.digest in seen or dest.has_blob(desc.digest):
+            seen.add(desc.digest)
+            continue
+        seen.add(desc.digest)
+        writer = dest.new_blob()
+        try:
+            with source.open_blob(desc) as raw:
+                HashingReader(
+                    raw,
+                    what=f"{source.ref}: blob {desc.digest}",
+                    expected_digest=desc.digest,
+                    expected_size=desc.size,
+                    sink=writer.file,
+                    progress=progress.advance,
+                ).drain()
+        except BaseException:
+            writer.abort()
+            raise
+        writer.commit(desc.digest)
+    dest.put_child_manifest(manifest)
+    return manifest
 
 
 def _mounting(
@@ -167,6 +304,7 @@ class _Copier:
         progress: ProgressReporter,
         speculator: Speculator | None,
         plan: RepairPlan | None = None,
+        jobs: int = 1,
     ) -> None:
         self.image = image
         self.plan = plan
@@ -175,15 +313,22 @@ class _Copier:
         self.level = level
         self.progress = progress
         self.speculator = speculator
+        self.flavor = _flavor(image, dest)
+        self.jobs = jobs if dest.concurrent and image.source.concurrent else 1
         self._done: dict[tuple[Digest, Compression], Descriptor] = {}
+        self._cancelled = threading.Event()
+        self._counted: set[tuple[Digest, Compression]] = set()
         known = dest.known_layers(image.config.digest)
         self._known = list(known) if known and len(known) == len(image.layers) else None
 
-    def run(self) -> Manifest:
+    def run(self, *, child: bool = False) -> Manifest:
+        """Copy the blobs and store the manifest (``child``: for an index, untagged)."""
         image, dest = self.image, self.dest
         self.progress.begin(sum(layer.descriptor.size for layer in image.layers), "copying")
         layers = []
         diff_ids: dict[int, str] = {}
+        if self.jobs > 1 and self.speculator is None and self.plan is None:
+            self._copy_concurrently()
         for i, layer in enumerate(image.layers):
             self.progress.step(
                 f"layer {i + 1}/{len(image.layers)} {layer.descriptor.digest.hex[:12]}"
@@ -197,15 +342,49 @@ class _Copier:
             key = (layer.descriptor.digest, target)
             if key not in self._done:  # a layer repeated in one image is copied once
                 self._done[key] = self._reuse(i, target) or self._copy_layer(layer, target)
+            elif key in self._counted:  # copied concurrently, its progress counted then
+                self._counted.discard(key)
             else:
                 self.progress.advance(layer.descriptor.size)
             layers.append(self._done[key])
         config = repaired_config(image.config, diff_ids) if diff_ids else image.config
-        config_desc = _put_bytes(dest, config.raw, _config_type(image, dest))
-        manifest = _manifest_for(image, dest, config_desc, layers)
-        dest.put_manifest(manifest, config, image.repo_tags())
+        config_desc = _put_bytes(dest, config.raw, _config_type(image, self.flavor))
+        manifest = _manifest_for(image, self.flavor, config_desc, layers)
+        if child:
+            dest.put_child_manifest(manifest)
+        else:
+            dest.put_manifest(manifest, config, image.repo_tags())
         self.config = config
         return manifest
+
+    def _copy_concurrently(self) -> None:
+        """Copy the distinct layers ``jobs`` at a time (``run`` then finds them done). On the
+        first failure the others stop at their next block and the failure is raised."""
+        todo: dict[tuple[Digest, Compression], int] = {}
+        for i, layer in enumerate(self.image.layers):
+            target = self.dest.layer_compression(layer.compression, self.requested)
+            todo.setdefault((layer.descriptor.digest, target), i)
+        if len(todo) < 2:
+            return
+        progress = self.progress
+        self.progress = _Cancellable(progress, self._cancelled)
+        pool = ThreadPoolExecutor(min(self.jobs, len(todo)), thread_name_prefix="ocikit-copy")
+        futures = {pool.submit(self._one, i, key[1]): key for key, i in todo.items()}
+        try:
+            for future in as_completed(futures):
+                self._done[futures[future]] = future.result()
+        except BaseException:
+            self._cancelled.set()
+            for future in futures:
+                future.cancel()
+            raise
+        finally:
+            pool.shutdown(wait=True)
+            self.progress = progress
+        self._counted = set(todo)
+
+    def _one(self, i: int, target: Compression) -> Descriptor:
+        return self._reuse(i, target) or self._copy_layer(self.image.layers[i], target)
 
     def _rewrite_layer(
         self, layer: Layer, target: Compression, edits: dict[int, Edit]
@@ -219,7 +398,7 @@ class _Copier:
             writer.abort()
             raise
         writer.commit(result.digest)
-        media_type = _layer_type(self.dest, target)
+        media_type = _layer_type(self.flavor, target)
         return Descriptor(media_type, result.digest, result.size), result.diff_id
 
     def _reuse(self, i: int, target: Compression) -> Descriptor | None:
@@ -230,14 +409,31 @@ class _Copier:
         if mt.layer_compression(known.media_type) is not target:
             return None
         self.progress.advance(src.size)
-        return Descriptor(_layer_type(self.dest, target), known.digest, known.size, src.annotations)
+        return Descriptor(
+            _layer_type(self.flavor, target), known.digest, known.size, src.annotations
+        )
 
     def _copy_layer(self, layer: Layer, target: Compression) -> Descriptor:
         src, dest = layer.descriptor, self.dest
-        media_type = _layer_type(dest, target)
+        media_type = _layer_type(self.flavor, target)
         if target is layer.compression and dest.has_blob(src.digest):
             self.progress.advance(src.size)
             return Descriptor(media_type, src.digest, src.size, src.annotations)
+        if target is layer.compression and dest.takes_files:
+            path = self.image.source.blob_file(src)
+            if path is not None:  # verified here, then sent from the source's own file
+                with open(path, "rb", buffering=0) as raw:
+                    transcode(
+                        raw,  # type: ignore[arg-type]
+                        src,
+                        layer.compression,
+                        _Discard(),  # type: ignore[arg-type]
+                        target,
+                        expected_diff_id=layer.diff_id,
+                        progress=self.progress.advance,
+                    )
+                dest.put_blob_file(path, src.digest)
+                return Descriptor(media_type, src.digest, src.size, src.annotations)
         taken = self._speculated(layer, target)
         if taken is not None:
             result, writer = taken
@@ -271,9 +467,40 @@ class _Copier:
         return spec.take_layer(layer)
 
 
+class _Discard:
+    """Where a verified-only blob's bytes go."""
+
+    def write(self, data: bytes | memoryview) -> int:
+        return len(data)
+
+
+class _Cancellable:
+    """The progress reporter, through which a layer copy learns that another one failed."""
+
+    def __init__(self, progress: ProgressReporter, cancelled: threading.Event) -> None:
+        self._progress = progress
+        self._cancelled = cancelled
+
+    def begin(self, total: int, description: str) -> None:
+        self._progress.begin(total, description)
+
+    def step(self, description: str) -> None:
+        self._progress.step(description)
+
+    def advance(self, n: int) -> None:
+        if self._cancelled.is_set():
+            raise CancelledError
+        self._progress.advance(n)
+
+    def end(self) -> None:
+        self._progress.end()
+
+
 def _put_bytes(dest: ImageDestination, data: bytes, media_type: str) -> Descriptor:
     digest = Digest.of(data)
-    if not dest.has_blob(digest):
+    if dest.takes_files:
+        dest.put_small_blob(data, digest)
+    elif not dest.has_blob(digest):
         writer = dest.new_blob()
         try:
             writer.file.write(data)
@@ -284,25 +511,34 @@ def _put_bytes(dest: ImageDestination, data: bytes, media_type: str) -> Descript
     return Descriptor(media_type, digest, len(data))
 
 
-def _layer_type(dest: ImageDestination, compression: Compression) -> str:
-    if dest.flavor == "docker":
+def _flavor(image: Image, dest: ImageDestination) -> str:
+    """The media types written: the destination's, or (``source``) the source manifest's,
+    unless that manifest was made up from a docker-archive's manifest.json (then OCI)."""
+    if dest.flavor != "source":
+        return dest.flavor
+    docker = image.manifest.media_type == mt.DOCKER_MANIFEST and not image.source.synthesized
+    return "docker" if docker else "oci"
+
+
+def _layer_type(flavor: str, compression: Compression) -> str:
+    if flavor == "docker":
         return mt.docker_layer_type(compression)
     return mt.oci_layer_type(compression)
 
 
-def _config_type(image: Image, dest: ImageDestination) -> str:
-    if dest.flavor == "docker":
+def _config_type(image: Image, flavor: str) -> str:
+    if flavor == "docker":
         return mt.DOCKER_CONFIG
     current = image.manifest.config.media_type
     return mt.OCI_CONFIG if current == mt.DOCKER_CONFIG else current
 
 
 def _manifest_for(
-    image: Image, dest: ImageDestination, config: Descriptor, layers: list[Descriptor]
+    image: Image, flavor: str, config: Descriptor, layers: list[Descriptor]
 ) -> Manifest:
     """The source manifest's exact bytes when nothing changed, else a canonical new one."""
     src = image.manifest
-    media_type = mt.DOCKER_MANIFEST if dest.flavor == "docker" else mt.OCI_MANIFEST
+    media_type = mt.DOCKER_MANIFEST if flavor == "docker" else mt.OCI_MANIFEST
     if src.media_type == media_type and src.config == config and list(src.layers) == layers:
         return src
     return Manifest.build(config, layers, src.annotations, media_type)

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..model import Platform
+from ..model import Descriptor, Platform
 from .archive import Tee, TeeSink
-from .base import BlobWriter, ImageDestination, ImageSource
+from .base import BlobWriter, ImageDestination, ImageSource, IndexSource
 from .daemon import DaemonDestination, DaemonSource
 from .docker_archive import DockerArchiveDestination, DockerArchiveSource
 from .image import Image, Layer
-from .oci_layout import OciArchiveDestination, OciLayoutDestination, OciLayoutSource
+from .oci_layout import OciArchiveDestination, OciIndex, OciLayoutDestination, OciLayoutSource
 from .reference import TRANSPORTS, Reference, parse_reference
-from .registry import RegistryDestination, RegistryOptions, RegistrySource
+from .registry import RegistryDestination, RegistryIndex, RegistryOptions, RegistrySource
 from .registry_client import Credentials
 
 
@@ -36,6 +36,26 @@ def open_source(
     if ref.transport == "docker-daemon":
         return DaemonSource(ref, tee)
     return OciLayoutSource(ref, platform)
+
+
+def open_index(ref: str | Reference, registry: RegistryOptions | None = None) -> IndexSource:
+    """What the reference names before a platform is picked (``index`` None: one image);
+    a docker-archive or an engine holds no index."""
+    ref = as_reference(ref)
+    if ref.transport == "docker":
+        return RegistryIndex(ref, registry)
+    if ref.transport in ("oci", "oci-archive"):
+        return OciIndex(ref)
+    return _NoIndex(ref)
+
+
+class _NoIndex(IndexSource):
+    def __init__(self, ref: Reference) -> None:
+        self.ref = ref
+        self.index = None
+
+    def open_child(self, descriptor: Descriptor) -> ImageSource:  # pragma: no cover
+        raise AssertionError("no index")
 
 
 def open_image(
@@ -82,6 +102,7 @@ __all__ = [
     "Image",
     "ImageDestination",
     "ImageSource",
+    "IndexSource",
     "Layer",
     "Reference",
     "RegistryOptions",
@@ -90,6 +111,7 @@ __all__ = [
     "as_reference",
     "open_destination",
     "open_image",
+    "open_index",
     "open_source",
     "parse_reference",
 ]

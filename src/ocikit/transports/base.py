@@ -6,12 +6,18 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import BinaryIO
 
-from ..model import Compression, Descriptor, Digest, ImageConfig, Manifest, Platform
+from ..errors import UsageError
+from ..model import Compression, Descriptor, Digest, ImageConfig, Index, Manifest, Platform
 from .reference import Reference
 
 
 class ImageSource(ABC):
     """One image (a manifest, its config and blobs) at a reference."""
+
+    #: blobs may be opened and read from several threads at once
+    concurrent = False
+    #: the manifest was made up by ocikit (docker-archive), not read from the source
+    synthesized = False
 
     def __init__(self, ref: Reference) -> None:
         self.ref = ref
@@ -28,8 +34,37 @@ class ImageSource(ABC):
         """Names the source knows the image by (docker ``RepoTags``), if any."""
         return []
 
+    def blob_file(self, descriptor: Descriptor) -> str | None:
+        """A file holding exactly the blob's bytes (unverified), if the source has one."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
+
+
+class IndexSource(ABC):
+    """What a reference names before a platform is picked. ``index`` is None when that is
+    one image manifest (then open the reference as an image)."""
+
+    ref: Reference
+    index: Index | None
+
+    @abstractmethod
+    def open_child(self, descriptor: Descriptor) -> ImageSource:
+        """One manifest of the index, as an image source."""
+
+    def open_single(self) -> ImageSource | None:
+        """With no index: the image, from what was read already (None: open the reference)."""
+        return None
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def __enter__(self) -> IndexSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class BlobWriter(ABC):
@@ -47,8 +82,10 @@ class BlobWriter(ABC):
 class ImageDestination(ABC):
     """Somewhere images are written. Blobs first, then ``put_manifest``, then ``commit``."""
 
-    #: media types the destination stores: "oci" or "docker"
+    #: media types the destination stores: "oci", "docker", or "source": as the source has them
     flavor = "oci"
+    #: blobs may be written from several threads at once
+    concurrent = False
 
     def __init__(self, ref: Reference) -> None:
         self.ref = ref
@@ -70,10 +107,34 @@ class ImageDestination(ABC):
     @abstractmethod
     def new_blob(self) -> BlobWriter: ...
 
+    #: ``put_blob_file`` takes a verified blob from its file, without a copy
+    takes_files = False
+
+    def put_blob_file(self, path: str, digest: Digest) -> None:
+        """Store the blob in ``path`` (already verified; the file stays the caller's)."""
+        raise NotImplementedError
+
+    def put_small_blob(self, data: bytes, digest: Digest) -> None:
+        """With ``takes_files``: store a small blob (a config) from memory."""
+        raise NotImplementedError
+
     @abstractmethod
     def put_manifest(
         self, manifest: Manifest, config: ImageConfig, tags: Sequence[str]
     ) -> None: ...
+
+    def put_child_manifest(self, manifest: Manifest) -> None:
+        """Store an image manifest an index will name (untagged; its blobs are here)."""
+        raise UsageError(
+            f"{self.ref}: cannot hold an image index; copy one platform with --platform"
+        )
+
+    def put_index(self, index: Index, tags: Sequence[str]) -> None:
+        """Store an index whose manifests were stored with ``put_child_manifest``; it gets
+        the tags a single image would."""
+        raise UsageError(
+            f"{self.ref}: cannot hold an image index; copy one platform with --platform"
+        )
 
     @abstractmethod
     def commit(self) -> None:

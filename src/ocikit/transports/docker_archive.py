@@ -69,6 +69,8 @@ class DockerArchiveSource(ImageSource):
         entry: int | None = None,
     ) -> None:
         super().__init__(ref)
+        self.synthesized = True
+        self.concurrent = not ref.is_stdio  # members read with pread; a pipe is read once
         self._owned = archive is None
         self.archive = archive if archive is not None else TarArchive.open(ref.path, tee=tee)
         try:
@@ -229,6 +231,7 @@ class DockerArchiveDestination(ImageDestination):
     """Writes the legacy ``docker save`` form; ``docker load`` gives the same image ID."""
 
     flavor = "docker"
+    concurrent = True  # each blob staged in its own file
 
     def __init__(self, ref: Reference, additional_tags: Sequence[str] = ()) -> None:
         super().__init__(ref)

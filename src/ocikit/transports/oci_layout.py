@@ -32,7 +32,7 @@ from ..model import Descriptor, Digest, ImageConfig, Index, Manifest, Platform
 from ..model import mediatypes as mt
 from ..model.manifest import load_json, parse_manifest_or_index
 from .archive import TarArchive
-from .base import BlobWriter, ImageDestination, ImageSource, select_platform
+from .base import BlobWriter, ImageDestination, ImageSource, IndexSource, select_platform
 from .fsutil import atomic_output, atomic_write_bytes, fsync_dir
 from .reference import Reference
 
@@ -84,47 +84,33 @@ def blob_path(digest: Digest) -> str:
 class OciLayoutSource(ImageSource):
     """Reads an image from a layout directory, or from an archive of one."""
 
-    def __init__(self, ref: Reference, platform: Platform | None = None) -> None:
+    concurrent = True  # files opened per blob, or an archive read with pread
+
+    def __init__(
+        self,
+        ref: Reference,
+        platform: Platform | None = None,
+        *,
+        descriptor: Descriptor | None = None,
+        files: _DirFiles | TarArchive | None = None,
+    ) -> None:
+        """``descriptor``: read this manifest (an index's entry) instead of the one
+        ``index.json`` names; ``files``: the layout already opened (then not closed here)."""
         super().__init__(ref)
-        if ref.transport == "oci":
-            if not os.path.isdir(ref.path):
-                raise NotFoundError(f"{ref.path}: no such OCI layout directory")
-            self.files: _DirFiles | TarArchive = _DirFiles(ref.path)
-        else:
-            self.files = TarArchive.open(ref.path)
+        self._owns_files = files is None
+        self.files = files if files is not None else open_layout_files(ref)
         try:
-            self._manifest = self._resolve(platform)
+            self._manifest = self._resolve(platform, descriptor)
         except BaseException:
-            self.files.close()
+            self.close()
             raise
 
-    def _read_blob(self, desc: Descriptor) -> bytes:
-        if desc.size > MAX_JSON:
-            raise InputError(f"{self.files.what}: {desc.digest} is too large for a manifest")
-        path = blob_path(desc.digest)
-        if not self.files.exists(path):
-            raise NotFoundError(f"{self.files.what}: blob {desc.digest} is missing")
-        raw = self.files.read_small(path, MAX_JSON)
-        if len(raw) != desc.size or Digest.of(raw, desc.digest.algorithm) != desc.digest:
-            raise VerificationError(
-                f"{self.files.what}: blob {desc.digest} does not match its digest"
-            )
-        return raw
-
-    def _resolve(self, platform: Platform | None) -> Manifest:
+    def _resolve(self, platform: Platform | None, desc: Descriptor | None) -> Manifest:
         what = self.files.what
-        if not self.files.exists("oci-layout"):
-            raise InputError(f"{what}: not an OCI layout (no oci-layout file)")
-        layout = load_json(self.files.read_small("oci-layout"), f"{what}: oci-layout")
-        if not isinstance(layout, dict) or "imageLayoutVersion" not in layout:
-            raise InputError(f"{what}: oci-layout has no imageLayoutVersion")
-        if not self.files.exists("index.json"):
-            raise InputError(f"{what}: not an OCI layout (no index.json)")
-        index = Index.parse(self.files.read_small("index.json"), what=f"{what}: index.json")
-        desc = _pick(index.manifests, self.ref.name, what)
+        desc = desc or _named(self.files, self.ref)
         for _ in range(8):  # an index may nest indexes; bounded
             doc = parse_manifest_or_index(
-                self._read_blob(desc), desc.media_type, f"{what}: {desc.digest}"
+                _read_json_blob(self.files, desc), desc.media_type, f"{what}: {desc.digest}"
             )
             if isinstance(doc, Manifest):
                 return doc
@@ -140,8 +126,78 @@ class OciLayoutSource(ImageSource):
             raise NotFoundError(f"{self.files.what}: blob {descriptor.digest} is missing")
         return self.files.open_member(path)
 
+    def blob_file(self, descriptor: Descriptor) -> str | None:
+        if not isinstance(self.files, _DirFiles):
+            return None
+        path = os.path.join(self.files.root, blob_path(descriptor.digest))
+        return path if os.path.isfile(path) else None
+
+    def close(self) -> None:
+        if self._owns_files:
+            self.files.close()
+
+
+class OciIndex(IndexSource):
+    """The index an ``oci:``/``oci-archive:`` reference names, and each image of it."""
+
+    def __init__(self, ref: Reference) -> None:
+        self.ref = ref
+        self.files = open_layout_files(ref)
+        try:
+            self._top = _named(self.files, ref)
+            doc = parse_manifest_or_index(
+                _read_json_blob(self.files, self._top),
+                self._top.media_type,
+                f"{ref}: {self._top.digest}",
+            )
+            self.index = doc if isinstance(doc, Index) else None
+        except BaseException:
+            self.files.close()
+            raise
+
+    def open_child(self, descriptor: Descriptor) -> ImageSource:
+        return OciLayoutSource(self.ref, descriptor=descriptor, files=self.files)
+
+    def open_single(self) -> ImageSource | None:
+        return self.open_child(self._top)
+
     def close(self) -> None:
         self.files.close()
+
+
+def open_layout_files(ref: Reference) -> _DirFiles | TarArchive:
+    if ref.transport == "oci":
+        if not os.path.isdir(ref.path):
+            raise NotFoundError(f"{ref.path}: no such OCI layout directory")
+        return _DirFiles(ref.path)
+    return TarArchive.open(ref.path)
+
+
+def _named(files: _DirFiles | TarArchive, ref: Reference) -> Descriptor:
+    """The entry of ``index.json`` the reference names (the only one, if it names none)."""
+    what = files.what
+    if not files.exists("oci-layout"):
+        raise InputError(f"{what}: not an OCI layout (no oci-layout file)")
+    layout = load_json(files.read_small("oci-layout"), f"{what}: oci-layout")
+    if not isinstance(layout, dict) or "imageLayoutVersion" not in layout:
+        raise InputError(f"{what}: oci-layout has no imageLayoutVersion")
+    if not files.exists("index.json"):
+        raise InputError(f"{what}: not an OCI layout (no index.json)")
+    index = Index.parse(files.read_small("index.json"), what=f"{what}: index.json")
+    return _pick(index.manifests, ref.name, what)
+
+
+def _read_json_blob(files: _DirFiles | TarArchive, desc: Descriptor) -> bytes:
+    """A manifest or index blob, verified against its descriptor."""
+    if desc.size > MAX_JSON:
+        raise InputError(f"{files.what}: {desc.digest} is too large for a manifest")
+    path = blob_path(desc.digest)
+    if not files.exists(path):
+        raise NotFoundError(f"{files.what}: blob {desc.digest} is missing")
+    raw = files.read_small(path, MAX_JSON)
+    if len(raw) != desc.size or Digest.of(raw, desc.digest.algorithm) != desc.digest:
+        raise VerificationError(f"{files.what}: blob {desc.digest} does not match its digest")
+    return raw
 
 
 def _pick(manifests: Sequence[Descriptor], name: str | None, what: str) -> Descriptor:
@@ -197,6 +253,8 @@ class _LayoutBlob(BlobWriter):
 
 
 class OciLayoutDestination(ImageDestination):
+    concurrent = True
+
     def __init__(self, ref: Reference, additional_tags: Sequence[str] = ()) -> None:
         super().__init__(ref)
         if ref.is_stdio:
@@ -299,6 +357,18 @@ class OciLayoutDestination(ImageDestination):
         else:
             self._pending.append(base)
 
+    def put_child_manifest(self, manifest: Manifest) -> None:
+        self.put_blob_bytes(manifest.raw)
+
+    def put_index(self, index: Index, tags: Sequence[str]) -> None:
+        del tags  # the tags come from the reference
+        self.put_blob_bytes(index.raw)
+        base = Descriptor(index.media_type, Digest.of(index.raw), len(index.raw))
+        if self._tags:
+            self._pending += [base.with_annotations({REF_NAME: t}) for t in self._tags]
+        else:
+            self._pending.append(base)
+
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
@@ -380,6 +450,8 @@ class OciLayoutDestination(ImageDestination):
 class OciArchiveDestination(ImageDestination):
     """Builds a layout in a private directory, then writes it as one tar, atomically."""
 
+    concurrent = True
+
     def __init__(self, ref: Reference, additional_tags: Sequence[str] = ()) -> None:
         super().__init__(ref)
         if not ref.is_stdio:
@@ -400,6 +472,12 @@ class OciArchiveDestination(ImageDestination):
 
     def put_manifest(self, manifest: Manifest, config: ImageConfig, tags: Sequence[str]) -> None:
         self.layout.put_manifest(manifest, config, tags)
+
+    def put_child_manifest(self, manifest: Manifest) -> None:
+        self.layout.put_child_manifest(manifest)
+
+    def put_index(self, index: Index, tags: Sequence[str]) -> None:
+        self.layout.put_index(index, tags)
 
     def commit(self) -> None:
         try:

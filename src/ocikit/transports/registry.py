@@ -15,7 +15,7 @@ import contextlib
 import io
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -31,10 +31,10 @@ from ..errors import (
     VerificationError,
 )
 from ..layer.streams import CHUNK
-from ..model import Descriptor, Digest, ImageConfig, Manifest, Platform
+from ..model import Descriptor, Digest, ImageConfig, Index, Manifest, Platform
 from ..model import mediatypes as mt
 from ..model.manifest import parse_manifest_or_index
-from .base import BlobWriter, ImageDestination, ImageSource, select_platform
+from .base import BlobWriter, ImageDestination, ImageSource, IndexSource, select_platform
 from .reference import Reference
 from .registry_client import (
     AuthError,
@@ -50,6 +50,7 @@ MONOLITHIC_MAX = 32 << 20  # blobs up to this size go in one PUT
 UPLOAD_CHUNK = 16 << 20
 DEFAULT_JOBS = 4
 SESSIONS = 3  # upload sessions tried per blob
+RESUMES = 5  # a broken download goes on from where it stopped, this many times
 ACCEPT = ", ".join([mt.OCI_MANIFEST, mt.OCI_INDEX, mt.DOCKER_MANIFEST, mt.DOCKER_MANIFEST_LIST])
 
 
@@ -83,20 +84,29 @@ def _client(ref: Reference, options: RegistryOptions) -> RegistryClient:
 
 
 class RegistrySource(ImageSource):
+    concurrent = True
+
     def __init__(
         self,
         ref: Reference,
         platform: Platform | None = None,
         options: RegistryOptions | None = None,
+        *,
+        descriptor: Descriptor | None = None,
+        client: RegistryClient | None = None,
     ) -> None:
+        """``descriptor``: read this manifest of the repository (an index's entry) instead
+        of the reference's; ``client``: share a connection (then not closed here)."""
         super().__init__(ref)
         self.host, self.repo = split(ref)
-        self.client = _client(ref, options or RegistryOptions())
+        self._owns_client = client is None
+        self.client = client or _client(ref, options or RegistryOptions())
         self.scopes = (f"repository:{self.repo}:pull",)
         try:
-            self._manifest = self._resolve(platform)
+            start = str(descriptor.digest) if descriptor else None
+            self._manifest = self._resolve(platform, start)
         except BaseException:
-            self.client.close()
+            self.close()
             raise
 
     def _get_manifest(self, reference: str) -> tuple[bytes, str]:
@@ -118,8 +128,8 @@ class RegistrySource(ImageSource):
         media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
         return raw, media_type
 
-    def _resolve(self, platform: Platform | None) -> Manifest:
-        raw, media_type = self._get_manifest(self.ref.name or "latest")
+    def _resolve(self, platform: Platform | None, start: str | None = None) -> Manifest:
+        raw, media_type = self._get_manifest(start or self.ref.name or "latest")
         for _ in range(4):
             doc = parse_manifest_or_index(raw, media_type or None, f"{self.ref}")
             if isinstance(doc, Manifest):
@@ -134,33 +144,90 @@ class RegistrySource(ImageSource):
 
     def open_blob(self, descriptor: Descriptor) -> BinaryIO:
         what = f"{self.ref}: blob {descriptor.digest}"
+        body = _Body(lambda offset: self._get_blob(descriptor, offset, what), what)
+        return io.BufferedReader(body, CHUNK)  # type: ignore[return-value]
+
+    def _get_blob(self, descriptor: Descriptor, offset: int, what: str) -> httpx.Response:
+        """The blob's bytes from ``offset`` on (a ``Range`` request to resume a download)."""
+        headers = {"Range": f"bytes={offset}-"} if offset else None
         response = self.client.request(
             "GET",
             f"/v2/{self.repo}/blobs/{descriptor.digest}",
             scopes=self.scopes,
+            headers=headers,
             stream=True,
             what=what,
         )
-        if response.status_code != 200:
+        expected = 206 if offset else 200
+        if response.status_code != expected:
             response.read()
             response.close()
+            if offset and response.status_code == 200:
+                raise InputError(f"{what}: the download broke and the registry cannot resume it")
             raise_for(response, what)
-        return io.BufferedReader(_Body(response, what), CHUNK)  # type: ignore[return-value]
+        return response
 
     def repo_tags(self) -> list[str]:
         name = self.ref.name
         return [f"{self.ref.path}:{name}"] if name and ":" not in name else []
 
     def close(self) -> None:
+        if self._owns_client:
+            self.client.close()
+
+
+class RegistryIndex(IndexSource):
+    """The index a ``docker://`` reference names, and each image of it."""
+
+    def __init__(self, ref: Reference, options: RegistryOptions | None = None) -> None:
+        self.ref = ref
+        self._options = options or RegistryOptions()
+        self.client = _client(ref, self._options)
+        self.host, self.repo = split(ref)
+        try:
+            response = self.client.request(
+                "GET",
+                f"/v2/{self.repo}/manifests/{ref.name or 'latest'}",
+                scopes=(f"repository:{self.repo}:pull",),
+                headers={"Accept": ACCEPT},
+                what=str(ref),
+            )
+            if response.status_code != 200:
+                raise_for(response, str(ref))
+            raw = response.content
+            if len(raw) > MAX_MANIFEST:
+                raise InputError(f"{ref}: the manifest is too large ({len(raw)} bytes)")
+            name = ref.name or ""
+            if name.startswith("sha256:") and Digest.of(raw) != Digest(name):
+                raise VerificationError(f"{ref}: the manifest does not match its digest")
+            media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+            doc = parse_manifest_or_index(raw, media_type or None, str(ref))
+            self.index = doc if isinstance(doc, Index) else None
+        except BaseException:
+            self.client.close()
+            raise
+
+    def open_child(self, descriptor: Descriptor) -> ImageSource:
+        return RegistrySource(
+            self.ref, None, self._options, descriptor=descriptor, client=self.client
+        )
+
+    def close(self) -> None:
         self.client.close()
 
 
 class _Body(io.RawIOBase):
-    def __init__(self, response: httpx.Response, what: str) -> None:
+    """A blob download as a stream; when the connection breaks, the download goes on from
+    the byte it got to (``RESUMES`` times at most, each after the client's own retries)."""
+
+    def __init__(self, get: Callable[[int], httpx.Response], what: str) -> None:
         super().__init__()
-        self._response = response
-        self._chunks = response.iter_raw(CHUNK)
+        self._get = get
         self._what = what
+        self._offset = 0
+        self._resumes = 0
+        self._response: httpx.Response | None = get(0)
+        self._chunks = self._response.iter_raw(CHUNK)
         self._cur = memoryview(b"")
 
     def readable(self) -> bool:
@@ -173,14 +240,25 @@ class _Body(io.RawIOBase):
             except StopIteration:
                 return 0
             except httpx.HTTPError as e:
-                raise InputError(f"{self._what}: the download broke ({e})") from None
+                self._resume(e)
         n = min(len(buffer), len(self._cur))
         buffer[:n] = self._cur[:n]
         self._cur = self._cur[n:]
+        self._offset += n
         return n
 
+    def _resume(self, error: Exception) -> None:
+        if self._response is not None:
+            self._response.close()
+            self._response = None
+        if self._resumes >= RESUMES:
+            raise InputError(f"{self._what}: the download broke ({error})") from None
+        self._resumes += 1
+        self._response = self._get(self._offset)
+        self._chunks = self._response.iter_raw(CHUNK)
+
     def close(self) -> None:
-        if not self.closed:
+        if not self.closed and self._response is not None:
             self._response.close()
         super().close()
 
@@ -208,6 +286,9 @@ class _StagedBlob(BlobWriter):
 
 
 class RegistryDestination(ImageDestination):
+    concurrent = True
+    flavor = "source"  # a registry-to-registry copy keeps every digest
+
     def __init__(
         self,
         ref: Reference,
@@ -229,7 +310,8 @@ class RegistryDestination(ImageDestination):
         self._present: set[Digest] = set()
         self._absent: set[Digest] = set()  # asked already: neither there nor mountable
         self._staged: set[str] = set()  # files waiting for their upload
-        self._manifests: list[Manifest] = []
+        self._manifests: list[Manifest | Index] = []  # tagged
+        self._children: list[Manifest] = []  # named by an index: pushed by digest, first
         self._tags = [ref.name] if ref.name else []
         for tag in additional_tags:
             if not tag or "/" in tag or ":" in tag:
@@ -286,17 +368,28 @@ class RegistryDestination(ImageDestination):
     def new_blob(self) -> BlobWriter:
         return _StagedBlob(self)
 
+    takes_files = True
+
+    def put_blob_file(self, path: str, digest: Digest) -> None:
+        """Upload a source's own blob file in the background (it is not removed)."""
+        self._uploads.append(self._pool.submit(self._upload, path, digest, False))
+
+    def put_small_blob(self, data: bytes, digest: Digest) -> None:
+        """Upload a small blob (a config) from memory, in the background."""
+        self._uploads.append(self._pool.submit(self._upload, data, digest, False))
+
     def upload(self, path: str, digest: Digest) -> None:
         """Upload the staged file ``path`` (then removed) in the background."""
         self._staged.add(path)
         self._uploads.append(self._pool.submit(self._upload, path, digest))
 
-    def _upload(self, path: str, digest: Digest) -> None:
+    def _upload(self, path: str | bytes, digest: Digest, staged: bool = True) -> None:
+        """Upload the blob in the file ``path`` (or these bytes); a staged file is removed."""
         try:
             if digest not in self._absent and self.has_blob(digest):
                 self.stats["skipped"] += 1
                 return
-            size = os.path.getsize(path)
+            size = len(path) if isinstance(path, bytes) else os.path.getsize(path)
             for session in range(1, SESSIONS + 1):  # a session a failure spoiled: a new one
                 location, minimum = self._start()
                 try:
@@ -316,9 +409,10 @@ class RegistryDestination(ImageDestination):
             self.stats["uploaded_bytes"] += size
             self._present.add(digest)
         finally:
-            self._staged.discard(path)
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+            if staged and isinstance(path, str):
+                self._staged.discard(path)
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
 
     def _start(self) -> tuple[str, int]:
         response = self.client.request(
@@ -330,19 +424,21 @@ class RegistryDestination(ImageDestination):
         minimum = response.headers.get("OCI-Chunk-Min-Length", "0")
         return _absolute(self.client.base, location), int(minimum) if minimum.isdigit() else 0
 
-    def _put_whole(self, location: str, path: str, size: int, digest: Digest) -> None:
+    def _put_whole(self, location: str, path: str | bytes, size: int, digest: Digest) -> None:
         response = self.client.request(
             "PUT",
             _with_digest(location, digest),
             scopes=self.scopes,
             headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
-            body=lambda: _file_chunks(path, 0, size),
+            body=lambda: _chunks(path, 0, size),
             what=f"{self.ref}: blob {digest}",
         )
         if response.status_code not in (201, 204):
             raise_for(response, f"{self.ref}: uploading {digest}")
 
-    def _put_chunks(self, location: str, path: str, size: int, digest: Digest, chunk: int) -> None:
+    def _put_chunks(
+        self, location: str, path: str | bytes, size: int, digest: Digest, chunk: int
+    ) -> None:
         what = f"{self.ref}: blob {digest}"
         offset = 0
         stalls = 0
@@ -359,7 +455,7 @@ class RegistryDestination(ImageDestination):
                         "Content-Range": f"{start}-{start + n - 1}",
                         "Content-Length": str(n),
                     },
-                    body=lambda s=start, k=n: _file_chunks(path, s, k),
+                    body=lambda s=start, k=n: _chunks(path, s, k),
                     what=what,
                 )
                 ok = response.status_code == 202
@@ -420,9 +516,18 @@ class RegistryDestination(ImageDestination):
         del config, tags  # the config is a blob already; tags come from the reference
         self._manifests.append(manifest)
 
+    def put_child_manifest(self, manifest: Manifest) -> None:
+        self._children.append(manifest)
+
+    def put_index(self, index: Index, tags: Sequence[str]) -> None:
+        del tags
+        self._manifests.append(index)
+
     def commit(self) -> None:
         try:
             self._wait()  # every blob is there before any manifest names it
+            for child in self._children:  # every manifest before the index naming it
+                self._put_manifest(child, str(child.digest))
             for manifest in self._manifests:
                 for reference in self._tags or [str(manifest.digest)]:
                     if reference.startswith("sha256:") and reference != str(manifest.digest):
@@ -435,7 +540,7 @@ class RegistryDestination(ImageDestination):
             self._pool.shutdown(wait=True)
             self.client.close()
 
-    def _put_manifest(self, manifest: Manifest, reference: str) -> None:
+    def _put_manifest(self, manifest: Manifest | Index, reference: str) -> None:
         response = self.client.request(
             "PUT",
             f"/v2/{self.repo}/manifests/{reference}",
@@ -467,7 +572,12 @@ def _with_digest(location: str, digest: Digest) -> str:
     return f"{location}{sep}digest={quote(str(digest))}"
 
 
-def _file_chunks(path: str, offset: int, size: int) -> Iterator[bytes]:
+def _chunks(path: str | bytes, offset: int, size: int) -> Iterator[bytes]:
+    """``size`` bytes from ``offset`` of the file ``path`` (or of these bytes), 1 MiB at once."""
+    if isinstance(path, bytes):
+        for start in range(offset, offset + size, CHUNK):
+            yield path[start : min(start + CHUNK, offset + size)]
+        return
     with open(path, "rb") as f:
         f.seek(offset)
         left = size
