@@ -22,6 +22,7 @@ from ..ops import export_layers as export_op
 from ..ops import inspect as inspect_op
 from ..ops import unpack as unpack_op
 from ..transports import Credentials, RegistryOptions, open_image
+from ..transports.registry import DEFAULT_JOBS
 from .progress import reporter
 
 PLATFORM_HELP = "OS/ARCH[/VARIANT] to pick from a multi-platform image"
@@ -130,9 +131,8 @@ def cli() -> None:
 @click.option(
     "--jobs",
     type=click.IntRange(1, 64),
-    default=4,
-    show_default=True,
-    help="Layers copied at once (not from a pipe), and blobs uploaded at once to a registry.",
+    help="Layers copied at once (not from a pipe; default 4 with a registry, else 1), and "
+    "blobs uploaded at once to a registry (default 4).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @quiet_option
@@ -152,7 +152,7 @@ def copy(
     src_tls_verify: bool | None,
     dest_tls_verify: bool | None,
     mount_from: tuple[str, ...],
-    jobs: int,
+    jobs: int | None,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -186,7 +186,7 @@ def copy(
             tls_verify=dest_tls_verify,
             authfile=authfile,
             mount_from=mount_from,
-            jobs=jobs,
+            jobs=jobs or DEFAULT_JOBS,
         ),
         jobs=jobs,
         all_platforms=all_platforms,

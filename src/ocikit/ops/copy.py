@@ -78,7 +78,7 @@ def copy(
     drop_unsafe: bool = False,
     src_registry: RegistryOptions | None = None,
     dest_registry: RegistryOptions | None = None,
-    jobs: int = 4,
+    jobs: int | None = None,
     all_platforms: bool = False,
 ) -> CopyResult:
     """Copy one image from ``src`` to ``dst`` (reference strings, skopeo syntax).
@@ -98,8 +98,10 @@ def copy(
     whole: every manifest (images, and artifacts such as attestations, byte for byte), then
     the index, tagged. A source naming one image is copied as usual.
 
-    ``jobs``: layers copied at once, where both sides can (not from a pipe); a registry
-    destination uploads ``dest_registry.jobs`` blobs at once besides.
+    ``jobs``: layers copied at once, where both sides can (not from a pipe). Default: 4 when
+    either side is a registry (network-bound), else 1 (local copies are bound by the CPU,
+    and compression is multi-threaded already). A registry destination uploads
+    ``dest_registry.jobs`` blobs at once besides.
     """
     if drop_unsafe and not repair:
         raise UsageError("--drop-unsafe only applies with --repair")
@@ -119,6 +121,8 @@ def copy(
     if dest_compress_level is not None:
         check_level(requested or Compression.GZIP, dest_compress_level)
     progress = progress or NullProgress()
+    if jobs is None:
+        jobs = 4 if "docker" in (src_ref.transport, dst_ref.transport) else 1
     dest = open_destination(dst_ref, additional_tags, _mounting(src_ref, dst_ref, dest_registry))
     speculator = None
     streamed = src_ref.transport == "docker-daemon" or (
@@ -421,7 +425,10 @@ class _Copier:
             return Descriptor(media_type, src.digest, src.size, src.annotations)
         if target is layer.compression and dest.takes_files:
             path = self.image.source.blob_file(src)
-            if path is not None:  # verified here, then sent from the source's own file
+            if path is not None:
+                # sent from the source's own file while it is verified here: a blob that
+                # fails stops the copy before any manifest names it
+                dest.put_blob_file(path, src.digest)
                 with open(path, "rb", buffering=0) as raw:
                     transcode(
                         raw,  # type: ignore[arg-type]
@@ -432,7 +439,6 @@ class _Copier:
                         expected_diff_id=layer.diff_id,
                         progress=self.progress.advance,
                     )
-                dest.put_blob_file(path, src.digest)
                 return Descriptor(media_type, src.digest, src.size, src.annotations)
         taken = self._speculated(layer, target)
         if taken is not None:

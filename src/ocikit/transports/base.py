@@ -107,11 +107,12 @@ class ImageDestination(ABC):
     @abstractmethod
     def new_blob(self) -> BlobWriter: ...
 
-    #: ``put_blob_file`` takes a verified blob from its file, without a copy
+    #: ``put_blob_file`` takes a blob from its file, without a copy
     takes_files = False
 
     def put_blob_file(self, path: str, digest: Digest) -> None:
-        """Store the blob in ``path`` (already verified; the file stays the caller's)."""
+        """Store the blob in ``path`` (the file stays the caller's). The caller verifies it
+        meanwhile and aborts the destination if it fails: nothing may name it until commit."""
         raise NotImplementedError
 
     def put_small_blob(self, data: bytes, digest: Digest) -> None:

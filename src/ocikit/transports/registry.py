@@ -227,7 +227,7 @@ class _Body(io.RawIOBase):
         self._offset = 0
         self._resumes = 0
         self._response: httpx.Response | None = get(0)
-        self._chunks = self._response.iter_raw(CHUNK)
+        self._chunks = self._response.iter_raw()
         self._cur = memoryview(b"")
 
     def readable(self) -> bool:
@@ -255,7 +255,7 @@ class _Body(io.RawIOBase):
             raise InputError(f"{self._what}: the download broke ({error})") from None
         self._resumes += 1
         self._response = self._get(self._offset)
-        self._chunks = self._response.iter_raw(CHUNK)
+        self._chunks = self._response.iter_raw()
 
     def close(self) -> None:
         if not self.closed and self._response is not None:
