@@ -291,3 +291,32 @@ def test_push_from_a_layout_stages_nothing(registry: Registry, tmp_path: Path) -
     assert_one_line_error(
         ocikit("inspect", f"docker://{registry.host}/nostage/bad:1"), contains="not found"
     )
+
+
+def test_redirects_never_carry_credentials(registry: Registry, tmp_path: Path) -> None:
+    """A registry behind Bearer auth that sends blob downloads to storage on another host
+    (``localhost`` against ``127.0.0.1``): the storage gets no Authorization header, the pull
+    completes."""
+    layout = tmp_path / "layout"
+    write_layout(layout, [tar_bytes([file("a.bin", os.urandom(1 << 20))])])
+    ok("copy", "-q", f"oci:{layout}:t", f"docker://{registry.host}/redirect/one:1")
+    with CountingProxy(registry.host) as storage:
+        port = storage.host.rsplit(":", 1)[1]
+        with CountingProxy(
+            registry.host, bearer=USERS, redirect_blobs=f"localhost:{port}"
+        ) as front:
+            ok(
+                "copy",
+                "-q",
+                "--src-creds",
+                "alice:s3cret",
+                f"docker://{front.host}/redirect/one:1",
+                f"oci:{tmp_path}/back:t",
+            )
+            assert any(a and a.startswith("Bearer ") for a in front.authorizations)
+        assert storage.count("GET", "/blobs/sha256:") == 2  # the layer and the config
+        assert storage.authorizations == [None] * len(storage.requests)
+    assert (
+        read_layout(tmp_path / "back", "t").manifest_bytes
+        == read_layout(layout, "t").manifest_bytes
+    )

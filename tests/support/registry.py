@@ -104,8 +104,19 @@ class CountingProxy:
     (half the request body forwarded, then the connection closed), ``truncate`` (the answer's
     headers and half its body sent, then the connection closed), None (passed through)."""
 
-    def __init__(self, upstream: str, *, bearer: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        bearer: dict[str, str] | None = None,
+        redirect_blobs: str | None = None,
+    ) -> None:
+        """``redirect_blobs``: blob downloads are answered with a redirect to this host:port
+        (as registries send clients to their storage); ``authorizations`` records the
+        ``Authorization`` header of every request (None: there was none)."""
         self.upstream = upstream
+        self.redirect_blobs = redirect_blobs
+        self.authorizations: list[str | None] = []
         self.requests: list[tuple[str, str]] = []
         self.upload_bytes = 0
         self.bearer = bearer
@@ -164,6 +175,7 @@ class CountingProxy:
                     body = _read_chunked(self.rfile)
                 with proxy._lock:
                     proxy.requests.append((self.command, self.path))
+                    proxy.authorizations.append(self.headers.get("Authorization"))
                     fault = None
                     if proxy._faults and proxy._match in self.path:
                         fault = proxy._faults.pop(0)
@@ -181,6 +193,9 @@ class CountingProxy:
                         return
                 if fault == "reset":
                     self.close_connection = True
+                    return
+                if proxy.redirect_blobs and self.command == "GET" and "/blobs/sha256:" in self.path:
+                    self._answer(307, Location=f"http://{proxy.redirect_blobs}{self.path}")
                     return
                 if fault in ("500", "429"):
                     self._answer(int(fault), b"injected", Retry_After="0")
