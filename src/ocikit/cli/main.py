@@ -390,6 +390,138 @@ def unpack(
         )
 
 
+@cli.command()
+@click.option(
+    "-f",
+    "--file",
+    "recipe_file",
+    default="ocikit.yaml",
+    show_default=True,
+    metavar="FILE",
+    help="The recipe.",
+)
+@click.option(
+    "--output",
+    default="oci:oci",
+    show_default=True,
+    metavar="REF",
+    help="oci:DIR (each image tagged by its name) or docker://HOST/PREFIX (PREFIX/NAME:latest).",
+)
+@click.option(
+    "--layer-type",
+    "layer_types",
+    multiple=True,
+    type=click.Choice(["tar", "squashfs"]),
+    help="Layer type (repeatable: one image per type; squashfs images are tagged "
+    "NAME-squashfs). Default: tar.",
+)
+@click.option(
+    "--compress",
+    type=click.Choice(["gzip", "zstd", "none"]),
+    default="gzip",
+    show_default=True,
+    help="Compression of tar layers.",
+)
+@click.option("--compress-level", type=int, help="gzip 0-9 (default 2), zstd 1-19 (default 3).")
+@click.option(
+    "--target", "targets", multiple=True, metavar="NAME", help="Build only NAME and its bases."
+)
+@click.option(
+    "--substitute",
+    "substitutions",
+    multiple=True,
+    metavar="VAR=VALUE",
+    help="Value of ${{VAR}} in the recipe (repeatable).",
+)
+@click.option(
+    "--substitute-file",
+    "substitute_files",
+    multiple=True,
+    metavar="FILE",
+    help="VAR=VALUE lines (repeatable; --substitute wins).",
+)
+@click.option(
+    "--context", metavar="DIR", help="Where imports are read from (default: the recipe's dir)."
+)
+@click.option("--cache-dir", metavar="DIR", help="Default: $XDG_CACHE_HOME/ocikit/build.")
+@click.option("--no-cache", is_flag=True, help="Build every image; keep nothing in the cache.")
+@click.option(
+    "--timestamp",
+    type=click.Choice(["source-date-epoch", "now"]),
+    default="source-date-epoch",
+    show_default=True,
+    help="Times in the image: $SOURCE_DATE_EPOCH (default 0), mtimes clamped to it; or now.",
+)
+@click.option("--creds", metavar="USER:PASS", help="Credentials for docker:// bases and output.")
+@click.option("--authfile", metavar="FILE", help="docker/containers auth file.")
+@click.option("--tls-verify", type=click.BOOL, default=None, help="Verify registries' TLS.")
+@click.option("--print-schema", is_flag=True, help="Print the recipe's JSON Schema and exit.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@quiet_option
+def build(
+    recipe_file: str,
+    output: str,
+    layer_types: tuple[str, ...],
+    compress: str,
+    compress_level: int | None,
+    targets: tuple[str, ...],
+    substitutions: tuple[str, ...],
+    substitute_files: tuple[str, ...],
+    context: str | None,
+    cache_dir: str | None,
+    no_cache: bool,
+    timestamp: str,
+    creds: str | None,
+    authfile: str | None,
+    tls_verify: bool | None,
+    print_schema: bool,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Build the images of a recipe (see the README's "Recipes"), without a daemon.
+
+    \b
+    Examples:
+      ocikit build                                  # ./ocikit.yaml into ./oci
+      ocikit build -f app.yaml --target app --substitute VERSION=1.2
+      ocikit build --layer-type tar --layer-type squashfs --output oci:out
+    """
+    from ..build import (
+        BuildOptions,
+        load_recipe,
+        parse_substitutions,
+        recipe_schema,
+        source_date_epoch,
+    )
+    from ..build import build as build_op
+    from ..model import Compression
+
+    if print_schema:
+        _print_json(recipe_schema())
+        return
+    values = parse_substitutions(list(substitutions), list(substitute_files))
+    recipe = load_recipe(recipe_file, values, context)
+    options = BuildOptions(
+        output=output,
+        layer_types=layer_types or ("tar",),
+        compress=Compression.parse(compress),
+        level=compress_level,
+        targets=targets,
+        cache_dir=cache_dir,
+        no_cache=no_cache,
+        epoch=None if timestamp == "now" else source_date_epoch(),
+        registry=RegistryOptions(
+            credentials=Credentials.parse(creds, "--creds") if creds else None,
+            tls_verify=tls_verify,
+            authfile=authfile,
+        ),
+    )
+    log = None if quiet or as_json else (lambda m: click.echo(m, err=True))
+    result = build_op(recipe, options, reporter(quiet), log)
+    if as_json:
+        _print_json(result.to_json())
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
     try:
         cli.main(args=argv, prog_name="ocikit", standalone_mode=False)

@@ -1,0 +1,446 @@
+"""Execute a plan: each image, for each layer type, from the cache or built, then written out.
+
+The cache is an OCI layout (``--cache-dir``): bases are copied into it once (verified,
+uncompressed layers compressed as the build asks) under ``base-<manifest hex>``, and every
+image built is stored in it under ``cache-<key>``. A lookup is for one key: the key names
+the layer type, so it never picks "any" entry. Outputs are copied from the cache with
+``ocikit.copy``, so every byte written was verified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform as _platform
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+from ..layer.analyze import LayerAnalyzer, Tree
+from ..layer.compress import check_level
+from ..layer.transcode import LayerEncoder
+from ..model import Compression, Descriptor, Digest, ImageConfig, Manifest
+from ..model import mediatypes as mt
+from ..ops.check import analyze_layer, check
+from ..ops.copy import copy
+from ..ops.progress import NullProgress, ProgressReporter
+from ..transports import Image, RegistryOptions, as_reference, open_image
+from ..transports.oci_layout import OciLayoutDestination
+from ..transports.reference import Reference
+from .imports import ImportContent, read_import
+from .layer import BuildError, place, write_tar
+from .plan import BuildPlan, PlannedImage, plan_build
+from .recipe import Built, ImageSpec, LoadedRecipe
+
+CACHE_FORMAT = 1
+DEFAULT_EPOCH = 0  # SOURCE_DATE_EPOCH when unset: 1970-01-01T00:00:00Z
+LAYER_TYPES = ("tar", "squashfs")
+
+
+@dataclass
+class ImageResult:
+    name: str
+    layer_type: str
+    key: str
+    digest: Digest  # the manifest's
+    cached: bool
+    why: str  # why it was built (or "cached")
+    tag: str | None  # at the output; None for build_only
+    layers: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "layer_type": self.layer_type,
+            "key": self.key,
+            "digest": self.digest,
+            "cached": self.cached,
+            "why": self.why,
+            "tag": self.tag,
+            "layers": self.layers,
+        }
+
+
+@dataclass
+class BuildResult:
+    recipe: str
+    output: str
+    images: list[ImageResult] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "recipe": self.recipe,
+            "output": self.output,
+            "images": [i.to_json() for i in self.images],
+        }
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    output: str = "oci:oci"
+    layer_types: tuple[str, ...] = ("tar",)
+    compress: Compression = Compression.GZIP
+    level: int | None = None
+    targets: tuple[str, ...] = ()
+    cache_dir: str | None = None
+    no_cache: bool = False
+    epoch: int | None = DEFAULT_EPOCH  # None: --timestamp now
+    registry: RegistryOptions | None = None
+
+
+def default_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "ocikit", "build")
+
+
+def source_date_epoch() -> int:
+    """``SOURCE_DATE_EPOCH`` if set (a decimal number of seconds), else the fixed default."""
+    value = os.environ.get("SOURCE_DATE_EPOCH")
+    if value is None or value == "":
+        return DEFAULT_EPOCH
+    if not value.isdigit():
+        raise UsageError(f"SOURCE_DATE_EPOCH must be a number of seconds, got {value!r}")
+    return int(value)
+
+
+def _output_ref(output: str) -> Reference:
+    ref = as_reference(output)
+    if ref.transport not in ("oci", "docker") or ref.is_stdio or ref.name:
+        raise UsageError(
+            f"--output {output}: builds go to an OCI layout (oci:DIR) or a registry "
+            f"repository prefix (docker://HOST/PREFIX), each image tagged by name; "
+            f"copy them elsewhere with ocikit copy"
+        )
+    return ref
+
+
+def _destination(output: Reference, tag: str) -> str:
+    if output.transport == "oci":
+        return f"oci:{output.path}:{tag}"
+    return f"docker://{output.path}/{tag}:latest"
+
+
+def build(
+    recipe: LoadedRecipe,
+    options: BuildOptions | None = None,
+    progress: ProgressReporter | None = None,
+    log: Callable[[str], None] | None = None,
+) -> BuildResult:
+    options = options or BuildOptions()
+    progress = progress or NullProgress()
+    log = log or (lambda _m: None)
+    for t in options.layer_types:
+        if t not in LAYER_TYPES:
+            raise UsageError(f"--layer-type {t}: expected one of {', '.join(LAYER_TYPES)}")
+    if options.level is not None:
+        check_level(options.compress, options.level)
+    output = _output_ref(options.output)
+    plan = plan_build(recipe, options.targets)
+    # --no-cache: nothing read from the cache, nothing left in it (a private one, removed)
+    temp_cache = tempfile.mkdtemp(prefix="ocikit-build-cache-") if options.no_cache else None
+    cache_dir = temp_cache or options.cache_dir or default_cache_dir()
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+        builder = _Builder(recipe, plan, options, Path(cache_dir), progress, log)
+        return builder.run(output)
+    finally:
+        if temp_cache is not None:
+            shutil.rmtree(temp_cache, ignore_errors=True)
+
+
+class _Builder:
+    def __init__(
+        self,
+        recipe: LoadedRecipe,
+        plan: BuildPlan,
+        options: BuildOptions,
+        cache: Path,
+        progress: ProgressReporter,
+        log: Callable[[str], None],
+    ) -> None:
+        self.recipe = recipe
+        self.plan = plan
+        self.options = options
+        self.cache = cache
+        self.store = f"oci:{cache}"
+        self.progress = progress
+        self.log = log
+        self._imports: dict[str, list[ImportContent]] = {}
+        self._bases: dict[str, tuple[str, str]] = {}  # reference -> (manifest digest, store tag)
+        self._keys: dict[tuple[str, str], str] = {}  # (image, layer type) -> key
+
+    def run(self, output: Reference) -> BuildResult:
+        result = BuildResult(str(self.recipe.path), str(output))
+        try:
+            for image in self.plan.order:
+                for layer_type in self.options.layer_types:
+                    result.images.append(self._image(image, layer_type, output))
+        finally:
+            for contents in self._imports.values():
+                for c in contents:
+                    c.close()
+        return result
+
+    # -- one image ---------------------------------------------------------------------------
+    def _image(self, planned: PlannedImage, layer_type: str, output: Reference) -> ImageResult:
+        name, spec = planned.name, planned.spec
+        base_id, base_tag = self._base(spec, layer_type)
+        imports = self._read_imports(name, spec)
+        key = self._key(spec, base_id, imports, layer_type)
+        self._keys[(name, layer_type)] = key
+        cache_tag = f"cache-{key}"
+        cached = not self.options.no_cache and self._in_store(cache_tag)
+        if cached:
+            why = "cached"
+        else:
+            why = "not in the cache" if not self.options.no_cache else "--no-cache"
+            self._make(name, spec, base_tag, imports, layer_type, cache_tag)
+        with open_image(f"{self.store}:{cache_tag}") as image:
+            digest = image.digest
+            layers = len(image.layers)
+        tag = None
+        if not spec.build_only:
+            tag = name if layer_type == "tar" else f"{name}-{layer_type}"
+            copy(
+                f"{self.store}:{cache_tag}",
+                _destination(output, tag),
+                dest_registry=self.options.registry,
+            )
+            if output.transport == "oci":
+                report = check(f"oci:{output.path}:{tag}")
+                if report.errors:
+                    raise BuildError(
+                        f"images.{name}: the built image fails ocikit check: {report.findings[0]}"
+                    )
+        self.log(
+            f"{name} ({layer_type}): {'cached' if cached else 'built'}"
+            + ("" if cached else f" ({why})")
+            + f" {digest}"
+        )
+        return ImageResult(name, layer_type, key, digest, cached, why, tag, layers)
+
+    def _in_store(self, tag: str) -> bool:
+        index = self.cache / "index.json"
+        try:
+            data = json.loads(index.read_bytes())
+        except (OSError, ValueError):
+            return False
+        return any(
+            d.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag
+            for d in data.get("manifests", [])
+        )
+
+    def _base(self, spec: ImageSpec, layer_type: str) -> tuple[str, str | None]:
+        """The base's identity for the key, and its tag in the store (None: scratch)."""
+        base = spec.from_
+        if isinstance(base, Built):
+            key = self._keys[(base.built, layer_type)]
+            return f"built:{key}", f"cache-{key}"
+        if base == "scratch":
+            return "scratch", None
+        ref = self._resolve_path(base)
+        if ref in self._bases:
+            digest, tag = self._bases[ref]
+            return digest, tag
+        with open_image(ref, spec.platform, registry=self.options.registry) as image:
+            digest = image.digest
+        tag = f"base-{self.options.compress.value}-{digest.hex}"
+        if not self._in_store(tag):
+            copy(
+                ref,
+                f"{self.store}:{tag}",
+                platform=spec.platform,
+                dest_compress_format=None
+                if self.options.compress is Compression.GZIP
+                else self.options.compress,
+                src_registry=self.options.registry,
+            )
+        self._bases[ref] = (digest, tag)
+        return digest, tag
+
+    def _resolve_path(self, text: str) -> str:
+        ref = as_reference(text)
+        if ref.transport in ("oci", "oci-archive", "docker-archive") and not os.path.isabs(
+            ref.path
+        ):
+            path = str(self.recipe.context / ref.path)
+            return str(Reference(ref.transport, path, ref.name, ref.index))
+        return text
+
+    def _read_imports(self, name: str, spec: ImageSpec) -> list[ImportContent]:
+        if name not in self._imports:
+            self._imports[name] = [
+                read_import(
+                    imp,
+                    f"images.{name}.imports[{i}] ({imp.src})",
+                    self.recipe.context,
+                    self.options.epoch,
+                )
+                for i, imp in enumerate(spec.imports)
+            ]
+        return self._imports[name]
+
+    def _key(
+        self, spec: ImageSpec, base_id: str, imports: Sequence[ImportContent], layer_type: str
+    ) -> str:
+        data = {
+            "format": CACHE_FORMAT,
+            "image": spec.model_dump(mode="json", by_alias=True),
+            "base": base_id,
+            "imports": [c.digest for c in imports],
+            "layer_type": layer_type,
+            "compress": self.options.compress.value,
+            "level": self.options.level,
+            "epoch": self.options.epoch,
+            "arch": None if spec.arch else _host_arch(),
+        }
+        raw = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(raw).hexdigest()
+
+    # -- building ------------------------------------------------------------------------------
+    def _make(
+        self,
+        name: str,
+        spec: ImageSpec,
+        base_tag: str | None,
+        imports: Sequence[ImportContent],
+        layer_type: str,
+        cache_tag: str,
+    ) -> None:
+        if layer_type != "tar":
+            raise UsageError(f"--layer-type {layer_type} is not built yet")
+        dest = OciLayoutDestination(Reference("oci", str(self.cache), cache_tag))
+        try:
+            base_image = open_image(f"{self.store}:{base_tag}") if base_tag else None
+            try:
+                tree = self._tree(base_image) if imports else Tree()
+                base_config = dict(base_image.config.data) if base_image else {}
+                base_layers = list(base_image.manifest.layers) if base_image else []
+            finally:
+                if base_image is not None:
+                    base_image.close()
+            new_layer = None
+            if any(c.entries for c in imports):
+                entries = place(imports, tree)
+                new_layer = self._write_layer(dest, entries)
+            config = _config(base_config, spec, new_layer, self.options.epoch, name)
+            config_raw = canonical_json_sorted(config)
+            config_digest = dest.put_blob_bytes(config_raw)
+            layers = base_layers + ([new_layer[0]] if new_layer else [])
+            manifest = Manifest.build(
+                Descriptor(mt.OCI_CONFIG, config_digest, len(config_raw)),
+                layers,
+                spec.annotations or None,
+            )
+            dest.put_manifest(manifest, ImageConfig.parse(config_raw), [])
+            dest.commit()
+        except BaseException:
+            dest.abort()
+            raise
+
+    def _tree(self, image: Image | None) -> Tree:
+        tree = Tree()
+        if image is None:
+            return tree
+        for i, layer in enumerate(image.layers):
+            analyze_layer(
+                image, i, LayerAnalyzer(tree, i, layer.descriptor.digest), None, strict=True
+            )
+        return tree
+
+    def _write_layer(self, dest: OciLayoutDestination, entries) -> tuple[Descriptor, Digest]:
+        writer = dest.new_blob()
+        try:
+            encoder = LayerEncoder(writer.file, self.options.compress, level=self.options.level)
+            write_tar(entries, encoder)  # type: ignore[arg-type]
+            result = encoder.finish()
+        except BaseException:
+            writer.abort()
+            raise
+        writer.commit(result.digest)
+        media_type = mt.oci_layer_type(self.options.compress)
+        return Descriptor(media_type, result.digest, result.size), result.diff_id
+
+
+def canonical_json_sorted(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _host_arch() -> str:
+    machine = _platform.machine().lower()
+    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}.get(
+        machine, machine
+    )
+
+
+def _iso(epoch: int | None) -> str:
+    when = datetime.now(UTC) if epoch is None else datetime.fromtimestamp(epoch, UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _config(
+    base: Mapping[str, Any],
+    spec: ImageSpec,
+    layer: tuple[Descriptor, Digest] | None,
+    epoch: int | None,
+    name: str,
+) -> dict[str, Any]:
+    """The image config: the base's, changed as the recipe says, the new layer appended."""
+    created = _iso(epoch)
+    cfg: dict[str, Any] = dict(base.get("config") or {})
+    c = spec.config
+    if c.env is not None:
+        env = list(cfg.get("Env") or [])
+        for k, v in c.env.items():
+            env = [e for e in env if e.partition("=")[0] != k]
+            env.append(f"{k}={v}")
+        cfg["Env"] = env
+    if c.entrypoint is not None:
+        cfg["Entrypoint"] = list(c.entrypoint)
+    if c.cmd is not None:
+        cfg["Cmd"] = list(c.cmd)
+    if c.user is not None:
+        cfg["User"] = c.user
+    if c.working_dir is not None:
+        cfg["WorkingDir"] = c.working_dir
+    if c.labels is not None:
+        cfg["Labels"] = {**(cfg.get("Labels") or {}), **c.labels}
+    if c.exposed_ports is not None:
+        ports = dict(cfg.get("ExposedPorts") or {})
+        for p in c.exposed_ports:
+            ports[p if "/" in p else f"{p}/tcp"] = {}
+        cfg["ExposedPorts"] = ports
+    if c.volumes is not None:
+        cfg["Volumes"] = {**(cfg.get("Volumes") or {}), **{v: {} for v in c.volumes}}
+    if c.stop_signal is not None:
+        cfg["StopSignal"] = c.stop_signal
+    rootfs = dict(base.get("rootfs") or {"type": "layers", "diff_ids": []})
+    diff_ids = list(rootfs.get("diff_ids") or [])
+    history = list(base.get("history") or [])
+    entry: dict[str, Any] = {"created": created, "created_by": f"ocikit build {name}"}
+    if layer is not None:
+        diff_ids.append(str(layer[1]))
+    else:
+        entry["empty_layer"] = True
+    history.append(entry)
+    out: dict[str, Any] = {
+        "architecture": spec.arch or base.get("architecture") or _host_arch(),
+        "os": spec.os or base.get("os") or "linux",
+        "created": created,
+        "config": cfg,
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": history,
+    }
+    variant = spec.variant or base.get("variant")
+    if variant:
+        out["variant"] = variant
+    return out
+
+
+__all__ = ["BuildOptions", "BuildResult", "ImageResult", "build", "source_date_epoch"]

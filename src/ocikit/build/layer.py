@@ -1,0 +1,208 @@
+"""A layer from imports, placed on the base image's filesystem so that consumers accept it.
+
+Every entry's path is resolved through the symlinks of the base (and of what this layer
+added before it): ``bin/tool`` over ``bin -> usr/bin`` lands at ``usr/bin/tool``. A layer
+made here therefore never holds a path twice, never turns a symlinked directory into a
+directory, and never replaces a directory by a file. Two imports that land on one path must
+agree (same content and metadata) or the build stops, naming both.
+
+Entries are written sorted by path, with normalized headers (owner numbers only, no names,
+mtimes as the imports clamped them), so the same inputs give the same bytes.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from ..errors import UsageError
+from ..layer.analyze import Kind, Node, Tree
+from ..layer.paths import clean
+from ..layer.streams import CHUNK
+from .imports import Entry, ImportContent, open_data
+
+NEW = 1 << 30  # the layer index of nodes this layer adds
+
+
+class BuildError(UsageError):
+    """The recipe cannot be built as written."""
+
+
+@dataclass
+class Placed:
+    parts: tuple[str, ...]
+    entry: Entry
+    origin: str
+    link: tuple[str, ...] | None = None  # a hardlink's target, placed
+
+
+def place(imports: Sequence[ImportContent], tree: Tree) -> list[Placed]:
+    """Where each import's entries land on ``tree`` (changed: it ends as the new layer leaves
+    it); the layer's entries in path order, missing parent directories included."""
+    placed: dict[tuple[str, ...], Placed] = {}
+    for content in imports:
+        landed: dict[str, tuple[str, ...]] = {}  # rel path -> where it landed (hardlinks)
+        dest = clean(content.spec.dest).parts
+        for entry in content.entries:
+            if content.single_file:
+                parts = (
+                    (*dest, content.spec.src.rsplit("/", 1)[-1])
+                    if content.spec.dest.endswith("/")
+                    else dest
+                )
+            else:
+                parts = (*dest, *entry.rel)
+            if not parts:
+                if entry.kind == "dir":
+                    continue  # the root itself
+                raise BuildError(f"{content.origin}: cannot replace the image's root")
+            where = _place_one(tree, placed, parts, entry, content)
+            if where is not None:
+                landed["/".join(entry.rel)] = where
+        for p in placed.values():
+            if p.entry.kind == "hardlink" and p.link is None and p.origin == content.origin:
+                target = landed.get(p.entry.target)
+                if target is None:
+                    raise BuildError(
+                        f"{content.origin}: hardlink {'/'.join(p.parts)} to "
+                        f"{p.entry.target}, which this import does not hold"
+                    )
+                p.link = target
+    ordered = [placed[k] for k in sorted(placed)]
+    _links_after_targets(ordered, placed)
+    return ordered
+
+
+def _links_after_targets(ordered: list[Placed], placed: dict[tuple[str, ...], Placed]) -> None:
+    """A hardlink sorted before its target: the two swap roles (the first one in the layer
+    holds the data), so extraction always finds the target first."""
+    seen: set[tuple[str, ...]] = set()
+    for p in ordered:
+        if p.entry.kind == "hardlink" and p.link is not None and p.link not in seen:
+            target = placed[p.link]
+            data_entry, link_entry = target.entry, p.entry
+            p.entry = data_entry
+            target.entry = link_entry
+            new_target = p.parts
+            for q in placed.values():  # every link to the old target now points here
+                if q.entry.kind == "hardlink" and q.link == target.parts:
+                    q.link = new_target
+            target.link = new_target
+            p.link = None
+        seen.add(p.parts)
+
+
+def _place_one(
+    tree: Tree,
+    placed: dict[tuple[str, ...], Placed],
+    parts: tuple[str, ...],
+    entry: Entry,
+    content: ImportContent,
+) -> tuple[str, ...] | None:
+    origin = content.origin
+    shown = "/" + "/".join(parts)
+    parent = tree.resolve(list(parts[:-1]), follow_last=True)
+    if parent.blocked is not None or parent.loop:
+        what = "a symlink loop" if parent.loop else f"/{parent.blocked}, which is not a directory"
+        raise BuildError(f"{origin}: {shown} cannot be placed: its parent leads to {what}")
+    if parent.node is not None and parent.node.kind is not Kind.DIR:
+        raise BuildError(
+            f"{origin}: {shown} cannot be placed: /{parent.path} is a {_kind(parent.node)}, "
+            f"and a layer must not replace it by a directory"
+        )
+    # missing parent directories are part of the layer
+    for i in range(1, len(parent.parts) + 1):
+        prefix = tuple(parent.parts[:i])
+        if tree.lookup(prefix) is None:
+            d = Entry(prefix, "dir", 0o755, 0, 0, entry.mtime)
+            placed[prefix] = Placed(prefix, d, origin)
+            _add(tree, prefix, Node(Kind.DIR, NEW))
+    landing = (*parent.parts, parts[-1])
+    existing = tree.lookup(landing)
+    if entry.kind == "dir":
+        if existing is None:
+            placed[landing] = Placed(landing, entry, origin)
+            _add(tree, landing, Node(Kind.DIR, NEW))
+            return landing
+        if existing.kind is Kind.DIR:
+            _same(placed, landing, entry, origin, shown)
+            return landing
+        if existing.kind is Kind.SYMLINK:  # a directory through a symlinked directory
+            res = tree.resolve(list(landing), follow_last=True)
+            if res.node is not None and res.node.kind is Kind.DIR:
+                return tuple(res.parts)
+        raise BuildError(
+            f"{origin}: {shown} is a directory but /{'/'.join(landing)} is a "
+            f"{_kind(existing)} there; a layer must not replace it"
+        )
+    if existing is not None and existing.kind is Kind.DIR:
+        raise BuildError(
+            f"{origin}: {shown} would replace the directory /{'/'.join(landing)} by a {entry.kind}"
+        )
+    if existing is not None and existing.layer == NEW:
+        _same(placed, landing, entry, origin, shown)
+        return landing
+    placed[landing] = Placed(landing, entry, origin)
+    kind = Kind.SYMLINK if entry.kind == "symlink" else Kind.FILE
+    _add(tree, landing, Node(kind, NEW, entry.target if entry.kind == "symlink" else ""))
+    return landing
+
+
+def _same(
+    placed: dict[tuple[str, ...], Placed],
+    landing: tuple[str, ...],
+    entry: Entry,
+    origin: str,
+    shown: str,
+) -> None:
+    """A second entry at a path this layer already writes: fine if it is the same."""
+    first = placed.get(landing)
+    if first is None or first.entry.identity() == entry.identity():
+        return
+    if first.entry.kind == "dir" and entry.kind == "dir" and first.origin == origin:
+        return
+    raise BuildError(
+        f"{origin}: {shown} lands on /{'/'.join(landing)}, which {first.origin} already "
+        f"writes with other content or metadata"
+    )
+
+
+def _add(tree: Tree, parts: tuple[str, ...], node: Node) -> None:
+    parent = tree.lookup(parts[:-1])
+    assert parent is not None and parent.children is not None
+    parent.children[parts[-1]] = node
+
+
+def _kind(node: Node) -> str:
+    return node.kind.value
+
+
+def write_tar(entries: Sequence[Placed], out: BinaryIO) -> None:
+    """The layer's tar: entries in order, normalized headers, data streamed from the imports."""
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK) as tar:
+        tar.copybufsize = CHUNK  # type: ignore[attr-defined]
+        for p in entries:
+            e = p.entry
+            info = tarfile.TarInfo("/".join(p.parts) + ("/" if e.kind == "dir" else ""))
+            info.mode = e.mode
+            info.uid, info.gid = e.uid, e.gid
+            info.uname = info.gname = ""
+            info.mtime = e.mtime
+            if e.kind == "dir":
+                info.type = tarfile.DIRTYPE
+            elif e.kind == "symlink":
+                info.type = tarfile.SYMTYPE
+                info.linkname = e.target
+            elif e.kind == "hardlink":
+                assert p.link is not None
+                info.type = tarfile.LNKTYPE
+                info.linkname = "/".join(p.link)
+            else:
+                info.type = tarfile.REGTYPE
+                info.size = e.size
+                with open_data(e) as data:
+                    tar.addfile(info, data)
+                continue
+            tar.addfile(info)
