@@ -15,14 +15,10 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-# Convert the shipped sample (a real `docker save`, legacy form) to an OCI layout,
-# inspect it, and write it back as a docker-archive.
+# Build the example recipe (examples/ocikit.yaml) without a daemon, inspect and check the
+# image, and run it with docker when an engine answers (scripts/demo.sh).
 demo: venv
-	rm -rf $(DEMO) && mkdir -p $(DEMO)
-	$(OCIKIT) copy docker-archive:examples/hello.docker.tar oci:$(DEMO)/layout:hello
-	$(OCIKIT) inspect oci:$(DEMO)/layout:hello
-	$(OCIKIT) copy oci:$(DEMO)/layout:hello docker-archive:$(DEMO)/hello-again.tar:hello:latest
-	@echo "demo: OCI layout in $(DEMO)/layout, docker-archive in $(DEMO)/hello-again.tar"
+	OCIKIT=$(OCIKIT) DEMO=$(DEMO) bash scripts/demo.sh
 
 system-deps:
 	bash scripts/install-system-deps.sh

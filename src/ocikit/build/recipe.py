@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -203,8 +203,11 @@ def load_recipe(
     path: str | os.PathLike[str],
     substitutions: Mapping[str, str] | None = None,
     context: str | os.PathLike[str] | None = None,
+    targets: Sequence[str] = (),
 ) -> LoadedRecipe:
-    """Read, substitute and validate the recipe; RecipeError lists every problem."""
+    """Read, substitute and validate the recipe; RecipeError lists every problem. The
+    imports' files are looked for in ``context`` for the images that will be built (all, or
+    ``targets`` and their bases)."""
     path = Path(path)
     what = str(path)
     try:
@@ -229,7 +232,7 @@ def load_recipe(
     except ValidationError as e:
         problems.extend(_format(err) for err in e.errors())
     ctx = Path(context) if context is not None else path.parent
-    problems.extend(_semantic(data["images"], ctx))
+    problems.extend(_semantic(data["images"], ctx, targets))
     if problems:
         raise RecipeError(problems, what)
     assert recipe is not None
@@ -275,7 +278,7 @@ def _format(err: Any) -> str:
     return f"{where or '.'}: {message}"
 
 
-def _semantic(images: dict[str, Any], context: Path) -> list[str]:
+def _semantic(images: dict[str, Any], context: Path, targets: Sequence[str]) -> list[str]:
     """Names, bases (unknown, cycles), imports (present in the context, pins), read from the
     raw data so that an image with a schema error is checked as far as it can be."""
     problems = []
@@ -301,11 +304,21 @@ def _semantic(images: dict[str, Any], context: Path) -> list[str]:
             problems.append(f"{where}.from: write another image of the file as {{built: NAME}}")
         elif isinstance(base, str) and base != "scratch":
             problems.extend(_check_reference(base, f"{where}.from", context))
-        imports = spec.get("imports")
+    cycles = _cycles(bases)
+    problems.extend(cycles)
+    wanted = set(images)
+    if targets and not cycles:
+        wanted = set()
+        for t in targets:
+            node: str | None = t
+            while node is not None and node in images and node not in wanted:
+                wanted.add(node)
+                node = bases.get(node)
+    for name, spec in images.items():
+        imports = spec.get("imports") if isinstance(spec, dict) and name in wanted else None
         for i, imp in enumerate(imports if isinstance(imports, list) else []):
             if isinstance(imp, dict) and isinstance(imp.get("src"), str):
-                problems.extend(_check_import(imp, f"{where}.imports[{i}]", context))
-    problems.extend(_cycles(bases))
+                problems.extend(_check_import(imp, f"images.{name}.imports[{i}]", context))
     return problems
 
 

@@ -500,7 +500,7 @@ def build(
         _print_json(recipe_schema())
         return
     values = parse_substitutions(list(substitutions), list(substitute_files))
-    recipe = load_recipe(recipe_file, values, context)
+    recipe = load_recipe(recipe_file, values, context, targets)
     options = BuildOptions(
         output=output,
         layer_types=layer_types or ("tar",),
