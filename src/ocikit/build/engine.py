@@ -15,6 +15,7 @@ import os
 import platform as _platform
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,19 +23,22 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..layer import squashfs
 from ..layer.analyze import LayerAnalyzer, Tree
 from ..layer.compress import check_level
+from ..layer.streams import HashingReader
 from ..layer.transcode import LayerEncoder
 from ..model import Compression, Descriptor, Digest, ImageConfig, Manifest
 from ..model import mediatypes as mt
 from ..ops.check import analyze_layer, check
 from ..ops.copy import copy
 from ..ops.progress import NullProgress, ProgressReporter
+from ..ops.unpack import extract_layer
 from ..transports import Image, RegistryOptions, as_reference, open_image
 from ..transports.oci_layout import OciLayoutDestination
 from ..transports.reference import Reference
 from .imports import ImportContent, read_import
-from .layer import BuildError, place, write_tar
+from .layer import BuildError, Placed, materialize, place, write_tar
 from .plan import BuildPlan, PlannedImage, plan_build
 from .recipe import Built, ImageSpec, LoadedRecipe
 
@@ -313,8 +317,8 @@ class _Builder:
         layer_type: str,
         cache_tag: str,
     ) -> None:
-        if layer_type != "tar":
-            raise UsageError(f"--layer-type {layer_type} is not built yet")
+        if layer_type == "squashfs" and base_tag is not None and base_tag.startswith("base-"):
+            base_tag = self._squashfs_base(base_tag)
         dest = OciLayoutDestination(Reference("oci", str(self.cache), cache_tag))
         try:
             base_image = open_image(f"{self.store}:{base_tag}") if base_tag else None
@@ -328,7 +332,10 @@ class _Builder:
             new_layer = None
             if any(c.entries for c in imports):
                 entries = place(imports, tree)
-                new_layer = self._write_layer(dest, entries)
+                if layer_type == "squashfs":
+                    new_layer = self._write_squashfs(dest, entries)
+                else:
+                    new_layer = self._write_layer(dest, entries)
             config = _config(base_config, spec, new_layer, self.options.epoch, name)
             config_raw = canonical_json_sorted(config)
             config_digest = dest.put_blob_bytes(config_raw)
@@ -366,6 +373,71 @@ class _Builder:
         writer.commit(result.digest)
         media_type = mt.oci_layer_type(self.options.compress)
         return Descriptor(media_type, result.digest, result.size), result.diff_id
+
+    # -- squashfs ------------------------------------------------------------------------------
+    def _write_squashfs(
+        self, dest: OciLayoutDestination, entries: Sequence[Placed]
+    ) -> tuple[Descriptor, Digest]:
+        epoch = self.options.epoch if self.options.epoch is not None else int(time.time())
+        work = Path(tempfile.mkdtemp(prefix="ocikit-squashfs-", dir=self.cache))
+        try:
+            root = work / "root"
+            root.mkdir()
+            materialize(entries, root, epoch)
+            squashfs.make(root, work / "layer.sqfs", mkfs_time=epoch)
+            return self._store_squashfs(dest, work / "layer.sqfs")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _store_squashfs(self, dest: OciLayoutDestination, path: Path) -> tuple[Descriptor, Digest]:
+        writer = dest.new_blob()
+        try:
+            with open(path, "rb") as f:
+                reader = HashingReader(f, what=str(path), sink=writer.file)  # type: ignore[arg-type]
+                reader.drain()
+        except BaseException:
+            writer.abort()
+            raise
+        writer.commit(reader.digest)
+        return Descriptor(mt.SQUASHFS_LAYER_GZIP, reader.digest, reader.size), reader.digest
+
+    def _squashfs_base(self, base_tag: str) -> str:
+        """The base (tar layers, in the store) with each layer made a squashfs layer, its
+        whiteouts as overlayfs marks them: stored once under ``BASE-squashfs``."""
+        tag = f"{base_tag}-squashfs"
+        if self._in_store(tag):
+            return tag
+        epoch = self.options.epoch if self.options.epoch is not None else int(time.time())
+        dest = OciLayoutDestination(Reference("oci", str(self.cache), tag))
+        try:
+            with open_image(f"{self.store}:{base_tag}") as image:
+                layers = []
+                for i in range(len(image.layers)):
+                    work = Path(tempfile.mkdtemp(prefix="ocikit-squashfs-", dir=self.cache))
+                    try:
+                        (work / "root").mkdir()
+                        extract_layer(image, i, work / "root", epoch)
+                        squashfs.make(work / "root", work / "layer.sqfs", mkfs_time=epoch)
+                        layers.append(self._store_squashfs(dest, work / "layer.sqfs"))
+                    finally:
+                        shutil.rmtree(work, ignore_errors=True)
+                config = dict(image.config.data)
+                rootfs = dict(config.get("rootfs") or {})
+                rootfs["diff_ids"] = [str(diff_id) for _desc, diff_id in layers]
+                config["rootfs"] = rootfs
+                raw = canonical_json_sorted(config)
+                config_digest = dest.put_blob_bytes(raw)
+                manifest = Manifest.build(
+                    Descriptor(mt.OCI_CONFIG, config_digest, len(raw)),
+                    [desc for desc, _ in layers],
+                    image.manifest.annotations or None,
+                )
+            dest.put_manifest(manifest, ImageConfig.parse(raw), [])
+            dest.commit()
+        except BaseException:
+            dest.abort()
+            raise
+        return tag
 
 
 def canonical_json_sorted(obj: Any) -> bytes:

@@ -12,9 +12,11 @@ mtimes as the imports clamped them), so the same inputs give the same bytes.
 
 from __future__ import annotations
 
+import os
 import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import UsageError
@@ -206,3 +208,55 @@ def write_tar(entries: Sequence[Placed], out: BinaryIO) -> None:
                     tar.addfile(info, data)
                 continue
             tar.addfile(info)
+
+
+def materialize(entries: Sequence[Placed], root: Path, implied_mtime: int) -> None:
+    """The layer's entries as files under the empty directory ``root`` (for mksquashfs):
+    owners as given (as root; otherwise every owner must be 0:0), modes, mtimes."""
+    as_root = os.geteuid() == 0
+    if not as_root and any(p.entry.uid or p.entry.gid for p in entries):
+        raise BuildError("squashfs layers with owners other than 0:0 need root to be made")
+    dirs: list[tuple[Path, Entry]] = []
+    for p in entries:
+        e = p.entry
+        path = root.joinpath(*p.parts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if e.kind == "dir":
+            path.mkdir(exist_ok=True)
+            dirs.append((path, e))
+            continue
+        if e.kind == "symlink":
+            os.symlink(e.target, path)
+        elif e.kind == "hardlink":
+            assert p.link is not None
+            os.link(root.joinpath(*p.link), path, follow_symlinks=False)
+            continue
+        else:
+            with open_data(e) as src, open(path, "xb") as out:
+                left = e.size
+                while left > 0:
+                    chunk = src.read(min(CHUNK, left))
+                    if not chunk:
+                        raise BuildError(f"{p.origin}: {'/'.join(p.parts)} changed while read")
+                    out.write(chunk)
+                    left -= len(chunk)
+            os.chmod(path, e.mode)
+        if as_root:
+            os.chown(path, e.uid, e.gid, follow_symlinks=False)
+        os.utime(path, (e.mtime, e.mtime), follow_symlinks=False)
+    for path, e in reversed(dirs):  # deepest last written, first fixed: children touch parents
+        os.chmod(path, e.mode)
+        if as_root:
+            os.chown(path, e.uid, e.gid)
+        os.utime(path, (e.mtime, e.mtime))
+    # directories implied by the layer's paths (their parents in the base), and the root:
+    # 0755 root, the epoch as mtime (an overlay shows the upper directory's metadata)
+    written = {path for path, _ in dirs}
+    for current, subdirs, _files in os.walk(root):
+        for d in subdirs:
+            path = Path(current, d)
+            if path not in written:
+                os.chmod(path, 0o755)
+                os.utime(path, (implied_mtime, implied_mtime), follow_symlinks=False)
+    os.chmod(root, 0o755)
+    os.utime(root, (implied_mtime, implied_mtime))

@@ -44,6 +44,8 @@ def detect(head: bytes) -> Compression:
         return Compression.GZIP
     if head.startswith(ZSTD_MAGIC):
         return Compression.ZSTD
+    if head.startswith(b"hsqs"):  # a squashfs superblock (little endian magic)
+        return Compression.SQUASHFS
     return Compression.NONE
 
 

@@ -20,6 +20,10 @@ DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
 DOCKER_LAYER_GZIP = DOCKER_LAYER + ".gzip"
 DOCKER_LAYER_ZSTD = DOCKER_LAYER + ".zstd"
 DOCKER_FOREIGN_LAYER = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+# squashfs layers, as stacker names them (suffix: the squashfs's own compression); their
+# diff_id is the digest of the squashfs itself, and whiteouts are overlayfs's
+SQUASHFS_LAYER = "application/vnd.stacker.image.layer.squashfs"
+SQUASHFS_LAYER_GZIP = SQUASHFS_LAYER + "+gzip"
 
 MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
@@ -31,15 +35,20 @@ class Compression(Enum):
     NONE = "none"
     GZIP = "gzip"
     ZSTD = "zstd"
+    SQUASHFS = "squashfs"  # not a compression of a tar: a squashfs filesystem (kept as it is)
 
     @classmethod
     def parse(cls, name: str) -> Compression:
+        """A compression of tar layers, as a user spells it (squashfs is not one)."""
         try:
-            return cls(name.lower())
+            found = cls(name.lower())
+            if found is cls.SQUASHFS:
+                raise ValueError(name)
+            return found
         except ValueError:
             from ..errors import UsageError
 
-            choices = ", ".join(c.value for c in cls)
+            choices = ", ".join(c.value for c in cls if c is not cls.SQUASHFS)
             raise UsageError(f"unknown compression {name!r} (choose from {choices})") from None
 
 
@@ -56,6 +65,9 @@ _DOCKER_LAYER_BY_COMPRESSION = {
 _LAYER_COMPRESSION = {
     **{mt: c for c, mt in _OCI_LAYER_BY_COMPRESSION.items()},
     **{mt: c for c, mt in _DOCKER_LAYER_BY_COMPRESSION.items()},
+    SQUASHFS_LAYER: Compression.SQUASHFS,
+    SQUASHFS_LAYER_GZIP: Compression.SQUASHFS,
+    SQUASHFS_LAYER + "+zstd": Compression.SQUASHFS,
     OCI_LAYER_NONDIST: Compression.NONE,
     OCI_LAYER_NONDIST + "+gzip": Compression.GZIP,
     OCI_LAYER_NONDIST + "+zstd": Compression.ZSTD,
@@ -73,8 +85,14 @@ def layer_compression(media_type: str) -> Compression | None:
 
 
 def oci_layer_type(compression: Compression) -> str:
+    if compression is Compression.SQUASHFS:
+        return SQUASHFS_LAYER_GZIP
     return _OCI_LAYER_BY_COMPRESSION[compression]
 
 
 def docker_layer_type(compression: Compression) -> str:
+    if compression is Compression.SQUASHFS:
+        from ..errors import UsageError
+
+        raise UsageError("Docker images cannot hold squashfs layers")
     return _DOCKER_LAYER_BY_COMPRESSION[compression]

@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InputError, NotFoundError
+from ..layer import squashfs
 from ..layer.analyze import ERROR, WARNING, Finding, LayerAnalyzer, Tree
 from ..layer.scan import DEFAULT_MAX_RATIO, scan_layer
 from ..layer.tarstream import TarEntry, TarStream
+from ..model import Compression
 from ..transports import Image, Reference, as_reference, open_image
 from .progress import NullProgress, ProgressReporter
 
@@ -118,16 +120,26 @@ def analyze_layer(
         analyzer.findings.append(Finding("layer-unreadable", str(e), index, desc.digest))
         return analyzer.findings
     try:
-        result = scan_layer(
-            raw,
-            desc,
-            None if known else layer.compression,
-            layer.diff_id,
-            feed,
-            max_ratio=max_ratio,
-            strict=strict,
-            progress=progress,
-        )
+        if layer.compression is Compression.SQUASHFS:
+            result = squashfs.scan(
+                raw,  # type: ignore[arg-type]
+                desc,
+                layer.diff_id,
+                lambda i, entry, _none: analyzer.feed(i, entry),
+                strict=strict,
+                progress=progress,
+            )
+        else:
+            result = scan_layer(
+                raw,
+                desc,
+                None if known else layer.compression,
+                layer.diff_id,
+                feed,
+                max_ratio=max_ratio,
+                strict=strict,
+                progress=progress,
+            )
     except InputError as e:
         if strict:
             raise

@@ -157,6 +157,11 @@ def _images(
             ref = as_reference(source)
             if ref.transport != "docker-archive":
                 image = open_image(ref, platform)
+                try:
+                    image.require_tar_layers("export-layers")
+                except BaseException:
+                    image.close()
+                    raise
                 images.append((image, [str(layer.diff_id.hex) for layer in _layers(image)]))
                 yield images, None
                 return

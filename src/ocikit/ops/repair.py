@@ -46,6 +46,7 @@ class RepairPlan:
 def plan_repair(image: Image, *, drop_unsafe: bool, progress: ProgressReporter) -> RepairPlan:
     """Pass 1: every layer read once (and verified); raises UnsafeInputError on an entry
     that cannot be repaired safely, unless ``drop_unsafe``."""
+    image.require_tar_layers("--repair")
     plan = RepairPlan()
     tree = Tree()
     progress.begin(sum(layer.descriptor.size for layer in image.layers), "checking")

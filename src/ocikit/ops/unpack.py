@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import DestinationError, UnsafeInputError
+from ..errors import DestinationError, UnsafeInputError, UsageError
 from ..layer.analyze import UNSAFE, LayerAnalyzer, Tree
 from ..layer.paths import OPAQUE, WHITEOUT, clean, split_target
 from ..layer.scan import DEFAULT_MAX_RATIO, scan_layer
@@ -29,6 +29,7 @@ from ..transports import Image, Reference, as_reference, open_image
 from .progress import NullProgress, ProgressReporter
 
 REFUSED = UNSAFE | {"absolute-path"}
+OPAQUE_XATTR = "trusted.overlay.opaque"
 MAX_LINKS = 40
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -81,6 +82,7 @@ def unpack(
         raise DestinationError(f"cannot create a directory in {parent}: {e.strerror}") from None
     try:
         with open_image(ref, platform) as image:
+            image.require_tar_layers("unpack")
             result = UnpackResult(str(ref), str(target), image.digest, len(image.layers))
             with _Extractor(staging, devices, result) as ex:
                 _unpack_layers(image, ex, max_ratio, progress)
@@ -94,6 +96,43 @@ def unpack(
     finally:
         progress.end()
     return result
+
+
+def extract_layer(image: Image, index: int, root: Path, root_mtime: int = 0) -> int:
+    """Layer ``index`` alone into the empty directory ``root``, its whiteouts as overlayfs
+    marks them (for a squashfs layer); unsafe entries refused as ``unpack`` refuses them.
+    Needs root (device nodes, owners, trusted xattrs). The root directory gets the layer's
+    ``./`` entry's metadata, else 0755 and ``root_mtime``. Returns the number of entries."""
+    if os.geteuid() != 0:
+        raise UsageError("turning tar layers into squashfs layers needs root")
+    layer = image.layers[index]
+    desc = layer.descriptor
+    result = UnpackResult(str(image.source.ref), str(root), image.digest, 1)
+    analyzer = LayerAnalyzer(Tree(), index, desc.digest)
+    with _Extractor(root, True, result, overlay=True) as ex:
+        ex.begin_layer()
+
+        def on_entry(n: int, entry: TarEntry, stream: TarStream) -> None:
+            before = len(analyzer.findings)
+            analyzer.feed(n, entry)
+            for f in analyzer.findings[before:]:
+                if f.rule in REFUSED:
+                    raise UnsafeInputError(f"layer {index}: {f.rule}: {f.message}")
+            ex.entry(entry, stream)
+
+        with image.source.open_blob(desc) as raw:
+            scan_layer(
+                raw,  # type: ignore[arg-type]
+                desc,
+                layer.compression,
+                layer.diff_id,
+                on_entry,
+                strict=True,
+            )
+        if () not in ex.dirs:
+            os.utime(ex.root_fd, (root_mtime, root_mtime))
+    analyzer.finish()
+    return analyzer.entries
 
 
 def _check_target(target: Path) -> None:
@@ -145,7 +184,12 @@ def _unpack_layers(
 class _Extractor:
     """Writes entries under ``root``; resolves every path itself, inside the root."""
 
-    def __init__(self, root: Path, devices: bool, result: UnpackResult) -> None:
+    def __init__(
+        self, root: Path, devices: bool, result: UnpackResult, overlay: bool = False
+    ) -> None:
+        """``overlay``: one layer on its own, whiteouts written as overlayfs marks them (a
+        character device 0/0, the opaque xattr) instead of applied."""
+        self.overlay = overlay
         self.root_fd = os.open(root, _DIR_FLAGS)
         self.devices = devices
         self.result = result
@@ -262,7 +306,10 @@ class _Extractor:
             return
         *parent_parts, base = cn.parts
         if base.startswith(WHITEOUT):
-            self._whiteout(tuple(parent_parts), base)
+            if self.overlay:
+                self._overlay_whiteout(tuple(parent_parts), base, entry)
+            else:
+                self._whiteout(tuple(parent_parts), base)
             return
         pfd, resolved = self._parent(tuple(parent_parts))
         path = (*resolved, base)
@@ -361,6 +408,19 @@ class _Extractor:
                 self._remove(hidden, pfd, st)
         finally:
             os.close(pfd)
+
+    def _overlay_whiteout(self, parent_parts: tuple[str, ...], base: str, entry: TarEntry) -> None:
+        pfd, resolved = self._parent(parent_parts)
+        if base == OPAQUE:
+            os.setxattr(pfd, OPAQUE_XATTR, b"y")
+            return
+        hidden = base[len(WHITEOUT) :]
+        if _lstat(hidden, pfd) is not None:  # this layer wrote it: the whiteout hides nothing
+            return
+        os.mknod(hidden, stat.S_IFCHR | 0o600, os.makedev(0, 0), dir_fd=pfd)
+        mtime_ns = int(entry.mtime * 1e9)  # the whiteout entry's time: reproducible
+        os.utime(hidden, ns=(mtime_ns, mtime_ns), dir_fd=pfd, follow_symlinks=False)
+        self.created.add((*resolved, hidden))
 
     def _opaque(self, dfd: int, resolved: tuple[str, ...]) -> None:
         """Remove what lower layers put in the directory; keep what this layer wrote."""

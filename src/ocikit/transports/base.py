@@ -91,7 +91,10 @@ class ImageDestination(ABC):
         self.ref = ref
 
     def layer_compression(self, source: Compression, requested: Compression | None) -> Compression:
-        """The compression a layer gets here, given the source's and the user's wish."""
+        """The compression a layer gets here, given the source's and the user's wish (a
+        squashfs layer is a filesystem, not a compressed tar: it is kept as it is)."""
+        if source is Compression.SQUASHFS:
+            return source
         if requested is not None:
             return requested
         return Compression.GZIP if source is Compression.NONE else source

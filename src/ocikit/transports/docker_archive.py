@@ -248,6 +248,10 @@ class DockerArchiveDestination(ImageDestination):
         self._images: list[tuple[Manifest, ImageConfig, list[str]]] = []
 
     def layer_compression(self, source: Compression, requested: Compression | None) -> Compression:
+        if source is Compression.SQUASHFS:
+            raise UsageError(
+                f"{self.ref}: Docker cannot load squashfs layers; copy the tar image instead"
+            )
         if requested not in (None, Compression.NONE):
             raise UsageError("docker-archive layers are stored uncompressed; drop the compression")
         return Compression.NONE

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import InputError, VerificationError
+from ..errors import InputError, UsageError, VerificationError
 from ..layer.streams import HashingReader, Progress
 from ..model import Compression, Descriptor, Digest, ImageConfig, Manifest
 from ..model.mediatypes import layer_compression
@@ -85,6 +85,15 @@ class Image:
 
     def repo_tags(self) -> list[str]:
         return self.source.repo_tags()
+
+    def require_tar_layers(self, what: str) -> None:
+        """UsageError if a layer is squashfs (``what`` reads tar layers only)."""
+        for i, layer in enumerate(self.layers):
+            if layer.compression is Compression.SQUASHFS:
+                raise UsageError(
+                    f"{self.source.ref}: layer {i} is squashfs; {what} reads tar layers "
+                    f"(build the image with --layer-type tar)"
+                )
 
     def open_blob(
         self,

@@ -1,0 +1,212 @@
+"""squashfs layers (stacker's ``application/vnd.stacker.image.layer.squashfs+gzip``), made and
+read with squashfs-tools.
+
+A squashfs layer is a filesystem, not a tar: its diff_id is its own digest, and it marks
+deletions as overlayfs does (a character device 0/0 where a lower file is deleted, the
+``trusted.overlay.opaque=y`` xattr on a directory that hides the lower one). ``mksquashfs``
+makes one from a directory (reproducibly: 4.5 writes in a fixed order and time is pinned
+with ``-mkfs-time``); ``entries`` lists one as the tar entries it stands for (whiteouts as
+``.wh.`` names), so ``check`` judges both kinds of layer by the same rules.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from ..errors import InputError, UsageError
+from ..model import Compression, Descriptor, Digest
+from .paths import OPAQUE, WHITEOUT
+from .streams import HashingReader, Progress
+from .tarstream import TarEntry
+
+if TYPE_CHECKING:
+    from .scan import ScanResult
+
+MKSQUASHFS = "mksquashfs"
+UNSQUASHFS = "unsquashfs"
+OPAQUE_XATTR = "trusted.overlay.opaque"
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin")
+    if path is None:
+        raise UsageError(f"{name} is needed for squashfs layers (Debian: squashfs-tools)")
+    return path
+
+
+def make(source: Path, out: Path, *, mkfs_time: int) -> None:
+    """``mksquashfs`` of ``source`` (owners, modes, mtimes and xattrs as they are there)."""
+    cmd = [
+        _tool(MKSQUASHFS),
+        str(source),
+        str(out),
+        "-noappend",
+        "-no-progress",
+        "-quiet",
+        "-comp",
+        "gzip",
+        "-mkfs-time",
+        str(mkfs_time),
+    ]
+    if os.geteuid() != 0:
+        cmd.append("-all-root")  # the caller checked every owner is 0:0
+    proc = subprocess.run(cmd, capture_output=True, check=False)
+    if proc.returncode != 0:
+        raise InputError(f"mksquashfs failed: {_last_line(proc.stderr)}")
+
+
+def extract(blob: Path, target: Path) -> None:
+    """``unsquashfs`` into ``target`` (must not exist); owners and xattrs kept as root."""
+    cmd = [_tool(UNSQUASHFS), "-no-progress", "-d", str(target), str(blob)]
+    proc = subprocess.run(cmd, capture_output=True, check=False)
+    if proc.returncode != 0:
+        raise InputError(f"not a readable squashfs ({_last_line(proc.stderr or proc.stdout)})")
+
+
+def entries(blob: Path) -> Iterator[TarEntry]:
+    """The tar entries the squashfs at ``blob`` stands for, in a fixed (sorted) order."""
+    work = Path(tempfile.mkdtemp(prefix="ocikit-squashfs-"))
+    try:
+        root = work / "root"
+        extract(blob, root)
+        yield from _walk(root)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _walk(root: Path) -> Iterator[TarEntry]:
+    inodes: dict[tuple[int, int], str] = {}
+
+    def walk(rel: str) -> Iterator[TarEntry]:
+        directory = root / rel if rel else root
+        for name in sorted(os.listdir(directory)):
+            path = directory / name
+            st = os.lstat(path)
+            full = f"{rel}/{name}" if rel else name
+            mode = stat.S_IMODE(st.st_mode)
+            common = {"uid": st.st_uid, "gid": st.st_gid, "mtime": int(st.st_mtime)}
+            if stat.S_ISDIR(st.st_mode):
+                yield TarEntry(full + "/", tarfile.DIRTYPE, 0, mode=mode, **common)
+                if _opaque(path):
+                    yield TarEntry(f"{full}/{OPAQUE}", tarfile.REGTYPE, 0, **common)
+                yield from walk(full)
+            elif stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                parent = f"{rel}/" if rel else ""
+                yield TarEntry(f"{parent}{WHITEOUT}{name}", tarfile.REGTYPE, 0, **common)
+            elif stat.S_ISLNK(st.st_mode):
+                target = os.readlink(path)
+                yield TarEntry(full, tarfile.SYMTYPE, 0, target, mode, **common)
+            elif stat.S_ISREG(st.st_mode):
+                key = (st.st_dev, st.st_ino)
+                if st.st_nlink > 1 and key in inodes:
+                    yield TarEntry(full, tarfile.LNKTYPE, 0, inodes[key], mode, **common)
+                    continue
+                inodes[key] = full
+                yield TarEntry(full, tarfile.REGTYPE, st.st_size, mode=mode, **common)
+            else:
+                kind = {
+                    stat.S_IFCHR: tarfile.CHRTYPE,
+                    stat.S_IFBLK: tarfile.BLKTYPE,
+                    stat.S_IFIFO: tarfile.FIFOTYPE,
+                }.get(stat.S_IFMT(st.st_mode))
+                if kind is None:
+                    continue  # a socket: not in a layer
+                yield TarEntry(
+                    full,
+                    kind,
+                    0,
+                    mode=mode,
+                    devmajor=os.major(st.st_rdev),
+                    devminor=os.minor(st.st_rdev),
+                    **common,
+                )
+
+    return walk("")
+
+
+def _opaque(path: Path) -> bool:
+    try:
+        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
+    except OSError:
+        return False
+
+
+def _last_line(data: bytes) -> str:
+    lines = [line for line in data.decode(errors="replace").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "no message"
+
+
+def scan(
+    raw: BinaryIO,
+    descriptor: Descriptor,
+    diff_id: Digest | None,
+    on_entry: Callable[[int, TarEntry, None], None] | None,
+    *,
+    strict: bool = False,
+    progress: Progress | None = None,
+) -> ScanResult:
+    """``scan_layer`` for a squashfs layer: the blob is spooled (hashed on the way), its
+    entries listed; problems are returned (raised with ``strict``) by the same rule ids."""
+    from .scan import ScanResult
+
+    what = f"layer {descriptor.digest}"
+    problems: list[tuple[str, str]] = []
+    fd, spool = tempfile.mkstemp(prefix="ocikit-squashfs-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            hashed = HashingReader(raw, what=what, sink=out, progress=progress)  # type: ignore[arg-type]
+            hashed.drain()
+        head = Path(spool).read_bytes()[:4] if hashed.size else b""
+        count = 0
+        if head != b"hsqs":
+            problems.append(("media-type", f"{what}: the media type says squashfs, it is not"))
+        else:
+            try:
+                for entry in entries(Path(spool)):
+                    if on_entry is not None:
+                        on_entry(count, entry, None)
+                    count += 1
+            except InputError as e:
+                if strict:
+                    raise
+                problems.append(("layer-unreadable", f"{what}: {e}"))
+    finally:
+        os.unlink(spool)
+    result = ScanResult(
+        hashed.digest,
+        hashed.size,
+        Compression.SQUASHFS,
+        hashed.digest,
+        hashed.size,
+        count,
+        problems,
+    )
+    if result.size != descriptor.size:
+        problems.append(
+            (
+                "blob-size",
+                f"{what}: the blob is {result.size} bytes, its descriptor says {descriptor.size}",
+            )
+        )
+    if result.digest != descriptor.digest:
+        problems.append(("blob-digest", f"{what}: the blob's content digest is {result.digest}"))
+    if diff_id is not None and result.digest != diff_id:
+        problems.append(
+            (
+                "diff-id",
+                f"{what}: a squashfs layer's diff_id is its digest, the config says {diff_id}",
+            )
+        )
+    if strict and problems:
+        from ..errors import VerificationError
+
+        raise VerificationError(problems[0][1])
+    return result
