@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from support.cli import assert_one_line_error, ocikit, ok
 from support.layouts import directory, file, read_entries, symlink, tar_bytes, write_layout
@@ -463,3 +465,57 @@ def test_squashfs_layers_keep_deletions_and_reproduce(tmp_path: Path) -> None:
     assert_one_line_error(proc, contains="squashfs")
     ok("copy", "-q", "oci:oci:app-squashfs", f"oci:{tmp_path}/copied:t", cwd=tmp_path)
     ok("check", f"oci:{tmp_path}/copied:t")
+
+
+def test_an_image_failing_check_is_neither_output_nor_cached(tmp_path: Path) -> None:
+    """A base with a duplicate path (which docker load refuses): the build stops, says why,
+    writes no output and caches nothing, so the next build says it again."""
+    write_layout(
+        tmp_path / "base",
+        [tar_bytes([directory("etc"), file("etc/x", "1"), file("etc/x", "2")])],
+        ref="base",
+    )
+    write(tmp_path / "hello.txt", "hi")
+    (tmp_path / "ocikit.yaml").write_text(
+        "images:\n  app:\n    from: oci:base:base\n    imports:\n"
+        "      - {src: hello.txt, dest: /hello.txt}\n"
+    )
+    for _ in range(2):
+        proc = ocikit("build", "--cache-dir", str(tmp_path / "cache"), cwd=tmp_path)
+        err = assert_one_line_error(proc, contains="fails ocikit check")
+        assert "duplicate-path" in err
+        assert not (tmp_path / "oci" / "index.json").exists()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    name=st.text(
+        st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="/\0"),
+        min_size=1,
+        max_size=60,
+    ).map(lambda s: s if s not in (".", "..") else s + "x"),
+    depth=st.integers(1, 6),
+    kind=st.sampled_from([tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE]),
+    size=st.integers(0, 3000),
+    uid=st.integers(0, 1 << 24),
+    mtime=st.integers(0, 1 << 33),
+    mode=st.integers(0, 0o7777),
+)
+def test_tar_headers_read_back(
+    name: str, depth: int, kind: bytes, size: int, uid: int, mtime: int, mode: int
+) -> None:
+    """Headers the build writes read back exactly with tarfile and with ocikit's parser."""
+    from ocikit.build.layer import tar_header
+    from ocikit.layer.tarstream import TarStream
+
+    path = "/".join([name] * depth)
+    size = size if kind == tarfile.REGTYPE else 0
+    link = name * 3 if kind == tarfile.SYMTYPE else ""
+    data = tar_header(path, kind, size, mode, uid, uid + 1, mtime, link)
+    data += b"x" * size + bytes(-size % 512) + bytes(1024)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        [member] = tar.getmembers()
+    assert (member.name, member.type, member.size, member.mode) == (path, kind, size, mode)
+    assert (member.uid, member.gid, member.mtime, member.linkname) == (uid, uid + 1, mtime, link)
+    [entry] = list(TarStream(io.BytesIO(data)))
+    assert (entry.name, entry.size, entry.uid, entry.linkname) == (path, size, uid, link)

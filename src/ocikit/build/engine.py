@@ -24,20 +24,20 @@ from typing import Any
 
 from ..errors import UsageError
 from ..layer import squashfs
-from ..layer.analyze import LayerAnalyzer, Tree
+from ..layer.analyze import Tree
 from ..layer.compress import check_level
 from ..layer.streams import HashingReader
 from ..layer.transcode import LayerEncoder
 from ..model import Compression, Descriptor, Digest, ImageConfig, Manifest
 from ..model import mediatypes as mt
-from ..ops.check import analyze_layer, check
+from ..ops.check import LowerLayers, analyze_lower, check_image
 from ..ops.copy import copy
 from ..ops.progress import NullProgress, ProgressReporter
 from ..ops.unpack import extract_layer
 from ..transports import Image, RegistryOptions, as_reference, open_image
-from ..transports.oci_layout import OciLayoutDestination
+from ..transports.oci_layout import OciLayoutDestination, OciLayoutSource
 from ..transports.reference import Reference
-from .imports import ImportContent, read_import
+from .imports import INLINE_BUDGET, ImportContent, read_import
 from .layer import BuildError, Placed, materialize, place, write_tar
 from .plan import BuildPlan, PlannedImage, plan_build
 from .recipe import Built, ImageSpec, LoadedRecipe
@@ -185,6 +185,8 @@ class _Builder:
             for image in self.plan.order:
                 for layer_type in self.options.layer_types:
                     result.images.append(self._image(image, layer_type, output))
+                for content in self._imports.pop(image.name, []):  # done with them
+                    content.close()
         finally:
             for contents in self._imports.values():
                 for c in contents:
@@ -216,12 +218,6 @@ class _Builder:
                 _destination(output, tag),
                 dest_registry=self.options.registry,
             )
-            if output.transport == "oci":
-                report = check(f"oci:{output.path}:{tag}")
-                if report.errors:
-                    raise BuildError(
-                        f"images.{name}: the built image fails ocikit check: {report.findings[0]}"
-                    )
         self.log(
             f"{name} ({layer_type}): {'cached' if cached else 'built'}"
             + ("" if cached else f" ({why})")
@@ -279,12 +275,14 @@ class _Builder:
 
     def _read_imports(self, name: str, spec: ImageSpec) -> list[ImportContent]:
         if name not in self._imports:
+            budget = [INLINE_BUDGET]  # small files kept from the hashing read, per image
             self._imports[name] = [
                 read_import(
                     imp,
                     f"images.{name}.imports[{i}] ({imp.src})",
                     self.recipe.context,
                     self.options.epoch,
+                    budget,
                 )
                 for i, imp in enumerate(spec.imports)
             ]
@@ -323,7 +321,14 @@ class _Builder:
         try:
             base_image = open_image(f"{self.store}:{base_tag}") if base_tag else None
             try:
-                tree = self._tree(base_image) if imports else Tree()
+                # the base's layers read once: the tree imports are placed on, and the
+                # base's part of the final check
+                lower = (
+                    analyze_lower(base_image)
+                    if base_image is not None
+                    else LowerLayers(0, Tree(), [], 0)
+                )
+                tree = lower.tree.copy()
                 base_config = dict(base_image.config.data) if base_image else {}
                 base_layers = list(base_image.manifest.layers) if base_image else []
             finally:
@@ -346,20 +351,21 @@ class _Builder:
                 spec.annotations or None,
             )
             dest.put_manifest(manifest, ImageConfig.parse(config_raw), [])
+            # checked before the cache names it: what the cache holds passed, outputs are copies
+            dest.flush()
+            source = OciLayoutSource(
+                Reference("oci", str(self.cache)), descriptor=manifest.descriptor
+            )
+            with Image(source) as image:
+                report = check_image(image, f"images.{name} ({layer_type})", lower=lower)
+            if report.errors:
+                raise BuildError(
+                    f"images.{name}: the built image fails ocikit check: {report.findings[0]}"
+                )
             dest.commit()
         except BaseException:
             dest.abort()
             raise
-
-    def _tree(self, image: Image | None) -> Tree:
-        tree = Tree()
-        if image is None:
-            return tree
-        for i, layer in enumerate(image.layers):
-            analyze_layer(
-                image, i, LayerAnalyzer(tree, i, layer.descriptor.digest), None, strict=True
-            )
-        return tree
 
     def _write_layer(self, dest: OciLayoutDestination, entries) -> tuple[Descriptor, Digest]:
         writer = dest.new_blob()

@@ -45,6 +45,7 @@ class Entry:
     sha256: str = ""  # of a file's content
     target: str = ""  # a symlink's target; a hardlink's target as ``rel`` joined by "/"
     data: tuple[str, int] | None = None  # (file, offset) holding a file's content
+    inline: bytes | None = None  # a small file's content, kept from the hashing read
 
     def identity(self) -> tuple[object, ...]:
         """What makes two entries at one path the same."""
@@ -77,8 +78,17 @@ class _suppress:
         return isinstance(exc[1], OSError)
 
 
-def read_import(spec: Import, origin: str, context: Path, epoch: int | None) -> ImportContent:
-    """``epoch``: mtimes are clamped to it (None: kept as they are)."""
+def read_import(
+    spec: Import,
+    origin: str,
+    context: Path,
+    epoch: int | None,
+    budget: list[int] | None = None,
+) -> ImportContent:
+    """``epoch``: mtimes are clamped to it (None: kept as they are). ``budget``: bytes of
+    small files that may be kept in memory from the hashing read (shared by the imports of
+    one image; default ``INLINE_BUDGET``)."""
+    budget = budget if budget is not None else [INLINE_BUDGET]
     src = context / spec.src
     uid, gid = (int(x) for x in (spec.owner or "0:0").split(":"))
     try:
@@ -90,7 +100,7 @@ def read_import(spec: Import, origin: str, context: Path, epoch: int | None) -> 
         extract = stat.S_ISREG(st.st_mode) and spec.src.endswith(TARBALL_SUFFIXES)
     if stat.S_ISDIR(st.st_mode):
         content = ImportContent(spec, origin, False, [])
-        content.entries = list(_walk(src, spec, uid, gid, epoch, origin))
+        content.entries = list(_walk(src, spec, uid, gid, epoch, origin, budget))
     elif stat.S_ISREG(st.st_mode) and extract:
         content = ImportContent(spec, origin, False, [])
         _check_pin(src, spec, origin)
@@ -98,7 +108,7 @@ def read_import(spec: Import, origin: str, context: Path, epoch: int | None) -> 
     elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
         content = ImportContent(spec, origin, True, [])
         if stat.S_ISREG(st.st_mode):
-            entry = _file(src, st, (), spec, uid, gid, epoch)
+            entry = _file(src, st, (), spec, uid, gid, epoch, budget)
             if spec.sha256 is not None and entry.sha256 != spec.sha256:
                 raise VerificationError(
                     f"{origin}: {spec.src} has sha256 {entry.sha256}, the recipe pins {spec.sha256}"
@@ -125,22 +135,40 @@ def _file_mode(st_mode: int, spec: Import) -> int:
     return 0o755 if st_mode & 0o111 else 0o644
 
 
+INLINE_MAX = 64 << 10  # files up to this size are kept from the hashing read ...
+INLINE_BUDGET = 64 << 20  # ... up to this much per import: written without a second open
+
+
 def _file(
-    path: Path,
+    path: str | Path,
     st: os.stat_result,
     rel: tuple[str, ...],
     spec: Import,
     uid: int,
     gid: int,
     epoch: int | None,
+    budget: list[int] | None = None,
 ) -> Entry:
     h = hashlib.sha256()
     size = 0
+    inline = None
     with open(path, "rb", buffering=0) as f:
-        buf = bytearray(CHUNK)
-        while n := f.readinto(buf):
-            h.update(memoryview(buf)[:n])
-            size += n
+        if st.st_size <= INLINE_MAX:
+            data = f.read(INLINE_MAX + 1)
+            if len(data) <= INLINE_MAX and f.read(1) == b"":
+                h.update(data)
+                size = len(data)
+                if budget is not None and budget[0] >= size:
+                    budget[0] -= size
+                    inline = data
+            else:  # it grew while read: hash it the long way
+                f.seek(0)
+                data = b""
+        if not size and inline is None and st.st_size:
+            buf = bytearray(CHUNK)
+            while n := f.readinto(buf):
+                h.update(memoryview(buf)[:n])
+                size += n
     return Entry(
         rel,
         "file",
@@ -151,21 +179,28 @@ def _file(
         size,
         h.hexdigest(),
         data=(str(path), 0),
+        inline=inline,
     )
 
 
 def _walk(
-    root: Path, spec: Import, uid: int, gid: int, epoch: int | None, origin: str
+    root: Path,
+    spec: Import,
+    uid: int,
+    gid: int,
+    epoch: int | None,
+    origin: str,
+    budget: list[int],
 ) -> Iterator[Entry]:
     """A directory's contents, depth first in sorted order; a file sharing its inode with an
     earlier one becomes a hardlink to it."""
     inodes: dict[tuple[int, int], str] = {}
 
     def walk(rel_dir: tuple[str, ...]) -> Iterator[Entry]:
-        directory = root.joinpath(*rel_dir)
+        directory = os.path.join(root, *rel_dir)
         for name in sorted(os.listdir(directory)):
             rel = (*rel_dir, name)
-            path = directory / name
+            path = os.path.join(directory, name)
             st = os.lstat(path)
             mtime = _mtime(st, epoch)
             if stat.S_ISDIR(st.st_mode):
@@ -181,7 +216,7 @@ def _walk(
                     continue
                 if st.st_nlink > 1:
                     inodes[key] = "/".join(rel)
-                yield _file(path, st, rel, spec, uid, gid, epoch)
+                yield _file(path, st, rel, spec, uid, gid, epoch, budget)
             else:
                 raise UsageError(
                     f"{origin}: {spec.src}/{'/'.join(rel)} is a special file; imports take "
@@ -309,6 +344,8 @@ def _digest(content: ImportContent) -> str:
 
 
 def open_data(entry: Entry) -> BinaryIO:
+    if entry.inline is not None:
+        return io.BytesIO(entry.inline)
     assert entry.data is not None
     path, offset = entry.data
     f = open(path, "rb")  # noqa: SIM115 - the caller closes it

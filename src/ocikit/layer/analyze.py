@@ -235,6 +235,21 @@ class Tree:
                 stack.append(child)
         return Resolution(cur, here(), via, escaped)
 
+    def copy(self) -> Tree:
+        """An independent copy (names and types: no content to copy)."""
+        new = Tree()
+        todo = [(self.root, new.root)]
+        while todo:
+            src, dst = todo.pop()
+            dst.kind, dst.layer, dst.target = src.kind, src.layer, src.target
+            if src.children is not None:
+                dst.children = {}
+                for name, child in src.children.items():
+                    copy = Node(child.kind, child.layer, child.target)
+                    dst.children[name] = copy
+                    todo.append((child, copy))
+        return new
+
     def lookup(self, parts: list[str] | tuple[str, ...]) -> Node | None:
         """The node at exactly ``parts`` (no symlink followed)."""
         node: Node | None = self.root

@@ -67,8 +67,46 @@ def check(
         progress.end()
 
 
+@dataclass
+class LowerLayers:
+    """The first ``count`` layers of an image, analyzed already: the tree they leave, their
+    findings and entries (an image built on them is checked from there on)."""
+
+    count: int
+    tree: Tree
+    findings: list[Finding]
+    entries: int
+
+
+def analyze_lower(image: Image, max_ratio: float | None = DEFAULT_MAX_RATIO) -> LowerLayers:
+    """Every layer of ``image`` read once (verified: an unreadable layer raises)."""
+    tree = Tree()
+    findings: list[Finding] = []
+    entries = 0
+    for i, layer in enumerate(image.layers):
+        analyzer = LayerAnalyzer(tree, i, layer.descriptor.digest)
+        findings += analyze_layer(image, i, analyzer, max_ratio, strict=True)
+        entries += analyzer.entries
+    return LowerLayers(len(image.layers), tree, findings, entries)
+
+
+def check_image(
+    image: Image,
+    reference: str,
+    max_ratio: float = DEFAULT_MAX_RATIO,
+    lower: LowerLayers | None = None,
+) -> CheckReport:
+    """``check`` of an image already open; ``lower``: its first layers, analyzed already
+    (their tree is used up), so only the layers above them are read."""
+    return _check_image(image, reference, max_ratio, NullProgress(), lower)
+
+
 def _check_image(
-    image: Image, reference: str, max_ratio: float, progress: ProgressReporter
+    image: Image,
+    reference: str,
+    max_ratio: float,
+    progress: ProgressReporter,
+    lower: LowerLayers | None = None,
 ) -> CheckReport:
     report = CheckReport(reference, image.digest, len(image.layers))
     report.findings.extend(
@@ -86,9 +124,15 @@ def _check_image(
                 f"has {len(image.layers)} layers",
             )
         )
-    tree = Tree()
+    tree = Tree() if lower is None else lower.tree
+    start = 0 if lower is None else lower.count
+    if lower is not None:
+        report.findings.extend(lower.findings)
+        report.entries += lower.entries
     progress.begin(sum(layer.descriptor.size for layer in image.layers), "checking")
     for i, layer in enumerate(image.layers):
+        if i < start:
+            continue
         desc = layer.descriptor
         progress.step(f"layer {i + 1}/{len(image.layers)} {desc.digest.hex[:12]}")
         analyzer = LayerAnalyzer(tree, i, desc.digest)

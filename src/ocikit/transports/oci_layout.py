@@ -338,6 +338,10 @@ class OciLayoutDestination(ImageDestination):
             if e is not None:
                 raise DestinationError(f"{self.root}: cannot write a blob: {e}") from e
 
+    def flush(self) -> None:
+        """Every blob written so far is in place (fsynced, renamed); the index is untouched."""
+        self._drain_io()
+
     def put_blob_bytes(self, data: bytes) -> Digest:
         digest = Digest.of(data)
         if not self.has_blob(digest):
