@@ -519,3 +519,38 @@ def test_tar_headers_read_back(
     assert (member.uid, member.gid, member.mtime, member.linkname) == (uid, uid + 1, mtime, link)
     [entry] = list(TarStream(io.BytesIO(data)))
     assert (entry.name, entry.size, entry.uid, entry.linkname) == (path, size, uid, link)
+
+
+def test_output_to_a_registry_and_timestamp_now(tmp_path: Path) -> None:
+    """--output docker://HOST/PREFIX pushes each image as PREFIX/NAME:latest (skopeo reads
+    it back); --timestamp now dates the image now instead of at the epoch."""
+    from support.registry import Registry, can_run
+
+    why = can_run()
+    if why:
+        pytest.skip(why)
+    _project(tmp_path)
+    with Registry() as registry:
+        result = build(tmp_path, "--output", f"docker://{registry.host}/built")
+        pushed = {i["name"]: i["digest"] for i in result["images"] if i["tag"]}
+        assert set(pushed) == {"app", "other"}
+        for name, digest in pushed.items():
+            proc = subprocess.run(
+                [
+                    "skopeo",
+                    "inspect",
+                    "--tls-verify=false",
+                    f"docker://{registry.host}/built/{name}:latest",
+                ],
+                capture_output=True,
+                check=True,
+            )
+            assert json.loads(proc.stdout)["Digest"] == digest
+    now = build(tmp_path, "--timestamp", "now", "--target", "other")
+    config = json.loads(ok("inspect", "--config", "oci:oci:other", cwd=tmp_path).stdout)
+    assert (
+        config["created"] >= "2026" and now["images"][0]["digest"] != result["images"][2]["digest"]
+    )
+    assert_one_line_error(
+        ocikit("build", "--output", "docker-archive:x.tar", cwd=tmp_path), contains="--output"
+    )

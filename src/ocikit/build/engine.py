@@ -115,7 +115,10 @@ def source_date_epoch() -> int:
 
 def _output_ref(output: str) -> Reference:
     ref = as_reference(output)
-    if ref.transport not in ("oci", "docker") or ref.is_stdio or ref.name:
+    tagged = ref.name is not None
+    if ref.transport == "docker":  # a repository prefix: no tag or digest written
+        tagged = "@" in output or ":" in output.rsplit("/", 1)[-1]
+    if ref.transport not in ("oci", "docker") or ref.is_stdio or tagged:
         raise UsageError(
             f"--output {output}: builds go to an OCI layout (oci:DIR) or a registry "
             f"repository prefix (docker://HOST/PREFIX), each image tagged by name; "
