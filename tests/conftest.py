@@ -33,6 +33,8 @@ from support.archives import (
 from support.cli import ok
 from support.docker25 import convert
 from support.dockerd import DockerEngine, EngineError, can_run
+from support.registry import Registry
+from support.registry import can_run as registry_can_run
 
 EXTRA_BLOB = b'{"note":"a blob nothing points at; engines >= 25 leave some"}'
 
@@ -200,3 +202,13 @@ def existing_layout(sample_layout: Path, tmp_path: Path) -> Path:
     layout = tmp_path / "existing"
     shutil.copytree(sample_layout, layout)
     return layout
+
+
+@pytest.fixture(scope="module")
+def registry() -> Iterator[Registry]:
+    """A real ``docker-registry`` on 127.0.0.1 (no auth), one per test module."""
+    why = registry_can_run()
+    if why:
+        pytest.skip(why)
+    with Registry() as reg:
+        yield reg

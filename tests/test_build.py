@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from support.cli import assert_one_line_error, ocikit, ok
 from support.layouts import directory, file, read_entries, symlink, tar_bytes, write_layout
+from support.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -521,31 +522,25 @@ def test_tar_headers_read_back(
     assert (entry.name, entry.size, entry.uid, entry.linkname) == (path, size, uid, link)
 
 
-def test_output_to_a_registry_and_timestamp_now(tmp_path: Path) -> None:
+def test_output_to_a_registry_and_timestamp_now(tmp_path: Path, registry: Registry) -> None:
     """--output docker://HOST/PREFIX pushes each image as PREFIX/NAME:latest (skopeo reads
     it back); --timestamp now dates the image now instead of at the epoch."""
-    from support.registry import Registry, can_run
-
-    why = can_run()
-    if why:
-        pytest.skip(why)
     _project(tmp_path)
-    with Registry() as registry:
-        result = build(tmp_path, "--output", f"docker://{registry.host}/built")
-        pushed = {i["name"]: i["digest"] for i in result["images"] if i["tag"]}
-        assert set(pushed) == {"app", "other"}
-        for name, digest in pushed.items():
-            proc = subprocess.run(
-                [
-                    "skopeo",
-                    "inspect",
-                    "--tls-verify=false",
-                    f"docker://{registry.host}/built/{name}:latest",
-                ],
-                capture_output=True,
-                check=True,
-            )
-            assert json.loads(proc.stdout)["Digest"] == digest
+    result = build(tmp_path, "--output", f"docker://{registry.host}/built")
+    pushed = {i["name"]: i["digest"] for i in result["images"] if i["tag"]}
+    assert set(pushed) == {"app", "other"}
+    for name, digest in pushed.items():
+        proc = subprocess.run(
+            [
+                "skopeo",
+                "inspect",
+                "--tls-verify=false",
+                f"docker://{registry.host}/built/{name}:latest",
+            ],
+            capture_output=True,
+            check=True,
+        )
+        assert json.loads(proc.stdout)["Digest"] == digest
     now = build(tmp_path, "--timestamp", "now", "--target", "other")
     config = json.loads(ok("inspect", "--config", "oci:oci:other", cwd=tmp_path).stdout)
     assert (

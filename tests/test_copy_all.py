@@ -9,11 +9,8 @@ import hashlib
 import json
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from support.archives import SAMPLE
 from support.cli import assert_one_line_error, ocikit, ok
@@ -24,20 +21,11 @@ from support.layouts import (
     tar_bytes,
     write_layout,
 )
-from support.registry import CountingProxy, Registry, can_run
+from support.registry import CountingProxy, Registry
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 REF_NAME = "org.opencontainers.image.ref.name"
-
-
-@pytest.fixture(scope="module")
-def registry() -> Iterator[Registry]:
-    why = can_run()
-    if why:
-        pytest.skip(why)
-    with Registry() as reg:
-        yield reg
 
 
 def skopeo(*args: str) -> bytes:

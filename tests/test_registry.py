@@ -18,19 +18,10 @@ import pytest
 from support.archives import SAMPLE, Archive
 from support.cli import assert_one_line_error, ocikit, ok
 from support.layouts import file, tar_bytes, write_layout
-from support.registry import CountingProxy, Registry, can_run
+from support.registry import CountingProxy, Registry
 from support.verify import read_layout
 
 USERS = {"alice": "s3cret"}
-
-
-@pytest.fixture(scope="module")
-def registry() -> Iterator[Registry]:
-    why = can_run()
-    if why:
-        pytest.skip(why)
-    with Registry() as reg:
-        yield reg
 
 
 @pytest.fixture

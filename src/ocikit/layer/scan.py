@@ -142,15 +142,7 @@ def scan_layer(
         entries,
         problems,
     )
-    if result.size != descriptor.size:
-        problems.append(
-            (
-                "blob-size",
-                f"{what}: the blob is {result.size} bytes, its descriptor says {descriptor.size}",
-            )
-        )
-    if result.digest != descriptor.digest:
-        problems.append(("blob-digest", f"{what}: the blob's content digest is {result.digest}"))
+    problems += blob_problems(what, result, descriptor)
     if result.diff_id is not None and diff_id is not None and result.diff_id != diff_id:
         problems.append(
             (
@@ -163,6 +155,21 @@ def scan_layer(
         rule, message = problems[0]
         raise VerificationError(message) if rule != "media-type" else InputError(message)
     return result
+
+
+def blob_problems(what: str, result: ScanResult, descriptor: Descriptor) -> list[tuple[str, str]]:
+    """The blob as read against its descriptor: size, then digest."""
+    problems = []
+    if result.size != descriptor.size:
+        problems.append(
+            (
+                "blob-size",
+                f"{what}: the blob is {result.size} bytes, its descriptor says {descriptor.size}",
+            )
+        )
+    if result.digest != descriptor.digest:
+        problems.append(("blob-digest", f"{what}: the blob's content digest is {result.digest}"))
+    return problems
 
 
 def _name(c: Compression) -> str:

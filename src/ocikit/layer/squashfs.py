@@ -155,7 +155,7 @@ def scan(
 ) -> ScanResult:
     """``scan_layer`` for a squashfs layer: the blob is spooled (hashed on the way), its
     entries listed; problems are returned (raised with ``strict``) by the same rule ids."""
-    from .scan import ScanResult
+    from .scan import ScanResult, blob_problems
 
     what = f"layer {descriptor.digest}"
     problems: list[tuple[str, str]] = []
@@ -189,15 +189,7 @@ def scan(
         count,
         problems,
     )
-    if result.size != descriptor.size:
-        problems.append(
-            (
-                "blob-size",
-                f"{what}: the blob is {result.size} bytes, its descriptor says {descriptor.size}",
-            )
-        )
-    if result.digest != descriptor.digest:
-        problems.append(("blob-digest", f"{what}: the blob's content digest is {result.digest}"))
+    problems += blob_problems(what, result, descriptor)
     if diff_id is not None and result.digest != diff_id:
         problems.append(
             (

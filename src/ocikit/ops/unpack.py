@@ -15,6 +15,7 @@ import shutil
 import stat
 import tarfile
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,34 +106,12 @@ def extract_layer(image: Image, index: int, root: Path, root_mtime: int = 0) -> 
     ``./`` entry's metadata, else 0755 and ``root_mtime``. Returns the number of entries."""
     if os.geteuid() != 0:
         raise UsageError("turning tar layers into squashfs layers needs root")
-    layer = image.layers[index]
-    desc = layer.descriptor
     result = UnpackResult(str(image.source.ref), str(root), image.digest, 1)
-    analyzer = LayerAnalyzer(Tree(), index, desc.digest)
     with _Extractor(root, True, result, overlay=True) as ex:
-        ex.begin_layer()
-
-        def on_entry(n: int, entry: TarEntry, stream: TarStream) -> None:
-            before = len(analyzer.findings)
-            analyzer.feed(n, entry)
-            for f in analyzer.findings[before:]:
-                if f.rule in REFUSED:
-                    raise UnsafeInputError(f"layer {index}: {f.rule}: {f.message}")
-            ex.entry(entry, stream)
-
-        with image.source.open_blob(desc) as raw:
-            scan_layer(
-                raw,  # type: ignore[arg-type]
-                desc,
-                layer.compression,
-                layer.diff_id,
-                on_entry,
-                strict=True,
-            )
+        entries = _extract(image, index, Tree(), ex, DEFAULT_MAX_RATIO)
         if () not in ex.dirs:
             os.utime(ex.root_fd, (root_mtime, root_mtime))
-    analyzer.finish()
-    return analyzer.entries
+    return entries
 
 
 def _check_target(target: Path) -> None:
@@ -153,32 +132,45 @@ def _unpack_layers(
     for i, layer in enumerate(image.layers):
         desc = layer.descriptor
         progress.step(f"layer {i + 1}/{len(image.layers)} {desc.digest.hex[:12]}")
-        analyzer = LayerAnalyzer(tree, i, desc.digest)
-        ex.begin_layer()
+        ex.result.entries += _extract(image, i, tree, ex, max_ratio, progress.advance)
 
-        def on_entry(
-            n: int, entry: TarEntry, stream: TarStream, analyzer: LayerAnalyzer = analyzer
-        ) -> None:
-            before = len(analyzer.findings)
-            analyzer.feed(n, entry)
-            for f in analyzer.findings[before:]:
-                if f.rule in REFUSED:
-                    raise UnsafeInputError(f"layer {f.layer}: {f.rule}: {f.message}")
-            ex.entry(entry, stream)
 
-        with image.source.open_blob(desc) as raw:
-            scan_layer(
-                raw,  # type: ignore[arg-type]
-                desc,
-                layer.compression,
-                layer.diff_id,
-                on_entry,
-                max_ratio=max_ratio,
-                strict=True,
-                progress=progress.advance,
-            )
-        analyzer.finish()
-        ex.result.entries += analyzer.entries
+def _extract(
+    image: Image,
+    index: int,
+    tree: Tree,
+    ex: _Extractor,
+    max_ratio: float | None,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """One layer read once, every entry judged by the analyzer (on ``tree``) before ``ex``
+    writes it; an entry ``unpack`` refuses stops it. Returns the number of entries."""
+    layer = image.layers[index]
+    desc = layer.descriptor
+    analyzer = LayerAnalyzer(tree, index, desc.digest)
+    ex.begin_layer()
+
+    def on_entry(n: int, entry: TarEntry, stream: TarStream) -> None:
+        before = len(analyzer.findings)
+        analyzer.feed(n, entry)
+        for f in analyzer.findings[before:]:
+            if f.rule in REFUSED:
+                raise UnsafeInputError(f"layer {f.layer}: {f.rule}: {f.message}")
+        ex.entry(entry, stream)
+
+    with image.source.open_blob(desc) as raw:
+        scan_layer(
+            raw,  # type: ignore[arg-type]
+            desc,
+            layer.compression,
+            layer.diff_id,
+            on_entry,
+            max_ratio=max_ratio,
+            strict=True,
+            progress=progress,
+        )
+    analyzer.finish()
+    return analyzer.entries
 
 
 class _Extractor:

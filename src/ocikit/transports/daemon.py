@@ -27,6 +27,7 @@ from ..errors import DestinationError, InputError, NotFoundError, UsageError
 from ..layer.streams import CHUNK
 from .archive import TarArchive, Tee
 from .docker_archive import DockerArchiveDestination, DockerArchiveSource
+from .httpstream import ResponseStream
 from .reference import Reference
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
@@ -108,30 +109,13 @@ def _engine_message(response: httpx.Response) -> str:
     return " ".join(str(text).split())
 
 
-class _ResponseReader(io.RawIOBase):
-    """A response body as a readable stream (for the one-pass tar reader)."""
+def _response_stream(response: httpx.Response, what: str) -> ResponseStream:
+    """The engine's stream; it cannot be resumed: a break is an error."""
 
-    def __init__(self, response: httpx.Response, what: str) -> None:
-        super().__init__()
-        self._chunks = response.iter_raw(CHUNK)
-        self._what = what
-        self._cur = memoryview(b"")
+    def broke(_offset: int, error: httpx.HTTPError) -> httpx.Response:
+        raise InputError(f"{what}: the engine's stream broke: {_reason(error)}") from None
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
-        while not self._cur:
-            try:
-                self._cur = memoryview(next(self._chunks))
-            except StopIteration:
-                return 0
-            except httpx.TransportError as e:
-                raise InputError(f"{self._what}: the engine's stream broke: {_reason(e)}") from None
-        n = min(len(buffer), len(self._cur))
-        buffer[:n] = self._cur[:n]
-        self._cur = self._cur[n:]
-        return n
+    return ResponseStream(response, broke)
 
 
 class DaemonSource(DockerArchiveSource):
@@ -143,7 +127,7 @@ class DaemonSource(DockerArchiveSource):
         try:
             response = engine.save(ref.path)
             try:
-                stream = io.BufferedReader(_ResponseReader(response, what), CHUNK)
+                stream = io.BufferedReader(_response_stream(response, what), CHUNK)
                 archive = TarArchive.from_stream(stream, what, tee)  # type: ignore[arg-type]
             finally:
                 response.close()

@@ -15,7 +15,7 @@ import contextlib
 import io
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -35,6 +35,7 @@ from ..model import Descriptor, Digest, ImageConfig, Index, Manifest, Platform
 from ..model import mediatypes as mt
 from ..model.manifest import parse_manifest_or_index
 from .base import BlobWriter, ImageDestination, ImageSource, IndexSource, select_platform
+from .httpstream import ResponseStream
 from .reference import Reference
 from .registry_client import (
     AuthError,
@@ -143,8 +144,19 @@ class RegistrySource(ImageSource):
         return self._manifest
 
     def open_blob(self, descriptor: Descriptor) -> BinaryIO:
+        """The blob streamed; a download that breaks goes on from the byte it got to (a
+        ``Range`` request), ``RESUMES`` times at most, each after the client's retries."""
         what = f"{self.ref}: blob {descriptor.digest}"
-        body = _Body(lambda offset: self._get_blob(descriptor, offset, what), what)
+        resumes = 0
+
+        def resume(offset: int, error: httpx.HTTPError) -> httpx.Response:
+            nonlocal resumes
+            resumes += 1
+            if resumes > RESUMES:
+                raise InputError(f"{what}: the download broke ({error})") from None
+            return self._get_blob(descriptor, offset, what)
+
+        body = ResponseStream(self._get_blob(descriptor, 0, what), resume)
         return io.BufferedReader(body, CHUNK)  # type: ignore[return-value]
 
     def _get_blob(self, descriptor: Descriptor, offset: int, what: str) -> httpx.Response:
@@ -214,53 +226,6 @@ class RegistryIndex(IndexSource):
 
     def close(self) -> None:
         self.client.close()
-
-
-class _Body(io.RawIOBase):
-    """A blob download as a stream; when the connection breaks, the download goes on from
-    the byte it got to (``RESUMES`` times at most, each after the client's own retries)."""
-
-    def __init__(self, get: Callable[[int], httpx.Response], what: str) -> None:
-        super().__init__()
-        self._get = get
-        self._what = what
-        self._offset = 0
-        self._resumes = 0
-        self._response: httpx.Response | None = get(0)
-        self._chunks = self._response.iter_raw()
-        self._cur = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
-        while not self._cur:
-            try:
-                self._cur = memoryview(next(self._chunks))
-            except StopIteration:
-                return 0
-            except httpx.HTTPError as e:
-                self._resume(e)
-        n = min(len(buffer), len(self._cur))
-        buffer[:n] = self._cur[:n]
-        self._cur = self._cur[n:]
-        self._offset += n
-        return n
-
-    def _resume(self, error: Exception) -> None:
-        if self._response is not None:
-            self._response.close()
-            self._response = None
-        if self._resumes >= RESUMES:
-            raise InputError(f"{self._what}: the download broke ({error})") from None
-        self._resumes += 1
-        self._response = self._get(self._offset)
-        self._chunks = self._response.iter_raw()
-
-    def close(self) -> None:
-        if not self.closed and self._response is not None:
-            self._response.close()
-        super().close()
 
 
 # -- push --------------------------------------------------------------------------------------
