@@ -11,6 +11,7 @@ directories 0755; ``mode`` overrides the files' bits.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -65,17 +66,9 @@ class ImportContent:
 
     def close(self) -> None:
         for path in self.spools:
-            with _suppress():
+            with contextlib.suppress(OSError):
                 os.unlink(path)
         self.spools.clear()
-
-
-class _suppress:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> bool:
-        return isinstance(exc[1], OSError)
 
 
 def read_import(
