@@ -506,8 +506,8 @@ def test_tar_headers_read_back(
     name: str, depth: int, kind: bytes, size: int, uid: int, mtime: int, mode: int
 ) -> None:
     """Headers the build writes read back exactly with tarfile and with ocikit's parser."""
-    from ocikit.build.layer import tar_header
     from ocikit.layer.tarstream import TarStream
+    from ocikit.layer.tarwriter import tar_header
 
     path = "/".join([name] * depth)
     size = size if kind == tarfile.REGTYPE else 0

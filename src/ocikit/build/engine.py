@@ -26,6 +26,7 @@ from ..errors import UsageError
 from ..layer import squashfs
 from ..layer.analyze import Tree
 from ..layer.compress import check_level
+from ..layer.overlay import overlay_entries
 from ..layer.streams import HashingReader
 from ..layer.transcode import LayerEncoder
 from ..model import Compression, Descriptor, Digest, ImageConfig, Manifest
@@ -37,10 +38,11 @@ from ..ops.unpack import extract_layer
 from ..transports import Image, RegistryOptions, as_reference, open_image
 from ..transports.oci_layout import OciLayoutDestination, OciLayoutSource
 from ..transports.reference import Reference
+from . import rootfs, sandbox
 from .imports import INLINE_BUDGET, ImportContent, read_import
 from .layer import BuildError, Placed, materialize, place, write_tar
 from .plan import BuildPlan, PlannedImage, plan_build
-from .recipe import Built, ImageSpec, LoadedRecipe
+from .recipe import Bind, Built, ImageSpec, Import, LoadedRecipe
 
 CACHE_FORMAT = 1
 DEFAULT_EPOCH = 0  # SOURCE_DATE_EPOCH when unset: 1970-01-01T00:00:00Z
@@ -96,6 +98,7 @@ class BuildOptions:
     no_cache: bool = False
     epoch: int | None = DEFAULT_EPOCH  # None: --timestamp now
     registry: RegistryOptions | None = None
+    runtime: str = "runc"  # the OCI runtime of run steps: runc or crun
 
 
 def default_cache_dir() -> str:
@@ -138,7 +141,11 @@ def build(
     options: BuildOptions | None = None,
     progress: ProgressReporter | None = None,
     log: Callable[[str], None] | None = None,
+    step_output: Callable[[str], None] | None = None,
 ) -> BuildResult:
+    """Build the recipe's images (``options.targets`` and their bases, or all). ``log`` gets
+    a line per image (cached or built, and why); ``step_output`` each line run steps write,
+    prefixed with the image's name (they also go to ``CACHE/logs/NAME.log``)."""
     options = options or BuildOptions()
     progress = progress or NullProgress()
     log = log or (lambda _m: None)
@@ -154,7 +161,7 @@ def build(
     cache_dir = temp_cache or options.cache_dir or default_cache_dir()
     try:
         os.makedirs(cache_dir, exist_ok=True)
-        builder = _Builder(recipe, plan, options, Path(cache_dir), progress, log)
+        builder = _Builder(recipe, plan, options, Path(cache_dir), progress, log, step_output)
         return builder.run(output)
     finally:
         if temp_cache is not None:
@@ -170,6 +177,7 @@ class _Builder:
         cache: Path,
         progress: ProgressReporter,
         log: Callable[[str], None],
+        step_output: Callable[[str], None] | None = None,
     ) -> None:
         self.recipe = recipe
         self.plan = plan
@@ -181,6 +189,9 @@ class _Builder:
         self._imports: dict[str, list[ImportContent]] = {}
         self._bases: dict[str, tuple[str, str]] = {}  # reference -> (manifest digest, store tag)
         self._keys: dict[tuple[str, str], str] = {}  # (image, layer type) -> key
+        self._digests: dict[tuple[str, str], Digest] = {}  # (image, layer type) -> manifest
+        self._layer_type = "tar"  # of the image being made
+        self.step_output = step_output or (lambda _line: None)
 
     def run(self, output: Reference) -> BuildResult:
         result = BuildResult(str(self.recipe.path), str(output))
@@ -204,15 +215,18 @@ class _Builder:
         key = self._key(spec, base_id, imports, layer_type)
         self._keys[(name, layer_type)] = key
         cache_tag = f"cache-{key}"
-        cached = not self.options.no_cache and self._in_store(cache_tag)
+        cached = not self.options.no_cache and spec.cache and self._in_store(cache_tag)
         if cached:
             why = "cached"
         else:
-            why = "not in the cache" if not self.options.no_cache else "--no-cache"
+            why = "--no-cache" if self.options.no_cache else "not in the cache"
+            if not spec.cache:
+                why = "cache: false"
             self._make(name, spec, base_tag, imports, layer_type, cache_tag)
         with open_image(f"{self.store}:{cache_tag}") as image:
             digest = image.digest
             layers = len(image.layers)
+        self._digests[(name, layer_type)] = digest
         tag = None
         if not spec.build_only:
             tag = name if layer_type == "tar" else f"{name}-{layer_type}"
@@ -242,9 +256,9 @@ class _Builder:
     def _base(self, spec: ImageSpec, layer_type: str) -> tuple[str, str | None]:
         """The base's identity for the key, and its tag in the store (None: scratch)."""
         base = spec.from_
-        if isinstance(base, Built):
+        if isinstance(base, Built):  # what it is, not how it was made (run steps may differ)
             key = self._keys[(base.built, layer_type)]
-            return f"built:{key}", f"cache-{key}"
+            return f"built:{self._digests[(base.built, layer_type)]}", f"cache-{key}"
         if base == "scratch":
             return "scratch", None
         ref = self._resolve_path(base)
@@ -299,6 +313,7 @@ class _Builder:
             "image": spec.model_dump(mode="json", by_alias=True),
             "base": base_id,
             "imports": [c.digest for c in imports],
+            "binds": self._bind_digests(spec),
             "layer_type": layer_type,
             "compress": self.options.compress.value,
             "level": self.options.level,
@@ -307,6 +322,23 @@ class _Builder:
         }
         raw = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(raw).hexdigest()
+
+    def _bind_digests(self, spec: ImageSpec) -> list[str | None]:
+        """The content of each read-only bind (an input of the steps); None for a writable one."""
+        digests: list[str | None] = []
+        for i, bind in enumerate(spec.binds):
+            if bind.rw:
+                digests.append(None)
+                continue
+            probe = Import(src=str(self._bind_source(bind)), dest="/", extract=False)
+            content = read_import(probe, f"binds[{i}] ({bind.src})", Path("/"), None, [0])
+            digests.append(content.digest)
+            content.close()
+        return digests
+
+    def _bind_source(self, bind: Bind) -> Path:
+        src = Path(bind.src)
+        return src if src.is_absolute() else (self.recipe.context / src).absolute()
 
     # -- building ------------------------------------------------------------------------------
     def _make(
@@ -318,6 +350,7 @@ class _Builder:
         layer_type: str,
         cache_tag: str,
     ) -> None:
+        self._layer_type = layer_type
         if layer_type == "squashfs" and base_tag is not None and base_tag.startswith("base-"):
             base_tag = self._squashfs_base(base_tag)
         dest = OciLayoutDestination(Reference("oci", str(self.cache), cache_tag))
@@ -338,8 +371,12 @@ class _Builder:
                 if base_image is not None:
                     base_image.close()
             new_layer = None
-            if any(c.entries for c in imports):
-                entries = place(imports, tree)
+            placed_imports = [c for c in imports if c.spec.dest is not None]
+            if spec.run is not None:
+                entries = place(placed_imports, tree)
+                new_layer = self._run(name, spec, base_tag, lower, entries, imports, dest)
+            elif any(c.entries for c in placed_imports):
+                entries = place(placed_imports, tree)
                 if layer_type == "squashfs":
                     new_layer = self._write_squashfs(dest, entries)
                 else:
@@ -375,6 +412,132 @@ class _Builder:
         try:
             encoder = LayerEncoder(writer.file, self.options.compress, level=self.options.level)
             write_tar(entries, encoder)  # type: ignore[arg-type]
+            result = encoder.finish()
+        except BaseException:
+            writer.abort()
+            raise
+        writer.commit(result.digest)
+        media_type = mt.oci_layer_type(self.options.compress)
+        return Descriptor(media_type, result.digest, result.size), result.diff_id
+
+    # -- run steps ------------------------------------------------------------------------------
+    def _run(
+        self,
+        name: str,
+        spec: ImageSpec,
+        base_tag: str | None,
+        lower: LowerLayers,
+        entries: Sequence[Placed],
+        imports: Sequence[ImportContent],
+        dest: OciLayoutDestination,
+    ) -> tuple[Descriptor, Digest] | None:
+        """The imports, then the steps in a container on an overlay of the base's layers;
+        the upper directory becomes the layer (None: nothing changed)."""
+        epoch = self.options.epoch if self.options.epoch is not None else int(time.time())
+        work = Path(tempfile.mkdtemp(prefix="ocikit-run-", dir=self.cache))
+        try:
+            base = open_image(f"{self.store}:{base_tag}") if base_tag else None
+            try:
+                lowers = rootfs.layer_dirs(base, self.cache, epoch) if base else []
+                base_config = dict(base.config.data) if base else {}
+            finally:
+                if base is not None:
+                    base.close()
+            upper = work / "upper"
+            upper.mkdir()
+            materialize(entries, upper, epoch)
+            runtime_config = _config(base_config, spec, None, epoch, name)["config"]
+            with rootfs.overlay(lowers, upper, work / "work", work / "merged") as merged:
+                uid, gid, groups = _user(merged, runtime_config.get("User") or "", name)
+                self._steps(name, spec, merged, runtime_config, uid, gid, groups, imports)
+            self._drop_mount_points(spec, upper, lower)
+            base_top = set((lower.tree.root.children or {}).keys())
+            return self._upper_layer(dest, upper, base_top, epoch)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _steps(
+        self,
+        name: str,
+        spec: ImageSpec,
+        merged: Path,
+        config: Mapping[str, Any],
+        uid: int,
+        gid: int,
+        groups: Sequence[int],
+        imports: Sequence[ImportContent],
+    ) -> None:
+        commands = [spec.run] if isinstance(spec.run, str) else list(spec.run or [])
+        shell = spec.shell or ["/bin/sh", "-c"]
+        env = list(config.get("Env") or []) or [f"PATH={DEFAULT_PATH}"]
+        if not any(e.startswith("PATH=") for e in env):
+            env.append(f"PATH={DEFAULT_PATH}")
+        mounts = [sandbox.Mount(str(self._bind_source(b)), b.dest, b.rw) for b in spec.binds] + [
+            sandbox.Mount(
+                str((self.recipe.context / c.spec.src).absolute()),
+                f"{sandbox.IMPORTS_DIR}/{c.spec.src.strip('/')}",
+            )
+            for c in imports
+        ]
+        logs = self.cache / "logs"
+        logs.mkdir(exist_ok=True)
+        log_path = logs / f"{name}.log"
+        with open(log_path, "a") as log:
+            for i, command in enumerate(commands):
+                log.write(f"--- images.{name}.run[{i}]: {command}\n")
+
+                def line(text: str, log: Any = log) -> None:
+                    log.write(text + "\n")
+                    self.step_output(f"{name} | {text}")
+
+                result = sandbox.run_step(
+                    merged,
+                    [*shell, command],
+                    env=env,
+                    cwd=config.get("WorkingDir") or "/",
+                    uid=uid,
+                    gid=gid,
+                    groups=groups,
+                    mounts=mounts,
+                    network_host=spec.network == "host",
+                    runtime=self.options.runtime,
+                    on_line=line,
+                )
+                if result.exit_code != 0:
+                    tail = " | ".join(result.tail[-5:]) or "no output"
+                    where = f"images.{name}.run" + (f"[{i}]" if len(commands) > 1 else "")
+                    raise BuildError(
+                        f"{where} failed with exit code {result.exit_code} (log: {log_path}): "
+                        f"{tail}"
+                    )
+
+    def _drop_mount_points(self, spec: ImageSpec, upper: Path, lower: LowerLayers) -> None:
+        """Empty directories the runtime made for binds, where the base has nothing."""
+        for bind in spec.binds:
+            parts = [p for p in bind.dest.split("/") if p]
+            while parts and lower.tree.lookup(parts) is None:
+                path = upper.joinpath(*parts)
+                if not path.is_dir() or path.is_symlink() or any(path.iterdir()):
+                    break
+                path.rmdir()
+                parts.pop()
+
+    def _upper_layer(
+        self, dest: OciLayoutDestination, upper: Path, base_top: set[str], epoch: int
+    ) -> tuple[Descriptor, Digest] | None:
+        """The upper directory as the layer; None if the steps and imports changed nothing."""
+        drop = frozenset(rootfs.MOUNT_POINTS - base_top)
+        if next(iter(overlay_entries(upper, drop)), None) is None:
+            return None
+        if self._layer_type == "squashfs":
+            rootfs.prepare_upper_for_squashfs(upper, base_top, epoch)
+            out = upper.parent / "layer.sqfs"
+            squashfs.make(upper, out, mkfs_time=epoch)
+            return self._store_squashfs(dest, out)
+        writer = dest.new_blob()
+        try:
+            encoder = LayerEncoder(writer.file, self.options.compress, level=self.options.level)
+            rootfs.write_upper_tar(upper, encoder, base_top, epoch)  # type: ignore[arg-type]
             result = encoder.finish()
         except BaseException:
             writer.abort()
@@ -447,6 +610,63 @@ class _Builder:
             dest.abort()
             raise
         return tag
+
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _user(root: Path, user: str, name: str) -> tuple[int, int, list[int]]:
+    """uid, gid and groups of the config's ``User`` (``uid[:gid]`` or names, looked up in
+    the image's /etc/passwd and /etc/group, read without following a symlink out)."""
+    if not user:
+        return 0, 0, []
+    who, _, group = user.partition(":")
+    passwd = _table(root, "etc/passwd")
+    uid = gid = None
+    if who.isdigit():
+        uid = int(who)
+        gid = next((int(r[3]) for r in passwd if len(r) > 3 and r[2] == who), 0)
+    else:
+        for row in passwd:
+            if len(row) > 3 and row[0] == who:
+                uid, gid = int(row[2]), int(row[3])
+        if uid is None:
+            raise BuildError(f"images.{name}.config.user: no user {who!r} in the image")
+    if group:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            found = [int(r[2]) for r in _table(root, "etc/group") if len(r) > 2 and r[0] == group]
+            if not found:
+                raise BuildError(f"images.{name}.config.user: no group {group!r} in the image")
+            gid = found[0]
+    groups = sorted(
+        {
+            int(r[2])
+            for r in _table(root, "etc/group")
+            if len(r) > 3 and r[2].isdigit() and who in r[3].split(",")
+        }
+    )
+    return uid, gid or 0, groups
+
+
+def _table(root: Path, rel: str) -> list[list[str]]:
+    """Rows of a colon-separated file of the image; empty if absent or reached by a symlink."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        *dirs, leaf = rel.split("/")
+        for part in dirs:
+            nfd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+        ffd = os.open(leaf, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fd)
+    except OSError:
+        return []
+    finally:
+        os.close(fd)
+    with os.fdopen(ffd, "rb") as f:
+        text = f.read(1 << 20).decode(errors="replace")
+    return [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]
 
 
 def canonical_json_sorted(obj: Any) -> bytes:

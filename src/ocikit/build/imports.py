@@ -6,7 +6,8 @@ with ocikit's own tar parser and their data spooled to one file per import (cons
 
 Owners are normalized (0:0 unless the import says ``owner``) and modes too, so a checkout
 with another umask gives the same layer: files 0755 when any execute bit is set, else 0644;
-directories 0755; ``mode`` overrides the files' bits.
+directories 0755; ``mode`` overrides the files' bits. A tarball's members keep their own
+modes and owners (it carries them, reproducibly), unless ``mode``/``owner`` are given.
 """
 
 from __future__ import annotations
@@ -261,9 +262,13 @@ def _tarball(
                 if not rel:
                     continue  # the tarball's "./": the dest itself
                 mtime = entry.mtime if epoch is None else min(max(int(entry.mtime), 0), epoch)
-                mode = entry.mode & 0o7777
+                # a tarball carries its own modes and owners (a root filesystem's setuid
+                # bits, 1777 /tmp, root:shadow): kept unless the import says otherwise
+                mode = entry.mode & 0o7777 if spec.mode is None else int(spec.mode)
+                if spec.owner is None:
+                    uid, gid = entry.uid, entry.gid
                 if entry.isdir():
-                    e = Entry(rel, "dir", 0o755, uid, gid, mtime)
+                    e = Entry(rel, "dir", entry.mode & 0o7777, uid, gid, mtime)
                 elif entry.issym():
                     e = Entry(rel, "symlink", 0o777, uid, gid, mtime, target=entry.linkname)
                 elif entry.islnk():
@@ -276,7 +281,7 @@ def _tarball(
                     e = Entry(
                         rel,
                         "hardlink",
-                        _file_mode(mode, spec),
+                        mode,
                         uid,
                         gid,
                         mtime,
@@ -292,7 +297,7 @@ def _tarball(
                     e = Entry(
                         rel,
                         "file",
-                        _file_mode(mode, spec),
+                        mode,
                         uid,
                         gid,
                         mtime,

@@ -23,6 +23,7 @@ from ..errors import UsageError
 from ..layer.analyze import Kind, Node, Tree
 from ..layer.paths import clean
 from ..layer.streams import CHUNK
+from ..layer.tarwriter import BLOCK, RECORD, tar_header
 from .imports import Entry, ImportContent, open_data
 
 NEW = 1 << 30  # the layer index of nodes this layer adds
@@ -220,81 +221,6 @@ def write_tar(entries: Sequence[Placed], out: BinaryIO) -> None:
     buf += bytes(2 * BLOCK)
     buf += bytes(-len(buf) % RECORD)  # as tar pads its output, to 20 blocks
     out.write(buf)
-
-
-BLOCK = 512
-RECORD = 20 * BLOCK
-_USTAR_MAX = {"size": 0o77777777777, "uid": 0o7777777, "gid": 0o7777777}
-
-
-def tar_header(
-    name: str,
-    kind: bytes,
-    size: int,
-    mode: int,
-    uid: int,
-    gid: int,
-    mtime: int,
-    linkname: str = "",
-) -> bytes:
-    """One entry's header block(s): ustar, preceded by a PAX header when a name is too long
-    or not ASCII, or a number too large for its field. No user or group names, no times
-    but the mtime: the same entry always gives the same bytes."""
-    pax: dict[str, str] = {}
-    raw_name = name.encode()
-    if len(raw_name) > 100 or not name.isascii():
-        pax["path"] = name
-        raw_name = raw_name[:100]
-    raw_link = linkname.encode()
-    if len(raw_link) > 100 or not linkname.isascii():
-        pax["linkpath"] = linkname
-        raw_link = raw_link[:100]
-    numbers = {"size": size, "uid": uid, "gid": gid}
-    for key, value in numbers.items():
-        if value > _USTAR_MAX[key]:
-            pax[key] = str(value)
-            numbers[key] = 0
-    head = b""
-    if pax:
-        records = b"".join(_pax_record(k, v) for k, v in sorted(pax.items()))
-        head = _ustar(b"././@PaxHeader", tarfile.XHDTYPE, len(records), 0o644, 0, 0, 0, b"")
-        head += records + bytes(-len(records) % BLOCK)
-    return head + _ustar(
-        raw_name, kind, numbers["size"], mode, numbers["uid"], numbers["gid"], mtime, raw_link
-    )
-
-
-def _pax_record(key: str, value: str) -> bytes:
-    body = f" {key}={value}\n".encode()
-    n = len(body) + 1
-    while len(str(n).encode()) + len(body) != n:
-        n = len(str(n).encode()) + len(body)
-    return str(n).encode() + body
-
-
-def _ustar(
-    name: bytes, kind: bytes, size: int, mode: int, uid: int, gid: int, mtime: int, link: bytes
-) -> bytes:
-    header = b"".join(
-        [
-            name.ljust(100, b"\0"),
-            b"%07o\0" % (mode & 0o7777),
-            b"%07o\0" % uid,
-            b"%07o\0" % gid,
-            b"%011o\0" % size,
-            b"%011o\0" % max(0, mtime),
-            b" " * 8,  # the checksum, counted as spaces
-            kind,
-            link.ljust(100, b"\0"),
-            b"ustar\x0000",
-            bytes(32 + 32),  # no user or group names
-            b"%07o\0" % 0,
-            b"%07o\0" % 0,
-            bytes(155 + 12),
-        ]
-    )
-    checksum = b"%06o\0 " % sum(header)
-    return header[:148] + checksum + header[156:]
 
 
 def materialize(entries: Sequence[Placed], root: Path, implied_mtime: int) -> None:

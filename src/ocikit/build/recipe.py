@@ -49,9 +49,11 @@ class Import(_Model):
     """A file, directory or tarball of the build context, copied into the image."""
 
     src: str = Field(description="Path in the build context (relative to it).")
-    dest: str = Field(
+    dest: str | None = Field(
+        None,
         description="Absolute path in the image. A file goes to DEST (or DEST/NAME when DEST "
-        "ends with /); a directory's contents and a tarball's entries go under DEST."
+        "ends with /); a directory's contents and a tarball's entries go under DEST. Without "
+        "it, the import is only visible to run steps, at /ocikit/imports/SRC.",
     )
     mode: int | str | None = Field(
         None, description="Permission bits of the imported files (octal string or number)."
@@ -65,8 +67,8 @@ class Import(_Model):
 
     @field_validator("dest")
     @classmethod
-    def _absolute(cls, v: str) -> str:
-        if not v.startswith("/"):
+    def _absolute(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("/"):
             raise ValueError("must be an absolute path in the image")
         return v
 
@@ -135,6 +137,21 @@ class ImageConfigSpec(_Model):
         return v
 
 
+class Bind(_Model):
+    """A host path mounted into run steps."""
+
+    src: str = Field(description="Host path (relative: to the build context).")
+    dest: str = Field(description="Absolute path in the step's container.")
+    rw: bool = Field(False, description="Writable (default read-only, and part of the key).")
+
+    @field_validator("dest")
+    @classmethod
+    def _absolute(cls, v: str) -> str:
+        if not v.startswith("/") or ".." in v.split("/"):
+            raise ValueError("must be an absolute path without '..'")
+        return v
+
+
 class ImageSpec(_Model):
     from_: str | Built = Field(
         alias="from",
@@ -151,6 +168,20 @@ class ImageSpec(_Model):
     platform: str | None = Field(
         None, description="Of a multi-platform base: which one (os/arch[/variant])."
     )
+    run: str | list[str] | None = Field(
+        None,
+        description="Commands run in the image after the imports, in a container: a script, "
+        "or a list of commands run one after the other (each by the shell). Their changes "
+        "are the image's layer.",
+    )
+    shell: list[str] | None = Field(
+        None, description='The shell that runs each command (default ["/bin/sh", "-c"]).'
+    )
+    network: Literal["none", "host"] = Field(
+        "none", description="none: a network namespace with only loopback; host: the host's."
+    )
+    binds: list[Bind] = Field(default_factory=list, description="Host paths mounted for run.")
+    cache: bool = Field(True, description="false: the run steps always run (never cached).")
 
 
 class Recipe(_Model):
@@ -318,6 +349,17 @@ def _semantic(images: dict[str, Any], context: Path, targets: Sequence[str]) -> 
         for i, imp in enumerate(imports if isinstance(imports, list) else []):
             if isinstance(imp, dict) and isinstance(imp.get("src"), str):
                 problems.extend(_check_import(imp, f"images.{name}.imports[{i}]", context))
+                if imp.get("dest") is None and not spec.get("run"):
+                    problems.append(
+                        f"images.{name}.imports[{i}].dest: needed (without run steps, an "
+                        f"import without dest would go nowhere)"
+                    )
+        binds = spec.get("binds") if isinstance(spec, dict) and name in wanted else None
+        for i, bind in enumerate(binds if isinstance(binds, list) else []):
+            if isinstance(bind, dict) and isinstance(bind.get("src"), str):
+                src = Path(bind["src"])
+                if not os.path.lexists(src if src.is_absolute() else context / src):
+                    problems.append(f"images.{name}.binds[{i}].src: {bind['src']} does not exist")
     return problems
 
 

@@ -455,6 +455,13 @@ def unpack(
 @click.option("--creds", metavar="USER:PASS", help="Credentials for docker:// bases and output.")
 @click.option("--authfile", metavar="FILE", help="docker/containers auth file.")
 @click.option("--tls-verify", type=click.BOOL, default=None, help="Verify registries' TLS.")
+@click.option(
+    "--runtime",
+    type=click.Choice(["runc", "crun"]),
+    default="runc",
+    show_default=True,
+    help="The OCI runtime that runs run steps.",
+)
 @click.option("--print-schema", is_flag=True, help="Print the recipe's JSON Schema and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @quiet_option
@@ -474,6 +481,7 @@ def build(
     creds: str | None,
     authfile: str | None,
     tls_verify: bool | None,
+    runtime: str,
     print_schema: bool,
     as_json: bool,
     quiet: bool,
@@ -515,9 +523,11 @@ def build(
             tls_verify=tls_verify,
             authfile=authfile,
         ),
+        runtime=runtime,
     )
     log = None if quiet or as_json else (lambda m: click.echo(m, err=True))
-    result = build_op(recipe, options, reporter(quiet), log)
+    step_output = None if quiet else (lambda m: click.echo(m, err=True))
+    result = build_op(recipe, options, reporter(quiet), log, step_output)
     if as_json:
         _print_json(result.to_json())
 

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import stat
 import subprocess
-import tarfile
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +21,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import InputError, UsageError
 from ..model import Compression, Descriptor, Digest
-from .paths import OPAQUE, WHITEOUT
+from .overlay import overlay_entries
 from .streams import HashingReader, Progress
 from .tarstream import TarEntry
 
@@ -32,7 +30,6 @@ if TYPE_CHECKING:
 
 MKSQUASHFS = "mksquashfs"
 UNSQUASHFS = "unsquashfs"
-OPAQUE_XATTR = "trusted.overlay.opaque"
 
 
 def _tool(name: str) -> str:
@@ -77,66 +74,10 @@ def entries(blob: Path) -> Iterator[TarEntry]:
     try:
         root = work / "root"
         extract(blob, root)
-        yield from _walk(root)
+        for entry, _path, _xattrs in overlay_entries(root):
+            yield entry
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _walk(root: Path) -> Iterator[TarEntry]:
-    inodes: dict[tuple[int, int], str] = {}
-
-    def walk(rel: str) -> Iterator[TarEntry]:
-        directory = root / rel if rel else root
-        for name in sorted(os.listdir(directory)):
-            path = directory / name
-            st = os.lstat(path)
-            full = f"{rel}/{name}" if rel else name
-            mode = stat.S_IMODE(st.st_mode)
-            common = {"uid": st.st_uid, "gid": st.st_gid, "mtime": int(st.st_mtime)}
-            if stat.S_ISDIR(st.st_mode):
-                yield TarEntry(full + "/", tarfile.DIRTYPE, 0, mode=mode, **common)
-                if _opaque(path):
-                    yield TarEntry(f"{full}/{OPAQUE}", tarfile.REGTYPE, 0, **common)
-                yield from walk(full)
-            elif stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
-                parent = f"{rel}/" if rel else ""
-                yield TarEntry(f"{parent}{WHITEOUT}{name}", tarfile.REGTYPE, 0, **common)
-            elif stat.S_ISLNK(st.st_mode):
-                target = os.readlink(path)
-                yield TarEntry(full, tarfile.SYMTYPE, 0, target, mode, **common)
-            elif stat.S_ISREG(st.st_mode):
-                key = (st.st_dev, st.st_ino)
-                if st.st_nlink > 1 and key in inodes:
-                    yield TarEntry(full, tarfile.LNKTYPE, 0, inodes[key], mode, **common)
-                    continue
-                inodes[key] = full
-                yield TarEntry(full, tarfile.REGTYPE, st.st_size, mode=mode, **common)
-            else:
-                kind = {
-                    stat.S_IFCHR: tarfile.CHRTYPE,
-                    stat.S_IFBLK: tarfile.BLKTYPE,
-                    stat.S_IFIFO: tarfile.FIFOTYPE,
-                }.get(stat.S_IFMT(st.st_mode))
-                if kind is None:
-                    continue  # a socket: not in a layer
-                yield TarEntry(
-                    full,
-                    kind,
-                    0,
-                    mode=mode,
-                    devmajor=os.major(st.st_rdev),
-                    devminor=os.minor(st.st_rdev),
-                    **common,
-                )
-
-    return walk("")
-
-
-def _opaque(path: Path) -> bool:
-    try:
-        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
-    except OSError:
-        return False
 
 
 def _last_line(data: bytes) -> str:

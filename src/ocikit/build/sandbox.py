@@ -1,0 +1,201 @@
+"""``run`` steps in a real container: an OCI runtime (runc by default, crun on request) run
+with a bundle whose config ocikit writes.
+
+The container gets its own mount, pid, ipc and uts namespaces, and its own network namespace
+(loopback only) unless the image asks for ``network: host``. It gets a private ``/proc``,
+``/dev`` (the runtime's default devices) and ``/tmp``. Root gets Docker's default
+capabilities; any other user gets none. The root filesystem is the overlay the caller
+mounted. Binds are read-only unless asked otherwise, and the imports are read-only at
+``/ocikit/imports/SRC``.
+
+Output (stdout and stderr together) goes line by line to ``on_line``, and the last lines are
+kept for the error message.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import json
+import os
+import resource
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UsageError
+
+IMPORTS_DIR = "/ocikit/imports"
+TAIL_LINES = 20
+CAPABILITIES = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+]
+_ids = itertools.count()
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str
+    destination: str
+    writable: bool = False
+
+
+@dataclass
+class StepResult:
+    exit_code: int
+    tail: list[str] = field(default_factory=list)
+
+
+def runtime_path(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise UsageError(f"run steps need the OCI runtime {name} (Debian: {name})")
+    return path
+
+
+def run_step(
+    rootfs: Path,
+    args: Sequence[str],
+    *,
+    env: Sequence[str],
+    cwd: str,
+    uid: int,
+    gid: int,
+    groups: Sequence[int] = (),
+    mounts: Sequence[Mount] = (),
+    network_host: bool = False,
+    hostname: str = "ocikit",
+    runtime: str = "runc",
+    on_line: Callable[[str], None] | None = None,
+) -> StepResult:
+    """Run ``args`` in a container on ``rootfs``; its exit code and the last lines it wrote."""
+    binary = runtime_path(runtime)
+    work = Path(tempfile.mkdtemp(prefix="ocikit-run-"))
+    name = f"ocikit-{os.getpid()}-{next(_ids)}"
+    state = ["--root", str(work / "state")]
+    try:
+        config = _config(rootfs, args, env, cwd, uid, gid, groups, mounts, network_host, hostname)
+        (work / "config.json").write_text(json.dumps(config, indent=1))
+        tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        with subprocess.Popen(
+            [binary, *state, "run", "--bundle", str(work), name],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        ) as proc:
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                line = raw.decode(errors="replace").rstrip("\n")
+                tail.append(line)
+                if on_line is not None:
+                    on_line(line)
+            code = proc.wait()
+        return StepResult(code, list(tail))
+    finally:
+        if (work / "state").exists():  # a container left behind by an interruption
+            subprocess.run(
+                [binary, *state, "delete", "--force", name], capture_output=True, check=False
+            )
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _config(
+    rootfs: Path,
+    args: Sequence[str],
+    env: Sequence[str],
+    cwd: str,
+    uid: int,
+    gid: int,
+    groups: Sequence[int],
+    mounts: Sequence[Mount],
+    network_host: bool,
+    hostname: str,
+) -> dict[str, object]:
+    caps = CAPABILITIES if uid == 0 else []
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]  # a container cannot go above it
+    if nofile == resource.RLIM_INFINITY or nofile > 1 << 20:
+        nofile = 1 << 20
+    namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
+    if not network_host:
+        namespaces.append({"type": "network"})
+    base_mounts: list[dict[str, object]] = [
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {
+            "destination": "/dev",
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
+        },
+        {
+            "destination": "/dev/pts",
+            "type": "devpts",
+            "source": "devpts",
+            "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
+        },
+        {
+            "destination": "/dev/shm",
+            "type": "tmpfs",
+            "source": "shm",
+            "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        },
+        {
+            "destination": "/tmp",
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": ["nosuid", "nodev", "mode=1777"],
+        },
+    ]
+    for m in mounts:
+        base_mounts.append(
+            {
+                "destination": m.destination,
+                "type": "bind",
+                "source": m.source,
+                "options": ["rbind", "rw" if m.writable else "ro"],
+            }
+        )
+    return {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": False,
+            "user": {"uid": uid, "gid": gid, "additionalGids": list(groups)},
+            "args": list(args),
+            "env": list(env),
+            "cwd": cwd,
+            "capabilities": {k: caps for k in ("bounding", "effective", "permitted")},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
+            "noNewPrivileges": False,
+        },
+        "root": {"path": str(rootfs), "readonly": False},
+        "hostname": hostname,
+        "mounts": base_mounts,
+        "linux": {
+            "namespaces": namespaces,
+            "maskedPaths": [
+                "/proc/acpi",
+                "/proc/kcore",
+                "/proc/keys",
+                "/proc/latency_stats",
+                "/proc/timer_list",
+                "/proc/sched_debug",
+                "/proc/scsi",
+            ],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys"],
+        },
+    }

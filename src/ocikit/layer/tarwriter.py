@@ -1,0 +1,105 @@
+"""Tar headers written deterministically: POSIX ustar, PAX records only where ustar cannot
+hold a value (long or non-ASCII names, large numbers, xattrs), no user or group names."""
+
+from __future__ import annotations
+
+import tarfile
+
+BLOCK = 512
+RECORD = 20 * BLOCK
+_USTAR_MAX = {"size": 0o77777777777, "uid": 0o7777777, "gid": 0o7777777}
+
+
+def tar_header(
+    name: str,
+    kind: bytes,
+    size: int,
+    mode: int,
+    uid: int,
+    gid: int,
+    mtime: int,
+    linkname: str = "",
+    xattrs: dict[str, bytes] | None = None,
+    devmajor: int = 0,
+    devminor: int = 0,
+) -> bytes:
+    """One entry's header block(s): ustar, preceded by a PAX header when a name is too long
+    or not ASCII, a number too large for its field, or there are xattrs (``SCHILY.xattr.``
+    records, as GNU tar and Go's archive/tar write them). No user or group names, no times
+    but the mtime: the same entry always gives the same bytes."""
+    pax: dict[str, str | bytes] = {}
+    for key, value in sorted((xattrs or {}).items()):
+        pax[f"SCHILY.xattr.{key}"] = value
+    raw_name = name.encode()
+    if len(raw_name) > 100 or not name.isascii():
+        pax["path"] = name
+        raw_name = raw_name[:100]
+    raw_link = linkname.encode()
+    if len(raw_link) > 100 or not linkname.isascii():
+        pax["linkpath"] = linkname
+        raw_link = raw_link[:100]
+    numbers = {"size": size, "uid": uid, "gid": gid}
+    for key, value in numbers.items():
+        if value > _USTAR_MAX[key]:
+            pax[key] = str(value)
+            numbers[key] = 0
+    head = b""
+    if pax:
+        records = b"".join(_pax_record(k, v) for k, v in sorted(pax.items()))
+        head = _ustar(b"././@PaxHeader", tarfile.XHDTYPE, len(records), 0o644, 0, 0, 0, b"")
+        head += records + bytes(-len(records) % BLOCK)
+    return head + _ustar(
+        raw_name,
+        kind,
+        numbers["size"],
+        mode,
+        numbers["uid"],
+        numbers["gid"],
+        mtime,
+        raw_link,
+        devmajor,
+        devminor,
+    )
+
+
+def _pax_record(key: str, value: str | bytes) -> bytes:
+    raw = value if isinstance(value, bytes) else value.encode()
+    body = f" {key}=".encode() + raw + b"\n"
+    n = len(body) + 1
+    while len(str(n).encode()) + len(body) != n:
+        n = len(str(n).encode()) + len(body)
+    return str(n).encode() + body
+
+
+def _ustar(
+    name: bytes,
+    kind: bytes,
+    size: int,
+    mode: int,
+    uid: int,
+    gid: int,
+    mtime: int,
+    link: bytes,
+    devmajor: int = 0,
+    devminor: int = 0,
+) -> bytes:
+    header = b"".join(
+        [
+            name.ljust(100, b"\0"),
+            b"%07o\0" % (mode & 0o7777),
+            b"%07o\0" % uid,
+            b"%07o\0" % gid,
+            b"%011o\0" % size,
+            b"%011o\0" % max(0, mtime),
+            b" " * 8,  # the checksum, counted as spaces
+            kind,
+            link.ljust(100, b"\0"),
+            b"ustar\x0000",
+            bytes(32 + 32),  # no user or group names
+            b"%07o\0" % devmajor,
+            b"%07o\0" % devminor,
+            bytes(155 + 12),
+        ]
+    )
+    checksum = b"%06o\0 " % sum(header)
+    return header[:148] + checksum + header[156:]
