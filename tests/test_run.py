@@ -23,7 +23,7 @@ from support.layouts import read_entries, write_layout
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="run steps need root")
 
-APPLETS = ("sh", "ls", "cat", "test", "echo", "rm", "mkdir", "ln", "cp", "id", "mv", "wc")
+APPLETS = ("sh", "ls", "cat", "test", "echo", "rm", "mkdir", "ln", "cp", "id", "mv", "wc", "mkfifo")
 
 
 def busybox_base(where: Path) -> None:
@@ -91,11 +91,17 @@ images:
       - cat /ocikit/imports/only-for-run.txt > /root/from-import
       - cat /mnt/inputs/in.txt > /root/from-bind && echo out > /mnt/outputs/out.txt
       - echo "pid=$$ host=$(busybox hostname) net=$(wc -l < /proc/net/dev)" > /root/sandbox
+      - ln /etc/hello.txt /etc/hello-hardlink && mkfifo /root/fifo
       - echo "${{MESSAGE:hello from the step}}"
   as-user:
     from: {built: app}
     config: {user: "app:staff"}
+    shell: [/bin/sh, -ec]
     run: id > /home/app/id
+  host-network:
+    from: {built: app}
+    network: host
+    run: wc -l < /proc/net/dev > /root/net
   failing:
     from: {built: app}
     run: echo about to fail; echo last words; exit 3
@@ -129,7 +135,9 @@ def test_steps_and_their_layer(project: Path) -> None:
         "etc",
         "etc/.wh.gone",
         "etc/hello.txt",
+        "etc/hello-hardlink",
         "root",
+        "root/fifo",
         "root/from-bind",
         "root/from-import",
         "root/sandbox",
@@ -140,6 +148,8 @@ def test_steps_and_their_layer(project: Path) -> None:
         "usr/bin/python3",
     }, "through /bin into usr/bin; no ocikit/, mnt/, tmp/ or proc/ from the runtime"
     assert entries["usr/bin/python3"].linkname == "/usr/bin/python3.11"
+    assert entries["etc/hello-hardlink"].islnk() != entries["etc/hello.txt"].islnk()
+    assert entries["root/fifo"].isfifo()
     assert (project / "outputs" / "out.txt").read_text() == "out\n", "a writable bind"
     ok("check", "--strict", "oci:oci:app", cwd=project)
     rootfs = project / "rootfs"
@@ -157,6 +167,11 @@ def test_steps_and_their_layer(project: Path) -> None:
     shutil.rmtree(rootfs)
     ok("unpack", "oci:oci:as-user", str(rootfs), cwd=project)
     assert (rootfs / "home/app/id").read_text().startswith("uid=1000(app) gid=50(staff)")
+    # the host's network, when asked: more than loopback
+    build(project, "--target", "host-network")
+    shutil.rmtree(rootfs)
+    ok("unpack", "oci:oci:host-network", str(rootfs), cwd=project)
+    assert int((rootfs / "root/net").read_text()) > 3
 
 
 def test_umoci_sees_the_deletion_and_the_replacement(project: Path, tmp_path: Path) -> None:
@@ -283,3 +298,52 @@ def test_docker_sees_the_deletion_and_the_replacement(
         "test ! -e /etc/gone && ls /data/old && cat /bin/made && test -L /bin",
     )
     assert out.stdout.decode().split() == ["g", "made"]
+
+
+def test_upper_directory_as_a_layer(tmp_path: Path) -> None:
+    """What overlayfs leaves in an upper directory, made by hand: a deletion (0/0 character
+    device), an opaque directory, a hardlink pair, a fifo, a file capability, and the
+    runtime's mount points; the layer has whiteouts, the opaque marker, a hardlink, the
+    fifo, the capability as a SCHILY.xattr record, and no mount point."""
+    import io
+
+    from ocikit.build.rootfs import write_upper_tar
+
+    upper = tmp_path / "upper"
+    (upper / "etc").mkdir(parents=True)
+    os.mknod(upper / "etc/gone", 0o600 | 0o020000, os.makedev(0, 0))
+    (upper / "opaque").mkdir()
+    os.setxattr(upper / "opaque", "trusted.overlay.opaque", b"y")
+    (upper / "opaque/new").write_text("n")
+    (upper / "bin").mkdir()
+    (upper / "bin/ping").write_bytes(b"ELF")
+    capability = bytes.fromhex("0000000200200000000000000000000000000000")
+    os.setxattr(upper / "bin/ping", "security.capability", capability)
+    os.link(upper / "bin/ping", upper / "bin/ping2")
+    os.mkfifo(upper / "etc/fifo")
+    (upper / "proc").mkdir()
+    (upper / "ocikit/imports").mkdir(parents=True)
+    out = io.BytesIO()
+    write_upper_tar(upper, out, base_top={"etc", "bin"}, mtime_max=0)
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tar:
+        members = {m.name.rstrip("/"): m for m in tar}
+    assert set(members) == {
+        "bin",
+        "bin/ping",
+        "bin/ping2",
+        "etc",
+        "etc/.wh.gone",
+        "etc/fifo",
+        "opaque",
+        "opaque/.wh..wh..opq",
+        "opaque/new",
+    }
+    assert members["bin/ping2"].islnk() and members["bin/ping2"].linkname == "bin/ping"
+    assert members["etc/fifo"].isfifo()
+    assert (
+        members["bin/ping"]
+        .pax_headers["SCHILY.xattr.security.capability"]
+        .encode("utf-8", "surrogateescape")
+        == capability
+    )
+    assert all(m.mtime == 0 for m in members.values())
