@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from common import OCIKIT, ROOT, WORK, log, machine_facts, measure
+from common import OCIKIT, ROOT, WORK, best_of, log, machine_facts, measure, print_aims, print_jobs
 
 sys.path.insert(0, str(ROOT / "tests"))
 from support.layouts import directory, file, symlink, tar_bytes, write_layout
@@ -164,13 +164,7 @@ def main() -> None:
             )
         )
     report: dict[str, Any] = {"machine": machine_facts(), "tree_files": TREE_FILES}
-    for key, usages in results.items():
-        best = min(usages, key=lambda u: u.seconds)
-        report[key] = {
-            "seconds": round(best.seconds, 2),
-            "cpu_seconds": round(best.cpu_seconds, 1),
-            "peak_rss_MB": round(max(u.max_rss_kb for u in usages) / 1024, 1),
-        }
+    report.update(best_of(results))
     oc = report["tree_ocikit"]["seconds"]
     report["tree_x_umoci"] = round(report["tree_umoci"]["seconds"] / oc, 2)
     report["tree_x_baseline"] = round(report["tree_baseline"]["seconds"] / oc, 2)
@@ -178,17 +172,15 @@ def main() -> None:
     if args.json:
         print(json.dumps(report, indent=2))
         return
-    print("machine: " + ", ".join(f"{k} {v}" for k, v in report["machine"].items()))
     print(f"inputs: {HERE}; best of {args.runs} runs")
-    print(f"\n{'job':22} {'wall s':>7} {'cpu s':>6} {'RSS MB':>7}")
-    for key in ("recipe_full", "recipe_cached", "tree_ocikit", "tree_umoci", "tree_baseline"):
-        r = report[key]
-        print(f"{key:22} {r['seconds']:7} {r['cpu_seconds']:6} {r['peak_rss_MB']:7}")
+    print_jobs(
+        report, ("recipe_full", "recipe_cached", "tree_ocikit", "tree_umoci", "tree_baseline"), 22
+    )
     print(
         f"\n{TREE_FILES}-file tree as a layer: ocikit {report['tree_x_umoci']}x umoci insert, "
         f"{report['tree_x_baseline']}x the tarfile+gzip baseline"
     )
-    print("aims: " + "; ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in report["aims"].items()))
+    print_aims(report["aims"])
 
 
 if __name__ == "__main__":

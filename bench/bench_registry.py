@@ -23,10 +23,13 @@ from common import (
     OCIKIT,
     ROOT,
     WORK,
+    best_of,
     ensure_archive,
     log,
     machine_facts,
     measure,
+    print_aims,
+    print_jobs,
     skopeo_argv,
     tree_bytes,
 )
@@ -82,13 +85,7 @@ def main() -> None:
                     sent = proxy.upload_bytes
     if not args.keep:
         shutil.rmtree(out, ignore_errors=True)
-    for key, usages in results.items():
-        best = min(usages, key=lambda u: u.seconds)
-        report[key] = {
-            "seconds": round(best.seconds, 2),
-            "cpu_seconds": round(best.cpu_seconds, 1),
-            "peak_rss_MB": round(max(u.max_rss_kb for u in usages) / 1024, 1),
-        }
+    report.update(best_of(results))
     report["push_again_ocikit"].update(
         {"requests": dict(sorted(methods.items())), "layer_bytes_sent": sent}
     )
@@ -106,15 +103,15 @@ def main() -> None:
     if args.json:
         print(json.dumps(report, indent=2))
         return
-    print("machine: " + ", ".join(f"{k} {v}" for k, v in report["machine"].items()))
     print(f"image: {LAYOUT}:{TAG}, {report['image_MB']} MB of blobs; best of {args.runs} runs")
-    print(f"\n{'job':22} {'wall s':>7} {'cpu s':>6} {'RSS MB':>7}")
-    for key in ("push_skopeo", "push_ocikit", "pull_skopeo", "pull_ocikit", "push_again_ocikit"):
-        r = report[key]
-        print(f"{key:22} {r['seconds']:7} {r['cpu_seconds']:6} {r['peak_rss_MB']:7}")
+    print_jobs(
+        report,
+        ("push_skopeo", "push_ocikit", "pull_skopeo", "pull_ocikit", "push_again_ocikit"),
+        22,
+    )
     print(f"\npush: ocikit {report['push_x_skopeo']}x skopeo; pull: {report['pull_x_skopeo']}x")
     print(f"push again: requests {again['requests']}, layer bytes sent {again['layer_bytes_sent']}")
-    print("aims: " + "; ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in report["aims"].items()))
+    print_aims(report["aims"])
 
 
 if __name__ == "__main__":

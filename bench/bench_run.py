@@ -18,7 +18,17 @@ import subprocess
 import sys
 from typing import Any
 
-from common import OCIKIT, WORK, log, machine_facts, measure, tree_bytes
+from common import (
+    OCIKIT,
+    WORK,
+    best_of,
+    log,
+    machine_facts,
+    measure,
+    print_aims,
+    print_jobs,
+    tree_bytes,
+)
 
 HERE = WORK / "run"
 CHANGE = (
@@ -114,13 +124,7 @@ def main() -> None:
             measure(["/bin/sh", "-c", script])
         )
     report: dict[str, Any] = {"machine": machine_facts(), "change": CHANGE}
-    for key, usages in results.items():
-        best = min(usages, key=lambda u: u.seconds)
-        report[key] = {
-            "seconds": round(best.seconds, 2),
-            "cpu_seconds": round(best.cpu_seconds, 1),
-            "peak_rss_MB": round(max(u.max_rss_kb for u in usages) / 1024, 1),
-        }
+    report.update(best_of(results))
     umoci = report["umoci_unpack_change_repack"]["seconds"]
     report["step_x_umoci"] = round(umoci / report["ocikit_step"]["seconds"], 2)
     report["second_step_x_umoci"] = round(umoci / report["ocikit_second_step"]["seconds"], 2)
@@ -133,18 +137,14 @@ def main() -> None:
     if args.json:
         print(json.dumps(report, indent=2))
         return
-    print("machine: " + ", ".join(f"{k} {v}" for k, v in report["machine"].items()))
     print(f"base: Debian bookworm minbase, {report['base_MB']} MB of blobs; best of {args.runs}")
-    print(f"\n{'job':28} {'wall s':>7} {'cpu s':>6} {'RSS MB':>7}")
-    for key in ("ocikit_step", "ocikit_second_step", "umoci_unpack_change_repack"):
-        r = report[key]
-        print(f"{key:28} {r['seconds']:7} {r['cpu_seconds']:6} {r['peak_rss_MB']:7}")
+    print_jobs(report, ("ocikit_step", "ocikit_second_step", "umoci_unpack_change_repack"), 28)
     print(
         f"\nstep + layer: ocikit {report['step_x_umoci']}x umoci; a second step on the cached "
         f"base: {report['second_step_x_umoci']}x, base bytes copied "
         f"{report['second_step_base_bytes_copied']}"
     )
-    print("aims: " + "; ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in report["aims"].items()))
+    print_aims(report["aims"])
 
 
 if __name__ == "__main__":

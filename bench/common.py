@@ -505,3 +505,29 @@ def _main(argv: Sequence[str]) -> None:
 
 if __name__ == "__main__":
     _main(sys.argv[1:])
+
+
+def best_of(results: dict[str, list[Usage]]) -> dict[str, dict[str, float]]:
+    """Per job: the fastest run's wall and CPU seconds, and the highest peak RSS of all runs."""
+    report = {}
+    for key, usages in results.items():
+        best = min(usages, key=lambda u: u.seconds)
+        report[key] = {
+            "seconds": round(best.seconds, 2),
+            "cpu_seconds": round(best.cpu_seconds, 1),
+            "peak_rss_MB": round(max(u.max_rss_kb for u in usages) / 1024, 1),
+        }
+    return report
+
+
+def print_jobs(report: dict[str, Any], keys: Sequence[str], width: int = 22) -> None:
+    """The machine, then a table of the jobs' wall s, CPU s and peak RSS."""
+    print("machine: " + ", ".join(f"{k} {v}" for k, v in report["machine"].items()))
+    print(f"\n{'job':{width}} {'wall s':>7} {'cpu s':>6} {'RSS MB':>7}")
+    for key in keys:
+        r = report[key]
+        print(f"{key:{width}} {r['seconds']:7} {r['cpu_seconds']:6} {r['peak_rss_MB']:7}")
+
+
+def print_aims(aims: dict[str, bool]) -> None:
+    print("aims: " + "; ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in aims.items()))

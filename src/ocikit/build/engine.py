@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ..errors import UsageError
 from ..layer import squashfs
@@ -380,7 +380,7 @@ class _Builder:
                 if layer_type == "squashfs":
                     new_layer = self._write_squashfs(dest, entries)
                 else:
-                    new_layer = self._write_layer(dest, entries)
+                    new_layer = self._write_layer(dest, lambda out: write_tar(entries, out))
             config = _config(base_config, spec, new_layer, self.options.epoch, name)
             config_raw = canonical_json_sorted(config)
             config_digest = dest.put_blob_bytes(config_raw)
@@ -407,11 +407,14 @@ class _Builder:
             dest.abort()
             raise
 
-    def _write_layer(self, dest: OciLayoutDestination, entries) -> tuple[Descriptor, Digest]:
+    def _write_layer(
+        self, dest: OciLayoutDestination, write: Callable[[BinaryIO], object]
+    ) -> tuple[Descriptor, Digest]:
+        """A tar layer blob: ``write`` writes the tar, compressed and hashed on the way."""
         writer = dest.new_blob()
         try:
             encoder = LayerEncoder(writer.file, self.options.compress, level=self.options.level)
-            write_tar(entries, encoder)  # type: ignore[arg-type]
+            write(encoder)  # type: ignore[arg-type]
             result = encoder.finish()
         except BaseException:
             writer.abort()
@@ -534,17 +537,9 @@ class _Builder:
             out = upper.parent / "layer.sqfs"
             squashfs.make(upper, out, mkfs_time=epoch)
             return self._store_squashfs(dest, out)
-        writer = dest.new_blob()
-        try:
-            encoder = LayerEncoder(writer.file, self.options.compress, level=self.options.level)
-            rootfs.write_upper_tar(upper, encoder, base_top, epoch)  # type: ignore[arg-type]
-            result = encoder.finish()
-        except BaseException:
-            writer.abort()
-            raise
-        writer.commit(result.digest)
-        media_type = mt.oci_layer_type(self.options.compress)
-        return Descriptor(media_type, result.digest, result.size), result.diff_id
+        return self._write_layer(
+            dest, lambda out: rootfs.write_upper_tar(upper, out, base_top, epoch)
+        )
 
     # -- squashfs ------------------------------------------------------------------------------
     def _write_squashfs(

@@ -23,7 +23,7 @@ from ..errors import UsageError
 from ..layer.analyze import Kind, Node, Tree
 from ..layer.paths import clean
 from ..layer.streams import CHUNK
-from ..layer.tarwriter import BLOCK, RECORD, tar_header
+from ..layer.tarwriter import TarOutput, tar_header
 from .imports import Entry, ImportContent, open_data
 
 NEW = 1 << 30  # the layer index of nodes this layer adds
@@ -185,7 +185,7 @@ def _kind(node: Node) -> str:
 def write_tar(entries: Sequence[Placed], out: BinaryIO) -> None:
     """The layer's tar: entries in order, normalized POSIX headers (PAX records only for
     what ustar cannot hold), file data streamed from the imports, the two zero blocks."""
-    buf = bytearray()
+    tar = TarOutput(out)
     for p in entries:
         e = p.entry
         name = "/".join(p.parts) + ("/" if e.kind == "dir" else "")
@@ -200,27 +200,11 @@ def write_tar(entries: Sequence[Placed], out: BinaryIO) -> None:
             kind, linkname = tarfile.LNKTYPE, "/".join(p.link)
         else:
             kind, size = tarfile.REGTYPE, e.size
-        buf += tar_header(name, kind, size, e.mode, e.uid, e.gid, e.mtime, linkname)
-        if kind != tarfile.REGTYPE:
-            continue
-        if len(buf) >= CHUNK:
-            out.write(buf)
-            buf = bytearray()
-        with open_data(e) as data:
-            left = size
-            while left > 0:
-                chunk = data.read(min(CHUNK, left))
-                if not chunk:
-                    raise BuildError(f"{p.origin}: {name} changed while it was read")
-                buf += chunk
-                left -= len(chunk)
-                if len(buf) >= CHUNK:
-                    out.write(buf)
-                    buf = bytearray()
-        buf += bytes(-size % BLOCK)
-    buf += bytes(2 * BLOCK)
-    buf += bytes(-len(buf) % RECORD)  # as tar pads its output, to 20 blocks
-    out.write(buf)
+        tar.header(tar_header(name, kind, size, e.mode, e.uid, e.gid, e.mtime, linkname))
+        if kind == tarfile.REGTYPE:
+            with open_data(e) as data:
+                tar.data(data, size, f"{p.origin}: {name}")
+    tar.finish()
 
 
 def materialize(entries: Sequence[Placed], root: Path, implied_mtime: int) -> None:

@@ -25,7 +25,7 @@ from ..errors import InputError, UsageError
 from ..layer import squashfs
 from ..layer.overlay import overlay_entries
 from ..layer.streams import CHUNK
-from ..layer.tarwriter import BLOCK, RECORD, tar_header
+from ..layer.tarwriter import TarOutput, tar_header
 from ..model import Compression
 from ..ops.unpack import extract_layer
 from ..transports import Image
@@ -101,42 +101,29 @@ def write_upper_tar(upper: Path, out: BinaryIO, base_top: set[str], mtime_max: i
     Mount points the runtime created (not in ``base_top``, the base's top-level names) are
     left out."""
     drop = frozenset(MOUNT_POINTS - base_top)
-    buf = bytearray()
+    tar = TarOutput(out)
     count = 0
     for entry, path, xattrs in overlay_entries(upper, drop, mtime_max):
         count += 1
-        buf += tar_header(
-            entry.name,
-            entry.type,
-            entry.size,
-            entry.mode,
-            entry.uid,
-            entry.gid,
-            int(entry.mtime),
-            entry.linkname,
-            xattrs,
-            entry.devmajor,
-            entry.devminor,
+        tar.header(
+            tar_header(
+                entry.name,
+                entry.type,
+                entry.size,
+                entry.mode,
+                entry.uid,
+                entry.gid,
+                int(entry.mtime),
+                entry.linkname,
+                xattrs,
+                entry.devmajor,
+                entry.devminor,
+            )
         )
         if entry.isreg() and entry.size:
             with open(path, "rb") as f:
-                left = entry.size
-                while left > 0:
-                    chunk = f.read(min(CHUNK, left))
-                    if not chunk:
-                        raise InputError(f"{entry.name} shrank while the layer was written")
-                    buf += chunk
-                    left -= len(chunk)
-                    if len(buf) >= CHUNK:
-                        out.write(buf)
-                        buf = bytearray()
-            buf += bytes(-entry.size % BLOCK)
-        if len(buf) >= CHUNK:
-            out.write(buf)
-            buf = bytearray()
-    buf += bytes(2 * BLOCK)
-    buf += bytes(-len(buf) % RECORD)
-    out.write(buf)
+                tar.data(f, entry.size, entry.name)
+    tar.finish()
     return count
 
 

@@ -4,10 +4,14 @@ hold a value (long or non-ASCII names, large numbers, xattrs), no user or group 
 from __future__ import annotations
 
 import tarfile
+from typing import BinaryIO
+
+from ..errors import InputError
+from .streams import CHUNK
 
 BLOCK = 512
 RECORD = 20 * BLOCK
-_USTAR_MAX = {"size": 0o77777777777, "uid": 0o7777777, "gid": 0o7777777}
+_USTAR_MAX = {"size": 0o77777777777, "uid": 0o7777777, "gid": 0o7777777, "mtime": 0o77777777777}
 
 
 def tar_header(
@@ -38,7 +42,7 @@ def tar_header(
     if len(raw_link) > 100 or not linkname.isascii():
         pax["linkpath"] = linkname
         raw_link = raw_link[:100]
-    numbers = {"size": size, "uid": uid, "gid": gid}
+    numbers = {"size": size, "uid": uid, "gid": gid, "mtime": max(0, mtime)}
     for key, value in numbers.items():
         if value > _USTAR_MAX[key]:
             pax[key] = str(value)
@@ -55,7 +59,7 @@ def tar_header(
         mode,
         numbers["uid"],
         numbers["gid"],
-        mtime,
+        numbers["mtime"],
         raw_link,
         devmajor,
         devminor,
@@ -103,3 +107,39 @@ def _ustar(
     )
     checksum = b"%06o\0 " % sum(header)
     return header[:148] + checksum + header[156:]
+
+
+class TarOutput:
+    """A tar written to ``out`` in 1 MiB writes: headers, then each file's data streamed and
+    padded, then the end-of-archive blocks (padded to a 20-block record, as tar does)."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self._buf = bytearray()
+
+    def header(self, block: bytes) -> None:
+        self._buf += block
+        self._flush_if_full()
+
+    def data(self, source: BinaryIO, size: int, what: str) -> None:
+        """``size`` bytes of ``source``; fewer is an error (the file changed under us)."""
+        left = size
+        while left > 0:
+            chunk = source.read(min(CHUNK, left))
+            if not chunk:
+                raise InputError(f"{what} shrank while the layer was written")
+            self._buf += chunk
+            left -= len(chunk)
+            self._flush_if_full()
+        self._buf += bytes(-size % BLOCK)
+
+    def finish(self) -> None:
+        self._buf += bytes(2 * BLOCK)
+        self._buf += bytes(-len(self._buf) % RECORD)
+        self._out.write(self._buf)
+        self._buf = bytearray()
+
+    def _flush_if_full(self) -> None:
+        if len(self._buf) >= CHUNK:
+            self._out.write(self._buf)
+            self._buf = bytearray()
