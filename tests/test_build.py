@@ -549,3 +549,22 @@ def test_output_to_a_registry_and_timestamp_now(tmp_path: Path, registry: Regist
     assert_one_line_error(
         ocikit("build", "--output", "docker-archive:x.tar", cwd=tmp_path), contains="--output"
     )
+
+
+def test_python_api(tmp_path: Path) -> None:
+    """ocikit.build takes a recipe's path (or a loaded recipe) and options."""
+    import ocikit
+
+    _project(tmp_path)
+    options = ocikit.BuildOptions(
+        output=f"oci:{tmp_path / 'api'}", targets=("other",), cache_dir=str(tmp_path / "c")
+    )
+    result = ocikit.build(tmp_path / "ocikit.yaml", options)
+    assert [(i.name, i.cached, i.why) for i in result.images] == [
+        ("other", False, "not in the cache")
+    ]
+    again = ocikit.build(ocikit.load_recipe(tmp_path / "ocikit.yaml"), options)
+    assert again.images[0].cached and again.images[0].digest == result.images[0].digest
+    (tmp_path / "bad.yaml").write_text("images:\n  app: {from: {built: nope}}\n")
+    with pytest.raises(ocikit.UsageError, match=r"images\.app\.from"):
+        ocikit.build(tmp_path / "bad.yaml", options)

@@ -8,6 +8,7 @@ The public API, in a few names:
     ocikit.repair(src, dst)          copy, rewriting only the layers that need it
     ocikit.unpack(ref, directory)    the root filesystem, extracted safely
     ocikit.export_layers(src, dir)   build-farm artifacts: <layer_id>.tar.gz, digests.json, ...
+    ocikit.build(recipe, options)    images from a recipe (``ocikit.load_recipe(path)``)
     ocikit.open_image(ref)           read an image: manifest, config, verified blob streams
     ocikit.parse_reference(text)     ``oci:dir:tag``, ``docker-archive:file.tar:name:tag``, ...
 
@@ -15,6 +16,7 @@ Errors all derive from ``ocikit.OcikitError`` (see ``ocikit.errors``); each carr
 code the command line returns.
 """
 
+from .build import BuildOptions, BuildResult, build, load_recipe
 from .errors import (
     AmbiguousImageError,
     DestinationError,
@@ -44,6 +46,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AmbiguousImageError",
+    "BuildOptions",
+    "BuildResult",
     "CheckReport",
     "Compression",
     "CopyResult",
@@ -65,10 +69,12 @@ __all__ = [
     "UsageError",
     "VerificationError",
     "__version__",
+    "build",
     "check",
     "copy",
     "export_layers",
     "inspect",
+    "load_recipe",
     "open_image",
     "parse_reference",
     "repair",

@@ -42,7 +42,7 @@ from . import rootfs, sandbox
 from .imports import INLINE_BUDGET, ImportContent, read_import
 from .layer import BuildError, Placed, materialize, place, write_tar
 from .plan import BuildPlan, PlannedImage, plan_build
-from .recipe import Bind, Built, ImageSpec, Import, LoadedRecipe
+from .recipe import Bind, Built, ImageSpec, Import, LoadedRecipe, load_recipe
 
 CACHE_FORMAT = 1
 DEFAULT_EPOCH = 0  # SOURCE_DATE_EPOCH when unset: 1970-01-01T00:00:00Z
@@ -137,7 +137,7 @@ def _destination(output: Reference, tag: str) -> str:
 
 
 def build(
-    recipe: LoadedRecipe,
+    recipe: LoadedRecipe | str | os.PathLike[str],
     options: BuildOptions | None = None,
     progress: ProgressReporter | None = None,
     log: Callable[[str], None] | None = None,
@@ -146,6 +146,8 @@ def build(
     """Build the recipe's images (``options.targets`` and their bases, or all). ``log`` gets
     a line per image (cached or built, and why); ``step_output`` each line run steps write,
     prefixed with the image's name (they also go to ``CACHE/logs/NAME.log``)."""
+    if not isinstance(recipe, LoadedRecipe):
+        recipe = load_recipe(recipe, targets=(options or BuildOptions()).targets)
     options = options or BuildOptions()
     progress = progress or NullProgress()
     log = log or (lambda _m: None)
