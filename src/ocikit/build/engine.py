@@ -14,6 +14,7 @@ import json
 import os
 import platform as _platform
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +27,7 @@ from ..errors import UsageError
 from ..layer import squashfs
 from ..layer.analyze import Tree
 from ..layer.compress import check_level
+from ..layer.dirfd import DIR_FLAGS, land, open_regular
 from ..layer.overlay import overlay_entries
 from ..layer.streams import HashingReader
 from ..layer.transcode import LayerEncoder
@@ -163,7 +165,9 @@ def build(
     cache_dir = temp_cache or options.cache_dir or default_cache_dir()
     try:
         os.makedirs(cache_dir, exist_ok=True)
-        builder = _Builder(recipe, plan, options, Path(cache_dir), progress, log, step_output)
+        # absolute and resolved: paths under it go to mount and runc, from other directories
+        cache = Path(cache_dir).resolve(strict=True)
+        builder = _Builder(recipe, plan, options, cache, progress, log, step_output)
         return builder.run(output)
     finally:
         if temp_cache is not None:
@@ -185,7 +189,6 @@ class _Builder:
         self.plan = plan
         self.options = options
         self.cache = cache
-        self.store = f"oci:{cache}"
         self.progress = progress
         self.log = log
         self._imports: dict[str, list[ImportContent]] = {}
@@ -225,7 +228,7 @@ class _Builder:
             if not spec.cache:
                 why = "cache: false"
             self._make(name, spec, base_tag, imports, layer_type, cache_tag)
-        with open_image(f"{self.store}:{cache_tag}") as image:
+        with open_image(self._stored(cache_tag)) as image:
             digest = image.digest
             layers = len(image.layers)
         self._digests[(name, layer_type)] = digest
@@ -233,7 +236,7 @@ class _Builder:
         if not spec.build_only:
             tag = name if layer_type == "tar" else f"{name}-{layer_type}"
             copy(
-                f"{self.store}:{cache_tag}",
+                self._stored(cache_tag),
                 _destination(output, tag),
                 dest_registry=self.options.registry,
             )
@@ -243,6 +246,10 @@ class _Builder:
             + f" {digest}"
         )
         return ImageResult(name, layer_type, key, digest, cached, why, tag, layers)
+
+    def _stored(self, tag: str) -> Reference:
+        """The cache's image ``tag`` (a Reference: the cache's path may hold a ``:``)."""
+        return Reference("oci", str(self.cache), tag)
 
     def _in_store(self, tag: str) -> bool:
         index = self.cache / "index.json"
@@ -273,7 +280,7 @@ class _Builder:
         if not self._in_store(tag):
             copy(
                 ref,
-                f"{self.store}:{tag}",
+                self._stored(tag),
                 platform=spec.platform,
                 dest_compress_format=None
                 if self.options.compress is Compression.GZIP
@@ -357,7 +364,7 @@ class _Builder:
             base_tag = self._squashfs_base(base_tag)
         dest = OciLayoutDestination(Reference("oci", str(self.cache), cache_tag))
         try:
-            base_image = open_image(f"{self.store}:{base_tag}") if base_tag else None
+            base_image = open_image(self._stored(base_tag)) if base_tag else None
             try:
                 # the base's layers read once: the tree imports are placed on, and the
                 # base's part of the final check
@@ -441,7 +448,7 @@ class _Builder:
         epoch = self.options.epoch if self.options.epoch is not None else int(time.time())
         work = Path(tempfile.mkdtemp(prefix="ocikit-run-", dir=self.cache))
         try:
-            base = open_image(f"{self.store}:{base_tag}") if base_tag else None
+            base = open_image(self._stored(base_tag)) if base_tag else None
             try:
                 lowers = rootfs.layer_dirs(base, self.cache, epoch) if base else []
                 base_config = dict(base.config.data) if base else {}
@@ -453,6 +460,7 @@ class _Builder:
             materialize(entries, upper, epoch)
             runtime_config = _config(base_config, spec, None, epoch, name)["config"]
             with rootfs.overlay(lowers, upper, work / "work", work / "merged") as merged:
+                _check_user_tables(merged, f"images.{name}.run")
                 uid, gid, groups = _user(merged, runtime_config.get("User") or "", name)
                 self._steps(name, spec, merged, runtime_config, uid, gid, groups, imports)
             self._drop_mount_points(spec, upper, lower)
@@ -489,6 +497,9 @@ class _Builder:
         log_path = logs / f"{name}.log"
         with open(log_path, "a") as log:
             for i, command in enumerate(commands):
+                where = f"images.{name}.run" + (f"[{i}]" if len(commands) > 1 else "")
+                if i:  # the step before may have changed them
+                    _check_user_tables(merged, where)
                 log.write(f"--- images.{name}.run[{i}]: {command}\n")
 
                 def line(text: str, log: Any = log) -> None:
@@ -510,22 +521,17 @@ class _Builder:
                 )
                 if result.exit_code != 0:
                     tail = " | ".join(result.tail[-5:]) or "no output"
-                    where = f"images.{name}.run" + (f"[{i}]" if len(commands) > 1 else "")
                     raise BuildError(
                         f"{where} failed with exit code {result.exit_code} (log: {log_path}): "
                         f"{tail}"
                     )
 
     def _drop_mount_points(self, spec: ImageSpec, upper: Path, lower: LowerLayers) -> None:
-        """Empty directories the runtime made for binds, where the base has nothing."""
+        """What the runtime made for binds (empty directories, an empty file), where the
+        base has nothing; following no symlink a step may have put on the way."""
         for bind in spec.binds:
             parts = [p for p in bind.dest.split("/") if p]
-            while parts and lower.tree.lookup(parts) is None:
-                path = upper.joinpath(*parts)
-                if not path.is_dir() or path.is_symlink() or any(path.iterdir()):
-                    break
-                path.rmdir()
-                parts.pop()
+            rootfs.remove_mount_point(upper, parts, lambda p: lower.tree.lookup(p) is not None)
 
     def _upper_layer(
         self, dest: OciLayoutDestination, upper: Path, base_top: set[str], epoch: int
@@ -579,7 +585,7 @@ class _Builder:
         epoch = self.options.epoch if self.options.epoch is not None else int(time.time())
         dest = OciLayoutDestination(Reference("oci", str(self.cache), tag))
         try:
-            with open_image(f"{self.store}:{base_tag}") as image:
+            with open_image(self._stored(base_tag)) as image:
                 layers = []
                 for i in range(len(image.layers)):
                     work = Path(tempfile.mkdtemp(prefix="ocikit-squashfs-", dir=self.cache))
@@ -647,20 +653,30 @@ def _user(root: Path, user: str, name: str) -> tuple[int, int, list[int]]:
     return uid, gid or 0, groups
 
 
+def _check_user_tables(root: Path, where: str) -> None:
+    problem = sandbox.user_table_problem(root)
+    if problem is not None:
+        raise BuildError(
+            f"{where}: {problem}; the runtime reads it to set the step's user (refused: "
+            "it would hang or read a device)"
+        )
+
+
 def _table(root: Path, rel: str) -> list[list[str]]:
-    """Rows of a colon-separated file of the image; empty if absent or reached by a symlink."""
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    """Rows of a colon-separated file of the image, its symlinks followed inside the root;
+    empty if absent or not a regular file (a fifo would hang the build, a device is the
+    host's: neither is ever opened)."""
+    root_fd = os.open(root, DIR_FLAGS)
     try:
-        *dirs, leaf = rel.split("/")
-        for part in dirs:
-            nfd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-            os.close(fd)
-            fd = nfd
-        ffd = os.open(leaf, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fd)
-    except OSError:
-        return []
+        dir_fd, _parent, leaf, st = land(root_fd, rel.split("/"))
     finally:
-        os.close(fd)
+        os.close(root_fd)
+    try:
+        if leaf is None or st is None or not stat.S_ISREG(st.st_mode):
+            return []
+        ffd = open_regular(leaf, dir_fd, st, f"/{rel}")
+    finally:
+        os.close(dir_fd)
     with os.fdopen(ffd, "rb") as f:
         text = f.read(1 << 20).decode(errors="replace")
     return [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]

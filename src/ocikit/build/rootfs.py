@@ -8,6 +8,12 @@ upper directory, deletions as character devices 0/0 and replaced directories as 
 That upper directory is the new layer, read by ``layer.overlay``. Paths written through
 a symlink of the base (``/bin/x`` with ``bin -> usr/bin``) land where the kernel resolved
 them, so the layer is usrmerge-safe as the imports are.
+
+After a step, the upper directory holds whatever the step left: symlinks to anywhere on the
+host, fifos, device nodes, a mount point's parent replaced by a symlink. Everything ocikit
+does there (removing mount points, reading the layer, preparing it for mksquashfs) goes
+through directory file descriptors, one component at a time, following no symlink
+(``layer.dirfd``), and opens only regular files, only if they are still the file listed.
 """
 
 from __future__ import annotations
@@ -15,14 +21,16 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import InputError, UsageError
 from ..layer import squashfs
+from ..layer.dirfd import DIR_FLAGS, lstat_at, remove_at
 from ..layer.overlay import overlay_entries
 from ..layer.streams import CHUNK
 from ..layer.tarwriter import TarOutput, tar_header
@@ -36,13 +44,21 @@ MOUNT_POINTS = frozenset({"proc", "dev", "tmp", "sys", "ocikit"})
 
 
 def layer_dirs(image: Image, cache: Path, epoch: int) -> list[Path]:
-    """Each layer of ``image`` extracted (once) under ``cache/layers``, bottom first."""
+    """Each layer of ``image`` extracted (once) under ``cache/layers``, bottom first.
+
+    A layer the image lists more than once (``docker save``'s symlinked ``layer.tar``) gets
+    a directory per position (``<hex>``, ``<hex>.1``...): overlayfs refuses one directory
+    as two lowers, and the copies cannot be merged into one position, since a layer between
+    them may change the same paths."""
     root = cache / "layers"
     root.mkdir(parents=True, exist_ok=True)
     dirs = []
+    seen: dict[str, int] = {}
     for i, layer in enumerate(image.layers):
-        final = root / layer.descriptor.digest.hex
-        if not final.exists():
+        hexd = layer.descriptor.digest.hex
+        copy = seen[hexd] = seen.get(hexd, -1) + 1
+        final = root / (hexd if copy == 0 else f"{hexd}.{copy}")
+        if not final.is_dir():
             staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=root))
             try:
                 if layer.compression is Compression.SQUASHFS:
@@ -54,7 +70,7 @@ def layer_dirs(image: Image, cache: Path, epoch: int) -> list[Path]:
                 else:
                     (staging / "root").mkdir()
                     extract_layer(image, i, staging / "root", epoch)
-                with contextlib.suppress(FileExistsError, OSError):
+                with contextlib.suppress(OSError):
                     os.rename(staging / "root", final)  # another build may have won
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
@@ -64,36 +80,84 @@ def layer_dirs(image: Image, cache: Path, epoch: int) -> list[Path]:
 
 @contextlib.contextmanager
 def overlay(lowers: Sequence[Path], upper: Path, work: Path, merged: Path) -> Iterator[Path]:
-    """``merged``, an overlay of ``lowers`` (bottom first) under ``upper``, for the block."""
+    """``merged``, an overlay of ``lowers`` (bottom first) under ``upper``, for the block.
+
+    The mount options name short symlinks (``l0``, ``upper``...) in a private directory,
+    the working directory of ``mount``, each to an absolute, resolved path: the options
+    never hold a cache path's ``,`` or ``:`` (overlayfs's separators), and stay far below
+    the kernel's page-sized limit whatever the number of layers."""
     if os.geteuid() != 0:
         raise UsageError("run steps need root (an overlay mount, a container)")
     for d in (upper, work, merged):
         d.mkdir(parents=True, exist_ok=True)
-    empty = None
-    if not lowers:  # overlayfs needs a lower directory
-        empty = Path(tempfile.mkdtemp(prefix="ocikit-empty-", dir=work.parent))
-        lowers = [empty]
-    # relative lower paths from their common directory keep the option string short
-    common = Path(os.path.commonpath([str(p) for p in lowers]))
-    lower_option = ":".join(os.path.relpath(p, common) for p in reversed(lowers))
-    options = (
-        f"lowerdir={lower_option},upperdir={upper},workdir={work},"
-        "index=off,metacopy=off,redirect_dir=off,xino=off"
-    )
-    proc = subprocess.run(
-        ["mount", "-t", "overlay", "overlay", "-o", options, str(merged)],
-        cwd=common,
-        capture_output=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise InputError(f"cannot mount the step's overlay: {proc.stderr.decode().strip()}")
+    links = Path(tempfile.mkdtemp(prefix="ocikit-overlay-", dir=work.parent)).resolve()
     try:
-        yield merged
+        names = []
+        for i, lower in enumerate(lowers):
+            os.symlink(lower.resolve(strict=True), links / f"l{i}")
+            names.append(f"l{i}")
+        if not names:  # overlayfs needs a lower directory
+            (links / "empty").mkdir()
+            names.append("empty")
+        os.symlink(upper.resolve(strict=True), links / "upper")
+        os.symlink(work.resolve(strict=True), links / "work")
+        target = merged.resolve(strict=True)
+        options = (
+            f"lowerdir={':'.join(reversed(names))},upperdir=upper,workdir=work,"
+            "index=off,metacopy=off,redirect_dir=off,xino=off"
+        )
+        proc = subprocess.run(
+            ["mount", "-t", "overlay", "overlay", "-o", options, str(target)],
+            cwd=links,
+            capture_output=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise InputError(f"cannot mount the step's overlay: {proc.stderr.decode().strip()}")
+        try:
+            yield target
+        finally:
+            done = subprocess.run(["umount", str(target)], capture_output=True, check=False)
+            if done.returncode != 0:  # still busy: detached now, freed when unused
+                subprocess.run(["umount", "-l", str(target)], capture_output=True, check=False)
     finally:
-        subprocess.run(["umount", str(merged)], capture_output=True, check=False)
-        if empty is not None:
-            shutil.rmtree(empty, ignore_errors=True)
+        shutil.rmtree(links, ignore_errors=True)
+
+
+def remove_mount_point(
+    upper: Path, parts: Sequence[str], in_base: Callable[[tuple[str, ...]], bool]
+) -> None:
+    """Remove what the runtime made in ``upper`` for a bind at ``parts``: the empty
+    directory (or empty file) there, and the directories above it that the base does not
+    have (``in_base``) and that are empty now. Resolved from a directory fd, following
+    nothing: where a step moved or replaced any of them (a symlink to the host included),
+    what the step left stays as it is."""
+    fds = [os.open(upper, DIR_FLAGS)]
+    try:
+        for part in parts[:-1]:
+            try:
+                fds.append(os.open(part, DIR_FLAGS, dir_fd=fds[-1]))
+            except OSError:
+                return  # missing, a symlink or not a directory: not what the runtime made
+        for depth in range(len(parts), 0, -1):
+            name, parent = parts[depth - 1], fds[depth - 1]
+            if in_base(tuple(parts[:depth])):
+                return
+            st = lstat_at(name, parent)
+            if st is None:
+                return
+            if stat.S_ISDIR(st.st_mode):
+                try:
+                    os.rmdir(name, dir_fd=parent)
+                except OSError:
+                    return  # not empty: the step wrote in it
+            elif stat.S_ISREG(st.st_mode) and st.st_size == 0 and depth == len(parts):
+                os.unlink(name, dir_fd=parent)  # a file bind's mount point
+            else:
+                return
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def write_upper_tar(upper: Path, out: BinaryIO, base_top: set[str], mtime_max: int | None) -> int:
@@ -103,7 +167,7 @@ def write_upper_tar(upper: Path, out: BinaryIO, base_top: set[str], mtime_max: i
     drop = frozenset(MOUNT_POINTS - base_top)
     tar = TarOutput(out)
     count = 0
-    for entry, path, xattrs in overlay_entries(upper, drop, mtime_max):
+    for entry, data, xattrs in overlay_entries(upper, drop, mtime_max):
         count += 1
         tar.header(
             tar_header(
@@ -120,28 +184,40 @@ def write_upper_tar(upper: Path, out: BinaryIO, base_top: set[str], mtime_max: i
                 entry.devminor,
             )
         )
-        if entry.isreg() and entry.size:
-            with open(path, "rb") as f:
+        if data is not None and entry.size:
+            with data() as f:
                 tar.data(f, entry.size, entry.name)
     tar.finish()
     return count
 
 
 def prepare_upper_for_squashfs(upper: Path, base_top: set[str], mtime_max: int | None) -> None:
-    """The upper directory made into what the squashfs layer holds: runtime mount points
-    removed, mtimes clamped."""
-    for name in MOUNT_POINTS - base_top:
-        path = upper / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-    if mtime_max is None:
-        return
-    for current, dirs, files in os.walk(upper, topdown=False):
-        for name in [*files, *dirs]:
-            path = os.path.join(current, name)
-            st = os.lstat(path)
-            if st.st_mtime > mtime_max:
-                os.utime(path, (mtime_max, mtime_max), follow_symlinks=False)
-    st = os.lstat(upper)
-    if st.st_mtime > mtime_max:
-        os.utime(upper, (mtime_max, mtime_max))
+    """The upper directory made into what the squashfs layer holds: the runtime's mount
+    points removed (whatever a step made of them: the tar layer leaves out the same names),
+    mtimes clamped; nothing followed."""
+    root_fd = os.open(upper, DIR_FLAGS)
+    try:
+        for name in sorted(MOUNT_POINTS - base_top):
+            remove_at(root_fd, name)
+        if mtime_max is not None:
+            _clamp(root_fd, mtime_max)
+    finally:
+        os.close(root_fd)
+
+
+def _clamp(dir_fd: int, mtime_max: int) -> None:
+    """mtimes below ``dir_fd`` and its own clamped to ``mtime_max``, children first."""
+    for name in os.listdir(dir_fd):
+        st = lstat_at(name, dir_fd)
+        if st is None:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            sub = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+            try:
+                _clamp(sub, mtime_max)
+            finally:
+                os.close(sub)
+        elif st.st_mtime > mtime_max:
+            os.utime(name, (mtime_max, mtime_max), dir_fd=dir_fd, follow_symlinks=False)
+    if os.fstat(dir_fd).st_mtime > mtime_max:
+        os.utime(dir_fd, (mtime_max, mtime_max))

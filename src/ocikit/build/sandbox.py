@@ -10,6 +10,10 @@ mounted. Binds are read-only unless asked otherwise, and the imports are read-on
 
 Output (stdout and stderr together) goes line by line to ``on_line``, and the last lines are
 kept for the error message.
+
+The runtime itself opens the image's ``/etc/passwd`` and ``/etc/group`` in the container to
+set the process's user, whoever it is; ``user_table_problem`` says when that read would hang
+(a fifo, a pty) or read a device, so that the step is refused before it starts.
 """
 
 from __future__ import annotations
@@ -20,13 +24,15 @@ import json
 import os
 import resource
 import shutil
+import stat
 import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import UnsafeInputError, UsageError
+from ..layer.dirfd import DIR_FLAGS, kind, land
 
 IMPORTS_DIR = "/ocikit/imports"
 TAIL_LINES = 20
@@ -47,6 +53,10 @@ CAPABILITIES = [
     "CAP_AUDIT_WRITE",
 ]
 _ids = itertools.count()
+# opened by the runtime in the container before the step runs, whatever the user
+USER_TABLES = ("etc/passwd", "etc/group")
+# what the runtime mounts there is its own (devices, /dev/ptmx, /proc/self/fd), not the image's
+RUNTIME_FILESYSTEMS = ("dev", "proc", "sys")
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,34 @@ def runtime_path(name: str) -> str:
     return path
 
 
+def user_table_problem(rootfs: Path) -> str | None:
+    """Why the runtime must not start on ``rootfs``, or None. It reads ``/etc/passwd`` and
+    ``/etc/group`` (symlinks followed in the container) to set the user: each must be a
+    regular file of the image, or absent. A fifo, a device or a directory there, or a
+    symlink into the runtime's ``/dev``, ``/proc`` or ``/sys`` (``/dev/ptmx``), would hang
+    the step before it starts or read a device."""
+    root_fd = os.open(rootfs, DIR_FLAGS)
+    try:
+        provided = []
+        for top in RUNTIME_FILESYSTEMS:  # where the runtime mounts them, in this root
+            fd, parent, name, _st = land(root_fd, [top])
+            os.close(fd)
+            provided.append((*parent, name) if name else parent)
+        for rel in USER_TABLES:
+            fd, parent, name, st = land(root_fd, rel.split("/"))
+            os.close(fd)
+            where = (*parent, name) if name else parent
+            if any(where[: len(p)] == p for p in provided):
+                return f"/{rel} leads into /{'/'.join(where)}, which is the runtime's"
+            if st is not None and not stat.S_ISREG(st.st_mode):
+                return f"/{rel} is {kind(st.st_mode)}, not a file"
+    except UnsafeInputError as e:
+        return str(e)
+    finally:
+        os.close(root_fd)
+    return None
+
+
 def run_step(
     rootfs: Path,
     args: Sequence[str],
@@ -86,7 +124,11 @@ def run_step(
 ) -> StepResult:
     """Run ``args`` in a container on ``rootfs``; its exit code and the last lines it wrote."""
     binary = runtime_path(runtime)
-    work = Path(tempfile.mkdtemp(prefix="ocikit-run-"))
+    # runc resolves a relative root or bind source from the bundle, not from here: every
+    # path in the config is absolute and resolved
+    rootfs = rootfs.resolve(strict=True)
+    mounts = [Mount(os.path.realpath(m.source), m.destination, m.writable) for m in mounts]
+    work = Path(tempfile.mkdtemp(prefix="ocikit-run-")).resolve()
     name = f"ocikit-{os.getpid()}-{next(_ids)}"
     state = ["--root", str(work / "state")]
     try:

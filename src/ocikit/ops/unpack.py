@@ -22,7 +22,8 @@ from typing import Any
 
 from ..errors import DestinationError, UnsafeInputError, UsageError
 from ..layer.analyze import UNSAFE, LayerAnalyzer, Tree
-from ..layer.paths import OPAQUE, WHITEOUT, clean, split_target
+from ..layer.dirfd import DIR_FLAGS, lstat_at, open_dir, rmtree_at, walk
+from ..layer.paths import OPAQUE, WHITEOUT, clean
 from ..layer.scan import DEFAULT_MAX_RATIO, scan_layer
 from ..layer.streams import CHUNK
 from ..layer.tarstream import TarEntry, TarStream
@@ -31,8 +32,6 @@ from .progress import NullProgress, ProgressReporter
 
 REFUSED = UNSAFE | {"absolute-path"}
 OPAQUE_XATTR = "trusted.overlay.opaque"
-MAX_LINKS = 40
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass
@@ -182,7 +181,7 @@ class _Extractor:
         """``overlay``: one layer on its own, whiteouts written as overlayfs marks them (a
         character device 0/0, the opaque xattr) instead of applied."""
         self.overlay = overlay
-        self.root_fd = os.open(root, _DIR_FLAGS)
+        self.root_fd = os.open(root, DIR_FLAGS)
         self.devices = devices
         self.result = result
         self.as_root = os.geteuid() == 0
@@ -228,64 +227,9 @@ class _Extractor:
         return fd, resolved
 
     def _walk(self, parts: list[str], create: bool = True) -> tuple[int, tuple[str, ...]]:
-        """Resolve ``parts`` inside the root; missing directories are made (``create``) or
-        FileNotFoundError is raised."""
-        todo = list(reversed(parts))
-        fds = [os.dup(self.root_fd)]
-        cur: list[str] = []
-        links = 0
-        try:
-            while todo:
-                name = todo.pop()
-                if name in ("", "."):
-                    continue
-                if name == "..":
-                    if cur:
-                        cur.pop()
-                        os.close(fds.pop())
-                    continue
-                try:
-                    st = os.stat(name, dir_fd=fds[-1], follow_symlinks=False)
-                except FileNotFoundError:
-                    if not create:
-                        raise
-                    os.mkdir(name, 0o755, dir_fd=fds[-1])
-                    st = os.stat(name, dir_fd=fds[-1], follow_symlinks=False)
-                if stat.S_ISLNK(st.st_mode):
-                    links += 1
-                    if links > MAX_LINKS:
-                        raise UnsafeInputError(f"{'/'.join(parts)}: too many levels of symlinks")
-                    absolute, target = split_target(os.readlink(name, dir_fd=fds[-1]))
-                    if absolute:
-                        for fd in fds[1:]:
-                            os.close(fd)
-                        del fds[1:]
-                        cur = []
-                    todo.extend(reversed(target))
-                    continue
-                if not stat.S_ISDIR(st.st_mode):
-                    raise UnsafeInputError(
-                        f"{'/'.join(parts)}: {'/'.join([*cur, name])} is not a directory"
-                    )
-                fds.append(os.open(name, _DIR_FLAGS, dir_fd=fds[-1]))
-                cur.append(name)
-            return fds.pop(), tuple(cur)
-        finally:
-            for fd in fds:
-                os.close(fd)
-
-    def _open_nofollow(self, parts: tuple[str, ...]) -> int | None:
-        """An fd of exactly ``parts``, a directory reached through no symlink; else None."""
-        fd = os.dup(self.root_fd)
-        try:
-            for p in parts:
-                nfd = os.open(p, _DIR_FLAGS, dir_fd=fd)
-                os.close(fd)
-                fd = nfd
-        except OSError:
-            os.close(fd)
-            return None
-        return fd
+        """Resolve ``parts`` inside the root (``layer.dirfd.walk``); missing directories are
+        made (``create``) or FileNotFoundError is raised."""
+        return walk(self.root_fd, parts, create)
 
     # -- entries -------------------------------------------------------------------------------
     def entry(self, entry: TarEntry, stream: TarStream) -> None:
@@ -306,7 +250,7 @@ class _Extractor:
         pfd, resolved = self._parent(tuple(parent_parts))
         path = (*resolved, base)
         self.created.add(path)
-        existing = _lstat(base, pfd)
+        existing = lstat_at(base, pfd)
         if entry.isdir():
             if existing is not None and not stat.S_ISDIR(existing.st_mode):
                 self._remove(base, pfd, existing)
@@ -357,7 +301,7 @@ class _Extractor:
             raise UnsafeInputError(f"{entry.name!r} links outside the root")
         tfd, _ = self._walk(list(cl.parts[:-1]))
         try:
-            st = _lstat(cl.parts[-1], tfd)
+            st = lstat_at(cl.parts[-1], tfd)
             if st is None or stat.S_ISDIR(st.st_mode):
                 raise UnsafeInputError(
                     f"{entry.name!r} links to {entry.linkname!r}, which is missing or a directory"
@@ -378,7 +322,7 @@ class _Extractor:
     def _remove(self, base: str, pfd: int, st: os.stat_result) -> None:
         self._invalidate()
         if stat.S_ISDIR(st.st_mode):
-            _rmtree_at(pfd, base)
+            rmtree_at(pfd, base)
         else:
             os.unlink(base, dir_fd=pfd)
 
@@ -395,7 +339,7 @@ class _Extractor:
             hidden = base[len(WHITEOUT) :]
             if (*resolved, hidden) in self.created:  # whiteouts hide lower layers only
                 return
-            st = _lstat(hidden, pfd)
+            st = lstat_at(hidden, pfd)
             if st is not None:
                 self._remove(hidden, pfd, st)
         finally:
@@ -407,7 +351,7 @@ class _Extractor:
             os.setxattr(pfd, OPAQUE_XATTR, b"y")
             return
         hidden = base[len(WHITEOUT) :]
-        if _lstat(hidden, pfd) is not None:  # this layer wrote it: the whiteout hides nothing
+        if lstat_at(hidden, pfd) is not None:  # this layer wrote it: the whiteout hides nothing
             return
         os.mknod(hidden, stat.S_IFCHR | 0o600, os.makedev(0, 0), dir_fd=pfd)
         mtime_ns = int(entry.mtime * 1e9)  # the whiteout entry's time: reproducible
@@ -418,13 +362,13 @@ class _Extractor:
         """Remove what lower layers put in the directory; keep what this layer wrote."""
         for name in os.listdir(dfd):
             path = (*resolved, name)
-            st = _lstat(name, dfd)
+            st = lstat_at(name, dfd)
             if st is None:
                 continue
             if path not in self.created:
                 self._remove(name, dfd, st)
             elif stat.S_ISDIR(st.st_mode):
-                sub = os.open(name, _DIR_FLAGS, dir_fd=dfd)
+                sub = os.open(name, DIR_FLAGS, dir_fd=dfd)
                 try:
                     self._opaque(sub, path)
                 finally:
@@ -435,7 +379,7 @@ class _Extractor:
         self._forget()
         for path in sorted(self.dirs, key=len, reverse=True):
             entry = self.dirs[path]
-            fd = self._open_nofollow(path)
+            fd = open_dir(self.root_fd, path)  # exactly there, through no symlink
             if fd is None:  # replaced or removed by a later layer
                 continue
             try:
@@ -451,31 +395,7 @@ class _Extractor:
             os.fchmod(self.root_fd, 0o755)
 
 
-def _lstat(name: str, dir_fd: int) -> os.stat_result | None:
-    try:
-        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return None
-
-
 def _write_all(fd: int, data: memoryview) -> None:
     while data:
         n = os.write(fd, data)
         data = data[n:]
-
-
-def _rmtree_at(dir_fd: int, name: str) -> None:
-    """Remove a directory tree below ``dir_fd`` without following any symlink."""
-    fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
-    try:
-        for child in os.listdir(fd):
-            st = _lstat(child, fd)
-            if st is None:
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                _rmtree_at(fd, child)
-            else:
-                os.unlink(child, dir_fd=fd)
-    finally:
-        os.close(fd)
-    os.rmdir(name, dir_fd=dir_fd)
