@@ -10,9 +10,9 @@ out unchanged, and the build must either succeed with the layer the step asked f
 with one line (exit 2), never hang. The layer tests swap a file between the walk and the read
 in-process (nothing in a finished step can race ocikit, so only a test can).
 
-Bases: a layer listed twice with another layer between the copies (what ``docker save``
-writes as a symlinked ``layer.tar``) must give the root filesystem ``ocikit unpack`` gives; a
-relative ``--cache-dir`` with ``,`` and ``:`` in it must work.
+Bases: a layer listed twice, with another layer between the copies (by hand) or not (a real
+``docker save``'s symlinked ``layer.tar``), must give the root filesystem ``ocikit unpack``
+gives; a relative ``--cache-dir`` with ``,`` and ``:`` in it must work.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from support.archives import Archive
 from support.cli import OCIKIT, assert_one_line_error, ocikit, ok
 from support.dockerd import BUSYBOX
 from support.layouts import (
@@ -329,6 +330,30 @@ def test_a_layer_listed_twice_with_a_layer_between(tmp_path: Path) -> None:
         del after[name]
     before = snapshot(base)
     del after["."], before["."]  # the root's mtime: the step touched it
+    assert after == before
+
+
+def test_a_real_docker_save_with_a_symlinked_layer_tar(
+    legacy_archive_rich: Archive, tmp_path: Path
+) -> None:
+    """``docker save`` of an image whose Dockerfile copies the same file twice: its second
+    ``layer.tar`` is a symlink to the first. A step on it sees what ``ocikit unpack`` gives."""
+    (tmp_path / "ocikit.yaml").write_text(
+        f"""
+images:
+  seen:
+    from: docker-archive:{legacy_archive_rich.path}
+    run: cat /same.txt /d/n > /seen
+"""
+    )
+    proc = ocikit("build", "-q", "--cache-dir", str(tmp_path / "cache"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr.decode()
+    ok("unpack", f"docker-archive:{legacy_archive_rich.path}", str(tmp_path / "base-root"))
+    ok("unpack", f"oci:{tmp_path / 'oci'}:seen", str(tmp_path / "seen-root"))
+    seen = tmp_path / "seen-root"
+    assert (seen / "seen").read_text() == "the same layer twice\nnew\n"
+    after, before = snapshot(seen), snapshot(tmp_path / "base-root")
+    del after["./seen"], after["."], before["."]
     assert after == before
 
 
