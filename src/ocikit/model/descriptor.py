@@ -8,6 +8,7 @@ from typing import Any
 
 from ..errors import InputError, UsageError
 from .digest import Digest
+from .jsondoc import obj, opt_str, req_str, show, size, str_list, str_map
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,7 @@ class Platform:
     architecture: str
     variant: str | None = None
     os_version: str | None = None
+    features: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, text: str) -> Platform:
@@ -26,18 +28,23 @@ class Platform:
         return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Platform:
+    def from_json(cls, data: Any, where: str = "platform") -> Platform:
+        """A descriptor's ``platform``; every field it has is of its type (``InputError``)."""
+        data = obj(data, where)
         return cls(
-            os=str(data.get("os", "")),
-            architecture=str(data.get("architecture", "")),
-            variant=data.get("variant"),
-            os_version=data.get("os.version"),
+            os=opt_str(data, "os", where) or "",
+            architecture=opt_str(data, "architecture", where) or "",
+            variant=opt_str(data, "variant", where),
+            os_version=opt_str(data, "os.version", where),
+            features=tuple(str_list(data, "os.features", where) or ()),
         )
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"architecture": self.architecture, "os": self.os}
         if self.os_version:
             out["os.version"] = self.os_version
+        if self.features:
+            out["os.features"] = list(self.features)
         if self.variant:
             out["variant"] = self.variant
         return out
@@ -69,24 +76,27 @@ class Descriptor:
 
     @classmethod
     def from_json(cls, data: Any, where: str = "descriptor") -> Descriptor:
-        if not isinstance(data, Mapping):
-            raise InputError(f"{where}: not a JSON object")
+        """A descriptor, every field of the type the image-spec gives it (``InputError``
+        naming ``where`` and the field otherwise); unknown fields are kept in ``extra``."""
+        data = obj(data, where)
+        media_type = req_str(data, "mediaType", where)
+        digest_text = req_str(data, "digest", where)
         try:
-            media_type = data["mediaType"]
-            digest = Digest(data["digest"])
-            size = data["size"]
-        except KeyError as e:
-            raise InputError(f"{where}: missing {e.args[0]!r}") from None
-        if not isinstance(media_type, str) or not isinstance(size, int) or size < 0:
-            raise InputError(f"{where}: invalid mediaType or size")
+            digest = Digest(digest_text)
+        except InputError:
+            raise InputError(f"{where}: invalid digest {show(digest_text)}") from None
         platform = data.get("platform")
+        opt_str(data, "artifactType", where)
+        opt_str(data, "data", where)
         return cls(
             media_type=media_type,
             digest=digest,
-            size=size,
-            annotations=dict(data.get("annotations") or {}),
-            platform=Platform.from_json(platform) if isinstance(platform, Mapping) else None,
-            urls=tuple(data.get("urls") or ()),
+            size=size(data, "size", where),
+            annotations=str_map(data, "annotations", where),
+            platform=None
+            if platform is None
+            else Platform.from_json(platform, f"{where}: platform"),
+            urls=tuple(str_list(data, "urls", where) or ()),
             extra={k: v for k, v in data.items() if k not in _KNOWN},
         )
 

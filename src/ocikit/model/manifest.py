@@ -16,6 +16,22 @@ from ..errors import InputError
 from . import mediatypes as mt
 from .descriptor import Descriptor, Platform
 from .digest import Digest
+from .jsondoc import (
+    CONFIG_LIMIT,
+    MANIFEST_LIMIT,
+    load_json,
+    obj,
+    opt_bool,
+    opt_list,
+    opt_obj,
+    opt_str,
+    show,
+    str_list,
+    str_map,
+    wrong,
+)
+
+__all__ = ["ImageConfig", "Index", "Manifest", "canonical_json", "load_json"]
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -23,11 +39,17 @@ def canonical_json(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def load_json(raw: bytes, what: str) -> Any:
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{what} is not valid JSON: {e}") from None
+def _document(data: Any, what: str, kind: str) -> Mapping[str, Any]:
+    """The top of a schema 2 manifest or index: an object whose ``schemaVersion`` is 2."""
+    if not isinstance(data, Mapping):
+        raise InputError(f"{what}: not a schema 2 image {kind} (not a JSON object)")
+    version = data.get("schemaVersion")
+    if type(version) is not int or version != 2:
+        raise InputError(f"{what}: not a schema 2 image {kind} (schemaVersion {show(version)})")
+    opt_str(data, "artifactType", what)
+    if data.get("subject") is not None:
+        Descriptor.from_json(data["subject"], f"{what}: subject")
+    return data
 
 
 @dataclass(frozen=True)
@@ -49,24 +71,36 @@ class Manifest:
         return Descriptor(self.media_type, self.digest, len(self.raw))
 
     @classmethod
-    def parse(cls, raw: bytes, media_type: str | None = None, what: str = "manifest") -> Manifest:
-        data = load_json(raw, what)
-        if not isinstance(data, Mapping) or data.get("schemaVersion") != 2:
-            raise InputError(f"{what}: not a schema 2 image manifest")
-        media_type = data.get("mediaType") or media_type or mt.OCI_MANIFEST
+    def parse(
+        cls,
+        raw: bytes,
+        media_type: str | None = None,
+        what: str = "manifest",
+        *,
+        limit: int = MANIFEST_LIMIT,
+    ) -> Manifest:
+        """The manifest ``raw`` holds; every field is checked for its type (``InputError``)."""
+        return cls._from_data(raw, load_json(raw, what, limit=limit), media_type, what)
+
+    @classmethod
+    def _from_data(cls, raw: bytes, data: Any, media_type: str | None, what: str) -> Manifest:
+        data = _document(data, what, "manifest")
+        media_type = opt_str(data, "mediaType", what) or media_type or mt.OCI_MANIFEST
         if media_type not in mt.MANIFEST_TYPES:
-            raise InputError(f"{what}: unsupported manifest media type {media_type!r}")
-        layers = data.get("layers")
-        if not isinstance(layers, list):
-            raise InputError(f"{what}: 'layers' is missing or not a list")
+            raise InputError(f"{what}: unsupported manifest media type {show(media_type)}")
+        if "config" not in data:
+            raise InputError(f"{what}: missing 'config'")
+        layers = opt_list(data, "layers", what)
+        if layers is None:
+            raise InputError(f"{what}: 'layers' is missing")
         return cls(
             raw=raw,
             media_type=media_type,
-            config=Descriptor.from_json(data.get("config"), f"{what}: config"),
+            config=Descriptor.from_json(data["config"], f"{what}: config"),
             layers=tuple(
                 Descriptor.from_json(d, f"{what}: layers[{i}]") for i, d in enumerate(layers)
             ),
-            annotations=dict(data.get("annotations") or {}),
+            annotations=str_map(data, "annotations", what),
         )
 
     @classmethod
@@ -102,20 +136,34 @@ class Index:
         return Digest.of(self.raw)
 
     @classmethod
-    def parse(cls, raw: bytes, media_type: str | None = None, what: str = "index") -> Index:
-        data = load_json(raw, what)
-        if not isinstance(data, Mapping) or data.get("schemaVersion") != 2:
-            raise InputError(f"{what}: not a schema 2 image index")
-        manifests = data.get("manifests")
-        if not isinstance(manifests, list):
-            raise InputError(f"{what}: 'manifests' is missing or not a list")
+    def parse(
+        cls,
+        raw: bytes,
+        media_type: str | None = None,
+        what: str = "index",
+        *,
+        limit: int = MANIFEST_LIMIT,
+    ) -> Index:
+        """The index ``raw`` holds; every field is checked for its type (``InputError``).
+        ``limit``: a layout's ``index.json`` may be larger than a manifest."""
+        return cls._from_data(raw, load_json(raw, what, limit=limit), media_type, what)
+
+    @classmethod
+    def _from_data(cls, raw: bytes, data: Any, media_type: str | None, what: str) -> Index:
+        data = _document(data, what, "index")
+        media_type = opt_str(data, "mediaType", what) or media_type or mt.OCI_INDEX
+        if media_type not in mt.INDEX_TYPES:
+            raise InputError(f"{what}: unsupported index media type {show(media_type)}")
+        manifests = opt_list(data, "manifests", what)
+        if manifests is None:
+            raise InputError(f"{what}: 'manifests' is missing")
         return cls(
             raw=raw,
-            media_type=data.get("mediaType") or media_type or mt.OCI_INDEX,
+            media_type=media_type,
             manifests=tuple(
                 Descriptor.from_json(d, f"{what}: manifests[{i}]") for i, d in enumerate(manifests)
             ),
-            annotations=dict(data.get("annotations") or {}),
+            annotations=str_map(data, "annotations", what),
         )
 
     @classmethod
@@ -138,13 +186,16 @@ class Index:
 def parse_manifest_or_index(
     raw: bytes, media_type: str | None = None, what: str = "manifest"
 ) -> Manifest | Index:
-    data = load_json(raw, what)
-    declared = (data.get("mediaType") if isinstance(data, Mapping) else None) or media_type
+    """A manifest or an index, as its ``mediaType`` (else ``media_type``, else its shape)
+    says; parsed once, every field checked."""
+    data = load_json(raw, what, limit=MANIFEST_LIMIT)
+    declared = opt_str(data, "mediaType", what) if isinstance(data, Mapping) else None
+    declared = declared or media_type
     if declared in mt.INDEX_TYPES or (
-        declared is None and isinstance(data, Mapping) and "manifests" in data
+        not declared and isinstance(data, Mapping) and "manifests" in data
     ):
-        return Index.parse(raw, media_type, what)
-    return Manifest.parse(raw, media_type, what)
+        return Index._from_data(raw, data, media_type, what)
+    return Manifest._from_data(raw, data, media_type, what)
 
 
 @dataclass(frozen=True)
@@ -155,17 +206,37 @@ class ImageConfig:
     data: Mapping[str, Any]
 
     @classmethod
-    def parse(cls, raw: bytes, what: str = "image config") -> ImageConfig:
-        data = load_json(raw, what)
-        if not isinstance(data, Mapping):
-            raise InputError(f"{what}: not a JSON object")
-        rootfs = data.get("rootfs")
-        if rootfs is not None and not isinstance(rootfs, Mapping):
-            raise InputError(f"{what}: 'rootfs' is not an object")
-        cfg = cls(raw, data)
-        for d in cfg.diff_ids:
-            Digest(d)
-        return cfg
+    def parse(
+        cls, raw: bytes, what: str = "image config", *, limit: int = CONFIG_LIMIT
+    ) -> ImageConfig:
+        """The config ``raw`` holds. Every field ocikit reads, prints or builds on is checked
+        for the type the image-spec gives it (``InputError`` naming it); others are kept."""
+        data = obj(load_json(raw, what, limit=limit), what)
+        for key in ("created", "author", "architecture", "os", "variant", "os.version"):
+            opt_str(data, key, what)
+        str_list(data, "os.features", what)
+        container = opt_obj(data, "config", what)
+        if container is not None:
+            _check_container_config(container, f"{what}: config")
+        rootfs = opt_obj(data, "rootfs", what)
+        if rootfs is not None:
+            opt_str(rootfs, "type", f"{what}: rootfs")
+            for i, d in enumerate(opt_list(rootfs, "diff_ids", f"{what}: rootfs") or ()):
+                if not isinstance(d, str):
+                    wrong(f"{what}: rootfs: diff_ids[{i}]", None, "a digest string", d)
+                try:
+                    Digest(d)
+                except InputError:
+                    raise InputError(
+                        f"{what}: rootfs: diff_ids[{i}]: invalid digest {show(d)}"
+                    ) from None
+        for i, entry in enumerate(opt_list(data, "history", what) or ()):
+            where = f"{what}: history[{i}]"
+            entry = obj(entry, where)
+            for key in ("created", "created_by", "author", "comment"):
+                opt_str(entry, key, where)
+            opt_bool(entry, "empty_layer", where)
+        return cls(raw, data)
 
     @property
     def digest(self) -> Digest:
@@ -192,3 +263,16 @@ class ImageConfig:
     @property
     def container_config(self) -> Mapping[str, Any]:
         return self.data.get("config") or {}
+
+
+def _check_container_config(c: Mapping[str, Any], where: str) -> None:
+    """The fields of a config's ``config`` that ocikit reads, prints or changes."""
+    for key in ("User", "WorkingDir", "StopSignal"):
+        opt_str(c, key, where)
+    str_list(c, "Env", where)
+    str_map(c, "Labels", where)
+    for key in ("Entrypoint", "Cmd"):  # docker accepts a string too
+        if not isinstance(c.get(key), str):
+            str_list(c, key, where)
+    for key in ("ExposedPorts", "Volumes"):
+        opt_obj(c, key, where)

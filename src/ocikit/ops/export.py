@@ -30,6 +30,7 @@ from ..layer.compress import check_level
 from ..layer.streams import CHUNK
 from ..layer.transcode import transcode
 from ..model import Compression, Digest
+from ..model.jsondoc import load_json
 from ..transports import Image, Layer, Reference, as_reference, open_image
 from ..transports.archive import TarArchive, normalize
 from ..transports.base import BlobWriter
@@ -334,8 +335,8 @@ class _Exporter:
             except OSError as e:
                 raise InputError(f"{path}: {e.strerror}") from None
             try:
-                records = json.loads(raw) if len(raw) <= MAX_V2METADATA else None
-            except ValueError:
+                records = load_json(raw, path, limit=MAX_V2METADATA)
+            except InputError:
                 records = None
             if not isinstance(records, list) or not all(isinstance(r, Mapping) for r in records):
                 raise InputError(f"{path}: not a v2metadata file (a JSON list of records)")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import re
 import threading
@@ -25,12 +24,15 @@ import httpx
 
 from ..errors import DestinationError, InputError, NotFoundError, UsageError
 from ..layer.streams import CHUNK
+from ..model.jsondoc import SMALL_LIMIT, load_json
 from .archive import TarArchive, Tee
 from .docker_archive import DockerArchiveDestination, DockerArchiveSource
-from .httpstream import ResponseStream
+from .httpstream import ResponseStream, one_line, read_bounded
 from .reference import Reference
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
+MAX_ERROR_BODY = 64 << 10  # what is read of an error answer (for its message)
+MAX_EVENT = SMALL_LIMIT  # one line of the JSON stream that answers a load
 TIMEOUT = httpx.Timeout(30.0, read=None)  # a save or load of a big image takes its time
 
 
@@ -86,11 +88,12 @@ class Engine:
             if response.status_code != 200:
                 raise DestinationError(f"{what}: the engine says: {_engine_message(response)}")
             # a load that fails half-way still answers 200, with an error in the JSON stream
-            for line in response.iter_lines():
-                with contextlib.suppress(ValueError):
-                    event = json.loads(line)
+            for line in _lines(response, what):
+                with contextlib.suppress(InputError):
+                    event = load_json(line, "the engine's answer", limit=MAX_EVENT)
                     if isinstance(event, dict) and event.get("error"):
-                        raise DestinationError(f"{what}: the engine says: {event['error']}")
+                        message = one_line(str(event["error"]))
+                        raise DestinationError(f"{what}: the engine says: {message}")
 
 
 def _reason(e: Exception) -> str:
@@ -99,14 +102,33 @@ def _reason(e: Exception) -> str:
     return f"cannot connect: {text}" if isinstance(e, httpx.ConnectError) else text
 
 
+def _lines(response: httpx.Response, what: str) -> Iterator[bytes]:
+    """The lines of a streamed answer, none longer than ``MAX_EVENT``."""
+    pending = b""
+    for chunk in response.iter_bytes():
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        yield from lines
+        if len(pending) > MAX_EVENT:
+            raise DestinationError(f"{what}: the engine's answer has a line over 1 MiB")
+    if pending:
+        yield pending
+
+
 def _engine_message(response: httpx.Response) -> str:
-    body = response.read()[:65536]
+    """The engine's error (its JSON ``message``, else the text), as one printable line."""
     try:
-        message = json.loads(body).get("message")
-    except (ValueError, AttributeError):
+        body, _ = read_bounded(response, MAX_ERROR_BODY, "the engine's answer")
+    except (httpx.HTTPError, InputError):
+        body = b""
+    try:
+        data = load_json(body, "the engine's answer", limit=MAX_ERROR_BODY)
+        message = data.get("message") if isinstance(data, dict) else None
+    except InputError:
         message = None
-    text = message or body.decode(errors="replace").strip() or f"HTTP {response.status_code}"
-    return " ".join(str(text).split())
+    if not isinstance(message, str):
+        message = body.decode(errors="replace")
+    return one_line(message) or f"HTTP {response.status_code}"
 
 
 def _response_stream(response: httpx.Response, what: str) -> ResponseStream:

@@ -34,7 +34,18 @@ from ..layer.compress import detect
 from ..layer.streams import CHUNK, HashingReader
 from ..model import Compression, Descriptor, Digest, ImageConfig, Manifest
 from ..model import mediatypes as mt
-from ..model.manifest import load_json
+from ..model.jsondoc import (
+    ARCHIVE_MANIFEST_LIMIT,
+    CONFIG_LIMIT,
+    load_json,
+    obj,
+    opt_obj,
+    opt_str,
+    req_str,
+    show,
+    str_list,
+    wrong,
+)
 from .archive import TarArchive, Tee
 from .base import BlobWriter, ImageDestination, ImageSource
 from .fsutil import atomic_output
@@ -46,14 +57,15 @@ class _Entry:
     config: str
     repo_tags: list[str]
     layers: list[str]
-    layer_sources: Mapping[str, Any]
+    layer_sources: Mapping[str, Descriptor]
 
 
 def archive_entries(archive: TarArchive) -> list[_Entry]:
     """The images ``manifest.json`` lists, in its order."""
     if not archive.exists("manifest.json"):
         raise InputError(f"{archive.what}: not a docker-archive (no manifest.json)")
-    return _parse_manifest_json(archive.read_small("manifest.json"), archive.what)
+    raw = archive.read_small("manifest.json", ARCHIVE_MANIFEST_LIMIT)
+    return _parse_manifest_json(raw, archive.what)
 
 
 class DockerArchiveSource(ImageSource):
@@ -87,7 +99,7 @@ class DockerArchiveSource(ImageSource):
         #: the archive member of each layer, as manifest.json names it
         self.layer_members = list(entry.layers)
         self._blobs: dict[str, str] = {}  # digest -> member
-        config_raw = self.archive.read_small(entry.config)
+        config_raw = self.archive.read_small(entry.config, CONFIG_LIMIT)
         config_digest = Digest.of(config_raw)
         named = _blob_digest(entry.config)
         if named is not None and Digest.of(config_raw, named.algorithm) != named:
@@ -131,10 +143,10 @@ class DockerArchiveSource(ImageSource):
         )
 
     def _layer_descriptor(
-        self, member: str, diff_id: Digest, source: Mapping[str, Any] | None
+        self, member: str, diff_id: Digest, source: Descriptor | None
     ) -> Descriptor:
         if source is not None:
-            desc = Descriptor.from_json(source, f"{self.archive.what}: LayerSources[{diff_id}]")
+            desc = source
             size = self.archive.size(member)
             if desc.size != size:
                 raise InputError(
@@ -185,24 +197,27 @@ def _choices(entries: list[_Entry]) -> str:
 
 
 def _parse_manifest_json(raw: bytes, what: str) -> list[_Entry]:
-    data = load_json(raw, f"{what}: manifest.json")
+    """The entries of ``manifest.json``, every field checked for its type."""
+    data = load_json(raw, f"{what}: manifest.json", limit=ARCHIVE_MANIFEST_LIMIT)
     if not isinstance(data, list) or not data:
         raise InputError(f"{what}: manifest.json is not a non-empty list")
     entries = []
     for i, item in enumerate(data):
         where = f"{what}: manifest.json[{i}]"
-        if not isinstance(item, Mapping):
-            raise InputError(f"{where}: not an object")
-        config, layers = item.get("Config"), item.get("Layers")
-        if not isinstance(config, str) or not isinstance(layers, list):
-            raise InputError(f"{where}: missing Config or Layers")
-        if not all(isinstance(x, str) for x in layers):
-            raise InputError(f"{where}: Layers must be file names")
-        tags = item.get("RepoTags") or []
-        sources = item.get("LayerSources") or {}
-        if not isinstance(tags, list) or not isinstance(sources, Mapping):
-            raise InputError(f"{where}: malformed RepoTags or LayerSources")
-        entries.append(_Entry(config, [str(t) for t in tags], list(layers), sources))
+        item = obj(item, where)
+        config = req_str(item, "Config", where)
+        layers = str_list(item, "Layers", where)
+        if layers is None:
+            raise InputError(f"{where}: missing 'Layers'")
+        tags = str_list(item, "RepoTags", where) or []
+        opt_str(item, "Parent", where)
+        sources: dict[str, Descriptor] = {}
+        for diff_id, source in (opt_obj(item, "LayerSources", where) or {}).items():
+            place = f"{where}: LayerSources[{show(diff_id)}]"
+            if not isinstance(source, Mapping):
+                wrong(place, None, "a descriptor object", source)
+            sources[diff_id] = Descriptor.from_json(source, place)
+        entries.append(_Entry(config, list(tags), list(layers), sources))
     return entries
 
 

@@ -1,16 +1,256 @@
-"""An HTTP response body as a readable stream, for the engine's save stream and registry blobs.
+"""HTTP bodies read within bounds: in time (``Budget``), in size (``read_bounded``), and as
+streams (``ResponseStream``, for the engine's save stream and registry blobs).
 
-Chunks are taken as they arrive (``iter_raw()`` without a size: httpx's re-chunking would
-copy every byte once more). When the connection breaks, ``on_break(offset, error)`` decides:
-it returns a response that goes on from ``offset`` (a ``Range`` request), or raises.
+Time. httpx's timeouts are per socket operation: a peer sending one byte every few seconds
+never trips them. A ``Budget`` is what one transfer may spend waiting on the network; while
+it is active (``with budget.active():``, in the thread that does the I/O), every connect,
+send and receive of the clients given to ``install_deadlines`` is cut to what is left of it,
+and a send is made in pieces so that a peer reading slowly cannot stretch one call. Time
+spent by the reader between reads (decompressing, writing to disk) is not counted.
+
+Size. ``read_bounded`` reads at most ``limit`` bytes of a body (after gzip or deflate
+decoding, which stops at the limit too), and says whether there was more.
+
+Streams. Chunks are taken as they arrive (``iter_raw()`` without a size: httpx's
+re-chunking would copy every byte once more). When the connection breaks, ``on_break(offset,
+error)`` decides: it returns a response that goes on from ``offset`` (a ``Range`` request),
+or raises.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import io
-from collections.abc import Callable
+import time
+import unicodedata
+import zlib
+from collections.abc import Callable, Iterator
 
+import httpcore
 import httpx
+
+from ..errors import InputError
+
+SEND_PIECE = 16 << 10  # bytes handed to one send: a slow reader stalls one piece, not a chunk
+
+_ACTIVE: contextvars.ContextVar[Budget | None] = contextvars.ContextVar(
+    "ocikit_budget", default=None
+)
+
+
+class Budget:
+    """How long one transfer may wait on its peer.
+
+    ``seconds``: the waiting (connecting, sending, receiving) it may do in all. With ``rate``
+    (bytes a second), each byte moved earns ``1/rate`` s more, never more than ``seconds``
+    ahead: the peer must keep an average of ``rate``; one that stalls or trickles is dropped
+    within about ``seconds``, and moving N bytes may take ``seconds`` + N/``rate`` at most.
+    A budget may be shared by successive requests (retries, resumed downloads): a trickle
+    spends it once for all of them."""
+
+    def __init__(self, seconds: float, rate: float | None = None) -> None:
+        self.seconds = seconds
+        self.rate = rate
+        self.left = seconds
+        self.expired = False
+
+    def allowance(self, timeout: float | None, error: type[Exception]) -> float:
+        """The timeout for the next socket operation; ``error`` if nothing is left."""
+        if self.left <= 0:
+            self.expired = True
+            raise error(self.reason())
+        return self.left if timeout is None else min(timeout, self.left)
+
+    def spend(self, elapsed: float, moved: int = 0) -> None:
+        self.left -= elapsed
+        if self.rate and moved:
+            self.left = min(self.seconds, self.left + moved / self.rate)
+        if self.left <= 0:
+            self.expired = True
+
+    def timed_out(self, allowed: float, timeout: float | None) -> None:
+        """A socket operation given ``allowed`` timed out: the budget's doing if it had cut
+        the operation's own ``timeout``."""
+        if timeout is None or allowed < timeout:
+            self.expired = True
+
+    def reason(self) -> str:
+        if self.rate:
+            return f"the transfer is too slow (under {_rate_text(self.rate)} on average)"
+        return f"no complete answer within {self.seconds:g} s"
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[Budget]:
+        token = _ACTIVE.set(self)
+        try:
+            yield self
+        finally:
+            _ACTIVE.reset(token)
+
+
+def _rate_text(rate: float) -> str:
+    return f"{rate / 1024:g} KiB/s" if rate >= 1024 else f"{rate:g} bytes/s"
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        budget = _ACTIVE.get()
+        if budget is None:
+            return self._inner.read(max_bytes, timeout)
+        allowed = budget.allowance(timeout, httpcore.ReadTimeout)
+        started = time.monotonic()
+        data = b""
+        try:
+            data = self._inner.read(max_bytes, allowed)
+        except httpcore.TimeoutException:
+            budget.timed_out(allowed, timeout)
+            raise
+        finally:
+            budget.spend(time.monotonic() - started, len(data))
+        return data
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        budget = _ACTIVE.get()
+        if budget is None:
+            self._inner.write(buffer, timeout)
+            return
+        view = memoryview(buffer)
+        while view:
+            piece = view[:SEND_PIECE]
+            allowed = budget.allowance(timeout, httpcore.WriteTimeout)
+            started = time.monotonic()
+            sent = 0
+            try:
+                self._inner.write(piece, allowed)  # type: ignore[arg-type]
+                sent = len(piece)
+            except httpcore.TimeoutException:
+                budget.timed_out(allowed, timeout)
+                raise
+            finally:
+                budget.spend(time.monotonic() - started, sent)
+            view = view[len(piece) :]
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self, ssl_context, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        budget = _ACTIVE.get()
+        if budget is not None:
+            timeout = budget.allowance(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str):  # type: ignore[no-untyped-def]
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    def __init__(self, inner: httpcore.NetworkBackend) -> None:
+        self._inner = inner
+
+    def _timed(
+        self, timeout: float | None, connect: Callable[[float | None], httpcore.NetworkStream]
+    ) -> httpcore.NetworkStream:
+        budget = _ACTIVE.get()
+        if budget is None:
+            return _DeadlineStream(connect(timeout))
+        allowed = budget.allowance(timeout, httpcore.ConnectTimeout)
+        started = time.monotonic()
+        try:
+            return _DeadlineStream(connect(allowed))
+        except httpcore.TimeoutException:
+            budget.timed_out(allowed, timeout)
+            raise
+        finally:
+            budget.spend(time.monotonic() - started)
+
+    def connect_tcp(  # type: ignore[no-untyped-def]
+        self, host: str, port: int, timeout=None, local_address=None, socket_options=None
+    ) -> httpcore.NetworkStream:
+        return self._timed(
+            timeout, lambda t: self._inner.connect_tcp(host, port, t, local_address, socket_options)
+        )
+
+    def connect_unix_socket(  # type: ignore[no-untyped-def]
+        self, path: str, timeout=None, socket_options=None
+    ) -> httpcore.NetworkStream:
+        return self._timed(
+            timeout, lambda t: self._inner.connect_unix_socket(path, t, socket_options)
+        )
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+def install_deadlines(client: httpx.Client) -> bool:
+    """Make every connection of ``client`` (its proxies' too) honour the active ``Budget``.
+
+    httpx has no total deadline and exposes no network backend: this sets httpcore's
+    connection pool backend, a private attribute (the tests check it is still there).
+    False if ``client`` does not use httpx's own transport (a test's mock)."""
+    transports = [client._transport, *client._mounts.values()]
+    installed = False
+    for transport in transports:
+        pool = getattr(transport, "_pool", None)
+        backend = getattr(pool, "_network_backend", None)
+        if isinstance(backend, _DeadlineBackend):
+            installed = True
+        elif isinstance(backend, httpcore.NetworkBackend):
+            pool._network_backend = _DeadlineBackend(backend)  # type: ignore[union-attr]
+            installed = True
+    return installed
+
+
+# -- bodies ----------------------------------------------------------------------------------
+
+
+def read_bounded(response: httpx.Response, limit: int, what: str) -> tuple[bytes, bool]:
+    """At most ``limit`` bytes of the body (decoded if the server gzipped it), and whether
+    there was more; an announced length over the limit reads nothing. Closes the response."""
+    with contextlib.closing(response):
+        if response.request.method == "HEAD":  # no body; Content-Length is the resource's
+            return b"", False
+        if response.is_stream_consumed:  # read already (a test's mock): httpx decoded it
+            return response.content[:limit], len(response.content) > limit
+        encoding = response.headers.get("Content-Encoding", "").strip().lower()
+        decoder = None
+        if encoding in ("gzip", "x-gzip", "deflate"):
+            decoder = zlib.decompressobj(wbits=47)  # gzip or zlib, told by the header
+        elif encoding not in ("", "identity"):
+            raise InputError(f"{what}: the answer has an unknown encoding {encoding[:40]!r}")
+        else:
+            length = response.headers.get("Content-Length", "")
+            if length.isdigit() and int(length) > limit:
+                return b"", True
+        out = bytearray()
+        for chunk in response.iter_raw():
+            if decoder is not None:
+                try:
+                    chunk = decoder.decompress(chunk, limit + 1 - len(out))
+                except zlib.error as e:
+                    raise InputError(f"{what}: the answer's {encoding} is corrupt ({e})") from None
+                if decoder.unconsumed_tail:
+                    out += chunk
+                    return bytes(out[:limit]), True
+            out += chunk
+            if len(out) > limit:
+                return bytes(out[:limit]), True
+        return bytes(out), False
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """A peer's message made safe to print: one line, printable characters, ``limit`` long."""
+    text = text[: limit * 4]
+    cleaned = "".join(
+        c if c.isprintable() and unicodedata.category(c) != "Cf" else " " for c in text
+    )
+    cleaned = " ".join(cleaned.split())
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
 
 
 class ResponseStream(io.RawIOBase):
@@ -18,11 +258,14 @@ class ResponseStream(io.RawIOBase):
         self,
         response: httpx.Response,
         on_break: Callable[[int, httpx.HTTPError], httpx.Response],
+        budget: Budget | None = None,
     ) -> None:
+        """``budget``: the transfer's time (see ``Budget``), active while reading."""
         super().__init__()
         self._response: httpx.Response | None = response
         self._chunks = response.iter_raw()
         self._on_break = on_break
+        self._budget = budget
         self._offset = 0
         self._cur = memoryview(b"")
 
@@ -32,7 +275,7 @@ class ResponseStream(io.RawIOBase):
     def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
         while not self._cur:
             try:
-                self._cur = memoryview(next(self._chunks))
+                self._cur = memoryview(self._next())
             except StopIteration:
                 return 0
             except httpx.HTTPError as e:
@@ -44,6 +287,12 @@ class ResponseStream(io.RawIOBase):
         self._cur = self._cur[n:]
         self._offset += n
         return n
+
+    def _next(self) -> bytes:
+        if self._budget is None:
+            return next(self._chunks)
+        with self._budget.active():
+            return next(self._chunks)
 
     def _drop(self) -> None:
         if self._response is not None:

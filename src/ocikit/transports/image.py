@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from ..errors import InputError, UsageError, VerificationError
 from ..layer.streams import HashingReader, Progress
 from ..model import Compression, Descriptor, Digest, ImageConfig, Manifest
+from ..model.jsondoc import CONFIG_LIMIT
 from ..model.mediatypes import layer_compression
 from .base import ImageSource
 
-MAX_CONFIG_SIZE = 64 << 20
+MAX_CONFIG_SIZE = CONFIG_LIMIT
 
 
 @dataclass(frozen=True)

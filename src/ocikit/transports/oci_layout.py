@@ -30,14 +30,23 @@ from ..errors import (
 from ..layer.streams import CHUNK
 from ..model import Descriptor, Digest, ImageConfig, Index, Manifest, Platform
 from ..model import mediatypes as mt
-from ..model.manifest import load_json, parse_manifest_or_index
+from ..model.jsondoc import (
+    INDEX_JSON_LIMIT,
+    MANIFEST_LIMIT,
+    load_json,
+    obj,
+    read_limited,
+    req_str,
+)
+from ..model.manifest import parse_manifest_or_index
 from .archive import TarArchive
 from .base import BlobWriter, ImageDestination, ImageSource, IndexSource, select_platform
 from .fsutil import atomic_output, atomic_write_bytes, fsync_dir
 from .reference import Reference
 
 REF_NAME = "org.opencontainers.image.ref.name"
-MAX_JSON = 16 << 20
+MAX_JSON = INDEX_JSON_LIMIT
+OCI_LAYOUT_LIMIT = 64 << 10
 LAYOUT_FILE = b'{"imageLayoutVersion":"1.0.0"}'
 
 
@@ -178,23 +187,29 @@ def _named(files: _DirFiles | TarArchive, ref: Reference) -> Descriptor:
     what = files.what
     if not files.exists("oci-layout"):
         raise InputError(f"{what}: not an OCI layout (no oci-layout file)")
-    layout = load_json(files.read_small("oci-layout"), f"{what}: oci-layout")
-    if not isinstance(layout, dict) or "imageLayoutVersion" not in layout:
-        raise InputError(f"{what}: oci-layout has no imageLayoutVersion")
+    where = f"{what}: oci-layout"
+    layout = load_json(
+        files.read_small("oci-layout", OCI_LAYOUT_LIMIT), where, limit=OCI_LAYOUT_LIMIT
+    )
+    req_str(obj(layout, where), "imageLayoutVersion", where)
     if not files.exists("index.json"):
         raise InputError(f"{what}: not an OCI layout (no index.json)")
-    index = Index.parse(files.read_small("index.json"), what=f"{what}: index.json")
+    index = Index.parse(
+        files.read_small("index.json", INDEX_JSON_LIMIT),
+        what=f"{what}: index.json",
+        limit=INDEX_JSON_LIMIT,
+    )
     return _pick(index.manifests, ref.name, what)
 
 
 def _read_json_blob(files: _DirFiles | TarArchive, desc: Descriptor) -> bytes:
     """A manifest or index blob, verified against its descriptor."""
-    if desc.size > MAX_JSON:
+    if desc.size > MANIFEST_LIMIT:
         raise InputError(f"{files.what}: {desc.digest} is too large for a manifest")
     path = blob_path(desc.digest)
     if not files.exists(path):
         raise NotFoundError(f"{files.what}: blob {desc.digest} is missing")
-    raw = files.read_small(path, MAX_JSON)
+    raw = files.read_small(path, MANIFEST_LIMIT)
     if len(raw) != desc.size or Digest.of(raw, desc.digest.algorithm) != desc.digest:
         raise VerificationError(f"{files.what}: blob {desc.digest} does not match its digest")
     return raw
@@ -386,7 +401,8 @@ class OciLayoutDestination(ImageDestination):
         path = os.path.join(self.root, "index.json")
         try:
             with open(path, "rb") as f:
-                return Index.parse(f.read(), what=f"{path}")
+                raw = read_limited(f, path, INDEX_JSON_LIMIT)  # type: ignore[arg-type]
+            return Index.parse(raw, what=path, limit=INDEX_JSON_LIMIT)
         except FileNotFoundError:
             return Index.build([])
 

@@ -33,20 +33,24 @@ from ..errors import (
 from ..layer.streams import CHUNK
 from ..model import Descriptor, Digest, ImageConfig, Index, Manifest, Platform
 from ..model import mediatypes as mt
+from ..model.jsondoc import MANIFEST_LIMIT
 from ..model.manifest import parse_manifest_or_index
+from . import registry_client as rc
 from .base import BlobWriter, ImageDestination, ImageSource, IndexSource, select_platform
-from .httpstream import ResponseStream
+from .httpstream import Budget, ResponseStream
 from .reference import Reference
 from .registry_client import (
     AuthError,
     Credentials,
+    DeadlineError,
     RegistryClient,
     RegistryError,
     error_message,
     raise_for,
+    read_error,
 )
 
-MAX_MANIFEST = 4 << 20
+MAX_MANIFEST = MANIFEST_LIMIT
 MONOLITHIC_MAX = 32 << 20  # blobs up to this size go in one PUT
 UPLOAD_CHUNK = 16 << 20
 DEFAULT_JOBS = 4
@@ -118,12 +122,11 @@ class RegistrySource(ImageSource):
             scopes=self.scopes,
             headers={"Accept": ACCEPT},
             what=what,
+            limit=MAX_MANIFEST,
         )
         if response.status_code != 200:
             raise_for(response, what)
         raw = response.content
-        if len(raw) > MAX_MANIFEST:
-            raise InputError(f"{what}: the manifest is too large ({len(raw)} bytes)")
         if reference.startswith("sha256:") and Digest.of(raw) != Digest(reference):
             raise VerificationError(f"{what}: the manifest does not match its digest")
         media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
@@ -145,21 +148,27 @@ class RegistrySource(ImageSource):
 
     def open_blob(self, descriptor: Descriptor) -> BinaryIO:
         """The blob streamed; a download that breaks goes on from the byte it got to (a
-        ``Range`` request), ``RESUMES`` times at most, each after the client's retries."""
+        ``Range`` request), ``RESUMES`` times at most, each after the client's retries. The
+        whole download, resumes included, must average the client's ``MIN_RATE``."""
         what = f"{self.ref}: blob {descriptor.digest}"
         resumes = 0
+        budget = Budget(rc.DEADLINE, rc.MIN_RATE)
 
         def resume(offset: int, error: httpx.HTTPError) -> httpx.Response:
             nonlocal resumes
+            if budget.expired:
+                raise DeadlineError(f"{what}: {budget.reason()}") from None
             resumes += 1
             if resumes > RESUMES:
                 raise InputError(f"{what}: the download broke ({error})") from None
-            return self._get_blob(descriptor, offset, what)
+            return self._get_blob(descriptor, offset, what, budget)
 
-        body = ResponseStream(self._get_blob(descriptor, 0, what), resume)
+        body = ResponseStream(self._get_blob(descriptor, 0, what, budget), resume, budget)
         return io.BufferedReader(body, CHUNK)  # type: ignore[return-value]
 
-    def _get_blob(self, descriptor: Descriptor, offset: int, what: str) -> httpx.Response:
+    def _get_blob(
+        self, descriptor: Descriptor, offset: int, what: str, budget: Budget
+    ) -> httpx.Response:
         """The blob's bytes from ``offset`` on (a ``Range`` request to resume a download)."""
         headers = {"Range": f"bytes={offset}-"} if offset else None
         response = self.client.request(
@@ -169,11 +178,11 @@ class RegistrySource(ImageSource):
             headers=headers,
             stream=True,
             what=what,
+            budget=budget,
         )
         expected = 206 if offset else 200
         if response.status_code != expected:
-            response.read()
-            response.close()
+            response = read_error(response, what)
             if offset and response.status_code == 200:
                 raise InputError(f"{what}: the download broke and the registry cannot resume it")
             raise_for(response, what)
@@ -203,12 +212,11 @@ class RegistryIndex(IndexSource):
                 scopes=(f"repository:{self.repo}:pull",),
                 headers={"Accept": ACCEPT},
                 what=str(ref),
+                limit=MAX_MANIFEST,
             )
             if response.status_code != 200:
                 raise_for(response, str(ref))
             raw = response.content
-            if len(raw) > MAX_MANIFEST:
-                raise InputError(f"{ref}: the manifest is too large ({len(raw)} bytes)")
             name = ref.name or ""
             if name.startswith("sha256:") and Digest.of(raw) != Digest(name):
                 raise VerificationError(f"{ref}: the manifest does not match its digest")
@@ -364,7 +372,7 @@ class RegistryDestination(ImageDestination):
                         chunk = max(UPLOAD_CHUNK, minimum)
                         self._put_chunks(location, path, size, digest, chunk)
                     break
-                except AuthError:
+                except (AuthError, DeadlineError):
                     raise
                 except (RegistryError, NotFoundError):  # 404: the session is gone
                     if self._head(digest):  # it got there after all
@@ -397,6 +405,7 @@ class RegistryDestination(ImageDestination):
             headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
             body=lambda: _chunks(path, 0, size),
             what=f"{self.ref}: blob {digest}",
+            budget=Budget(rc.DEADLINE, rc.MIN_RATE),
         )
         if response.status_code not in (201, 204):
             raise_for(response, f"{self.ref}: uploading {digest}")
@@ -407,6 +416,7 @@ class RegistryDestination(ImageDestination):
         what = f"{self.ref}: blob {digest}"
         offset = 0
         stalls = 0
+        budget = Budget(rc.DEADLINE, rc.MIN_RATE)  # the session's chunks must average MIN_RATE
         while offset < size:
             n = min(chunk, size - offset)
             start = offset
@@ -422,11 +432,14 @@ class RegistryDestination(ImageDestination):
                     },
                     body=lambda s=start, k=n: _chunks(path, s, k),
                     what=what,
+                    budget=budget,
                 )
                 ok = response.status_code == 202
             except AuthError:
                 raise
             except RegistryError:
+                if budget.expired:  # too slow: resuming would only be slower
+                    raise
                 ok, response = False, None
             if ok and response is not None:
                 location = _absolute(self.client.base, response.headers.get("Location", location))
@@ -448,6 +461,7 @@ class RegistryDestination(ImageDestination):
             headers={"Content-Length": "0"},
             body=b"",
             what=what,
+            budget=budget,
         )
         if response.status_code not in (201, 204):
             raise_for(response, f"{what}: closing the upload")

@@ -6,10 +6,24 @@
   and fetches a new one when it expires or is refused once.
 - Credentials: ``USER:PASS`` given by the caller, else the auth file (``--authfile``,
   ``REGISTRY_AUTH_FILE``, ``~/.docker/config.json``; its ``auths``).
+- Only the registry's own challenges are answered: a ``401`` from another host (the storage
+  a blob download is redirected to, an upload location elsewhere) fails the request, and
+  its realm gets nothing. The token realm the registry names may be anywhere.
 - Retries with exponential backoff on connection errors, ``429`` and ``5xx``: at most
   ``RETRIES`` attempts and ``RETRY_SECONDS`` in all per request (``Retry-After`` honoured).
+  A request that ran out of time is not retried.
+- Deadlines (``httpstream.Budget``): every request may wait ``DEADLINE`` s in all for the
+  registry (connecting, sending, the answer's headers and its body), however the registry
+  trickles. A blob transfer (download, upload) must average ``MIN_RATE``: it starts with
+  ``DEADLINE`` s and each byte earns ``1/MIN_RATE`` s, never more than ``DEADLINE`` s ahead;
+  retries and resumed downloads share that budget, so a trickle ends within about
+  ``DEADLINE`` s and a blob of N bytes within ``DEADLINE`` + N/``MIN_RATE`` s of waiting.
+- Sizes: a body is read with a limit (``limit``: manifests 4 MiB, tokens ``MAX_TOKEN``,
+  anything else ``MAX_ANSWER``; an error's body is cut at ``MAX_ERROR_BODY``), an announced
+  length over it reads nothing, gzip is decoded only up to it. JSON goes through the model's
+  bounded loader; a registry's messages are made one printable line.
 - Redirects (blob downloads go to storage) are followed by hand: credentials go only to the
-  registry's own host.
+  registry's own origin (scheme, host and port).
 - TLS by default; plain HTTP for ``localhost``/``127.0.0.1`` or when TLS verification is off
   and HTTPS does not answer.
 """
@@ -18,7 +32,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import os
 import re
 import threading
@@ -31,12 +44,19 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from ..errors import InputError, NotFoundError, UsageError
+from ..model.jsondoc import SMALL_LIMIT, load_json, read_limited, size_text
+from .httpstream import Budget, install_deadlines, one_line, read_bounded
 
 RETRIES = 6
 RETRY_SECONDS = 60.0
 BACKOFF = 0.2
 MAX_REDIRECTS = 5
-TIMEOUT = httpx.Timeout(60.0, connect=15.0)
+DEADLINE = 60.0  # seconds one request may wait for the registry, in all
+MIN_RATE = 32 << 10  # bytes a second a blob transfer must average (see Budget)
+MAX_TOKEN = SMALL_LIMIT  # a token server's answer
+MAX_ANSWER = 64 << 10  # a successful answer's body that is not a manifest
+MAX_ERROR_BODY = 64 << 10  # what is read of an error's body (for its message)
+TIMEOUT = httpx.Timeout(60.0, connect=15.0)  # per socket operation; DEADLINE cuts them
 USER_AGENT = "ocikit"
 
 
@@ -46,6 +66,11 @@ class RegistryError(InputError):
 
 class AuthError(RegistryError):
     """Credentials missing or refused."""
+
+
+class DeadlineError(RegistryError):
+    """The registry took too long: a request's ``DEADLINE`` passed, or a blob transfer fell
+    under ``MIN_RATE`` (not retried: it would take as long again)."""
 
 
 @dataclass(frozen=True)
@@ -79,13 +104,16 @@ def credentials_from_authfile(host: str, authfile: str | None = None) -> Credent
     for path in paths:
         try:
             with open(path, "rb") as f:
-                data = json.loads(f.read(1 << 20))
+                raw = read_limited(f, path, SMALL_LIMIT)  # type: ignore[arg-type]
+            data = load_json(raw, path, limit=SMALL_LIMIT)
         except FileNotFoundError:
             if authfile:
                 raise UsageError(f"{authfile}: no such auth file") from None
             continue
-        except (OSError, ValueError) as e:
-            raise UsageError(f"{path}: not a readable auth file ({e})") from None
+        except OSError as e:
+            raise UsageError(f"{path}: not a readable auth file ({e.strerror or e})") from None
+        except InputError as e:
+            raise UsageError(f"not a usable auth file: {e}") from None
         auths = data.get("auths") if isinstance(data, Mapping) else None
         if not isinstance(auths, Mapping):
             continue
@@ -125,7 +153,9 @@ class RegistryClient:
         credentials: Credentials | None = None,
         tls_verify: bool | None = None,
         authfile: str | None = None,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
+        """``transport``: httpx's by default (the tests give a mock)."""
         self.host = host
         self.api = api_host(host)
         bare = self.api.rsplit(":", 1)[0] if not self.api.startswith("[") else self.api
@@ -136,8 +166,10 @@ class RegistryClient:
             verify=tls_verify is not False,
             timeout=TIMEOUT,
             follow_redirects=False,
-            headers={"User-Agent": USER_AGENT},
+            headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
+            transport=transport,
         )
+        install_deadlines(self._client)
         self._credentials = credentials or credentials_from_authfile(host, authfile)
         self._challenge: tuple[str, dict[str, str]] | None = None
         self._tokens: dict[tuple[str, ...], tuple[str, float]] = {}
@@ -178,23 +210,33 @@ class RegistryClient:
         headers = {}
         if self._credentials is not None:
             headers["Authorization"] = self._credentials.basic()
+        what = f"{self.host}: the token server's answer"
+        budget = Budget(DEADLINE)
         try:
-            response = self._client.get(realm, params=query, headers=headers)
-        except httpx.HTTPError as e:
-            raise AuthError(f"{self.host}: token server {realm}: {_reason(e)}") from None
-        if response.status_code in (401, 403):
+            with budget.active():
+                request = self._client.build_request("GET", realm, params=query, headers=headers)
+                response = self._client.send(request, stream=True)
+                status = response.status_code
+                raw, more = read_bounded(response, MAX_TOKEN, what)
+        except (httpx.HTTPError, httpx.InvalidURL) as e:
+            reason = budget.reason() if budget.expired else _reason(e)
+            raise AuthError(f"{self.host}: token server {one_line(realm, 100)}: {reason}") from None
+        if status in (401, 403):
             raise AuthError(f"{self.host}: the token server refused the credentials")
-        if response.status_code != 200:
-            raise AuthError(f"{self.host}: token server answered HTTP {response.status_code}")
-        try:
-            data = response.json()
-        except ValueError:
-            raise AuthError(f"{self.host}: the token server's answer is not JSON") from None
+        if status != 200:
+            raise AuthError(f"{self.host}: token server answered HTTP {status}")
+        if more:
+            raise AuthError(f"{what} is too large (over {size_text(MAX_TOKEN)})")
+        data = load_json(raw, what, limit=MAX_TOKEN)
         token = data.get("token") or data.get("access_token") if isinstance(data, dict) else None
         if not isinstance(token, str) or not token:
             raise AuthError(f"{self.host}: the token server gave no token")
-        expires = data.get("expires_in", 60)
-        lifetime = float(expires) if isinstance(expires, int | float) and expires > 0 else 60.0
+        if not _TOKEN_RE.match(token):
+            raise AuthError(f"{self.host}: the token server gave a token that cannot be sent")
+        expires = data.get("expires_in")
+        lifetime = 60.0
+        if isinstance(expires, int | float) and not isinstance(expires, bool) and expires > 0:
+            lifetime = min(float(expires), 86400.0)
         return token, time.monotonic() + max(1.0, lifetime - 10.0)
 
     # -- requests ------------------------------------------------------------------------
@@ -209,12 +251,18 @@ class RegistryClient:
         params: Mapping[str, str] | None = None,
         stream: bool = False,
         what: str = "",
+        limit: int = MAX_ANSWER,
+        budget: Budget | None = None,
     ) -> httpx.Response:
         """Send, authenticating and retrying as needed. Any status is returned (the caller
         decides what it means) except 401 after authenticating, which raises AuthError.
-        With ``stream`` the body is not read: the caller closes the response."""
+        With ``stream`` the body is not read: the caller closes the response. Else a
+        successful answer's body is read up to ``limit`` bytes (more: RegistryError), an
+        error's up to ``MAX_ERROR_BODY`` (its message). ``budget``: the time all attempts
+        share (a blob transfer's); by default each attempt may wait ``DEADLINE`` s."""
         key = tuple(scopes)
         url = target if target.startswith(("http://", "https://")) else self.base + target
+        what = what or self.host
         started = time.monotonic()
         attempt = 0
         authenticated = False
@@ -225,17 +273,33 @@ class RegistryClient:
             if auth is not None and _same_host(url, self.base):
                 headers_now["Authorization"] = auth
             content = body() if callable(body) else body
+            spent = budget or Budget(DEADLINE)
             try:
-                response = self._send_following(method, url, headers_now, content, params)
+                with spent.active():
+                    response = self._send_following(method, url, headers_now, content, params)
+                    if response.status_code == 401:
+                        read_bounded(response, MAX_ERROR_BODY, what)
+                    elif not stream and response.status_code != 429 and response.status_code < 500:
+                        response = self._read(response, limit, what)
             except httpx.TransportError as e:
+                if spent.expired:
+                    raise DeadlineError(f"{what}: {spent.reason()}") from None
                 if self._fall_back(e):
                     url = url.replace("https://", "http://", 1)
                     continue
                 if self._retry(attempt, started, None):
                     continue
-                raise RegistryError(f"{what or self.host}: {_reason(e)}") from None
+                raise RegistryError(f"{what}: {_reason(e)}") from None
+            except httpx.InvalidURL as e:
+                raise RegistryError(f"{what}: the registry sent an invalid URL ({e})") from None
             if response.status_code == 401:
-                response.read()
+                answered_by = str(response.request.url)
+                if not _same_host(answered_by, self.base):
+                    raise AuthError(
+                        f"{what}: {urlsplit(answered_by).netloc}, where the registry sent the "
+                        f"request (its storage), asks for credentials; the registry's are "
+                        f"only ever sent to the registry"
+                    )
                 header = response.headers.get("WWW-Authenticate")
                 if header and not authenticated:  # learn the challenge; one more try
                     authenticated = True
@@ -248,7 +312,7 @@ class RegistryClient:
                     if scheme == "bearer" or (scheme == "basic" and self._credentials):
                         continue
                 raise AuthError(
-                    f"{what or self.host}: authentication failed"
+                    f"{what}: authentication failed"
                     + ("" if self._credentials else " (no credentials given)")
                 )
             if response.status_code == 429 or response.status_code >= 500:
@@ -256,12 +320,17 @@ class RegistryClient:
                 response.close()
                 if self._retry(attempt, started, delay):
                     continue
-                raise RegistryError(
-                    f"{what or self.host}: HTTP {response.status_code} after {attempt} attempts"
-                )
-            if not stream:
-                response.read()
+                raise RegistryError(f"{what}: HTTP {response.status_code} after {attempt} attempts")
             return response
+
+    @staticmethod
+    def _read(response: httpx.Response, limit: int, what: str) -> httpx.Response:
+        """The response with its body read (within the limits of ``request``)."""
+        ok = response.is_success
+        data, more = read_bounded(response, limit if ok else MAX_ERROR_BODY, what)
+        if more and ok:
+            raise RegistryError(f"{what}: the answer is too large (over {size_text(limit)})")
+        return with_body(response, data)
 
     def _send_following(
         self,
@@ -284,6 +353,7 @@ class RegistryClient:
             if not location:
                 return response
             url = urljoin(url, location)
+            _origin(url)  # httpx.InvalidURL if the registry sent garbage
             params = None
             if not _same_host(url, self.base):
                 headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
@@ -310,7 +380,42 @@ class RegistryClient:
 
 
 def _same_host(url: str, base: str) -> bool:
-    return urlsplit(url).netloc == urlsplit(base).netloc
+    """Whether ``url`` is on the origin of ``base``: same scheme, host and port (a redirect
+    from HTTPS to plain HTTP on the same host is another origin)."""
+    try:
+        return _origin(url) == _origin(base)
+    except (httpx.InvalidURL, ValueError):
+        return False
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    u = httpx.URL(url)
+    return u.scheme, u.host.lower(), u.port or {"http": 80, "https": 443}.get(u.scheme)
+
+
+_TOKEN_RE = re.compile(r"^[\x21-\x7e]+$")  # what a header value can carry as is
+
+
+def with_body(response: httpx.Response, data: bytes) -> httpx.Response:
+    """A copy of a streamed ``response`` holding ``data`` as its (decoded) body."""
+    headers = [
+        (k, v)
+        for k, v in response.headers.multi_items()
+        if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+    ]
+    return httpx.Response(
+        response.status_code, headers=headers, content=data, request=response.request
+    )
+
+
+def read_error(response: httpx.Response, what: str) -> httpx.Response:
+    """A streamed error answer with its body read (``MAX_ERROR_BODY`` at most), for
+    ``raise_for``."""
+    try:
+        data, _ = read_bounded(response, MAX_ERROR_BODY, what)
+    except (httpx.HTTPError, InputError):
+        data = b""
+    return with_body(response, data)
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -326,15 +431,22 @@ def _reason(e: Exception) -> str:
 
 
 def error_message(response: httpx.Response) -> str:
-    """The registry's error (its JSON ``errors``), one line."""
+    """The registry's error (its JSON ``errors``), as one short printable line."""
     try:
-        data: Any = json.loads(response.content[:65536])
-        errors = data.get("errors") if isinstance(data, dict) else None
-        if errors:
-            parts = [f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errors]
-            return "; ".join(parts)
-    except (ValueError, AttributeError, httpx.ResponseNotRead):
-        pass
+        data: Any = load_json(response.content[:MAX_ERROR_BODY], "error", limit=MAX_ERROR_BODY)
+    except (InputError, httpx.ResponseNotRead):
+        data = None
+    errors = data.get("errors") if isinstance(data, Mapping) else None
+    if isinstance(errors, list):
+        parts = []
+        for e in errors[:5]:
+            if isinstance(e, Mapping):
+                fields = (e.get("code"), e.get("message"))
+                text = ": ".join(f for f in fields if isinstance(f, str) and f)
+                if text:
+                    parts.append(text)
+        if parts:
+            return one_line("; ".join(parts))
     return f"HTTP {response.status_code}"
 
 
