@@ -1,11 +1,13 @@
 """Malformed fields anywhere: a valid image whose ``index.json``, manifest, config or
-docker-archive ``manifest.json`` has one value replaced by one of the wrong type (at every path
-the document has, and at the optional fields it lacks). ``inspect``, ``check`` and ``copy`` to
-``oci:`` run in-process and must exit 0, 1 (``check`` only) or 2 with one line: never 3.
-And configs that are weird but valid: ``inspect`` prints them."""
+docker-archive ``manifest.json`` has one value replaced by one of the wrong type (or a string
+with a newline and a terminal escape), at every path the document has and at the optional
+fields it lacks: all of them, then two at once (hypothesis). ``inspect``, ``check`` and
+``copy`` to ``oci:`` run in-process and must exit 0, 1 (``check`` only) or 2 with one short
+line: never 3. And configs that are weird but valid (hypothesis): ``inspect`` prints them."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gzip
 import hashlib
@@ -27,7 +29,22 @@ from support.verify import LAYER_GZIP, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, REF_
 LAYER_TAR = tar_bytes([file("a.txt", "a"), file("b/c.txt", "c")])
 LAYER = gzip.compress(LAYER_TAR, mtime=0)
 OTHER = "sha256:" + "0" * 64
-WRONG: list[Any] = [5, -1, 1.5, True, None, "x", "", [], [5], [[]], {}, {"k": 5}, OTHER]
+WRONG: list[Any] = [
+    5,
+    -1,
+    1.5,
+    True,
+    None,
+    "x",
+    "",
+    "a\nb\x1b[0m",
+    [],
+    [5],
+    [[]],
+    {},
+    {"k": 5},
+    OTHER,
+]
 
 
 def _digest(data: bytes) -> str:
@@ -179,29 +196,65 @@ def _run_all(ref: str, out: Path) -> None:
     _acceptable(run("copy", "-q", ref, f"oci:{out}"), "copy")
 
 
+def _all(kinds: tuple[str, ...]) -> list[tuple[str, tuple[Any, ...], Any]]:
+    return [(k, path, value) for k in kinds for path in PATHS[k] for value in WRONG]
+
+
+def _failures(cases, write, ref_of, tmp_path: Path) -> list[str]:  # type: ignore[no-untyped-def]
+    failures = []
+    for i, (kind, path, value) in enumerate(cases):
+        where = tmp_path / str(i)
+        write(where, kind, _set(BASE[kind], path, value))
+        try:
+            _run_all(ref_of(where), where / "out")
+        except AssertionError as e:
+            failures.append(f"{kind} {path} = {value!r}: {str(e).splitlines()[0]}")
+    return failures
+
+
+def test_wrong_types_everywhere_in_a_layout(tmp_path: Path) -> None:
+    """Every path of the config, the manifest and index.json, every wrong value."""
+    cases = _all(("config", "manifest", "index"))
+    failures = _failures(
+        cases,
+        lambda where, kind, doc: write_layout(where / "layout", kind, doc),
+        lambda where: f"oci:{where}/layout:t",
+        tmp_path,
+    )
+    assert not failures, f"{len(failures)} of {len(cases)}:\n" + "\n".join(failures[:20])
+
+
+def test_wrong_types_everywhere_in_a_docker_archive(tmp_path: Path) -> None:
+    """Every path of the config and manifest.json, every wrong value."""
+    cases = _all(("config", "archive"))
+    failures = _failures(
+        cases,
+        lambda where, kind, doc: (where.mkdir(), write_archive(where / "a.tar", kind, doc)),
+        lambda where: f"docker-archive:{where}/a.tar",
+        tmp_path,
+    )
+    assert not failures, f"{len(failures)} of {len(cases)}:\n" + "\n".join(failures[:20])
+
+
 @st.composite
-def mutations(draw: st.DrawFn, kinds: tuple[str, ...]) -> tuple[str, Any]:
-    kind = draw(st.sampled_from(kinds))
-    path = draw(st.sampled_from(PATHS[kind]))
-    return kind, _set(BASE[kind], path, draw(st.sampled_from(WRONG)))
+def two_mutations(draw: st.DrawFn) -> tuple[str, Any]:
+    """Two wrong values in one document (the exhaustive tests above change one)."""
+    kind = draw(st.sampled_from(("config", "manifest", "index")))
+    doc = BASE[kind]
+    for _ in range(2):
+        path = draw(st.sampled_from(PATHS[kind]))
+        with contextlib.suppress(TypeError, IndexError, KeyError):  # a path the first removed
+            doc = _set(doc, path, draw(st.sampled_from(WRONG)))
+    return kind, doc
 
 
-@settings(max_examples=250, deadline=None, derandomize=True)
-@given(mutations(("config", "manifest", "index")))
-def test_wrong_types_in_a_layout(mutation: tuple[str, Any]) -> None:
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(two_mutations())
+def test_two_wrong_values_in_a_layout(mutation: tuple[str, Any]) -> None:
     kind, doc = mutation
     with tempfile.TemporaryDirectory() as tmp:
         write_layout(Path(tmp) / "layout", kind, doc)
         _run_all(f"oci:{tmp}/layout:t", Path(tmp) / "out")
-
-
-@settings(max_examples=120, deadline=None, derandomize=True)
-@given(mutations(("config", "archive")))
-def test_wrong_types_in_a_docker_archive(mutation: tuple[str, Any]) -> None:
-    kind, doc = mutation
-    with tempfile.TemporaryDirectory() as tmp:
-        write_archive(Path(tmp) / "a.tar", kind, doc)
-        _run_all(f"docker-archive:{tmp}/a.tar", Path(tmp) / "out")
 
 
 def test_every_path_is_reached() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import InputError, UsageError
 from .digest import Digest
-from .jsondoc import obj, opt_str, req_str, show, size, str_list, str_map
+from .jsondoc import obj, one_line, opt_str, req_str, show, size, str_list, str_map
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class Platform:
         )
 
     def __str__(self) -> str:
-        return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
+        return "/".join(one_line(p, 40) for p in (self.os, self.architecture, self.variant) if p)
 
 
 _KNOWN = ("mediaType", "digest", "size", "urls", "annotations", "platform")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import re
 import reprlib
+import unicodedata
 from collections.abc import Mapping
 from typing import Any, BinaryIO, NoReturn
 
@@ -60,6 +61,17 @@ _show.maxlevel = 2
 def show(value: Any) -> str:
     """A short, one-line ``repr`` of an untrusted value, for messages."""
     return _show.repr(value)
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """Untrusted text made safe for a message: one line of printable characters (newlines,
+    terminal escapes and other controls become spaces), ``limit`` characters at most."""
+    text = text[: limit * 4]
+    cleaned = "".join(
+        c if c.isprintable() and unicodedata.category(c) != "Cf" else " " for c in text
+    )
+    cleaned = " ".join(cleaned.split())
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
 
 
 def size_text(n: int) -> str:

@@ -39,6 +39,7 @@ from ..model.jsondoc import (
     CONFIG_LIMIT,
     load_json,
     obj,
+    one_line,
     opt_obj,
     opt_str,
     req_str,
@@ -192,7 +193,8 @@ class DockerArchiveSource(ImageSource):
 def _choices(entries: list[_Entry]) -> str:
     parts = []
     for i, e in enumerate(entries):
-        parts.append(f"@{i}" + (f" ({', '.join(e.repo_tags)})" if e.repo_tags else ""))
+        tags = ", ".join(one_line(t, 80) for t in e.repo_tags)
+        parts.append(f"@{i}" + (f" ({tags})" if tags else ""))
     return "choices: " + ", ".join(parts)
 
 

@@ -23,7 +23,6 @@ import contextlib
 import contextvars
 import io
 import time
-import unicodedata
 import zlib
 from collections.abc import Callable, Iterator
 
@@ -31,6 +30,9 @@ import httpcore
 import httpx
 
 from ..errors import InputError
+from ..model.jsondoc import one_line
+
+__all__ = ["Budget", "ResponseStream", "install_deadlines", "one_line", "read_bounded"]
 
 SEND_PIECE = 16 << 10  # bytes handed to one send: a slow reader stalls one piece, not a chunk
 
@@ -241,16 +243,6 @@ def read_bounded(response: httpx.Response, limit: int, what: str) -> tuple[bytes
             if len(out) > limit:
                 return bytes(out[:limit]), True
         return bytes(out), False
-
-
-def one_line(text: str, limit: int = 300) -> str:
-    """A peer's message made safe to print: one line, printable characters, ``limit`` long."""
-    text = text[: limit * 4]
-    cleaned = "".join(
-        c if c.isprintable() and unicodedata.category(c) != "Cf" else " " for c in text
-    )
-    cleaned = " ".join(cleaned.split())
-    return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
 
 
 class ResponseStream(io.RawIOBase):

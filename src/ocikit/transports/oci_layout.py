@@ -35,6 +35,7 @@ from ..model.jsondoc import (
     MANIFEST_LIMIT,
     load_json,
     obj,
+    one_line,
     read_limited,
     req_str,
 )
@@ -216,7 +217,9 @@ def _read_json_blob(files: _DirFiles | TarArchive, desc: Descriptor) -> bytes:
 
 
 def _pick(manifests: Sequence[Descriptor], name: str | None, what: str) -> Descriptor:
-    names = sorted({d.annotations[REF_NAME] for d in manifests if REF_NAME in d.annotations})
+    names = sorted(
+        {one_line(d.annotations[REF_NAME], 80) for d in manifests if REF_NAME in d.annotations}
+    )
     if name is not None:
         for d in manifests:
             if d.annotations.get(REF_NAME) == name:
