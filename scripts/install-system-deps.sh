@@ -8,7 +8,7 @@
 #   busybox-static mmdebstrap     real root filesystems for test images
 set -euo pipefail
 packages=(docker.io skopeo umoci oci-image-tool docker-registry apache2-utils
-          crun runc bubblewrap squashfs-tools zstd busybox-static mmdebstrap)
+          crun runc bubblewrap squashfs-tools zstd busybox-static mmdebstrap golang-go)
 missing=()
 for p in "${packages[@]}"; do
   status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)

@@ -77,11 +77,53 @@ def test_hostile_links(open_archive, entries, error) -> None:
         a.open_member("a/layer.tar")
 
 
-def test_member_escaping_by_name_is_never_reachable(open_archive) -> None:
-    with open_archive(_tar([("../evil", b"x"), ("ok", b"y")])) as a:
-        assert not a.exists("../evil")
-        with pytest.raises(UnsafeInputError):
-            a.open_member("../evil")
+def test_member_escaping_by_name_is_refused(open_archive) -> None:
+    """``../evil`` is never reachable: docker's extraction would put it at ``evil``, inside,
+    where it could stand for another member; ocikit refuses the archive instead."""
+    with pytest.raises(UnsafeInputError, match="leads outside"):
+        open_archive(_tar([("../evil", b"x"), ("ok", b"y")]))
+
+
+def test_members_are_what_extraction_leaves(open_archive) -> None:
+    """An absolute name is taken from the top; a later member replaces an earlier one, a
+    file replacing a directory takes what was in it; a hardlink keeps the content its target
+    had when it was made, even if the target is replaced later (docker extracts it so)."""
+    data = _tar(
+        [
+            ("/abs.json", b"abs"),
+            ("d/inner", b"inner"),
+            ("d", b"now a file"),
+            ("t", b"first"),
+            _link("h", "t", tarfile.LNKTYPE),
+            ("t", b"second"),
+        ]
+    )
+    with open_archive(data) as a:
+        assert a.read_small("abs.json") == b"abs"
+        assert a.read_small("d") == b"now a file"
+        assert not a.exists("d/inner")
+        assert a.read_small("t") == b"second"
+        assert a.read_small("h") == b"first"
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        [_link("s", "real"), ("real/x", b"1"), ("s/manifest.json", b"through a link")],
+        [("f", b"file"), ("f/manifest.json", b"below a file")],
+    ],
+    ids=["through-symlink", "below-file"],
+)
+def test_members_written_through_links_or_files_are_refused(open_archive, entries) -> None:
+    with pytest.raises(UnsafeInputError, match="written through"):
+        open_archive(_tar(entries))
+
+
+def test_symlinked_directories_are_followed_inside_the_archive(open_archive) -> None:
+    data = _tar([("real/layer.tar", b"L"), _link("alias", "real"), _link("l", "alias/layer.tar")])
+    with open_archive(data) as a:
+        assert a.read_small("l") == b"L"
+        assert a.read_small("alias/layer.tar") == b"L"
 
 
 def test_spool_leaves_nothing_behind(tmp_path, monkeypatch) -> None:

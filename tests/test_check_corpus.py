@@ -78,7 +78,8 @@ SEVERITY = {
     "whiteout-malformed": "error",
     "whiteout-same-layer": "warning",
     "device-node": "warning",
-    "unsupported-type": "warning",
+    "unsupported-type": "error",
+    "owner-out-of-range": "error",
 }
 IMAGE_RULES = {"config-digest", "diff-id-count", "history-count"}
 
@@ -777,12 +778,39 @@ REPAIRABLE: list[Case] = [
         after_unpack=_unpacked_device,
     ),
     Case(
+        # docker's (and containerd's) extraction fails on a type it does not know
         "unsupported-type",
         lambda w: [BASE, [raw("weird", b"Z")]],
         "unsupported-type",
         1,
-        "kept",
-        "either",
+        "unsafe",
+        "refuse",
+    ),
+    Case(
+        # docker applies an owner cut to 32 bits: 2**32 becomes root
+        "owner-beyond-32-bits",
+        lambda w: [BASE, [file("x", "x\n", uid=1 << 32)]],
+        "owner-out-of-range",
+        1,
+        "unsafe",
+        "refuse",
+    ),
+    Case(
+        # docker's loader counts a global header's name among the paths
+        "dup-global-headers",
+        lambda w: [BASE, [raw("pax_global_header", b"g"), raw("pax_global_header", b"g")]],
+        "duplicate-path",
+        1,
+        "fixed",
+        "ok",
+    ),
+    Case(
+        "dup-root",
+        lambda w: [BASE, [directory("./"), directory("."), file("y", "y\n")]],
+        "duplicate-path",
+        1,
+        "fixed",
+        "ok",
     ),
 ]
 
@@ -1409,6 +1437,21 @@ def test_clean_image_python_api(tmp_path: Path) -> None:
     assert sorted(os.listdir(s.dest / "d")) == ["c", "z"]
 
 
+def test_repair_keeps_a_config_with_a_lone_surrogate_escape(tmp_path: Path) -> None:
+    """JSON may escape half a surrogate pair (``\\ud800``); the repaired config keeps the
+    escape instead of failing to encode it (it was an internal error, exit 3)."""
+    s = scene(tmp_path)
+    layers = [tar_bytes([file("a", "1\n"), file("./a", "2\n")])]
+    write_layout(s.layout, layers, config_extra={"config": {"Labels": {"odd": "\ud800"}}})
+    fixed = tmp_path / "fixed"
+    ocikit.repair(s.ref, f"oci:{fixed}:t")
+    [config] = [
+        p.read_bytes() for p in (fixed / "blobs" / "sha256").iterdir() if b"odd" in p.read_bytes()
+    ]
+    assert b'"odd":"\\ud800"' in config
+    assert ocikit.check(f"oci:{fixed}:t").findings == []
+
+
 def test_unpack_devices_as_root(tmp_path: Path) -> None:
     s = scene(tmp_path)
     write_layout(s.layout, [tar_bytes([directory("dev"), chardev("dev/null2", 1, 3)])])
@@ -1421,6 +1464,45 @@ def test_unpack_devices_as_root(tmp_path: Path) -> None:
         assert (os.major(st.st_rdev), os.minor(st.st_rdev)) == (1, 3)
     else:
         assert not os.path.lexists(node), "a device created by a non-root user?"
+
+
+def test_unpack_takes_go_readable_extremes_as_docker_does(tmp_path: Path) -> None:
+    """Go reads a PAX mtime of 2**63-1 seconds, or before the epoch, and device numbers
+    beyond 32 bits; unpack used to crash on them (exit 3). Times outside what docker sets
+    become the epoch, as docker makes them; a device that cannot exist is one line, exit 2."""
+    from support.rawtar import END, member, pax
+
+    s = scene(tmp_path)
+    times = (
+        pax([(b"mtime", b"9223372036854775807")])
+        + member(b"late", b"x")
+        + pax([(b"mtime", b"-1.5")])
+        + member(b"early", b"y")
+        + END
+    )
+    write_layout(s.layout, [times])
+    proc = run_ocikit("unpack", "-q", s.ref, str(s.dest), env=s.env)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert [(s.dest / n).stat().st_mtime_ns for n in ("late", "early")] == [0, 0]
+    if os.geteuid() != 0:
+        return
+    (tmp_path / "devices").mkdir()
+    s = scene(tmp_path / "devices")
+    dev = pax([(b"comment", b"x")]) + chardev_raw(b"dev/big", 1 << 40) + END
+    write_layout(s.layout, [dev])
+    proc = run_ocikit("unpack", "-q", "--devices", s.ref, str(s.dest), env=s.env)
+    assert_one_line_error(proc, contains="out of range")
+
+
+def chardev_raw(name: bytes, major: int) -> bytes:
+    """A character device header whose major number needs GNU base-256."""
+    from support.rawtar import header
+
+    block = bytearray(header(name, b"3"))
+    block[329:337] = b"\x80" + major.to_bytes(7, "big")
+    block[148:156] = b" " * 8
+    block[148:156] = b"%06o\0 " % sum(block)
+    return bytes(block)
 
 
 def test_unpack_into_non_empty_dir(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from ..errors import InputError, UsageError, VerificationError
 from ..layer.compress import decompressing_reader, detect
 from ..layer.paths import clean
 from ..layer.streams import CHUNK
-from ..layer.tarstream import TarStream
+from ..layer.tarstream import XGLTYPE, TarStream
 from .recipe import Import
 
 TARBALL_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.zst", ".tar.zstd")
@@ -253,6 +253,8 @@ def _tarball(
         stream = TarStream(io.BufferedReader(plain, CHUNK), what=f"{origin}: {spec.src}")  # type: ignore[arg-type]
         try:
             for entry in stream:
+                if entry.type == XGLTYPE:
+                    continue  # a global PAX header (git archive writes one): no file
                 cn = clean(entry.name)
                 if cn.escapes:  # an absolute name is taken below the dest, as tar does
                     raise InputError(

@@ -14,13 +14,22 @@ the tree (absolute targets from the image root, relative ones from the link's di
 from __future__ import annotations
 
 import enum
-import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .paths import OPAQUE, WHITEOUT, clean, split_target
-from .tarstream import TarEntry
+from .paths import OPAQUE, WHITEOUT, clean, go_clean, split_target
+from .tarstream import (
+    BLKTYPE,
+    CHRTYPE,
+    DIRTYPE,
+    FIFOTYPE,
+    LNKTYPE,
+    REGTYPE,
+    SYMTYPE,
+    XGLTYPE,
+    TarEntry,
+)
 
 MAX_LINKS = 40  # symlinks followed resolving one path, as Linux's MAXSYMLINKS
 MAX_PER_RULE = 50  # findings of one rule in one layer before they are summarised
@@ -51,7 +60,8 @@ SEVERITY = {
     "whiteout-malformed": ERROR,
     "whiteout-same-layer": WARNING,
     "device-node": WARNING,
-    "unsupported-type": WARNING,
+    "unsupported-type": ERROR,
+    "owner-out-of-range": ERROR,
 }
 
 # rules whose entries ``--repair`` cannot fix safely (dropped only with ``--drop-unsafe``)
@@ -64,22 +74,17 @@ UNSAFE = frozenset(
         "hardlink-missing",
         "hardlink-to-dir",
         "whiteout-malformed",
+        "unsupported-type",
+        "owner-out-of-range",
     }
 )
 
-_KNOWN_TYPES = frozenset(
-    {
-        tarfile.REGTYPE,
-        tarfile.AREGTYPE,
-        tarfile.CONTTYPE,
-        tarfile.LNKTYPE,
-        tarfile.SYMTYPE,
-        tarfile.CHRTYPE,
-        tarfile.BLKTYPE,
-        tarfile.DIRTYPE,
-        tarfile.FIFOTYPE,
-    }
-)
+# what docker's layer applier (and containerd's, and umoci's) extracts; it fails on any other
+# type, ignores global PAX headers (type ``g``, handled apart) and refuses GNU sparse (``S``)
+_KNOWN_TYPES = frozenset({REGTYPE, LNKTYPE, SYMTYPE, CHRTYPE, BLKTYPE, DIRTYPE, FIFOTYPE})
+#: owners the kernel keeps as they are: a larger or negative one is cut to 32 bits when
+#: applied (2**32 becomes root), and 2**32 - 1 means "unchanged"
+MAX_OWNER = (1 << 32) - 2
 
 
 @dataclass(frozen=True)
@@ -122,11 +127,11 @@ class Kind(enum.Enum):
 
 
 _KINDS = {
-    tarfile.DIRTYPE: Kind.DIR,
-    tarfile.SYMTYPE: Kind.SYMLINK,
-    tarfile.CHRTYPE: Kind.OTHER,
-    tarfile.BLKTYPE: Kind.OTHER,
-    tarfile.FIFOTYPE: Kind.OTHER,
+    DIRTYPE: Kind.DIR,
+    SYMTYPE: Kind.SYMLINK,
+    CHRTYPE: Kind.OTHER,
+    BLKTYPE: Kind.OTHER,
+    FIFOTYPE: Kind.OTHER,
 }
 
 
@@ -135,8 +140,10 @@ def kind_of(entry: TarEntry) -> Kind:
 
 
 def _type_name(t: bytes) -> str:
-    if t == tarfile.LNKTYPE:
+    if t == LNKTYPE:
         return "hardlink"
+    if t == XGLTYPE:
+        return "global PAX header"
     return _KINDS.get(t, Kind.FILE).value
 
 
@@ -348,16 +355,31 @@ class LayerAnalyzer:
     def feed(self, index: int, entry: TarEntry) -> None:
         self.entries += 1
         name = entry.name
+        first = self._same_name(index, entry)
+        if entry.type == XGLTYPE:
+            return  # extraction ignores it; only its name counts (above)
         cn = clean(name)
         if cn.escapes:
             self._unsafe(index, "path-traversal", f"{name!r} leads outside the root", name)
             return
         if entry.type not in _KNOWN_TYPES:
-            self._find(
+            what = "GNU sparse" if entry.type == b"S" else repr(entry.type)
+            self._unsafe(
+                index,
                 "unsupported-type",
-                f"{name!r} has tar type {entry.type!r}, which consumers treat differently",
-                (name,),
+                f"{name!r} has tar type {what}, which docker's and containerd's extraction refuse",
+                name,
             )
+            return
+        if not (0 <= entry.uid <= MAX_OWNER and 0 <= entry.gid <= MAX_OWNER):
+            self._unsafe(
+                index,
+                "owner-out-of-range",
+                f"{name!r} is owned by {entry.uid}:{entry.gid}, beyond 32 bits: docker applies "
+                f"it as {_applied(entry.uid)}:{_applied(entry.gid)}",
+                name,
+            )
+            return
         if not cn.parts:
             if not entry.isdir():
                 self._unsafe(
@@ -367,14 +389,13 @@ class LayerAnalyzer:
         if cn.absolute:
             self._find("absolute-path", f"{name!r} is an absolute name", (name,))
         base = cn.parts[-1]
-        first = self._same_name(entry, cn.path)
         if base.startswith(WHITEOUT):
             if self.repair and first is not None:  # the same whiteout twice: once is enough
                 self.edits[index] = Edit(Action.DROP, reason="duplicate-path")
                 return
             self._whiteout(index, entry, cn.parts)
             return
-        if entry.type in (tarfile.CHRTYPE, tarfile.BLKTYPE):
+        if entry.type in (CHRTYPE, BLKTYPE):
             self._find(
                 "device-node",
                 f"{name!r} is a device node ({entry.devmajor}, {entry.devminor})",
@@ -572,11 +593,14 @@ class LayerAnalyzer:
                 return True
         return () in self._opaque_dirs and len(parts) > 0
 
-    def _same_name(self, entry: TarEntry, cleaned: str) -> _Seen | None:
-        """Report a name seen before in this layer, as docker's loader compares names."""
-        first = self._names.get(cleaned)
+    def _same_name(self, index: int, entry: TarEntry) -> _Seen | None:
+        """Report a name seen before in this layer, as docker's loader compares names
+        (``filepath.Clean``: ``./a``, ``a/`` and ``a`` are one name, ``/a`` another; a global
+        PAX header's name counts too). Repair drops a global header whose name collides."""
+        key = go_clean(entry.name)
+        first = self._names.get(key)
         if first is None:
-            self._names[cleaned] = _Seen(-1, entry.name, entry.type, entry.isdir())
+            self._names[key] = _Seen(index, entry.name, entry.type, entry.isdir())
             return None
         self._find(
             "duplicate-path",
@@ -584,6 +608,16 @@ class LayerAnalyzer:
             f"same path; docker load refuses the image",
             (first.name, entry.name),
         )
+        if self.repair:
+            if first.tar_type == XGLTYPE:
+                self.edits[first.index] = Edit(Action.DROP, reason="duplicate-path")
+                self._names[key] = _Seen(index, entry.name, entry.type, entry.isdir())
+            elif entry.type == XGLTYPE or not clean(entry.name).parts:
+                # a global header changes nothing; of two root entries the last counts
+                dropped = index if entry.type == XGLTYPE else first.index
+                self.edits[dropped] = Edit(Action.DROP, reason="duplicate-path")
+                if dropped == first.index:
+                    self._names[key] = _Seen(index, entry.name, entry.type, entry.isdir())
         return first
 
     def _duplicates(
@@ -691,6 +725,13 @@ class LayerAnalyzer:
                         self.layer_digest,
                     )
                 )
+
+
+def _applied(owner: int) -> int:
+    """The owner the kernel gets from a chown with ``owner`` (a 32-bit uid_t); -1, "leave it",
+    leaves the extracting user, root."""
+    cut = owner & 0xFFFFFFFF
+    return 0 if cut == 0xFFFFFFFF else cut
 
 
 def _prune_lower(node: Node, layer: int) -> None:

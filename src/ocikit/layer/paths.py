@@ -36,6 +36,26 @@ def clean(name: str) -> CleanName:
     return CleanName(tuple(parts), name.startswith("/"), escapes)
 
 
+def go_clean(name: str) -> str:
+    """Go's ``filepath.Clean``, which docker's loader applies before it compares names: ``.``
+    and empty components go, ``..`` removes the component before it (at a leading ``/`` it
+    is dropped), a leading ``/`` stays, nothing left is ``.``."""
+    rooted = name.startswith("/")
+    parts: list[str] = []
+    for part in name.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if parts and parts[-1] != "..":
+                parts.pop()
+            elif not rooted:
+                parts.append("..")
+            continue
+        parts.append(part)
+    path = "/".join(parts)
+    return "/" + path if rooted else path or "."
+
+
 def split_target(target: str) -> tuple[bool, list[str]]:
     """A symlink target: (absolute, components, ``..`` kept for the resolver)."""
     return target.startswith("/"), [p for p in target.split("/") if p not in ("", ".")]

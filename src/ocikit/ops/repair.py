@@ -102,27 +102,26 @@ def rewrite_layer(
 
 
 def _rewrite(stream: TarStream, edits: dict[int, Edit], encoder: LayerEncoder) -> None:
+    """Entries kept are copied byte for byte (headers, data, padding as stored); renamed ones
+    get a new header and their data (a sparse file's holes written out)."""
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     for i, entry in enumerate(stream):
         edit = edits.get(i)
         if edit is not None and edit.action is Action.DROP:
-            if stream.raw_global:
-                encoder.write(bytes(stream.raw_global))
             continue
         if edit is None or edit.action is Action.KEEP:
             encoder.write(bytes(stream.raw_header))
-        else:
-            if stream.raw_global:
-                encoder.write(bytes(stream.raw_global))
-            encoder.write(_header(entry, edit, stream.data_size))
-        remaining = stream.data_size
+            stream.copy_raw(encoder.write)
+            continue
+        size = entry.size if entry.isreg() else 0
+        encoder.write(_header(entry, edit, size))
+        remaining = size
         while remaining:
-            n = stream.readinto(view)
+            n = stream.readinto(view[: min(len(view), remaining)])
             encoder.write(view[:n])
             remaining -= n
-        pad = -stream.data_size % BLOCK
-        if pad:
+        if pad := -size % BLOCK:
             encoder.write(bytes(pad))
     encoder.write(bytes(2 * BLOCK))
 
@@ -130,25 +129,30 @@ def _rewrite(stream: TarStream, edits: dict[int, Edit], encoder: LayerEncoder) -
 _PAX_REPLACED = {"path", "linkpath", "size"}
 
 
-def _header(entry: TarEntry, edit: Edit, data_size: int) -> bytes:
+def _header(entry: TarEntry, edit: Edit, size: int) -> bytes:
     info = tarfile.TarInfo(edit.name)
     info.type = entry.type
-    info.size = data_size
+    info.size = size
     info.mode = entry.mode
     info.uid, info.gid = entry.uid, entry.gid
     info.uname, info.gname = entry.uname, entry.gname
-    info.mtime = int(entry.mtime) if entry.mtime == int(entry.mtime) else entry.mtime  # type: ignore[assignment]
+    info.mtime = entry.mtime  # a PAX mtime with a fraction is kept as its record below
     info.linkname = edit.linkname if edit.linkname is not None else entry.linkname
     info.devmajor, info.devminor = entry.devmajor, entry.devminor
-    info.pax_headers = {k: v for k, v in entry.pax.items() if k not in _PAX_REPLACED}
+    info.pax_headers = {
+        k: v
+        for k, v in (entry.pax or {}).items()
+        if k not in _PAX_REPLACED and not k.startswith("GNU.sparse.")
+    }
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
 def repaired_config(config: ImageConfig, diff_ids: dict[int, str]) -> ImageConfig:
     """The config with the rewritten layers' diff_ids; every other byte of meaning kept."""
-    data = json.loads(config.raw)
+    data = json.loads(config.raw)  # bounded and validated when the config was parsed
     ids = data["rootfs"]["diff_ids"]
     for i, d in diff_ids.items():
         ids[i] = d
-    raw = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
-    return ImageConfig.parse(raw, "repaired config")
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    # a lone surrogate (an escape like \\ud800 in the source) goes back as that escape
+    return ImageConfig.parse(text.encode("utf-8", "backslashreplace"), "repaired config")

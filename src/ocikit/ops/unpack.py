@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-import tarfile
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from ..layer.dirfd import DIR_FLAGS, lstat_at, open_dir, rmtree_at, walk
 from ..layer.paths import OPAQUE, WHITEOUT, clean
 from ..layer.scan import DEFAULT_MAX_RATIO, scan_layer
 from ..layer.streams import CHUNK
-from ..layer.tarstream import TarEntry, TarStream
+from ..layer.tarstream import BLKTYPE, CHRTYPE, FIFOTYPE, XGLTYPE, TarEntry, TarStream
 from ..transports import Image, Reference, as_reference, open_image
 from .progress import NullProgress, ProgressReporter
 
@@ -233,6 +232,8 @@ class _Extractor:
 
     # -- entries -------------------------------------------------------------------------------
     def entry(self, entry: TarEntry, stream: TarStream) -> None:
+        if entry.type == XGLTYPE:
+            return  # a global PAX header: extraction ignores it, as docker's does
         cn = clean(entry.name)
         if cn.escapes or cn.absolute:  # the analyzer refused these already
             raise UnsafeInputError(f"{entry.name!r} leads outside the root")
@@ -266,14 +267,19 @@ class _Extractor:
             self._invalidate()  # a new symlink may change how cached parents resolve
         elif entry.islnk():
             self._hardlink(entry, base, pfd)
-        elif entry.type in (tarfile.CHRTYPE, tarfile.BLKTYPE):
+        elif entry.type in (CHRTYPE, BLKTYPE):
             if not (self.devices and self.as_root):
                 self.result.skipped_devices += 1
                 return
-            kind = stat.S_IFCHR if entry.type == tarfile.CHRTYPE else stat.S_IFBLK
+            if not (0 <= entry.devmajor <= MAX_DEVICE and 0 <= entry.devminor <= MAX_DEVICE):
+                raise UnsafeInputError(
+                    f"{entry.name!r}: device numbers {entry.devmajor}, {entry.devminor} are "
+                    f"out of range"
+                )
+            kind = stat.S_IFCHR if entry.type == CHRTYPE else stat.S_IFBLK
             dev = os.makedev(entry.devmajor, entry.devminor)
             os.mknod(base, kind | (entry.mode & 0o7777), dev, dir_fd=pfd)
-        elif entry.type == tarfile.FIFOTYPE:
+        elif entry.type == FIFOTYPE:
             os.mkfifo(base, entry.mode & 0o7777, dir_fd=pfd)
         else:
             self._file(entry, stream, base, pfd)
@@ -290,7 +296,7 @@ class _Extractor:
             if self.as_root:
                 os.fchown(fd, entry.uid, entry.gid)
             os.fchmod(fd, entry.mode & (0o7777 if self.as_root else 0o777))
-            mtime_ns = int(entry.mtime * 1e9)
+            mtime_ns = applied_mtime_ns(entry)
             os.utime(fd, ns=(mtime_ns, mtime_ns))
         finally:
             os.close(fd)
@@ -316,7 +322,7 @@ class _Extractor:
         if not entry.issym() and not entry.islnk():  # a fifo or device we just made
             os.chmod(base, entry.mode & (0o7777 if self.as_root else 0o777), dir_fd=pfd)
         if not entry.islnk():
-            mtime_ns = int(entry.mtime * 1e9)
+            mtime_ns = applied_mtime_ns(entry)
             os.utime(base, ns=(mtime_ns, mtime_ns), dir_fd=pfd, follow_symlinks=False)
 
     def _remove(self, base: str, pfd: int, st: os.stat_result) -> None:
@@ -354,7 +360,7 @@ class _Extractor:
         if lstat_at(hidden, pfd) is not None:  # this layer wrote it: the whiteout hides nothing
             return
         os.mknod(hidden, stat.S_IFCHR | 0o600, os.makedev(0, 0), dir_fd=pfd)
-        mtime_ns = int(entry.mtime * 1e9)  # the whiteout entry's time: reproducible
+        mtime_ns = applied_mtime_ns(entry)  # the whiteout entry's time: reproducible
         os.utime(hidden, ns=(mtime_ns, mtime_ns), dir_fd=pfd, follow_symlinks=False)
         self.created.add((*resolved, hidden))
 
@@ -387,12 +393,24 @@ class _Extractor:
                     os.fchown(fd, entry.uid, entry.gid)
                 mode = entry.mode & (0o7777 if self.as_root else 0o777)
                 os.fchmod(fd, mode if path else mode | 0o700)  # the root stays usable
-                mtime_ns = int(entry.mtime * 1e9)
+                mtime_ns = applied_mtime_ns(entry)
                 os.utime(fd, ns=(mtime_ns, mtime_ns))
             finally:
                 os.close(fd)
         if () not in self.dirs:
             os.fchmod(self.root_fd, 0o755)
+
+
+MAX_DEVICE = (1 << 32) - 1
+#: the latest time docker sets (Go's time.Unix(0, 1<<63-1)); outside [epoch, this] it sets the
+#: epoch, and so does unpack
+MAX_TIME_NS = (1 << 63) - 1
+
+
+def applied_mtime_ns(entry: TarEntry) -> int:
+    """The modification time extraction gives the entry, as docker gives it."""
+    ns = entry.mtime * 1_000_000_000 + entry.mtime_nsec
+    return ns if 0 <= ns <= MAX_TIME_NS else 0
 
 
 def _write_all(fd: int, data: memoryview) -> None:

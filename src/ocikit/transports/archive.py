@@ -1,12 +1,20 @@
 """Random access to the members of a tar archive read from a file or, in one pass, from a pipe.
 
-A seekable file is indexed in place: member headers are read, data is read by offset later.
-A pipe is read exactly once; regular members are spooled, one after the other, into a single
-anonymous temporary file as they stream by (nothing held in memory, nothing left behind even
-if the process is killed), since the formats put the file that says what everything is
-(``manifest.json``, ``index.json``) after the blobs. A ``Tee`` may see each member's bytes on
-the way (to compress a layer while it arrives).
-Symlinks and hardlinks between members are resolved inside the archive only.
+A seekable file is indexed in place: member headers are read, data is seeked over and read by
+offset later. A pipe is read exactly once; regular members are spooled, one after the other,
+into a single anonymous temporary file as they stream by (nothing held in memory, nothing left
+behind even if the process is killed), since the formats put the file that says what
+everything is (``manifest.json``, ``index.json``) after the blobs. A ``Tee`` may see each
+member's bytes on the way (to compress a layer while it arrives).
+
+Both read with the one tar reader (``layer.tarstream``, Go's verdicts) and build the same
+members, the way ``docker load`` sees the archive: it extracts it, then opens files inside it.
+So a member name is cleaned (a leading ``/`` is dropped; ``..`` above the top is refused), a
+later member replaces an earlier one of the same name (a directory with everything in it), a
+hardlink is the member it names at that point of the archive, and a name is resolved at the
+end, following symlinks inside the archive (an absolute target from its top, ``..`` stopping
+there), as docker's ``FollowSymlinkInScope`` does. A member written through a symlink or
+below a file (which docker's extraction handles differently) is refused.
 """
 
 from __future__ import annotations
@@ -14,9 +22,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import posixpath
 import stat
-import tarfile
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +30,7 @@ from typing import BinaryIO, Protocol
 
 from ..errors import InputError, NotFoundError, UnsafeInputError
 from ..layer.streams import CHUNK, LimitedReader
-from ..layer.tarstream import TarEntry, TarStream
+from ..layer.tarstream import XGLTYPE, TarEntry, TarStream
 
 MAX_LINK_HOPS = 40
 #: a docker save has about three members per layer; an archive with more is hostile, and
@@ -51,17 +57,25 @@ Tee = Callable[[str, bytes], TeeSink | None]
 
 
 def normalize(name: str) -> str | None:
-    """The archive-relative form of a member name, or None if it points outside the archive."""
-    if name.startswith("/"):
-        return None
-    n = posixpath.normpath(name)
-    return None if n == ".." or n.startswith("../") else n
+    """The archive-relative form of a member name (``.`` for the top), or None if its ``..``
+    climb above the top."""
+    parts: list[str] = []
+    for part in name.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                return None
+            parts.pop()
+            continue
+        parts.append(part)
+    return "/".join(parts) or "."
 
 
 @dataclass
 class Member:
     name: str
-    kind: str  # "file", "symlink", "hardlink", "dir", "other", "consumed" (by a tee)
+    kind: str  # "file", "symlink", "dir", "other", "consumed" (by a tee)
     size: int = 0
     offset: int = 0  # where the data starts in the archive, or in the spool
     linkname: str = ""
@@ -75,14 +89,16 @@ def _write_all(f: BinaryIO, data: memoryview) -> None:
         data = data[written:]
 
 
-def _kind(info: tarfile.TarInfo | TarEntry) -> str:
-    if info.isreg():
-        return "file"
-    if info.issym():
+def _kind(entry: TarEntry) -> str:
+    if entry.type == XGLTYPE:
+        return "global"
+    if entry.isreg():
+        return "other" if entry.sparse is not None else "file"
+    if entry.issym():
         return "symlink"
-    if info.islnk():
+    if entry.islnk():
         return "hardlink"
-    return "dir" if info.isdir() else "other"
+    return "dir" if entry.isdir() else "other"
 
 
 class TarArchive:
@@ -91,6 +107,7 @@ class TarArchive:
     def __init__(self, what: str) -> None:
         self.what = what
         self.members: dict[str, Member] = {}
+        self._children: dict[str, set[str]] = {}
         self._fd: int | None = None
         self._failures: dict[str, str] = {}
 
@@ -120,31 +137,21 @@ class TarArchive:
 
     @classmethod
     def _index_fd(cls, fd: int, what: str, start: int) -> TarArchive:
+        """Headers read with the tar reader, data seeked over: members point into the file."""
         self = cls(what)
         self._fd = fd
-        end = os.fstat(fd).st_size
-        if end - start <= 0:
-            self.close()
-            raise InputError(f"{what}: empty input, not a tar archive")
-        raw = os.fdopen(os.dup(fd), "rb")
-        raw.seek(start)
+        raw = os.fdopen(os.dup(fd), "rb", buffering=1 << 16)
         try:
-            with tarfile.open(fileobj=raw, mode="r:") as tar:
-                for info in tar:
-                    if info.isreg() and start + info.offset_data + info.size > end:
-                        raise InputError(f"{what}: archive is truncated (in {info.name})")
-                    self._add(
-                        info.name, _kind(info), info.size, start + info.offset_data, info.linkname
-                    )
-        except tarfile.TarError as e:
-            self.close()
-            raise InputError(f"{what}: not a tar archive ({e})") from None
+            raw.seek(start)
+            tar = TarStream(raw, what, seekable=True)
+            for entry in tar:
+                self._add(entry, start + tar.offset)
         except BaseException:
             self.close()
             raise
         finally:
             raw.close()
-        return self
+        return self._nonempty()
 
     @classmethod
     def from_stream(cls, stream: BinaryIO, what: str, tee: Tee | None = None) -> TarArchive:
@@ -160,27 +167,25 @@ class TarArchive:
             with spool:
                 tar = TarStream(stream, what)
                 for entry in tar:
-                    sink = None
-                    kind = _kind(entry)
-                    if entry.isreg():
-                        n = tar.readinto(view)
-                        head = bytes(view[: min(n, 512)])
-                        sink = tee(entry.name, head) if tee and n else None
-                        keep = sink is None or not sink.consumes
-                        while n:
-                            if keep:
-                                _write_all(spool, view[:n])
-                            if sink is not None:
-                                sink.write(view[:n])
-                            n = tar.readinto(view)
+                    if _kind(entry) != "file":
+                        self._add(entry, 0)
+                        continue
+                    n = tar.readinto(view)
+                    head = bytes(view[: min(n, 512)])
+                    sink = tee(entry.name, head) if tee and n else None
+                    keep = sink is None or not sink.consumes
+                    while n:
+                        if keep:
+                            _write_all(spool, view[:n])
                         if sink is not None:
-                            sink.finish()
-                        if not keep:
-                            kind = "consumed"
-                    self._add(entry.name, kind, entry.size, position, entry.linkname)
-                    if kind == "file":
+                            sink.write(view[:n])
+                        n = tar.readinto(view)
+                    if sink is not None:
+                        sink.finish()
+                    member = self._add(entry, position, None if keep else "consumed")
+                    if keep:
                         position += entry.size
-                    elif kind == "consumed" and (member := self._member(entry.name)):
+                    elif member is not None:
                         member.head = head
                         member.digest = sink.digest if sink is not None else None
                         if sink is not None and sink.failure:
@@ -188,58 +193,141 @@ class TarArchive:
         except BaseException:
             self.close()
             raise
+        return self._nonempty()
+
+    def _nonempty(self) -> TarArchive:
         if not self.members:
             self.close()
-            raise InputError(f"{what}: empty input, not a tar archive")
+            raise InputError(f"{self.what}: empty input, not a tar archive")
         return self
 
-    def _add(self, name: str, kind: str, size: int, offset: int, linkname: str) -> None:
+    def _add(self, entry: TarEntry, offset: int, kind: str | None = None) -> Member | None:
+        """The member ``entry`` makes, as extraction leaves it (None: nothing to keep)."""
+        kind = kind or _kind(entry)
+        if kind == "global":
+            return None  # a global PAX header: extraction ignores it
+        name = normalize(entry.name)
+        if name is None:
+            raise UnsafeInputError(f"{self.what}: member {entry.name!r} leads outside the archive")
+        if name == ".":
+            return None
         if len(self.members) >= MAX_MEMBERS:
             raise InputError(f"{self.what}: more than {MAX_MEMBERS} members; not an image archive")
-        normalized = normalize(name)
-        if normalized is None:
-            return  # outside the archive: can never be referenced
-        self.members[normalized] = Member(normalized, kind, size, offset, linkname)
+        parent = self._parents(name)
+        if kind == "hardlink":
+            member = self._hardlink(name, entry)
+        else:
+            member = Member(name, kind, entry.size, offset, entry.linkname)
+        old = self.members.get(name)
+        if old is not None and not (old.kind == member.kind == "dir"):
+            self._remove(name)
+        if old is None or old.kind != "dir" or member.kind != "dir":
+            self.members[name] = member
+            self._children.setdefault(parent, set()).add(name)
+        return member
+
+    def _parents(self, name: str) -> str:
+        """Make the directories above ``name`` (as extraction does); its parent's name."""
+        parent = "."
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            path = "/".join(parts[:i])
+            member = self.members.get(path)
+            if member is None:
+                if len(self.members) >= MAX_MEMBERS:
+                    raise InputError(f"{self.what}: more than {MAX_MEMBERS} members")
+                self.members[path] = Member(path, "dir")
+                self._children.setdefault(parent, set()).add(path)
+            elif member.kind != "dir":
+                what = "the symlink" if member.kind == "symlink" else "the non-directory"
+                raise UnsafeInputError(
+                    f"{self.what}: member {name!r} is written through {what} {path!r}"
+                )
+            parent = path
+        return parent
+
+    def _hardlink(self, name: str, entry: TarEntry) -> Member:
+        """A hardlink shares the file its target names at this point of the archive."""
+        target = normalize(entry.linkname)
+        member = self.members.get(target) if target not in (None, ".") else None
+        if member is None or member.kind == "dir":
+            raise InputError(
+                f"{self.what}: {name!r} is a hardlink to {entry.linkname!r}, "
+                f"which is not a file before it in the archive"
+            )
+        return Member(
+            name,
+            member.kind,
+            member.size,
+            member.offset,
+            member.linkname,
+            member.head,
+            member.digest,
+        )
+
+    def _remove(self, name: str) -> None:
+        """A member replaced: a directory goes with everything in it."""
+        todo = [name]
+        while todo:
+            path = todo.pop()
+            self.members.pop(path, None)
+            todo.extend(self._children.pop(path, ()))
+        parent = name.rpartition("/")[0] or "."
+        self._children.get(parent, set()).discard(name)
 
     # -- access ---------------------------------------------------------------------------
     def resolve(self, name: str) -> Member:
-        """The regular-file member ``name`` designates, following links inside the archive."""
-        current = normalize(name)
-        seen: list[str] = []
-        while True:
-            if current is None:
-                raise UnsafeInputError(f"{self.what}: {name!r} points outside the archive")
-            member = self.members.get(current)
+        """The regular-file member ``name`` designates, following symlinks inside the archive,
+        component by component, as docker follows them in the archive it extracted. A link
+        that leaves the archive (absolute, or ``..`` above the top) is refused."""
+        start = normalize(name)
+        if start is None:
+            raise UnsafeInputError(f"{self.what}: {name!r} points outside the archive")
+        todo = [] if start == "." else list(reversed(start.split("/")))
+        current: list[str] = []
+        hops = 0
+        while todo:
+            part = todo.pop()
+            if part == "..":
+                if not current:
+                    raise UnsafeInputError(
+                        f"{self.what}: {name!r} leads outside the archive through a symlink"
+                    )
+                current.pop()
+                continue
+            path = "/".join([*current, part])
+            member = self.members.get(path)
             if member is None:
-                where = f" (via {seen[-1]!r})" if seen else ""
-                raise NotFoundError(f"{self.what}: {current!r} is missing from the archive{where}")
-            if member.kind in ("file", "consumed"):
-                return member
-            if member.kind not in ("symlink", "hardlink"):
-                raise InputError(f"{self.what}: {current!r} is not a regular file")
-            if current in seen or len(seen) >= MAX_LINK_HOPS:
-                raise UnsafeInputError(f"{self.what}: symlink loop at {name!r}")
-            seen.append(current)
-            link = member.linkname
-            if link.startswith("/"):
-                raise UnsafeInputError(
-                    f"{self.what}: {current!r} links to {link!r}, outside the archive"
-                )
-            base = posixpath.dirname(current) if member.kind == "symlink" else ""
-            target = posixpath.normpath(posixpath.join(base, link))
-            if target == ".." or target.startswith("../"):
-                raise UnsafeInputError(
-                    f"{self.what}: {current!r} links to {link!r}, outside the archive"
-                )
-            current = target
+                raise NotFoundError(f"{self.what}: {path!r} is missing from the archive")
+            if member.kind == "symlink":
+                hops += 1
+                if hops > MAX_LINK_HOPS:
+                    raise UnsafeInputError(f"{self.what}: symlink loop at {name!r}")
+                if member.linkname.startswith("/"):
+                    raise UnsafeInputError(
+                        f"{self.what}: {path!r} links to {member.linkname!r}, outside the archive"
+                    )
+                todo.extend(reversed([p for p in member.linkname.split("/") if p not in ("", ".")]))
+                continue
+            if todo and member.kind != "dir":
+                raise NotFoundError(f"{self.what}: {path!r} is not a directory")
+            current.append(part)
+        path = "/".join(current) or "."
+        member = self.members.get(path)
+        if member is None or member.kind not in ("file", "consumed"):
+            raise InputError(f"{self.what}: {name!r} is not a regular file")
+        return member
 
     def _member(self, name: str) -> Member | None:
         n = normalize(name)
         return None if n is None else self.members.get(n)
 
     def exists(self, name: str) -> bool:
-        n = normalize(name)
-        return n is not None and n in self.members
+        try:
+            self.resolve(name)
+        except InputError:
+            return False
+        return True
 
     def size(self, name: str) -> int:
         return self.resolve(name).size
