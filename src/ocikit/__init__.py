@@ -8,6 +8,7 @@ The public API, in a few names:
     ocikit.repair(src, dst)          copy, rewriting only the layers that need it
     ocikit.unpack(ref, directory)    the root filesystem, extracted safely
     ocikit.export_layers(src, dir)   build-farm artifacts: <layer_id>.tar.gz, digests.json, ...
+    ocikit.gc(paths)                 reclaim what killed or interrupted runs left behind
     ocikit.build(recipe, options)    images from a recipe (``ocikit.load_recipe(path)``)
     ocikit.open_image(ref)           read an image: manifest, config, verified blob streams
     ocikit.parse_reference(text)     ``oci:dir:tag``, ``docker-archive:file.tar:name:tag``, ...
@@ -32,10 +33,12 @@ from .ops import (
     CheckReport,
     CopyResult,
     ExportResult,
+    GcResult,
     UnpackResult,
     check,
     copy,
     export_layers,
+    gc,
     inspect,
     repair,
     unpack,
@@ -55,6 +58,7 @@ __all__ = [
     "DestinationError",
     "Digest",
     "ExportResult",
+    "GcResult",
     "Image",
     "ImageConfig",
     "Index",
@@ -73,6 +77,7 @@ __all__ = [
     "check",
     "copy",
     "export_layers",
+    "gc",
     "inspect",
     "load_recipe",
     "open_image",

@@ -38,6 +38,7 @@ from ..ops.copy import copy
 from ..ops.progress import NullProgress, ProgressReporter
 from ..ops.unpack import extract_layer
 from ..transports import Image, RegistryOptions, as_reference, open_image
+from ..transports.fsutil import HIDDEN_TMP_PREFIX, PrivateDir, private_tmp_dir
 from ..transports.oci_layout import OciLayoutDestination, OciLayoutSource
 from ..transports.reference import Reference
 from . import rootfs, sandbox
@@ -161,8 +162,13 @@ def build(
     output = _output_ref(options.output)
     plan = plan_build(recipe, options.targets)
     # --no-cache: nothing read from the cache, nothing left in it (a private one, removed)
-    temp_cache = tempfile.mkdtemp(prefix="ocikit-build-cache-") if options.no_cache else None
-    cache_dir = temp_cache or options.cache_dir or default_cache_dir()
+    # (in $TMPDIR, locked: if this process dies, the next run or ocikit gc removes it)
+    temp_cache = private_tmp_dir("build-cache", "--no-cache") if options.no_cache else None
+    cache_dir = (  # a directory in it: the private directory's lock is not the layout's
+        os.path.join(temp_cache.path, "cache")
+        if temp_cache
+        else options.cache_dir or default_cache_dir()
+    )
     try:
         os.makedirs(cache_dir, exist_ok=True)
         # absolute and resolved: paths under it go to mount and runc, from other directories
@@ -171,7 +177,7 @@ def build(
         return builder.run(output)
     finally:
         if temp_cache is not None:
-            shutil.rmtree(temp_cache, ignore_errors=True)
+            temp_cache.remove()
 
 
 class _Builder:
@@ -554,15 +560,18 @@ class _Builder:
         self, dest: OciLayoutDestination, entries: Sequence[Placed]
     ) -> tuple[Descriptor, Digest]:
         epoch = self.options.epoch if self.options.epoch is not None else int(time.time())
-        work = Path(tempfile.mkdtemp(prefix="ocikit-squashfs-", dir=self.cache))
-        try:
+        with self._work_dir() as private:
+            work = Path(private.path)
             root = work / "root"
             root.mkdir()
             materialize(entries, root, epoch)
             squashfs.make(root, work / "layer.sqfs", mkfs_time=epoch)
             return self._store_squashfs(dest, work / "layer.sqfs")
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+
+    def _work_dir(self) -> PrivateDir:
+        """A private directory in the cache (``.ocikit-tmp-squashfs-*``), locked: if this
+        process dies, the next writer of the cache or ocikit gc removes it."""
+        return PrivateDir(str(self.cache), f"{HIDDEN_TMP_PREFIX}squashfs-", str(self.cache))
 
     def _store_squashfs(self, dest: OciLayoutDestination, path: Path) -> tuple[Descriptor, Digest]:
         writer = dest.new_blob()
@@ -588,14 +597,12 @@ class _Builder:
             with open_image(self._stored(base_tag)) as image:
                 layers = []
                 for i in range(len(image.layers)):
-                    work = Path(tempfile.mkdtemp(prefix="ocikit-squashfs-", dir=self.cache))
-                    try:
+                    with self._work_dir() as private:
+                        work = Path(private.path)
                         (work / "root").mkdir()
                         extract_layer(image, i, work / "root", epoch)
                         squashfs.make(work / "root", work / "layer.sqfs", mkfs_time=epoch)
                         layers.append(self._store_squashfs(dest, work / "layer.sqfs"))
-                    finally:
-                        shutil.rmtree(work, ignore_errors=True)
                 config = dict(image.config.data)
                 rootfs = dict(config.get("rootfs") or {})
                 rootfs["diff_ids"] = [str(diff_id) for _desc, diff_id in layers]

@@ -5,8 +5,10 @@ Exit codes: 0 success; 1 the operation ran and found problems; 2 bad usage or ba
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
 import traceback
 from typing import Any, NoReturn
@@ -21,7 +23,9 @@ from ..ops import copy as copy_op
 from ..ops import export_layers as export_op
 from ..ops import inspect as inspect_op
 from ..ops import unpack as unpack_op
+from ..ops.gc import gc as gc_op
 from ..transports import Credentials, RegistryOptions, open_image
+from ..transports.fsutil import describe
 from ..transports.registry import DEFAULT_JOBS
 from .progress import reporter
 
@@ -58,7 +62,8 @@ def cli() -> None:
       docker://HOST[:PORT]/REPO[:TAG|@DIGEST]   a registry (docker.io if no HOST)
 
     \b
-    Exit codes: 0 success, 1 problems found, 2 bad usage or bad input.
+    Exit codes: 0 success, 1 problems found, 2 bad usage or bad input, 3 internal error,
+    130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
     """
 
 
@@ -134,6 +139,12 @@ def cli() -> None:
     help="Layers copied at once (not from a pipe; default 4 with a registry, else 1), and "
     "blobs uploaded at once to a registry (default 4).",
 )
+@click.option(
+    "--verify-existing",
+    is_flag=True,
+    help="Re-hash every blob the destination already has before reusing it (sizes are always "
+    "checked, small blobs always re-hashed); a damaged one is replaced.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @quiet_option
 def copy(
@@ -153,6 +164,7 @@ def copy(
     dest_tls_verify: bool | None,
     mount_from: tuple[str, ...],
     jobs: int | None,
+    verify_existing: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -190,6 +202,7 @@ def copy(
         ),
         jobs=jobs,
         all_platforms=all_platforms,
+        verify_existing=verify_existing,
     )
     if as_json:
         _print_json(result.to_json())
@@ -251,6 +264,47 @@ def export_layers(
         layers = sum(len(image.layers) for image in result.images)
         click.echo(
             f"exported {len(result.images)} image(s), {layers} layer(s) to {result.outdir}",
+            err=True,
+        )
+
+
+@cli.command("gc")
+@click.argument("paths", nargs=-1, metavar="[PATH]...")
+@click.option(
+    "--unreferenced",
+    is_flag=True,
+    help="Also remove every blob of a layout PATH that its index.json does not reach (as "
+    "umoci gc does); without it, only blobs that killed ocikit writers left.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print what was removed as JSON on stdout.")
+@quiet_option
+def gc(paths: tuple[str, ...], unreferenced: bool, as_json: bool, quiet: bool) -> None:
+    """Reclaim what interrupted or killed runs left behind, and nothing a live process holds.
+
+    \b
+    Always: ocikit's staging in $TMPDIR (ocikit-tmp-*) that no running ocikit holds.
+    Each PATH may be:
+      oci:DIR (or DIR holding an OCI layout)   dead writers' private directories, and the
+          blobs they put in place that index.json does not reach and no live writer uses
+      oci-archive:FILE, docker-archive:FILE    the archive's dead temporary files
+      DIR (an export-layers OUTDIR...)         dead .ocikit-tmp-* staging in it
+
+    The next copy or export into the same place reclaims the same things on its own. gc
+    also removes the unlocked temporary files of older ocikit versions: run it while no
+    older ocikit runs.
+
+    \b
+    Examples:
+      ocikit gc                                # $TMPDIR only
+      ocikit gc oci:images out/                # and a layout, an export directory
+      ocikit gc --unreferenced oci:images      # and every blob no tag reaches
+    """
+    result = gc_op(paths, unreferenced=unreferenced)
+    if as_json:
+        _print_json(result.to_json())
+    elif not quiet:
+        click.echo(
+            f"removed {len(result.removed)} item(s), {result.bytes / (1 << 20):.1f} MiB",
             err=True,
         )
 
@@ -532,30 +586,92 @@ def build(
         _print_json(result.to_json())
 
 
+class _Interrupted(BaseException):
+    """SIGINT or SIGTERM: unwinds like KeyboardInterrupt (every cleanup on the way runs),
+    past click, which would print a newline of its own for a KeyboardInterrupt."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+_signals = {"count": 0, "said": 0, "finished": 0}
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    if _signals["finished"]:  # the command is over (its result said): exit as it said
+        return
+    if _signals["count"]:  # a second one: leave now; the next run or gc reclaims the rest
+        _say_interrupted()
+        os._exit(128 + signum)
+    _signals["count"] = 1
+    raise _Interrupted(signum)
+
+
+def _say_interrupted() -> None:
+    if not _signals["said"]:
+        _signals["said"] = 1
+        os.write(2, b"ocikit: error: interrupted\n")
+
+
+def _interrupted(signum: int) -> NoReturn:
+    """Cleanups have run: say so once and leave, without waiting for worker threads."""
+    _say_interrupted()
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    os._exit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
+    """The command line. SIGINT and SIGTERM stop it promptly: the work in progress is
+    undone (as for any failure) and it exits with 130 or 143; a second one leaves at once."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _on_signal)
+    try:
+        code = _dispatch(argv)
+    except _Interrupted as e:  # also while an error was being reported
+        _interrupted(e.signum)
+    _signals["finished"] = 1
+    for signum in (signal.SIGINT, signal.SIGTERM):  # the command is over: exit as it said
+        signal.signal(signum, signal.SIG_IGN)
+    sys.exit(code)
+
+
+def _dispatch(argv: list[str] | None) -> int:
+    """Run the command; its exit code, the error (if any) said in one line."""
     try:
         cli.main(args=argv, prog_name="ocikit", standalone_mode=False)
+    except _Interrupted:
+        raise
     except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
+        return e.exit_code
+    except SystemExit as e:  # check's verdict
+        return e.code if isinstance(e.code, int) else 0 if e.code is None else 2
     except click.ClickException as e:
         hint = ""
         if isinstance(e, click.UsageError) and e.ctx is not None:
             hint = f" (see '{e.ctx.command_path} --help')"
-        _fail(f"{e.format_message()}{hint}", e.exit_code if e.exit_code != 1 else 2)
+        return _error(f"{e.format_message()}{hint}", e.exit_code if e.exit_code != 1 else 2)
     except click.exceptions.Abort:
-        _fail("interrupted", 130)
+        _interrupted(signal.SIGINT)
     except OcikitError as e:
-        _fail(str(e), e.exit_code)
+        return _error(str(e), e.exit_code)
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(2)
+        return 2
     except KeyboardInterrupt:
-        _fail("interrupted", 130)
+        _interrupted(signal.SIGINT)
     except OSError as e:
-        where = f": {e.filename}" if e.filename else ""
-        _fail(f"{e.strerror or e}{where}")
+        return _error(f"{e.filename}: {describe(e)}" if e.filename else describe(e))
     except Exception as e:  # a bug: say so in one line; the traceback on request
         if os.environ.get("OCIKIT_DEBUG"):
             traceback.print_exc()
-        _fail(f"internal error: {type(e).__name__}: {e} (set OCIKIT_DEBUG=1 for a traceback)", 3)
-    sys.exit(0)
+        return _error(
+            f"internal error: {type(e).__name__}: {e} (set OCIKIT_DEBUG=1 for a traceback)", 3
+        )
+    return 0
+
+
+def _error(message: str, code: int = 2) -> int:
+    click.echo(f"ocikit: error: {message}", err=True)
+    return code

@@ -9,12 +9,13 @@ output is the same for any worker count.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import queue
 import threading
 import zlib
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import zstandard
 from isal import igzip, igzip_threaded, isal_zlib
@@ -90,6 +91,40 @@ class _Passthrough(io.RawIOBase):
     def write(self, data: bytes | memoryview | bytearray) -> int:  # type: ignore[override]
         self._out.write(data)
         return len(data)
+
+
+def abort_writer(writer: BinaryIO) -> None:
+    """Stop a writer of ``compressing_writer`` at once, dropping what it holds: no flush, no
+    trailer, its threads stopped, and closing it later does nothing. (``close`` would wait
+    for every queued block; an interrupt inside isal's threaded writer can leave a block
+    whose completion is never signalled, and then it waits forever.)"""
+    raw = getattr(writer, "raw", None)
+    if isinstance(raw, igzip_threaded._ThreadedGzipWriter):
+        _stop_threaded_gzip(raw)
+        return
+    if isinstance(writer, _ZlibGzipWriter | _Passthrough):
+        io.RawIOBase.close(writer)  # the stream's end is not written
+        return
+    with contextlib.suppress(Exception):  # zstd: its end is written; the output is dropped
+        writer.close()
+
+
+def _stop_threaded_gzip(raw: igzip_threaded._ThreadedGzipWriter) -> None:
+    """Stop isal's threaded gzip writer without waiting for its queues. Its threads wait
+    on their queues with a timeout and return once ``running`` is false and nothing comes;
+    a thread putting a block waits for room, so whatever is queued is dropped until they
+    are all gone (no sentinel: one would take the room a blocked thread waits for)."""
+    raw.running = False
+    threads = [*raw.compression_workers, raw.output_worker]
+    queues: list[queue.Queue[Any]] = [*raw.input_queues, *raw.output_queues]
+    while any(t.is_alive() for t in threads):
+        for q in queues:
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    q.get_nowait()
+        for t in threads:
+            t.join(0.02)
+    raw._closed = True  # the buffered writer above it (and its finalizer) skips the flush
 
 
 def compressing_writer(
@@ -215,9 +250,21 @@ class _ThreadedReader(io.RawIOBase):
         if not self.closed:
             self._stop.set()
             self._cur = memoryview(b"")
-            self._thread.join()
-            self._inner.close()
+            while self._thread.is_alive():  # it stops at its next block
+                with contextlib.suppress(queue.Empty):
+                    self._queue.get_nowait()
+                self._thread.join(0.05)
+                if not self._thread.is_alive() or self._stop_waited():
+                    break
+            if not self._thread.is_alive():
+                self._inner.close()
+            # else: blocked reading its input (a pipe that says nothing): a daemon thread,
+            # left to the process's end rather than made to hang an interrupt
         super().close()
+
+    def _stop_waited(self) -> bool:
+        self._waits = getattr(self, "_waits", 0) + 1
+        return self._waits > 40  # two seconds
 
 
 def decompressing_reader(raw: BinaryIO, compression: Compression) -> BinaryIO:

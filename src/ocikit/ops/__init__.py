@@ -3,6 +3,7 @@
 from .check import CheckReport, check
 from .copy import CopyResult, copy
 from .export import ExportResult, export_layers
+from .gc import GcResult, gc
 from .inspect import inspect
 from .progress import NullProgress, ProgressReporter
 from .unpack import UnpackResult, unpack
@@ -17,12 +18,14 @@ __all__ = [
     "CheckReport",
     "CopyResult",
     "ExportResult",
+    "GcResult",
     "NullProgress",
     "ProgressReporter",
     "UnpackResult",
     "check",
     "copy",
     "export_layers",
+    "gc",
     "inspect",
     "repair",
     "unpack",

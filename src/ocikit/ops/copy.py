@@ -80,6 +80,7 @@ def copy(
     dest_registry: RegistryOptions | None = None,
     jobs: int | None = None,
     all_platforms: bool = False,
+    verify_existing: bool = False,
 ) -> CopyResult:
     """Copy one image from ``src`` to ``dst`` (reference strings, skopeo syntax).
 
@@ -102,6 +103,10 @@ def copy(
     either side is a registry (network-bound), else 1 (local copies are bound by the CPU,
     and compression is multi-threaded already). A registry destination uploads
     ``dest_registry.jobs`` blobs at once besides.
+
+    ``verify_existing``: re-hash every blob the destination already holds before reusing
+    it (an OCI layout always checks their sizes, and re-hashes small ones); a damaged one
+    is replaced.
     """
     if drop_unsafe and not repair:
         raise UsageError("--drop-unsafe only applies with --repair")
@@ -125,16 +130,17 @@ def copy(
         jobs = 4 if "docker" in (src_ref.transport, dst_ref.transport) else 1
     dest = open_destination(dst_ref, additional_tags, _mounting(src_ref, dst_ref, dest_registry))
     speculator = None
-    streamed = src_ref.transport == "docker-daemon" or (
-        src_ref.transport == "docker-archive" and src_ref.is_stdio
-    )
-    if streamed and not repair:
-        target = dest.layer_compression(Compression.NONE, requested)
-        if target is not Compression.NONE:
-            speculator = Speculator(dest, target, dest_compress_level, progress)
-            progress.begin(0, "reading standard input")
     top = None
-    try:
+    try:  # from here on, whatever happens (an interrupt too), the destination is aborted
+        dest.verify_existing = verify_existing
+        streamed = src_ref.transport == "docker-daemon" or (
+            src_ref.transport == "docker-archive" and src_ref.is_stdio
+        )
+        if streamed and not repair:
+            target = dest.layer_compression(Compression.NONE, requested)
+            if target is not Compression.NONE:
+                speculator = Speculator(dest, target, dest_compress_level, progress)
+                progress.begin(0, "reading standard input")
         if all_platforms:
             top = open_index(src_ref, src_registry)
             if top.index is not None:
@@ -257,7 +263,7 @@ def _copy_artifact(
     manifest = source.manifest()
     seen: set[Digest] = set()
     for desc in (manifest.config, *manifest.layers):
-        if desc.digest in seen or dest.has_blob(desc.digest):
+        if desc.digest in seen or dest.reuse_blob(desc.digest, desc.size):
             seen.add(desc.digest)
             continue
         seen.add(desc.digest)
@@ -420,7 +426,7 @@ class _Copier:
     def _copy_layer(self, layer: Layer, target: Compression) -> Descriptor:
         src, dest = layer.descriptor, self.dest
         media_type = _layer_type(self.flavor, target)
-        if target is layer.compression and dest.has_blob(src.digest):
+        if target is layer.compression and dest.reuse_blob(src.digest, src.size):
             self.progress.advance(src.size)
             return Descriptor(media_type, src.digest, src.size, src.annotations)
         if target is layer.compression and dest.takes_files:
@@ -506,7 +512,7 @@ def _put_bytes(dest: ImageDestination, data: bytes, media_type: str) -> Descript
     digest = Digest.of(data)
     if dest.takes_files:
         dest.put_small_blob(data, digest)
-    elif not dest.has_blob(digest):
+    elif not dest.reuse_blob(digest, len(data)):
         writer = dest.new_blob()
         try:
             writer.file.write(data)

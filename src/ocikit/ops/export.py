@@ -14,6 +14,7 @@ succeeded; ``manifest.json`` comes last, so its presence means the export is com
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -35,7 +36,14 @@ from ..transports import Image, Layer, Reference, as_reference, open_image
 from ..transports.archive import TarArchive, normalize
 from ..transports.base import BlobWriter
 from ..transports.docker_archive import DockerArchiveSource, archive_entries
-from ..transports.fsutil import fsync_dir
+from ..transports.fsutil import (
+    HIDDEN_TMP_PREFIX,
+    GuardedFile,
+    PrivateDir,
+    fsync_dir,
+    reclaim,
+    write_error,
+)
 from .progress import NullProgress, ProgressReporter
 from .speculate import Speculator
 
@@ -355,30 +363,39 @@ class _Exporter:
 
 class _StagedBlob(BlobWriter):
     def __init__(self, staging: _Staging) -> None:
-        fd, self.path = tempfile.mkstemp(dir=staging.path, prefix=".blob-")
-        os.fchmod(fd, 0o644)
-        self.file = os.fdopen(fd, "wb", buffering=CHUNK)
+        try:
+            fd, self.path = tempfile.mkstemp(dir=staging.path, prefix=".blob-")
+            os.fchmod(fd, 0o644)
+        except OSError as e:
+            raise write_error(staging.outdir, e) from None
+        self._file = GuardedFile(os.fdopen(fd, "wb", buffering=CHUNK), staging.outdir)
+        self.file = self._file  # type: ignore[assignment]
         self._staging = staging
 
     def commit(self, digest: Digest) -> None:
         """Flush now; fsync on the staging's I/O thread (overlaps the next layer)."""
         del digest  # the file keeps its temporary name: only its links are published
-        self.file.flush()
+        self._file.flush()
         self._staging.background(self._finish)
 
     def _finish(self) -> None:
-        os.fsync(self.file.fileno())
-        self.file.close()
+        try:
+            os.fsync(self._file.fileno())
+        except OSError as e:
+            self.abort()
+            raise write_error(self._staging.outdir, e) from None
+        self._file.close()
 
     def abort(self) -> None:
         with contextlib.suppress(OSError):
-            self.file.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)
+            os.unlink(self.path)  # first: closing may fail again on a full disk
+        self._file.discard()
 
 
 class _Staging:
-    """A hidden directory inside OUTDIR (so that moving files out of it is a rename)."""
+    """A hidden directory inside OUTDIR (so that moving files out of it is a rename):
+    ``.ocikit-tmp-export-*``, locked while the export runs, so that one killed is
+    reclaimed by the next export into OUTDIR (or ``ocikit gc OUTDIR``)."""
 
     def __init__(self, outdir: str) -> None:
         self.outdir = outdir
@@ -387,12 +404,17 @@ class _Staging:
             os.makedirs(outdir, exist_ok=True)
             if not stat.S_ISDIR(os.stat(outdir).st_mode):
                 raise DestinationError(f"{outdir}: not a directory")
-            self.path = tempfile.mkdtemp(prefix=".ocikit-export-", dir=outdir)
         except FileExistsError:
             raise DestinationError(f"{outdir}: not a directory") from None
         except OSError as e:
-            raise DestinationError(f"{outdir}: cannot write: {e.strerror}") from None
-
+            raise write_error(outdir, e) from None
+        reclaim(outdir, (HIDDEN_TMP_PREFIX,))
+        try:
+            self._dir = PrivateDir(outdir, f"{HIDDEN_TMP_PREFIX}export-", outdir)
+        except BaseException:
+            self._remove_outdir()
+            raise
+        self.path = self._dir.path
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocikit-fsync")
         self._pending: list[Future[None]] = []
 
@@ -407,6 +429,8 @@ class _Staging:
         pending, self._pending = self._pending, []
         for future in pending:
             error = future.exception()
+            if isinstance(error, DestinationError):
+                raise error
             if error is not None:
                 raise DestinationError(f"{self.outdir}: cannot write a layer: {error}") from error
 
@@ -414,17 +438,25 @@ class _Staging:
         """``name`` in the staging directory: the blob's file under another name."""
         target = os.path.join(self.path, name)
         try:
-            os.link(blob, target)
-        except OSError:  # a file system without hard links
-            shutil.copyfile(blob, target)
+            try:
+                os.link(blob, target)
+            except OSError as e:  # a file system without hard links
+                if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                shutil.copyfile(blob, target)
+        except OSError as e:
+            raise write_error(self.outdir, e) from None
 
     def write(self, name: str, data: bytes) -> None:
         path = os.path.join(self.path, name)
-        with open(path, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(path, 0o644)
+        try:
+            with open(path, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(path, 0o644)
+        except OSError as e:
+            raise write_error(self.outdir, e) from None
 
     def publish(self, names: list[str]) -> list[str]:
         """Move ``names`` into OUTDIR in order (an earlier export's manifest.json and
@@ -441,7 +473,7 @@ class _Staging:
                 os.replace(os.path.join(self.path, name), os.path.join(self.outdir, name))
             fsync_dir(self.outdir)
         except OSError as e:
-            raise DestinationError(f"{self.outdir}: cannot write: {e.strerror}") from None
+            raise write_error(self.outdir, e) from None
         finally:
             self.discard(failed=False)
         return names
@@ -450,7 +482,11 @@ class _Staging:
         with contextlib.suppress(Exception):
             self._drain()
         self._io.shutdown(wait=True)
-        shutil.rmtree(self.path, ignore_errors=True)
-        if failed and self._made:
+        self._dir.remove()
+        if failed:
+            self._remove_outdir()
+
+    def _remove_outdir(self) -> None:
+        if self._made:
             with contextlib.suppress(OSError):
                 os.rmdir(self.outdir)  # only if empty

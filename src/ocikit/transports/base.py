@@ -99,8 +99,17 @@ class ImageDestination(ABC):
             return requested
         return Compression.GZIP if source is Compression.NONE else source
 
+    #: re-hash every blob found present before reusing it, not only small ones
+    verify_existing = False
+
     @abstractmethod
     def has_blob(self, digest: Digest) -> bool: ...
+
+    def reuse_blob(self, digest: Digest, size: int) -> bool:
+        """Whether the destination holds this blob intact, as far as it can tell cheaply (an
+        OCI layout: its size, and its digest if small or ``verify_existing``); a copy may
+        then skip it. A damaged blob is not reused: writing it again replaces it."""
+        return self.has_blob(digest)
 
     def known_layers(self, config: Digest) -> Sequence[Descriptor] | None:
         """Layers of an image with this config already here (all present), if any: a copy

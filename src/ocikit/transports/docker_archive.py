@@ -14,7 +14,6 @@ import io
 import json
 import os
 import re
-import shutil
 import sys
 import tarfile
 import tempfile
@@ -49,7 +48,7 @@ from ..model.jsondoc import (
 )
 from .archive import TarArchive, Tee
 from .base import BlobWriter, ImageDestination, ImageSource
-from .fsutil import atomic_output
+from .fsutil import GuardedFile, atomic_output, private_tmp_dir, write_error
 from .reference import Reference, familiar_docker_name, normalize_docker_name
 
 
@@ -229,19 +228,24 @@ def _parse_manifest_json(raw: bytes, what: str) -> list[_Entry]:
 class _StagedBlob(BlobWriter):
     def __init__(self, dest: DockerArchiveDestination) -> None:
         self._dest = dest
-        fd, self._path = tempfile.mkstemp(dir=dest.staging, prefix="blob-")
-        self.file = os.fdopen(fd, "wb", buffering=CHUNK)
+        what = dest.staging_dir.what
+        try:
+            fd, self._path = tempfile.mkstemp(dir=dest.staging, prefix="blob-")
+        except OSError as e:
+            raise write_error(what, e) from None
+        self._file = GuardedFile(os.fdopen(fd, "wb", buffering=CHUNK), what)
+        self.file = self._file  # type: ignore[assignment]
 
     def commit(self, digest: Digest) -> None:
-        self.file.close()
+        self._file.close()
         final = os.path.join(self._dest.staging, digest.replace(":", "-"))
         os.replace(self._path, final)
         self._dest.blobs[digest] = final
 
     def abort(self) -> None:
-        self.file.close()
         with contextlib.suppress(OSError):
-            os.unlink(self._path)
+            os.unlink(self._path)  # first: closing may fail again on a full disk
+        self._file.discard()
 
 
 class DockerArchiveDestination(ImageDestination):
@@ -258,10 +262,12 @@ class DockerArchiveDestination(ImageDestination):
             parent = os.path.dirname(os.path.abspath(ref.path))
             if not os.path.isdir(parent):
                 raise DestinationError(f"{ref.path}: directory {parent} does not exist")
-        self.staging = tempfile.mkdtemp(prefix="ocikit-docker-archive-")
-        self.blobs: dict[Digest, str] = {}
         self._tags = [ref.name] if ref.name else []
         self._tags += [_check_tag(t) for t in additional_tags]
+        #: blobs are staged in a private directory of $TMPDIR, reclaimed if this process dies
+        self.staging_dir = private_tmp_dir("docker-archive", ref.path)
+        self.staging = self.staging_dir.path
+        self.blobs: dict[Digest, str] = {}
         self._images: list[tuple[Manifest, ImageConfig, list[str]]] = []
 
     def layer_compression(self, source: Compression, requested: Compression | None) -> Compression:
@@ -293,10 +299,10 @@ class DockerArchiveDestination(ImageDestination):
                 with atomic_output(self.ref.path) as out:
                     self._write_tar(out)
         finally:
-            shutil.rmtree(self.staging, ignore_errors=True)
+            self.staging_dir.remove()
 
     def abort(self) -> None:
-        shutil.rmtree(self.staging, ignore_errors=True)
+        self.staging_dir.remove()
 
     def _write_tar(self, out: BinaryIO) -> None:
         manifest_json: list[dict[str, Any]] = []

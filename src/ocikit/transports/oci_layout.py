@@ -1,9 +1,21 @@
 """``oci:`` and ``oci-archive:``: OCI image layouts, as directories or tar archives.
 
-Writing a layout: blobs go to a temporary file beside their final place, are fsynced and
-renamed (a blob already present is never rewritten); ``index.json`` is replaced atomically
-while holding an exclusive ``flock`` on the layout directory, so concurrent writers lose no
-tag, and a crash never leaves ``index.json`` pointing at a missing blob.
+Writing a layout (the rules are spelled out where the writing code starts):
+
+- Each writer works in a private directory of the layout, ``.ocikit-tmp-*``, locked for its
+  life; a blob is written there, fsynced and renamed into ``blobs/``. ``index.json`` is
+  replaced atomically under an exclusive ``flock`` on the layout directory, once every blob
+  the new entries name is there: concurrent writers lose no tag, and a crash never leaves
+  ``index.json`` pointing at a missing blob.
+- The rule for cleaning up: a writer records each blob it relies on (found present, or put
+  in place) in its private directory, under a shared ``flock``, before it checks or renames
+  it. A writer that fails removes, under the exclusive lock, only the blobs it put in place
+  that ``index.json`` does not reach and no live writer has recorded. A writer killed with
+  ``kill -9`` leaves its directory unlocked; the next writer (or ``ocikit gc``) applies the
+  same rule to the blobs it recorded, then removes it.
+- A blob found present is reused only if its size is right (and its digest, for small blobs
+  or with ``verify_existing``); a damaged one is replaced by a rename, a sound one is never
+  rewritten.
 """
 
 from __future__ import annotations
@@ -11,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import shutil
+import stat
 import sys
 import tarfile
 import tempfile
@@ -24,6 +36,7 @@ from ..errors import (
     DestinationError,
     InputError,
     NotFoundError,
+    OcikitError,
     UsageError,
     VerificationError,
 )
@@ -42,7 +55,20 @@ from ..model.jsondoc import (
 from ..model.manifest import parse_manifest_or_index
 from .archive import TarArchive
 from .base import BlobWriter, ImageDestination, ImageSource, IndexSource, select_platform
-from .fsutil import atomic_output, atomic_write_bytes, fsync_dir
+from .fsutil import (
+    HIDDEN_TMP_PREFIX,
+    GuardedFile,
+    PrivateDir,
+    atomic_output,
+    atomic_write_bytes,
+    fsync_dir,
+    is_held,
+    private_tmp_dir,
+    reclaim,
+    remove_locked,
+    try_lock,
+    write_error,
+)
 from .reference import Reference
 
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -238,55 +264,296 @@ def _pick(manifests: Sequence[Descriptor], name: str | None, what: str) -> Descr
 
 
 # -- writing -------------------------------------------------------------------------------
+#
+# Several writers (processes, or destinations of one process) may write one layout at once.
+# The rules, which README.md's "Nothing half-written" states for users:
+# - Each writer has a private directory in the layout, ``.ocikit-tmp-*``, locked while it
+#   lives (see fsutil). Its blobs are written there, fsynced, then renamed into ``blobs/``.
+# - Before a writer relies on a blob (finds it present, or renames its own into place) it
+#   records the digest in its directory's ``claims``, holding a shared ``flock`` on the
+#   layout directory, and checks or renames under that lock.
+# - ``index.json`` is replaced under the exclusive lock, once every blob the new entries
+#   name is there.
+# - A writer that fails removes, under the exclusive lock, the blobs it renamed into place
+#   that index.json does not reach and no live writer has claimed, then its directory.
+# - A writer killed (kill -9) leaves its directory unlocked: the next writer of the layout,
+#   or ``ocikit gc``, removes by the same rule the blobs its ``claims`` name, then the
+#   directory.
+# - A blob found present is kept only if it has the expected size; blobs up to SMALL_BLOB
+#   (configs, manifests) are re-hashed, and all of them with ``verify_existing``. A bad one
+#   is replaced by a rename, so no reader ever sees half of a blob.
+
+CLAIMS = "claims"
+#: blobs this small are re-hashed whenever they are found present
+SMALL_BLOB = 1 << 20
+MAX_CLAIMS = 64 << 20
+
+
+def _hash_file(path: str, digest: Digest) -> bool:
+    """Whether the file's content has this digest."""
+    hasher = digest.new_hasher()
+    try:
+        with open(path, "rb", buffering=0) as f:
+            while chunk := f.read(CHUNK):
+                hasher.update(chunk)
+    except OSError:
+        return False
+    return hasher.hexdigest() == digest.hex
+
+
+class _Layout:
+    """The locks, claims and reachability of one layout directory (its writers' shared rules)."""
+
+    def __init__(self, root: str, what: str) -> None:
+        self.root = root
+        self.what = what
+
+    def path(self, digest: Digest) -> str:
+        return os.path.join(self.root, blob_path(digest))
+
+    @contextlib.contextmanager
+    def locked(self, shared: bool = False) -> Iterator[None]:
+        try:
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            raise write_error(self.what, e) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def read_index(self) -> Index:
+        path = os.path.join(self.root, "index.json")
+        try:
+            with open(path, "rb") as f:
+                raw = read_limited(f, path, INDEX_JSON_LIMIT)
+        except FileNotFoundError:
+            return Index.build([])
+        return Index.parse(raw, what=path, limit=INDEX_JSON_LIMIT)
+
+    def reachable(self) -> set[str] | None:
+        """Every digest index.json reaches (what a garbage collector keeps); None if some
+        manifest on the way cannot be read (then nothing may be removed)."""
+        try:
+            todo = list(self.read_index().manifests)
+        except InputError:
+            return None
+        seen: set[str] = set()
+        while todo:
+            d = todo.pop()
+            if d.digest in seen:
+                continue
+            seen.add(d.digest)
+            if d.media_type not in mt.MANIFEST_TYPES | mt.INDEX_TYPES:
+                continue  # an artifact's own type: its bytes only
+            try:
+                with open(self.path(d.digest), "rb") as f:
+                    raw = read_limited(f, d.digest, MANIFEST_LIMIT)
+                doc = parse_manifest_or_index(raw, d.media_type)
+            except (OSError, InputError):
+                return None
+            if isinstance(doc, Manifest):
+                seen.add(doc.config.digest)
+                seen.update(layer.digest for layer in doc.layers)
+            else:
+                todo.extend(doc.manifests)
+        return seen
+
+    def writer_dirs(self) -> list[str]:
+        try:
+            names = sorted(os.listdir(self.root))
+        except OSError:
+            return []
+        return [
+            os.path.join(self.root, n)
+            for n in names
+            if n.startswith(HIDDEN_TMP_PREFIX) and os.path.isdir(os.path.join(self.root, n))
+        ]
+
+    def live_claims(self, own: str | None = None) -> set[str] | None:
+        """The digests live writers (other than ``own``) rely on; None if one cannot be read."""
+        claims: set[str] = set()
+        for path in self.writer_dirs():
+            if path == own or not is_held(path):
+                continue
+            found = read_claims(path)
+            if found is None:
+                return None
+            claims |= found
+        return claims
+
+    def remove_unwanted(
+        self, candidates: set[str], own: str | None = None
+    ) -> list[tuple[str, int]]:
+        """Under the exclusive lock: remove the candidates index.json does not reach and no
+        live writer claims. Returns (path, bytes) removed."""
+        if not candidates:
+            return []
+        reachable = self.reachable()
+        live = self.live_claims(own)
+        if reachable is None or live is None:
+            return []
+        removed = []
+        for digest in sorted(candidates - reachable - live):
+            path = self.path(Digest(digest))
+            with contextlib.suppress(OSError):
+                size = os.lstat(path).st_size
+                os.unlink(path)
+                removed.append((path, size))
+        return removed
+
+    def reclaim_dead(self) -> list[tuple[str, int]]:
+        """Remove what dead writers left: the blobs their claims name (by the rule of
+        ``remove_unwanted``), their directories, and dead temporary files."""
+        dead = []
+        try:
+            names = sorted(os.listdir(self.root))
+        except OSError:
+            return []
+        for name in names:
+            if name.startswith(HIDDEN_TMP_PREFIX):
+                path = os.path.join(self.root, name)
+                fd = try_lock(path)
+                if fd is not None:
+                    dead.append((path, fd))
+        if not dead:
+            return []
+        removed: list[tuple[str, int]] = []
+        try:
+            candidates: set[str] = set()
+            for path, _fd in dead:
+                candidates |= read_claims(path) or set()
+            with self.locked():
+                removed += self.remove_unwanted(candidates)
+        finally:
+            for path, fd in dead:
+                removed.append((path, remove_locked(path, fd)))
+        return removed
+
+
+def read_claims(directory: str) -> set[str] | None:
+    """The digests a writer's ``claims`` file lists (malformed lines skipped)."""
+    try:
+        with open(os.path.join(directory, CLAIMS), "rb") as f:
+            raw = f.read(MAX_CLAIMS)
+    except FileNotFoundError:
+        return set()
+    except OSError:
+        return None
+    out: set[str] = set()
+    for line in raw.decode(errors="replace").splitlines():
+        with contextlib.suppress(InputError):
+            out.add(Digest(line.strip()))
+    return out
+
+
+def collect_layout(root: str, unreferenced: bool = False) -> list[tuple[str, int]]:
+    """``ocikit gc`` of a layout: what dead writers left (as the next writer would remove
+    it), temporary files of older versions, and with ``unreferenced`` every blob index.json
+    does not reach that no live writer claims. Returns (path, bytes) removed."""
+    layout = _Layout(root, root)
+    removed = layout.reclaim_dead()
+    with layout.locked():
+        for algo in _blob_dirs(root):
+            # temporary blobs of versions that did not lock them (they are never written now)
+            removed += reclaim(algo, (".ocikit-tmp-",))
+        removed += reclaim(root, (".index.json.tmp-", ".oci-layout.tmp-"))
+        if unreferenced:
+            stored: set[str] = set()
+            for algo in _blob_dirs(root):
+                for name in os.listdir(algo):
+                    with contextlib.suppress(InputError):
+                        stored.add(Digest(f"{os.path.basename(algo)}:{name}"))
+            removed += layout.remove_unwanted(stored)
+    return removed
+
+
+def _blob_dirs(root: str) -> list[str]:
+    blobs = os.path.join(root, "blobs")
+    try:
+        return [os.path.join(blobs, a) for a in sorted(os.listdir(blobs))]
+    except OSError:
+        return []
 
 
 class _LayoutBlob(BlobWriter):
-    def __init__(self, dest: OciLayoutDestination, algorithm: str = "sha256") -> None:
+    def __init__(self, dest: OciLayoutDestination) -> None:
         self._dest = dest
-        directory = os.path.join(dest.root, "blobs", algorithm)
-        os.makedirs(directory, exist_ok=True)
-        fd, self._tmp = tempfile.mkstemp(dir=directory, prefix=".ocikit-tmp-")
-        os.fchmod(fd, 0o644)  # blobs are world-readable, as every OCI tool writes them
-        self.file = os.fdopen(fd, "wb", buffering=CHUNK)
+        try:
+            fd, self._tmp = tempfile.mkstemp(dir=dest.work.path, prefix="blob-")
+            os.fchmod(fd, 0o644)  # blobs are world-readable, as every OCI tool writes them
+        except OSError as e:
+            raise write_error(dest.what, e) from None
+        self._file = GuardedFile(os.fdopen(fd, "wb", buffering=CHUNK), dest.what)
+        self.file = self._file  # type: ignore[assignment]
 
     def commit(self, digest: Digest) -> None:
         """Flush now; fsync and rename on the destination's I/O thread (overlaps the next blob)."""
-        self.file.flush()
+        self._file.flush()
         self._dest.background(self._finish, digest)
 
     def _finish(self, digest: Digest) -> None:
-        os.fsync(self.file.fileno())
-        self.file.close()
-        final = os.path.join(self._dest.root, blob_path(digest))
-        if os.path.exists(final):  # never rewrite a blob: same digest, same bytes
-            os.unlink(self._tmp)
-            return
-        os.replace(self._tmp, final)
-        self._dest.created.append(digest)
+        try:
+            os.fsync(self._file.fileno())
+            size = os.fstat(self._file.fileno()).st_size
+        except OSError as e:
+            self.abort()
+            raise write_error(self._dest.what, e) from None
+        self._file.close()
+        self._dest.place(self._tmp, digest, size)
 
     def abort(self) -> None:
-        self.file.close()
         with contextlib.suppress(OSError):
-            os.unlink(self._tmp)
+            os.unlink(self._tmp)  # first: closing may fail again on a full disk
+        self._file.discard()
 
 
 class OciLayoutDestination(ImageDestination):
     concurrent = True
 
-    def __init__(self, ref: Reference, additional_tags: Sequence[str] = ()) -> None:
+    def __init__(
+        self, ref: Reference, additional_tags: Sequence[str] = (), *, what: str | None = None
+    ) -> None:
         super().__init__(ref)
         if ref.is_stdio:
             raise UsageError(
                 "oci: needs a directory; use oci-archive:- to write to standard output"
             )
         self.root = ref.path
-        self.created: list[Digest] = []
+        self.what = what or ref.path
+        self.layout = _Layout(self.root, self.what)
+        #: re-hash every blob found present, not only small ones
+        self.verify_existing = False
+        self.created: set[Digest] = set()
+        self._claimed: set[str] = set()
+        self._needs: dict[Digest, int] = {}  # what the new index entries name, and sizes
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocikit-fsync")
         self._io_pending: list[Future[None]] = []
         self._made_root = False
+        self._done = False
         self._pending: list[Descriptor] = []
         self._tags = ([ref.name] if ref.name else []) + list(additional_tags)
-        self._prepare()
+        try:
+            self._prepare()
+            self.layout.reclaim_dead()
+            self.work = PrivateDir(self.root, HIDDEN_TMP_PREFIX, self.what)
+            try:
+                self._claims = open(  # noqa: SIM115 - open while the writer lives
+                    os.path.join(self.work.path, CLAIMS), "ab", buffering=0
+                )
+            except OSError as e:
+                self.work.remove()
+                raise write_error(self.what, e) from None
+        except BaseException:
+            self._io.shutdown()
+            work = getattr(self, "work", None)
+            if work is not None:
+                work.remove()
+            if self._made_root:
+                with contextlib.suppress(OSError, OcikitError), self.layout.locked():
+                    self._remove_if_empty()
+            raise
 
     def _prepare(self) -> None:
         """Create the layout, or check it is one; ``oci-layout`` comes first, under the lock."""
@@ -301,17 +568,69 @@ class OciLayoutDestination(ImageDestination):
                 os.mkdir(root)
             except FileExistsError:
                 pass
+            except OSError as e:
+                raise write_error(self.what, e) from None
             else:
                 self._made_root = True
-        with self._locked():
+        with self.layout.locked():
             layout = os.path.join(root, "oci-layout")
             if not os.path.exists(layout):
-                if os.listdir(root):
+                if [n for n in os.listdir(root) if not n.startswith(HIDDEN_TMP_PREFIX)]:
                     raise DestinationError(f"{root}: not empty and not an OCI layout")
-                atomic_write_bytes(layout, LAYOUT_FILE)
+                atomic_write_bytes(layout, LAYOUT_FILE, self.what)
+
+    # -- blobs ---------------------------------------------------------------------------------
+    def _claim(self, digest: Digest) -> None:
+        """Record that this writer relies on ``digest`` (under the shared lock)."""
+        if digest in self._claimed:
+            return
+        try:
+            self._claims.write(f"{digest}\n".encode())
+        except OSError as e:
+            raise write_error(self.what, e) from None
+        self._claimed.add(digest)
+
+    def _intact(self, digest: Digest, size: int | None) -> bool:
+        path = self.layout.path(digest)
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        if not stat.S_ISREG(st.st_mode) or (size is not None and st.st_size != size):
+            return False
+        if st.st_size > SMALL_BLOB and not self.verify_existing:
+            return True
+        return _hash_file(path, digest)
 
     def has_blob(self, digest: Digest) -> bool:
-        return os.path.isfile(os.path.join(self.root, blob_path(digest)))
+        with self.layout.locked(shared=True):
+            self._claim(digest)
+            return self._intact(digest, None)
+
+    def reuse_blob(self, digest: Digest, size: int) -> bool:
+        with self.layout.locked(shared=True):
+            self._claim(digest)
+            return self._intact(digest, size)
+
+    def _exists(self, digest: Digest) -> bool:
+        return os.path.isfile(self.layout.path(digest))
+
+    def place(self, tmp: str, digest: Digest, size: int) -> None:
+        """Move a written blob (``tmp``, fsynced) to its place, unless an intact one is
+        there; a damaged one is replaced."""
+        final = self.layout.path(digest)
+        with self.layout.locked(shared=True):
+            self._claim(digest)
+            if self._intact(digest, size):
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                return
+            try:
+                os.makedirs(os.path.dirname(final), exist_ok=True)
+                os.replace(tmp, final)
+            except OSError as e:
+                raise write_error(self.what, e) from None
+            self.created.add(digest)
 
     def new_blob(self) -> BlobWriter:
         return _LayoutBlob(self)
@@ -319,7 +638,7 @@ class OciLayoutDestination(ImageDestination):
     def known_layers(self, config: Digest) -> Sequence[Descriptor] | None:
         for manifest in self._manifests():
             if manifest.config.digest == config and all(
-                self.has_blob(d.digest) for d in manifest.layers
+                self.reuse_blob(d.digest, d.size) for d in manifest.layers
             ):
                 return manifest.layers
         return None
@@ -330,14 +649,15 @@ class OciLayoutDestination(ImageDestination):
         todo = list(self._read_index().manifests)
         while todo:
             d = todo.pop()
-            if d.digest in seen or not self.has_blob(d.digest) or d.size > MAX_JSON:
+            if d.digest in seen or not self._exists(d.digest) or d.size > MANIFEST_LIMIT:
                 continue
             seen.add(d.digest)
             if d.media_type not in mt.MANIFEST_TYPES | mt.INDEX_TYPES:
                 continue
             with open(os.path.join(self.root, blob_path(d.digest)), "rb") as f:
                 try:
-                    doc = parse_manifest_or_index(f.read(MAX_JSON + 1), d.media_type)
+                    raw = read_limited(f, d.digest, MANIFEST_LIMIT)
+                    doc = parse_manifest_or_index(raw, d.media_type)
                 except InputError:
                     continue
             if isinstance(doc, Manifest):
@@ -353,8 +673,12 @@ class OciLayoutDestination(ImageDestination):
         pending, self._io_pending = self._io_pending, []
         errors = [f.exception() for f in pending]
         for e in errors:
+            if isinstance(e, OcikitError):
+                raise e
+            if isinstance(e, OSError):
+                raise write_error(self.what, e) from e
             if e is not None:
-                raise DestinationError(f"{self.root}: cannot write a blob: {e}") from e
+                raise DestinationError(f"{self.what}: cannot write a blob: {e}") from e
 
     def flush(self) -> None:
         """Every blob written so far is in place (fsynced, renamed); the index is untouched."""
@@ -362,14 +686,24 @@ class OciLayoutDestination(ImageDestination):
 
     def put_blob_bytes(self, data: bytes) -> Digest:
         digest = Digest.of(data)
-        if not self.has_blob(digest):
+        if not self.reuse_blob(digest, len(data)):
             w = self.new_blob()
-            w.file.write(data)
+            try:
+                w.file.write(data)
+            except BaseException:
+                w.abort()
+                raise
             w.commit(digest)
         return digest
 
+    def _need(self, manifest: Manifest) -> None:
+        self._needs[manifest.digest] = len(manifest.raw)
+        for d in (manifest.config, *manifest.layers):
+            self._needs[d.digest] = d.size
+
     def put_manifest(self, manifest: Manifest, config: ImageConfig, tags: Sequence[str]) -> None:
         self.put_blob_bytes(manifest.raw)
+        self._need(manifest)
         platform = config.platform if config.platform.os else None
         base = Descriptor(
             manifest.media_type, manifest.digest, len(manifest.raw), platform=platform
@@ -381,43 +715,43 @@ class OciLayoutDestination(ImageDestination):
 
     def put_child_manifest(self, manifest: Manifest) -> None:
         self.put_blob_bytes(manifest.raw)
+        self._need(manifest)
 
     def put_index(self, index: Index, tags: Sequence[str]) -> None:
         del tags  # the tags come from the reference
-        self.put_blob_bytes(index.raw)
-        base = Descriptor(index.media_type, Digest.of(index.raw), len(index.raw))
+        digest = self.put_blob_bytes(index.raw)
+        self._needs[digest] = len(index.raw)
+        base = Descriptor(index.media_type, digest, len(index.raw))
         if self._tags:
             self._pending += [base.with_annotations({REF_NAME: t}) for t in self._tags]
         else:
             self._pending.append(base)
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
-
     def _read_index(self) -> Index:
-        path = os.path.join(self.root, "index.json")
-        try:
-            with open(path, "rb") as f:
-                raw = read_limited(f, path, INDEX_JSON_LIMIT)  # type: ignore[arg-type]
-            return Index.parse(raw, what=path, limit=INDEX_JSON_LIMIT)
-        except FileNotFoundError:
-            return Index.build([])
+        return self.layout.read_index()
 
     def commit(self) -> None:
         self._drain_io()
         self._io.shutdown()
-        for algo_dir in {d.algorithm for d in self.created}:
-            fsync_dir(os.path.join(self.root, "blobs", algo_dir))
-        with self._locked():
+        try:
+            for algo_dir in {d.algorithm for d in self.created}:
+                fsync_dir(os.path.join(self.root, "blobs", algo_dir))
+        except OSError as e:
+            raise write_error(self.what, e) from None
+        with self.layout.locked():
             layout = os.path.join(self.root, "oci-layout")
             if not os.path.exists(layout):  # an aborting writer may have removed an empty one
-                atomic_write_bytes(layout, LAYOUT_FILE)
+                atomic_write_bytes(layout, LAYOUT_FILE, self.what)
+            for digest, size in self._needs.items():
+                try:
+                    present = os.stat(self.layout.path(digest)).st_size == size
+                except OSError:
+                    present = False
+                if not present:
+                    raise DestinationError(
+                        f"{self.what}: blob {digest} is missing (removed while this copy ran?); "
+                        f"index.json is unchanged"
+                    )
             current = self._read_index()
             manifests = list(current.manifests)
             for new in self._pending:
@@ -431,22 +765,39 @@ class OciLayoutDestination(ImageDestination):
                     manifests = [d for d in manifests if d.annotations.get(REF_NAME) != name]
                 manifests.append(new)
             index = Index.build(manifests, current.annotations)
-            atomic_write_bytes(os.path.join(self.root, "index.json"), index.raw)
+            atomic_write_bytes(os.path.join(self.root, "index.json"), index.raw, self.what)
+            self._release()
 
     def abort(self) -> None:
-        with contextlib.suppress(DestinationError):
+        """Remove the blobs this writer put in place that index.json does not reach and no
+        live writer claims, its private directory, and the layout if it made it and it is
+        empty. Never raises for a cleanup that fails (a full disk): the first error stands."""
+        if self._done:
+            return
+        with contextlib.suppress(Exception):
             self._drain_io()
         self._io.shutdown()
-        if not os.path.isdir(self.root):
-            return
-        with self._locked():
-            referenced = self._referenced()
-            for digest in self.created:
-                if digest not in referenced:
-                    with contextlib.suppress(OSError):
-                        os.unlink(os.path.join(self.root, blob_path(digest)))
-            if self._made_root and not os.path.exists(os.path.join(self.root, "index.json")):
-                self._remove_if_empty()
+        try:
+            if os.path.isdir(self.root):
+                with self.layout.locked():
+                    self.layout.remove_unwanted(set[str](self.created), own=self.work.path)
+                    self._release()
+                    if self._made_root and not os.path.exists(
+                        os.path.join(self.root, "index.json")
+                    ):
+                        self._remove_if_empty()
+        except OcikitError:
+            pass
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        """Done: this writer's directory (claims, temporary blobs) goes, and its lock."""
+        if not self._done:
+            self._done = True
+            with contextlib.suppress(OSError):
+                self._claims.close()
+            self.work.remove()
 
     def _remove_if_empty(self) -> None:
         """Undo a layout this copy created, unless another writer has put anything in it."""
@@ -458,20 +809,12 @@ class OciLayoutDestination(ImageDestination):
         with contextlib.suppress(OSError):
             if os.listdir(self.root) == ["oci-layout"]:
                 os.unlink(os.path.join(self.root, "oci-layout"))
-                os.rmdir(self.root)
-
-    def _referenced(self) -> set[str]:
-        """Every digest reachable from index.json (what a garbage collector would keep)."""
-        seen: set[str] = {d.digest for d in self._read_index().manifests}
-        for manifest in self._manifests():
-            seen.add(manifest.digest)
-            seen.add(manifest.config.digest)
-            seen.update(layer.digest for layer in manifest.layers)
-        return seen
+            os.rmdir(self.root)
 
 
 class OciArchiveDestination(ImageDestination):
-    """Builds a layout in a private directory, then writes it as one tar, atomically."""
+    """Builds a layout in a private directory of ``$TMPDIR``, then writes it as one tar,
+    atomically."""
 
     concurrent = True
 
@@ -483,12 +826,19 @@ class OciArchiveDestination(ImageDestination):
                 raise DestinationError(f"{ref.path}: directory {parent} does not exist")
             if os.path.isdir(ref.path):
                 raise DestinationError(f"{ref.path}: is a directory (did you mean oci:?)")
-        self._staging = tempfile.mkdtemp(prefix="ocikit-oci-archive-")
-        staged = Reference("oci", os.path.join(self._staging, "layout"), ref.name)
-        self.layout = OciLayoutDestination(staged, additional_tags)
+        self._staging = private_tmp_dir("oci-archive", ref.path)
+        try:
+            staged = Reference("oci", os.path.join(self._staging.path, "layout"), ref.name)
+            self.layout = OciLayoutDestination(staged, additional_tags, what=self._staging.what)
+        except BaseException:
+            self._staging.remove()
+            raise
 
     def has_blob(self, digest: Digest) -> bool:
         return self.layout.has_blob(digest)
+
+    def reuse_blob(self, digest: Digest, size: int) -> bool:
+        return self.layout.reuse_blob(digest, size)
 
     def new_blob(self) -> BlobWriter:
         return self.layout.new_blob()
@@ -512,20 +862,27 @@ class OciArchiveDestination(ImageDestination):
                 with atomic_output(self.ref.path) as out:
                     write_layout_tar(self.layout.root, out)
         finally:
-            shutil.rmtree(self._staging, ignore_errors=True)
+            self._staging.remove()
 
     def abort(self) -> None:
-        shutil.rmtree(self._staging, ignore_errors=True)
+        try:
+            self.layout.abort()
+        finally:
+            self._staging.remove()
 
 
 def write_layout_tar(root: str, out: BinaryIO) -> None:
-    """A layout directory as a tar with fixed order and normalized headers (reproducible)."""
+    """A layout directory as a tar with fixed order and normalized headers (reproducible);
+    writers' private directories are left out."""
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK) as tar:
         tar.copybufsize = CHUNK  # type: ignore[attr-defined]
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames.sort()
             rel = os.path.relpath(dirpath, root)
-            if rel != ".":
+            if rel == ".":
+                dirnames[:] = [d for d in dirnames if not d.startswith(HIDDEN_TMP_PREFIX)]
+                filenames = [f for f in filenames if not f.startswith(HIDDEN_TMP_PREFIX)]
+            else:
                 tar.addfile(_norm(tar.gettarinfo(dirpath, rel)))
             for name in sorted(filenames):
                 path = os.path.join(dirpath, name)

@@ -15,6 +15,7 @@ import contextlib
 import io
 import os
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from ..model.jsondoc import MANIFEST_LIMIT
 from ..model.manifest import parse_manifest_or_index
 from . import registry_client as rc
 from .base import BlobWriter, ImageDestination, ImageSource, IndexSource, select_platform
+from .fsutil import GuardedFile, PrivateDir, private_tmp_dir, write_error
 from .httpstream import Budget, ResponseStream
 from .reference import Reference
 from .registry_client import (
@@ -245,17 +247,22 @@ class _StagedBlob(BlobWriter):
 
     def __init__(self, dest: RegistryDestination) -> None:
         self._dest = dest
-        fd, self.path = tempfile.mkstemp(prefix="ocikit-push-")
-        self.file = os.fdopen(fd, "wb", buffering=CHUNK)
+        staging = dest.staging()
+        try:
+            fd, self.path = tempfile.mkstemp(dir=staging.path, prefix="blob-")
+        except OSError as e:
+            raise write_error(staging.what, e) from None
+        self._file = GuardedFile(os.fdopen(fd, "wb", buffering=CHUNK), staging.what)
+        self.file = self._file  # type: ignore[assignment]
 
     def commit(self, digest: Digest) -> None:
-        self.file.close()
+        self._file.close()
         self._dest.upload(self.path, digest)
 
     def abort(self) -> None:
-        self.file.close()
         with contextlib.suppress(OSError):
-            os.unlink(self.path)
+            os.unlink(self.path)  # first: closing may fail again on a full disk
+        self._file.discard()
 
 
 class RegistryDestination(ImageDestination):
@@ -283,6 +290,10 @@ class RegistryDestination(ImageDestination):
         self._present: set[Digest] = set()
         self._absent: set[Digest] = set()  # asked already: neither there nor mountable
         self._staged: set[str] = set()  # files waiting for their upload
+        # converted blobs are staged in a private directory of $TMPDIR (made when needed,
+        # reclaimed by the next run or ocikit gc if this process dies)
+        self._staging: PrivateDir | None = None
+        self._staging_lock = threading.Lock()
         self._manifests: list[Manifest | Index] = []  # tagged
         self._children: list[Manifest] = []  # named by an index: pushed by digest, first
         self._tags = [ref.name] if ref.name else []
@@ -518,6 +529,18 @@ class RegistryDestination(ImageDestination):
         finally:
             self._pool.shutdown(wait=True)
             self.client.close()
+            self._remove_staging()
+
+    def staging(self) -> PrivateDir:
+        with self._staging_lock:
+            if self._staging is None:
+                self._staging = private_tmp_dir("push", str(self.ref))
+            return self._staging
+
+    def _remove_staging(self) -> None:
+        with self._staging_lock:
+            if self._staging is not None:
+                self._staging.remove()
 
     def _put_manifest(self, manifest: Manifest | Index, reference: str) -> None:
         response = self.client.request(
@@ -538,6 +561,7 @@ class RegistryDestination(ImageDestination):
                 os.unlink(path)
         self._staged.clear()
         self.client.close()
+        self._remove_staging()
 
 
 def _absolute(base: str, location: str) -> str:
