@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ocikit.layer.paths import go_clean
 from support import gotar
 from tarfuzz import tar_stream
 
@@ -62,3 +63,11 @@ def test_fuzzed_streams_read_as_go_reads_them(oracle: gotar.GoTar, data: bytes, 
 @pytest.mark.parametrize("case", CORPUS, ids=[c["name"] for c in CORPUS])
 def test_corpus_of_past_disagreements(oracle: gotar.GoTar, case: dict[str, str]) -> None:
     _same(oracle, base64.b64decode(case["base64"]))
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.sampled_from(["a", "b", ".", "..", "", "/", "//", "./", "../"]), max_size=8))
+def test_names_are_compared_as_go_cleans_them(oracle: gotar.GoTar, parts: list[str]) -> None:
+    """Duplicates are found with Go's filepath.Clean, as docker's loader finds them."""
+    name = "".join(parts)
+    assert go_clean(name) == oracle.clean(name), name

@@ -4,6 +4,9 @@
 // bytes of a tar stream, and writes one JSON line per case: the entries Go's reader returns
 // (strings as hex, because names are bytes) with a digest of each entry's data, read whole as
 // a consumer such as docker's layer applier reads it, and the error that ended the stream.
+//
+// "gotar clean" reads names instead, one per line in hex, and writes filepath.Clean of each
+// (in hex): how docker's loader compares the names of a layer.
 package main
 
 import (
@@ -17,6 +20,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 )
 
@@ -83,9 +87,28 @@ func read(data []byte) result {
 	}
 }
 
+func clean(in *bufio.Reader, out *bufio.Writer) {
+	for {
+		line, err := in.ReadString('\n')
+		if err != nil {
+			return
+		}
+		name, err := hex.DecodeString(line[:len(line)-1])
+		if err != nil {
+			panic(err)
+		}
+		out.WriteString(hx(filepath.Clean(string(name))) + "\n")
+		out.Flush()
+	}
+}
+
 func main() {
 	in := bufio.NewReaderSize(os.Stdin, 1<<20)
 	out := bufio.NewWriter(os.Stdout)
+	if len(os.Args) > 1 && os.Args[1] == "clean" {
+		clean(in, out)
+		return
+	}
 	enc := json.NewEncoder(out)
 	var size [4]byte
 	for {

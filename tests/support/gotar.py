@@ -54,12 +54,26 @@ def build(directory: Path) -> Path:
 
 
 class GoTar:
-    """One running oracle; ``read(data)`` is Go's verdict on ``data``."""
+    """One running oracle; ``read(data)`` is Go's verdict on ``data``, ``clean(name)`` Go's
+    ``filepath.Clean`` of a name."""
 
     def __init__(self, binary: Path) -> None:
         self._proc = subprocess.Popen(
             [str(binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0
         )
+        self._binary = binary
+        self._cleaner: subprocess.Popen[bytes] | None = None
+
+    def clean(self, name: str) -> str:
+        if self._cleaner is None:
+            self._cleaner = subprocess.Popen(
+                [str(self._binary), "clean"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            )
+        assert self._cleaner.stdin is not None and self._cleaner.stdout is not None
+        self._cleaner.stdin.write(_hex(name).encode() + b"\n")
+        self._cleaner.stdin.flush()
+        line = self._cleaner.stdout.readline()
+        return bytes.fromhex(line.decode().strip()).decode("utf-8", "surrogateescape")
 
     def read(self, data: bytes) -> dict[str, Any]:
         assert self._proc.stdin is not None and self._proc.stdout is not None
@@ -70,9 +84,10 @@ class GoTar:
         return normalize(json.loads(line))
 
     def close(self) -> None:
-        if self._proc.stdin:
-            self._proc.stdin.close()
-        self._proc.wait(timeout=10)
+        for proc in (self._proc, self._cleaner):
+            if proc is not None and proc.stdin:
+                proc.stdin.close()
+                proc.wait(timeout=10)
 
     def __enter__(self) -> GoTar:
         return self
