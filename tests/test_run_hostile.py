@@ -121,7 +121,8 @@ def project_with(tmp_path: Path, recipe: str, layers: list[bytes] | None = None)
     return project
 
 
-def last_layer(layout: Path, tag: str) -> dict[str, tarfile.TarInfo]:
+def last_layer_blob(layout: Path, tag: str) -> Path:
+    """The file of the last layer of the image ``tag`` of a layout."""
     index = json.loads((layout / "index.json").read_bytes())
     [desc] = [
         d
@@ -130,20 +131,16 @@ def last_layer(layout: Path, tag: str) -> dict[str, tarfile.TarInfo]:
     ]
     blobs = layout / "blobs" / "sha256"
     manifest = json.loads((blobs / desc["digest"].split(":")[1]).read_bytes())
-    data = (blobs / manifest["layers"][-1]["digest"].split(":")[1]).read_bytes()
+    return blobs / manifest["layers"][-1]["digest"].split(":")[1]
+
+
+def last_layer(layout: Path, tag: str) -> dict[str, tarfile.TarInfo]:
+    data = last_layer_blob(layout, tag).read_bytes()
     return {e.name.rstrip("/"): e for e in read_entries(gzip.decompress(data))}
 
 
 def squashfs_names(layout: Path, tag: str, tmp_path: Path) -> set[str]:
-    index = json.loads((layout / "index.json").read_bytes())
-    [desc] = [
-        d
-        for d in index["manifests"]
-        if d["annotations"]["org.opencontainers.image.ref.name"] == tag
-    ]
-    blobs = layout / "blobs" / "sha256"
-    manifest = json.loads((blobs / desc["digest"].split(":")[1]).read_bytes())
-    blob = blobs / manifest["layers"][-1]["digest"].split(":")[1]
+    blob = last_layer_blob(layout, tag)
     out = tmp_path / f"unsquashed-{tag}"
     subprocess.run(
         ["unsquashfs", "-no-progress", "-d", str(out), str(blob)], check=True, capture_output=True
@@ -457,3 +454,81 @@ def test_squashfs_preparation_follows_nothing(upper: Path, host: Path) -> None:
     for name in ("secret-link", "dir-link", "fifo", "file"):
         assert os.lstat(upper / "etc" / name).st_mtime == 0
     assert os.lstat(upper).st_mtime == 0
+
+
+# ------------------------------------------------------------------------ killed builds
+
+KILLED = """\
+images:
+  app:
+    from: oci:base:base
+    binds: [{src: inputs, dest: /in, rw: true}]
+    run: echo started > /in/started; exec sleep {marker}
+"""
+AFTER = """\
+images:
+  other:
+    from: oci:base:base
+    run: echo later > /later
+"""
+
+
+def _mounts_under(path: Path) -> list[str]:
+    real = str(path.resolve())
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4] for line in f if line.split()[4].startswith(real + "/")]
+
+
+def _sleepers(marker: str) -> list[int]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmd[:2] == [b"sleep", marker.encode()]:
+            found.append(int(pid))
+    return found
+
+
+@pytest.mark.parametrize("reclaimer", ["next-build", "gc"])
+def test_a_killed_build_leaves_no_container_mount_or_directory(
+    tmp_path: Path, reclaimer: str
+) -> None:
+    """kill -9 during a step: the container goes on running and its overlay stays mounted
+    in the cache. The next build with a step (or ``ocikit gc CACHE``) kills the container,
+    detaches the overlay and removes the run directory; nothing of a live build is touched."""
+    marker = str(1000 + os.getpid() % 1000 + (reclaimer == "gc"))
+    project = project_with(tmp_path, KILLED.replace("{marker}", marker))
+    cache = project / "cache"
+    build = subprocess.Popen(
+        [*OCIKIT, "build", "-q", "--cache-dir", str(cache), "-f", "ocikit.yaml"],
+        cwd=project,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(600):
+            if (project / "inputs" / "started").exists() or build.poll() is not None:
+                break
+            subprocess.run(["sleep", "0.05"], check=True)
+        assert (project / "inputs" / "started").exists(), "the step never started"
+        build.send_signal(signal.SIGKILL)
+        build.wait(timeout=30)
+        assert _sleepers(marker), "the step's container died with the build"
+        assert _mounts_under(cache), "no overlay left mounted"
+        if reclaimer == "gc":
+            ok("gc", "-q", str(cache))
+        else:
+            (project / "ocikit.yaml").write_text(AFTER)
+            ok("build", "-q", "--cache-dir", str(cache), "-f", "ocikit.yaml", cwd=project)
+        assert not _sleepers(marker), "the container still runs"
+        assert not _mounts_under(cache), "an overlay is still mounted in the cache"
+        assert not [p.name for p in cache.iterdir() if p.name.startswith(".ocikit-tmp-")]
+    finally:
+        for pid in _sleepers(marker):
+            os.kill(pid, signal.SIGKILL)
+        for point in reversed(_mounts_under(cache)):
+            subprocess.run(["umount", "-l", point], check=False)

@@ -17,33 +17,114 @@ Errors all derive from ``ocikit.OcikitError`` (see ``ocikit.errors``); each carr
 code the command line returns.
 """
 
-from .build import BuildOptions, BuildResult, build, load_recipe
-from .errors import (
-    AmbiguousImageError,
-    DestinationError,
-    InputError,
-    NotFoundError,
-    OcikitError,
-    UnsafeInputError,
-    UsageError,
-    VerificationError,
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the names below load on first use: a command imports what it uses
+    from .build import BuildOptions, BuildResult, build, load_recipe
+    from .errors import (
+        AmbiguousImageError,
+        DestinationError,
+        InputError,
+        NotFoundError,
+        OcikitError,
+        UnsafeInputError,
+        UsageError,
+        VerificationError,
+    )
+    from .model import Compression, Descriptor, Digest, ImageConfig, Index, Manifest, Platform
+    from .ops import (
+        CheckReport,
+        CopyResult,
+        ExportResult,
+        GcResult,
+        UnpackResult,
+        check,
+        copy,
+        export_layers,
+        gc,
+        inspect,
+        repair,
+        unpack,
+    )
+    from .transports import Image, Reference, open_image, parse_reference
+
+#: where each public name lives
+_LAZY = {
+    **dict.fromkeys(("BuildOptions", "BuildResult", "build", "load_recipe"), "build"),
+    **dict.fromkeys(
+        (
+            "AmbiguousImageError",
+            "DestinationError",
+            "InputError",
+            "NotFoundError",
+            "OcikitError",
+            "UnsafeInputError",
+            "UsageError",
+            "VerificationError",
+        ),
+        "errors",
+    ),
+    **dict.fromkeys(
+        ("Compression", "Descriptor", "Digest", "ImageConfig", "Index", "Manifest", "Platform"),
+        "model",
+    ),
+    **dict.fromkeys(
+        (
+            "CheckReport",
+            "CopyResult",
+            "ExportResult",
+            "GcResult",
+            "UnpackResult",
+            "check",
+            "copy",
+            "export_layers",
+            "gc",
+            "inspect",
+            "repair",
+            "unpack",
+        ),
+        "ops",
+    ),
+    **dict.fromkeys(("Image", "Reference", "open_image", "parse_reference"), "transports"),
+}
+_SUBPACKAGES = frozenset(
+    ("build", "cli", "errors", "layer", "model", "ops", "tempfiles", "transports")
 )
-from .model import Compression, Descriptor, Digest, ImageConfig, Index, Manifest, Platform
-from .ops import (
-    CheckReport,
-    CopyResult,
-    ExportResult,
-    GcResult,
-    UnpackResult,
-    check,
-    copy,
-    export_layers,
-    gc,
-    inspect,
-    repair,
-    unpack,
-)
-from .transports import Image, Reference, open_image, parse_reference
+
+
+def __getattr__(name: str) -> Any:
+    """A public name (or a subpackage), imported when first asked for."""
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY, *_SUBPACKAGES})
+
+
+class _Package(types.ModuleType):
+    """``ocikit.build`` is the function, also once the subpackage ``ocikit.build`` is loaded
+    (the import system would set the name to the subpackage; ``ocikit.build.engine`` and the
+    like are imported by their full names, from ``sys.modules``)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _LAZY and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
 
 __version__ = "0.1.0"
 

@@ -13,9 +13,7 @@ import hashlib
 import json
 import os
 import platform as _platform
-import shutil
 import stat
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +33,7 @@ from ..model import Compression, Descriptor, Digest, ImageConfig, Manifest
 from ..model import mediatypes as mt
 from ..ops.check import LowerLayers, analyze_lower, check_image
 from ..ops.copy import copy
+from ..ops.gc import RUN_PREFIX, reclaim_runs
 from ..ops.progress import NullProgress, ProgressReporter
 from ..ops.unpack import extract_layer
 from ..transports import Image, RegistryOptions, as_reference, open_image
@@ -206,6 +205,7 @@ class _Builder:
 
     def run(self, output: Reference) -> BuildResult:
         result = BuildResult(str(self.recipe.path), str(output))
+        reclaim_runs(self.cache)  # what killed builds left: containers, mounts, files
         try:
             for image in self.plan.order:
                 for layer_type in self.options.layer_types:
@@ -452,7 +452,8 @@ class _Builder:
         """The imports, then the steps in a container on an overlay of the base's layers;
         the upper directory becomes the layer (None: nothing changed)."""
         epoch = self.options.epoch if self.options.epoch is not None else int(time.time())
-        work = Path(tempfile.mkdtemp(prefix="ocikit-run-", dir=self.cache))
+        private = PrivateDir(str(self.cache), RUN_PREFIX, f"build cache {self.cache}")
+        work = Path(private.path)
         try:
             base = open_image(self._stored(base_tag)) if base_tag else None
             try:
@@ -468,12 +469,12 @@ class _Builder:
             with rootfs.overlay(lowers, upper, work / "work", work / "merged") as merged:
                 _check_user_tables(merged, f"images.{name}.run")
                 uid, gid, groups = _user(merged, runtime_config.get("User") or "", name)
-                self._steps(name, spec, merged, runtime_config, uid, gid, groups, imports)
+                self._steps(name, spec, merged, runtime_config, uid, gid, groups, imports, work)
             self._drop_mount_points(spec, upper, lower)
             base_top = set((lower.tree.root.children or {}).keys())
             return self._upper_layer(dest, upper, base_top, epoch)
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            private.remove()
 
     def _steps(
         self,
@@ -485,6 +486,7 @@ class _Builder:
         gid: int,
         groups: Sequence[int],
         imports: Sequence[ImportContent],
+        work: Path,
     ) -> None:
         commands = [spec.run] if isinstance(spec.run, str) else list(spec.run or [])
         shell = spec.shell or ["/bin/sh", "-c"]
@@ -524,6 +526,7 @@ class _Builder:
                     network_host=spec.network == "host",
                     runtime=self.options.runtime,
                     on_line=line,
+                    bundle=work / f"step-{i}",
                 )
                 if result.exit_code != 0:
                     tail = " | ".join(result.tail[-5:]) or "no output"

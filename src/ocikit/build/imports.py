@@ -12,12 +12,10 @@ modes and owners (it carries them, reproducibly), unless ``mode``/``owner`` are 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import os
 import stat
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +26,7 @@ from ..layer.compress import decompressing_reader, detect
 from ..layer.paths import clean
 from ..layer.streams import CHUNK
 from ..layer.tarstream import XGLTYPE, TarStream
+from ..tempfiles import PrivateDir, private_tmp_dir
 from .recipe import Import
 
 TARBALL_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.zst", ".tar.zstd")
@@ -63,12 +62,11 @@ class ImportContent:
     single_file: bool  # a single file: dest names the file (or dest/ its directory)
     entries: list[Entry]
     digest: str = ""
-    spools: list[str] = field(default_factory=list)
+    spools: list[PrivateDir] = field(default_factory=list)  # locked: reclaimed if killed
 
     def close(self) -> None:
-        for path in self.spools:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+        for spool in self.spools:
+            spool.remove()
         self.spools.clear()
 
 
@@ -244,10 +242,11 @@ def _tarball(
     content: ImportContent,
 ) -> list[Entry]:
     """A tarball's members (read safely: no name leaves the dest, links stay inside)."""
-    fd, spool = tempfile.mkstemp(prefix="ocikit-import-")
-    content.spools.append(spool)
+    private = private_tmp_dir("import", f"{origin}: {spec.src}")
+    content.spools.append(private)
+    spool = os.path.join(private.path, "spool")
     entries: dict[tuple[str, ...], Entry] = {}
-    with os.fdopen(fd, "wb") as out, open(path, "rb") as raw:
+    with open(spool, "xb") as out, open(path, "rb") as raw:
         buffered = io.BufferedReader(raw, CHUNK)  # type: ignore[arg-type]
         plain = decompressing_reader(buffered, detect(buffered.peek(4)[:4]))  # type: ignore[arg-type]
         stream = TarStream(io.BufferedReader(plain, CHUNK), what=f"{origin}: {spec.src}")  # type: ignore[arg-type]

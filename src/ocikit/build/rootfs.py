@@ -36,6 +36,7 @@ from ..layer.streams import CHUNK
 from ..layer.tarwriter import TarOutput, tar_header
 from ..model import Compression
 from ..ops.unpack import extract_layer
+from ..tempfiles import HIDDEN_TMP_PREFIX, PrivateDir, reclaim
 from ..transports import Image
 
 # directories the runtime creates as mount points: left out of the layer unless the base
@@ -52,6 +53,7 @@ def layer_dirs(image: Image, cache: Path, epoch: int) -> list[Path]:
     them may change the same paths."""
     root = cache / "layers"
     root.mkdir(parents=True, exist_ok=True)
+    reclaim(str(root), (HIDDEN_TMP_PREFIX,))  # what a killed build left half extracted
     dirs = []
     seen: dict[str, int] = {}
     for i, layer in enumerate(image.layers):
@@ -59,21 +61,19 @@ def layer_dirs(image: Image, cache: Path, epoch: int) -> list[Path]:
         copy = seen[hexd] = seen.get(hexd, -1) + 1
         final = root / (hexd if copy == 0 else f"{hexd}.{copy}")
         if not final.is_dir():
-            staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=root))
-            try:
+            what = f"build cache {cache}"
+            with PrivateDir(str(root), f"{HIDDEN_TMP_PREFIX}extract-", what) as staging_dir:
+                staging = Path(staging_dir.path)
                 if layer.compression is Compression.SQUASHFS:
-                    with tempfile.NamedTemporaryFile(dir=root, prefix=".blob-") as blob:
-                        with image.open_blob(layer.descriptor) as src:
-                            shutil.copyfileobj(src, blob, CHUNK)  # type: ignore[misc]
-                        blob.flush()
-                        squashfs.extract(Path(blob.name), staging / "root")
+                    blob = staging / "blob"
+                    with image.open_blob(layer.descriptor) as src, open(blob, "wb") as out:
+                        shutil.copyfileobj(src, out, CHUNK)  # type: ignore[misc]
+                    squashfs.extract(blob, staging / "root")
                 else:
                     (staging / "root").mkdir()
                     extract_layer(image, i, staging / "root", epoch)
                 with contextlib.suppress(OSError):
                     os.rename(staging / "root", final)  # another build may have won
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
         dirs.append(final)
     return dirs
 

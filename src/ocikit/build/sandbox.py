@@ -26,13 +26,13 @@ import resource
 import shutil
 import stat
 import subprocess
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UnsafeInputError, UsageError
 from ..layer.dirfd import DIR_FLAGS, kind, land
+from ..tempfiles import private_tmp_dir
 
 IMPORTS_DIR = "/ocikit/imports"
 TAIL_LINES = 20
@@ -121,17 +121,29 @@ def run_step(
     hostname: str = "ocikit",
     runtime: str = "runc",
     on_line: Callable[[str], None] | None = None,
+    bundle: Path | None = None,
 ) -> StepResult:
-    """Run ``args`` in a container on ``rootfs``; its exit code and the last lines it wrote."""
+    """Run ``args`` in a container on ``rootfs``; its exit code and the last lines it wrote.
+
+    ``bundle``: a new directory for the runtime's bundle and state, inside a private
+    directory (``RUN_PREFIX``) of the caller, so that ``reclaim_runs`` finds the container
+    if this process is killed; else a private directory of ``$TMPDIR``."""
     binary = runtime_path(runtime)
     # runc resolves a relative root or bind source from the bundle, not from here: every
     # path in the config is absolute and resolved
     rootfs = rootfs.resolve(strict=True)
     mounts = [Mount(os.path.realpath(m.source), m.destination, m.writable) for m in mounts]
-    work = Path(tempfile.mkdtemp(prefix="ocikit-run-")).resolve()
+    private = None
+    if bundle is None:
+        private = private_tmp_dir("run", "run step")
+        bundle = Path(private.path)
+    else:
+        bundle.mkdir()
+    work = bundle.resolve()
     name = f"ocikit-{os.getpid()}-{next(_ids)}"
     state = ["--root", str(work / "state")]
     try:
+        (work / "runtime").write_text(runtime)  # for reclaim_runs, should this process die
         config = _config(rootfs, args, env, cwd, uid, gid, groups, mounts, network_host, hostname)
         (work / "config.json").write_text(json.dumps(config, indent=1))
         tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
@@ -154,7 +166,10 @@ def run_step(
             subprocess.run(
                 [binary, *state, "delete", "--force", name], capture_output=True, check=False
             )
-        shutil.rmtree(work, ignore_errors=True)
+        if private is not None:
+            private.remove()
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def _config(

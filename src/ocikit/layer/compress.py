@@ -100,12 +100,32 @@ def abort_writer(writer: BinaryIO) -> None:
     whose completion is never signalled, and then it waits forever.)"""
     raw = getattr(writer, "raw", None)
     if isinstance(raw, igzip_threaded._ThreadedGzipWriter):
-        _stop_threaded_gzip(raw)
+        if all(hasattr(raw, a) for a in _THREADED_INTERNALS):
+            _stop_threaded_gzip(raw)
+        else:  # another isal: its close, on a thread nobody waits for
+            threading.Thread(target=_close_quietly, args=(writer,), daemon=True).start()
         return
     if isinstance(writer, _ZlibGzipWriter | _Passthrough):
         io.RawIOBase.close(writer)  # the stream's end is not written
         return
     with contextlib.suppress(Exception):  # zstd: its end is written; the output is dropped
+        writer.close()
+
+
+#: what ``_stop_threaded_gzip`` uses of isal's threaded writer (isal 1.9; an isal without them
+#: gets a close nobody waits for)
+_THREADED_INTERNALS = (
+    "running",
+    "compression_workers",
+    "output_worker",
+    "input_queues",
+    "output_queues",
+    "_closed",
+)
+
+
+def _close_quietly(writer: BinaryIO) -> None:
+    with contextlib.suppress(Exception):
         writer.close()
 
 

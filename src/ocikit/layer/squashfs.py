@@ -14,13 +14,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import InputError, UsageError
 from ..model import Compression, Descriptor, Digest
+from ..tempfiles import private_tmp_dir
 from .overlay import overlay_entries
 from .streams import HashingReader, Progress
 from .tarstream import TarEntry
@@ -70,14 +70,11 @@ def extract(blob: Path, target: Path) -> None:
 
 def entries(blob: Path) -> Iterator[TarEntry]:
     """The tar entries the squashfs at ``blob`` stands for, in a fixed (sorted) order."""
-    work = Path(tempfile.mkdtemp(prefix="ocikit-squashfs-"))
-    try:
-        root = work / "root"
+    with private_tmp_dir("squashfs", "a squashfs layer") as work:
+        root = Path(work.path) / "root"
         extract(blob, root)
         for entry, _path, _xattrs in overlay_entries(root):
             yield entry
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def _last_line(data: bytes) -> str:
@@ -100,12 +97,14 @@ def scan(
 
     what = f"layer {descriptor.digest}"
     problems: list[tuple[str, str]] = []
-    fd, spool = tempfile.mkstemp(prefix="ocikit-squashfs-")
+    private = private_tmp_dir("squashfs", what)
+    spool = os.path.join(private.path, "layer")
     try:
-        with os.fdopen(fd, "wb") as out:
+        with open(spool, "xb") as out:
             hashed = HashingReader(raw, what=what, sink=out, progress=progress)  # type: ignore[arg-type]
             hashed.drain()
-        head = Path(spool).read_bytes()[:4] if hashed.size else b""
+        with open(spool, "rb") as f:
+            head = f.read(4)
         count = 0
         if head != b"hsqs":
             problems.append(("media-type", f"{what}: the media type says squashfs, it is not"))
@@ -120,7 +119,7 @@ def scan(
                     raise
                 problems.append(("layer-unreadable", f"{what}: {e}"))
     finally:
-        os.unlink(spool)
+        private.remove()
     result = ScanResult(
         hashed.digest,
         hashed.size,

@@ -21,11 +21,25 @@ Older versions of ocikit did not lock their temporary files; ``gc`` removes thos
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import stat
+import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..errors import NotFoundError, UsageError
-from ..transports.fsutil import HIDDEN_TMP_PREFIX, TMP_PREFIX, reclaim, temp_root
+from ..tempfiles import (
+    HIDDEN_TMP_PREFIX,
+    RUN_PREFIX,
+    TMP_PREFIX,
+    mount_points,
+    reclaim,
+    remove_locked,
+    temp_root,
+    try_lock,
+)
 from ..transports.oci_layout import collect_layout
 from ..transports.reference import parse_reference
 
@@ -94,7 +108,91 @@ def _layout(path: str, unreferenced: bool, result: GcResult) -> None:
         raise NotFoundError(f"{path}: no such OCI layout directory")
     if not os.path.isfile(os.path.join(path, "oci-layout")):
         raise UsageError(f"{path}: not an OCI layout (no oci-layout file)")
+    result.add(reclaim_runs(path))  # a build cache: before its private directories go
+    result.add(reclaim(os.path.join(path, "layers"), (HIDDEN_TMP_PREFIX,)))
     result.add(collect_layout(path, unreferenced))
 
 
-__all__ = ["GcResult", "gc"]
+# -- run steps of builds ---------------------------------------------------------------------
+# A build runs each step of an image in a private directory of its cache (``RUN_PREFIX``):
+# the overlay of the step's root is mounted there, and ``step-N/`` holds the runtime's bundle,
+# its state (``state/``) and the runtime's name (``runtime``). A killed build leaves the
+# container running and the overlay mounted; reclaiming stops the one and detaches the other
+# before the directory goes.
+
+RUNTIMES = ("runc", "crun")
+_CONTAINER = re.compile(r"ocikit-[0-9]+-[0-9]+")
+
+
+def reclaim_runs(directory: str | os.PathLike[str]) -> list[tuple[str, int]]:
+    """What killed builds left in ``directory`` (a build cache): their run directories
+    (``RUN_PREFIX``) that no live process holds, with the containers still running there
+    (deleted by force: killed) and the overlays still mounted there (detached). Returns
+    (path, bytes) removed."""
+    removed: list[tuple[str, int]] = []
+    try:
+        names = sorted(n for n in os.listdir(directory) if n.startswith(RUN_PREFIX))
+    except OSError:
+        return removed
+    for name in names:
+        path = os.path.join(directory, name)
+        fd = try_lock(path)
+        if fd is None:
+            continue  # a live build's
+        try:
+            _stop_containers(Path(path))
+            _detach_mounts(path)
+        except BaseException:
+            os.close(fd)
+            raise
+        removed.append((path, remove_locked(path, fd)))
+    return removed
+
+
+def _stop_containers(run: Path) -> None:
+    """Delete, by force, the containers of a dead run directory. The directory is in the
+    build cache, which its user can write: only a runtime ocikit knows, found on PATH as
+    ocikit found it, is ever run, and only for container names ocikit gives."""
+    for step in sorted(run.glob("step-*")):
+        state = step / "state"
+        if step.is_symlink() or not state.is_dir() or state.is_symlink():
+            continue
+        name = _small_file(step / "runtime") or "runc"
+        binary = shutil.which(name) if name in RUNTIMES else None
+        if binary is None:
+            continue
+        for container in sorted(os.listdir(state)):
+            if _CONTAINER.fullmatch(container):
+                subprocess.run(
+                    [binary, "--root", str(state), "delete", "--force", container],
+                    capture_output=True,
+                    check=False,
+                )
+
+
+def _small_file(path: Path) -> str:
+    """The first bytes of a regular file, never through a symlink, never waiting on a fifo."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""
+        return os.read(fd, 64).decode(errors="replace").strip()
+    finally:
+        os.close(fd)
+
+
+def _detach_mounts(path: str) -> None:
+    """Unmount what is mounted below ``path``, deepest first (lazily: a busy one is
+    detached now and freed when unused)."""
+    path = os.path.realpath(path)
+    below = [m for m in mount_points() if m.startswith(path + "/")]
+    for point in sorted(below, key=len, reverse=True):
+        done = subprocess.run(["umount", point], capture_output=True, check=False)
+        if done.returncode != 0:
+            subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+
+
+__all__ = ["RUN_PREFIX", "GcResult", "gc", "reclaim_runs"]

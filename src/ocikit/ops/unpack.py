@@ -11,9 +11,7 @@ root (``..`` stops at the root); and everything is written into a private tempor
 from __future__ import annotations
 
 import os
-import shutil
 import stat
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +24,7 @@ from ..layer.paths import OPAQUE, WHITEOUT, clean
 from ..layer.scan import DEFAULT_MAX_RATIO, scan_layer
 from ..layer.streams import CHUNK
 from ..layer.tarstream import BLKTYPE, CHRTYPE, FIFOTYPE, XGLTYPE, TarEntry, TarStream
+from ..tempfiles import HIDDEN_TMP_PREFIX, PrivateDir, reclaim
 from ..transports import Image, Reference, as_reference, open_image
 from .progress import NullProgress, ProgressReporter
 
@@ -75,10 +74,10 @@ def unpack(
     target = Path(directory)
     _check_target(target)
     parent = target.absolute().parent
-    try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.ocikit-", dir=parent))
-    except OSError as e:
-        raise DestinationError(f"cannot create a directory in {parent}: {e.strerror}") from None
+    # what a killed unpack left beside its target goes first; this one's staging is locked
+    reclaim(str(parent), (STAGING_PREFIX,))
+    private = PrivateDir(str(parent), STAGING_PREFIX, f"cannot unpack into {parent}")
+    staging = Path(private.path)
     try:
         with open_image(ref, platform) as image:
             image.require_tar_layers("unpack")
@@ -89,8 +88,9 @@ def unpack(
         if target.exists():
             target.rmdir()
         os.rename(staging, target)
+        private.release()
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        private.remove()
         raise
     finally:
         progress.end()
@@ -401,6 +401,7 @@ class _Extractor:
             os.fchmod(self.root_fd, 0o755)
 
 
+STAGING_PREFIX = f"{HIDDEN_TMP_PREFIX}unpack-"
 MAX_DEVICE = (1 << 32) - 1
 #: the latest time docker sets (Go's time.Unix(0, 1<<63-1)); outside [epoch, this] it sets the
 #: epoch, and so does unpack

@@ -28,9 +28,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
-from ..errors import InputError, NotFoundError, UnsafeInputError
+from ..errors import DestinationError, InputError, NotFoundError, UnsafeInputError
 from ..layer.streams import CHUNK, LimitedReader
 from ..layer.tarstream import XGLTYPE, TarEntry, TarStream
+from ..tempfiles import describe
 
 MAX_LINK_HOPS = 40
 #: a docker save has about three members per layer; an archive with more is hostile, and
@@ -83,10 +84,20 @@ class Member:
     digest: str | None = None  # content digest of a member consumed by a tee
 
 
-def _write_all(f: BinaryIO, data: memoryview) -> None:
-    while data:
-        written = f.write(data)
-        data = data[written:]
+def _spool(f: BinaryIO, data: memoryview, what: str) -> None:
+    try:
+        while data:
+            written = f.write(data)
+            data = data[written:]
+    except OSError as e:
+        raise _spool_error(what, e) from None
+
+
+def _spool_error(what: str, error: OSError) -> DestinationError:
+    where = tempfile.gettempdir()
+    return DestinationError(
+        f"{what}: cannot keep the archive's members in {where} ($TMPDIR): {describe(error)}"
+    )
 
 
 def _kind(entry: TarEntry) -> str:
@@ -158,7 +169,10 @@ class TarArchive:
         """Read ``stream`` once; regular members' data goes into one anonymous spool file
         (already unlinked: nothing outlives the process, even if it is killed)."""
         self = cls(what)
-        spool = tempfile.TemporaryFile(prefix="ocikit-spool-", buffering=0)  # noqa: SIM115
+        try:
+            spool = tempfile.TemporaryFile(prefix="ocikit-spool-", buffering=0)  # noqa: SIM115
+        except OSError as e:
+            raise _spool_error(what, e) from None
         self._fd = os.dup(spool.fileno())
         buf = bytearray(CHUNK)
         view = memoryview(buf)
@@ -176,7 +190,7 @@ class TarArchive:
                     keep = sink is None or not sink.consumes
                     while n:
                         if keep:
-                            _write_all(spool, view[:n])
+                            _spool(spool, view[:n], what)
                         if sink is not None:
                             sink.write(view[:n])
                         n = tar.readinto(view)

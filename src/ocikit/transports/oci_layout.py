@@ -57,6 +57,7 @@ from .archive import TarArchive
 from .base import BlobWriter, ImageDestination, ImageSource, IndexSource, select_platform
 from .fsutil import (
     HIDDEN_TMP_PREFIX,
+    RUN_PREFIX,
     GuardedFile,
     PrivateDir,
     atomic_output,
@@ -368,7 +369,9 @@ class _Layout:
         return [
             os.path.join(self.root, n)
             for n in names
-            if n.startswith(HIDDEN_TMP_PREFIX) and os.path.isdir(os.path.join(self.root, n))
+            if n.startswith(HIDDEN_TMP_PREFIX)
+            and not n.startswith(RUN_PREFIX)  # a build step's, not a writer's
+            and os.path.isdir(os.path.join(self.root, n))
         ]
 
     def live_claims(self, own: str | None = None) -> set[str] | None:
@@ -412,7 +415,8 @@ class _Layout:
         except OSError:
             return []
         for name in names:
-            if name.startswith(HIDDEN_TMP_PREFIX):
+            # a build step's directory may hold a container and a mount: ops.gc's to reclaim
+            if name.startswith(HIDDEN_TMP_PREFIX) and not name.startswith(RUN_PREFIX):
                 path = os.path.join(self.root, name)
                 fd = try_lock(path)
                 if fd is not None:
