@@ -102,14 +102,6 @@ class TarEntry:
     def islnk(self) -> bool:
         return self.type == LNKTYPE
 
-    @property
-    def xattrs(self) -> dict[str, str]:
-        """``SCHILY.xattr.NAME`` records with a value, by NAME (Go's Header.Xattrs)."""
-        if not self.pax:
-            return {}
-        prefix = "SCHILY.xattr."
-        return {k[len(prefix) :]: v for k, v in self.pax.items() if k.startswith(prefix) and v}
-
 
 class _Bad(Exception):
     """A malformed field; the reader turns it into one InputError naming the place."""
@@ -193,12 +185,7 @@ class TarStream:
     def _skip_padding(self) -> bool:
         """The padding after the data; False if the input ends in it (the archive's end)."""
         n, self._padding = self._padding, 0
-        if not n:
-            return True
-        if self._seekable:
-            return len(self._read(n)) == n
-        got = self._read(n)
-        return len(got) == n
+        return not n or len(self._read(n)) == n
 
     # -- data ---------------------------------------------------------------------------------
     def readinto(self, buffer: memoryview | bytearray) -> int:
