@@ -14,6 +14,7 @@ import gzip
 import hashlib
 import io
 import json
+import socketserver
 import tarfile
 import threading
 import time
@@ -155,21 +156,41 @@ class _Server(ThreadingHTTPServer):
     hostile: Hostile
 
 
-class Hostile:
-    """``app(request)`` answers every request; ``seen`` records them all."""
+class _UnixServer(socketserver.ThreadingUnixStreamServer):
+    daemon_threads = True
+    hostile: Hostile
 
-    def __init__(self, app: Callable[[Request], None] | None = None) -> None:
+
+class _UnixRequest(Request):
+    def address_string(self) -> str:
+        return "unix"
+
+
+class Hostile:
+    """``app(request)`` answers every request; ``seen`` records them all. With ``unix`` (a
+    path), it listens on that unix socket instead (a fake Docker engine: ``docker_host``)."""
+
+    def __init__(self, app: Callable[[Request], None] | None = None, unix: str | None = None):
         self.app: Callable[[Request], None] = app or (lambda r: r.answer(404))
         self.seen: list[Seen] = []
         self.lock = threading.Lock()
         self.stopped = threading.Event()
-        self._server = _Server(("127.0.0.1", 0), Request)
+        self._server: _Server | _UnixServer
+        if unix is None:
+            self._server = _Server(("127.0.0.1", 0), Request)
+        else:
+            self._server = _UnixServer(unix, _UnixRequest)
         self._server.hostile = self
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
     def host(self) -> str:
         return f"127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def docker_host(self) -> str:
+        """``DOCKER_HOST`` for a server on a unix socket."""
+        return f"unix://{self._server.server_address}"
 
     def authorizations(self) -> list[str | None]:
         with self.lock:

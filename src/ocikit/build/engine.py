@@ -31,6 +31,7 @@ from ..layer.streams import HashingReader
 from ..layer.transcode import LayerEncoder
 from ..model import Compression, Descriptor, Digest, ImageConfig, Manifest
 from ..model import mediatypes as mt
+from ..model.jsondoc import quote
 from ..ops.check import LowerLayers, analyze_lower, check_image
 from ..ops.copy import copy
 from ..ops.gc import RUN_PREFIX, reclaim_runs
@@ -114,7 +115,7 @@ def source_date_epoch() -> int:
     if value is None or value == "":
         return DEFAULT_EPOCH
     if not value.isdigit():
-        raise UsageError(f"SOURCE_DATE_EPOCH must be a number of seconds, got {value!r}")
+        raise UsageError(f"SOURCE_DATE_EPOCH must be a number of seconds, got {quote(value)}")
     return int(value)
 
 
@@ -644,14 +645,14 @@ def _user(root: Path, user: str, name: str) -> tuple[int, int, list[int]]:
             if len(row) > 3 and row[0] == who:
                 uid, gid = int(row[2]), int(row[3])
         if uid is None:
-            raise BuildError(f"images.{name}.config.user: no user {who!r} in the image")
+            raise BuildError(f"images.{name}.config.user: no user {quote(who)} in the image")
     if group:
         if group.isdigit():
             gid = int(group)
         else:
             found = [int(r[2]) for r in _table(root, "etc/group") if len(r) > 2 and r[0] == group]
             if not found:
-                raise BuildError(f"images.{name}.config.user: no group {group!r} in the image")
+                raise BuildError(f"images.{name}.config.user: no group {quote(group)} in the image")
             gid = found[0]
     groups = sorted(
         {

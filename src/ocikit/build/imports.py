@@ -26,6 +26,7 @@ from ..layer.compress import decompressing_reader, detect
 from ..layer.paths import clean
 from ..layer.streams import CHUNK
 from ..layer.tarstream import XGLTYPE, TarStream
+from ..model.jsondoc import quote
 from ..tempfiles import PrivateDir, private_tmp_dir
 from .recipe import Import
 
@@ -257,7 +258,7 @@ def _tarball(
                 cn = clean(entry.name)
                 if cn.escapes:  # an absolute name is taken below the dest, as tar does
                     raise InputError(
-                        f"{origin}: {spec.src}: {entry.name!r} leads outside the import"
+                        f"{origin}: {spec.src}: {quote(entry.name)} leads outside the import"
                     )
                 rel = tuple(cn.parts)
                 if not rel:
@@ -276,8 +277,8 @@ def _tarball(
                     tn = clean(entry.linkname)
                     if tn.escapes or tuple(tn.parts) not in entries:
                         raise InputError(
-                            f"{origin}: {spec.src}: hardlink {entry.name!r} to "
-                            f"{entry.linkname!r}, which is not an earlier member"
+                            f"{origin}: {spec.src}: hardlink {quote(entry.name)} to "
+                            f"{quote(entry.linkname)}, which is not an earlier member"
                         )
                     e = Entry(
                         rel,
@@ -308,8 +309,8 @@ def _tarball(
                     )
                 else:
                     raise UsageError(
-                        f"{origin}: {spec.src}: {entry.name!r} is a special file; imports take "
-                        f"files, directories and symlinks"
+                        f"{origin}: {spec.src}: {quote(entry.name)} is a special file; imports "
+                        f"take files, directories and symlinks"
                     )
                 entries.pop(rel, None)
                 entries[rel] = e  # a repeated member: the last wins, as extraction does

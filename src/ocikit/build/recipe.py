@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..errors import UsageError
+from ..model.jsondoc import quote
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 SUBST_RE = re.compile(r"\$\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?::([^}]*))?\}\}")
@@ -118,14 +119,14 @@ class ImageConfigSpec(_Model):
     def _ports(cls, v: list[str] | None) -> list[str] | None:
         for p in v or []:
             if not PORT_RE.fullmatch(p):
-                raise ValueError(f"{p!r} is not PORT or PORT/tcp|udp|sctp")
+                raise ValueError(f"{quote(p)} is not PORT or PORT/tcp|udp|sctp")
         return v
 
     @field_validator("stop_signal")
     @classmethod
     def _signal(cls, v: str | None) -> str | None:
         if v is not None and not SIGNAL_RE.fullmatch(v):
-            raise ValueError(f"{v!r} is not a signal name (SIGTERM) or number")
+            raise ValueError(f"{quote(v)} is not a signal name (SIGTERM) or number")
         return v
 
     @field_validator("volumes", "working_dir")
@@ -133,7 +134,7 @@ class ImageConfigSpec(_Model):
     def _paths(cls, v: Any) -> Any:
         for p in [v] if isinstance(v, str) else v or []:
             if not p.startswith("/"):
-                raise ValueError(f"{p!r} must be an absolute path")
+                raise ValueError(f"{quote(p)} must be an absolute path")
         return v
 
 
@@ -225,7 +226,7 @@ def parse_substitutions(pairs: list[str], files: list[str]) -> dict[str, str]:
 def _put(values: dict[str, str], pair: str, what: str) -> None:
     name, sep, value = pair.partition("=")
     if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-        raise UsageError(f"{what}: expected VAR=VALUE, got {pair!r}")
+        raise UsageError(f"{what}: expected VAR=VALUE, got {quote(pair)}")
     values[name] = value
 
 
@@ -325,7 +326,7 @@ def _semantic(images: dict[str, Any], context: Path, targets: Sequence[str]) -> 
         if isinstance(base, dict) and isinstance(base.get("built"), str):
             built = base["built"]
             if built not in images:
-                problems.append(f"{where}.from: no image named {built!r} in this file")
+                problems.append(f"{where}.from: no image named {quote(built)} in this file")
             elif built == name:
                 problems.append(f"{where}.from: an image cannot be built from itself")
             else:

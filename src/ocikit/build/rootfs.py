@@ -35,6 +35,7 @@ from ..layer.overlay import overlay_entries
 from ..layer.streams import CHUNK
 from ..layer.tarwriter import TarOutput, tar_header
 from ..model import Compression
+from ..model.jsondoc import one_line
 from ..ops.unpack import extract_layer
 from ..tempfiles import HIDDEN_TMP_PREFIX, PrivateDir, reclaim
 from ..transports import Image
@@ -113,7 +114,8 @@ def overlay(lowers: Sequence[Path], upper: Path, work: Path, merged: Path) -> It
             check=False,
         )
         if proc.returncode != 0:
-            raise InputError(f"cannot mount the step's overlay: {proc.stderr.decode().strip()}")
+            message = one_line(proc.stderr.decode(errors="replace")) or f"exit {proc.returncode}"
+            raise InputError(f"cannot mount the step's overlay: {message}")
         try:
             yield target
         finally:

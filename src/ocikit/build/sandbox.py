@@ -9,7 +9,9 @@ mounted. Binds are read-only unless asked otherwise, and the imports are read-on
 ``/ocikit/imports/SRC``.
 
 Output (stdout and stderr together) goes line by line to ``on_line``, and the last lines are
-kept for the error message.
+kept for the error message: ``tools.lines`` splits it as a terminal shows it (a CR ends a
+line too), escapes every control character and cuts a line at 16 KiB, so a step that prints
+escapes or a 100 MB line reaches neither the terminal nor memory as it is.
 
 The runtime itself opens the image's ``/etc/passwd`` and ``/etc/group`` in the container to
 set the process's user, whoever it is; ``user_table_problem`` says when that read would hang
@@ -33,9 +35,11 @@ from pathlib import Path
 from ..errors import UnsafeInputError, UsageError
 from ..layer.dirfd import DIR_FLAGS, kind, land
 from ..tempfiles import private_tmp_dir
+from ..tools import READ, lines
 
 IMPORTS_DIR = "/ocikit/imports"
 TAIL_LINES = 20
+TAIL_LINE = 200  # characters of a line kept for the error message
 CAPABILITIES = [
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
@@ -154,9 +158,9 @@ def run_step(
             stderr=subprocess.STDOUT,
         ) as proc:
             assert proc.stdout is not None
-            for raw in proc.stdout:
-                line = raw.decode(errors="replace").rstrip("\n")
-                tail.append(line)
+            fd = proc.stdout.fileno()
+            for line in lines(lambda: os.read(fd, READ)):
+                tail.append(line if len(line) <= TAIL_LINE else line[:TAIL_LINE] + "...")
                 if on_line is not None:
                     on_line(line)
             code = proc.wait()
@@ -164,7 +168,10 @@ def run_step(
     finally:
         if (work / "state").exists():  # a container left behind by an interruption
             subprocess.run(
-                [binary, *state, "delete", "--force", name], capture_output=True, check=False
+                [binary, *state, "delete", "--force", name],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                check=False,
             )
         if private is not None:
             private.remove()

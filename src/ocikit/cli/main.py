@@ -6,7 +6,6 @@ Exit codes: 0 success; 1 the operation ran and found problems; 2 bad usage or ba
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import sys
@@ -18,6 +17,7 @@ import click
 from .. import __version__
 from ..errors import OcikitError
 from ..layer.scan import DEFAULT_MAX_RATIO
+from ..model.jsondoc import MESSAGE_LIMIT, json_text, printable
 from ..ops import check as check_op
 from ..ops import copy as copy_op
 from ..ops import export_layers as export_op
@@ -30,15 +30,23 @@ from ..transports.registry import DEFAULT_JOBS
 from .progress import reporter
 
 PLATFORM_HELP = "OS/ARCH[/VARIANT] to pick from a multi-platform image"
+STEP_LINE_LIMIT = 64 << 10  # a run step's line (cut at 16 KiB bytes already, then escaped)
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
-    click.echo(f"ocikit: error: {message}", err=True)
+    _say(f"ocikit: error: {message}")
     sys.exit(code)
 
 
 def _print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    """JSON on stdout: valid UTF-8, no raw terminal controls, whatever names hold."""
+    click.echo(json_text(data))
+
+
+def _say(line: str, *, err: bool = True, limit: int = MESSAGE_LIMIT) -> None:
+    """One line about the input, as a terminal shows it: every control character escaped,
+    at most ``limit`` characters (messages quote names already: this is the net)."""
+    click.echo(printable(line, limit), err=err)
 
 
 quiet_option = click.option(
@@ -209,8 +217,8 @@ def copy(
     elif not quiet:
         for r in result.repaired or []:
             changes = ", ".join(f"{n} {k.replace(':', ' ')}" for k, n in r["entries"].items())
-            click.echo(f"repaired layer {r['layer']}: {changes}", err=True)
-        click.echo(f"copied {result.manifest_digest} to {result.destination}", err=True)
+            _say(f"repaired layer {r['layer']}: {changes}")
+        _say(f"copied {result.manifest_digest} to {result.destination}")
 
 
 @cli.command("export-layers")
@@ -262,10 +270,7 @@ def export_layers(
         _print_json(result.to_json())
     elif not quiet:
         layers = sum(len(image.layers) for image in result.images)
-        click.echo(
-            f"exported {len(result.images)} image(s), {layers} layer(s) to {result.outdir}",
-            err=True,
-        )
+        _say(f"exported {len(result.images)} image(s), {layers} layer(s) to {result.outdir}")
 
 
 @cli.command("gc")
@@ -380,13 +385,12 @@ def check(
         _print_json(report.to_json())
     else:
         for f in report.findings:
-            click.echo(str(f))
+            _say(str(f), err=False)
         if not quiet or report.findings:
             verdict = "FAILED" if report.exit_code(strict) else "ok"
-            click.echo(
+            _say(
                 f"{verdict}: {report.reference}: {report.layers} layers, {report.entries} "
-                f"entries, {report.errors} errors, {report.warnings} warnings",
-                err=True,
+                f"entries, {report.errors} errors, {report.warnings} warnings"
             )
     sys.exit(report.exit_code(strict))
 
@@ -437,10 +441,9 @@ def unpack(
         skipped = (
             f" ({result.skipped_devices} device nodes skipped)" if result.skipped_devices else ""
         )
-        click.echo(
+        _say(
             f"unpacked {result.digest} into {result.directory}: {result.layers} layers, "
-            f"{result.entries} entries{skipped}",
-            err=True,
+            f"{result.entries} entries{skipped}"
         )
 
 
@@ -579,8 +582,8 @@ def build(
         ),
         runtime=runtime,
     )
-    log = None if quiet or as_json else (lambda m: click.echo(m, err=True))
-    step_output = None if quiet else (lambda m: click.echo(m, err=True))
+    log = None if quiet or as_json else _say
+    step_output = None if quiet else (lambda m: _say(m, limit=STEP_LINE_LIMIT))
     result = build_op(recipe, options, reporter(quiet), log, step_output)
     if as_json:
         _print_json(result.to_json())
@@ -673,5 +676,5 @@ def _dispatch(argv: list[str] | None) -> int:
 
 
 def _error(message: str, code: int = 2) -> int:
-    click.echo(f"ocikit: error: {message}", err=True)
+    _say(f"ocikit: error: {message}")
     return code

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from ..model.jsondoc import printable
 from ..ops.progress import NullProgress, ProgressReporter
 
 
@@ -20,7 +21,7 @@ class RichProgress:
         )
 
         self._progress = Progress(
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
             DownloadColumn(),
             TransferSpeedColumn(),
@@ -32,6 +33,7 @@ class RichProgress:
 
     def begin(self, total: int, description: str) -> None:
         """Start (or restart, for the next phase) the one bar."""
+        description = printable(description, 80)  # it may hold a name from the input
         if self._task is None:
             self._progress.start()
             self._task = self._progress.add_task(description, total=total or None)
@@ -40,6 +42,7 @@ class RichProgress:
 
     def step(self, description: str) -> None:
         if self._task is not None:
+            description = printable(description, 80)
             self._progress.update(self._task, description=description)  # type: ignore[arg-type]
 
     def advance(self, n: int) -> None:

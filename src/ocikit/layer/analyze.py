@@ -13,11 +13,13 @@ the tree (absolute targets from the image root, relative ones from the link's di
 
 from __future__ import annotations
 
+import base64
 import enum
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..model.jsondoc import exact_bytes, quote
 from .paths import OPAQUE, WHITEOUT, clean, go_clean, split_target
 from .tarstream import (
     BLKTYPE,
@@ -101,7 +103,9 @@ class Finding:
         return SEVERITY[self.rule]
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        """The finding as JSON. A path that is not UTF-8 reads as U+FFFD in ``paths`` (what
+        ``json_text`` writes); ``paths_base64`` then gives every path's exact bytes."""
+        out = {
             "rule": self.rule,
             "severity": self.severity,
             "layer": self.layer,
@@ -110,6 +114,10 @@ class Finding:
             "message": self.message,
             "resolved": self.resolved,
         }
+        exact = exact_bytes(self.paths)
+        if exact is not None:
+            out["paths_base64"] = [base64.b64encode(p).decode() for p in exact]
+        return out
 
     def __str__(self) -> str:
         where = f"layer {self.layer} " if self.layer is not None else ""
@@ -360,14 +368,15 @@ class LayerAnalyzer:
             return  # extraction ignores it; only its name counts (above)
         cn = clean(name)
         if cn.escapes:
-            self._unsafe(index, "path-traversal", f"{name!r} leads outside the root", name)
+            self._unsafe(index, "path-traversal", f"{quote(name)} leads outside the root", name)
             return
         if entry.type not in _KNOWN_TYPES:
             what = "GNU sparse" if entry.type == b"S" else repr(entry.type)
             self._unsafe(
                 index,
                 "unsupported-type",
-                f"{name!r} has tar type {what}, which docker's and containerd's extraction refuse",
+                f"{quote(name)} has tar type {what}, which docker's and containerd's "
+                "extraction refuse",
                 name,
             )
             return
@@ -375,7 +384,8 @@ class LayerAnalyzer:
             self._unsafe(
                 index,
                 "owner-out-of-range",
-                f"{name!r} is owned by {entry.uid}:{entry.gid}, beyond 32 bits: docker applies "
+                f"{quote(name)} is owned by {entry.uid}:{entry.gid}, beyond 32 bits: docker "
+                "applies "
                 f"it as {_applied(entry.uid)}:{_applied(entry.gid)}",
                 name,
             )
@@ -383,11 +393,11 @@ class LayerAnalyzer:
         if not cn.parts:
             if not entry.isdir():
                 self._unsafe(
-                    index, "root-type", f"{name!r} makes the root a {type_name(entry)}", name
+                    index, "root-type", f"{quote(name)} makes the root a {type_name(entry)}", name
                 )
             return
         if cn.absolute:
-            self._find("absolute-path", f"{name!r} is an absolute name", (name,))
+            self._find("absolute-path", f"{quote(name)} is an absolute name", (name,))
         base = cn.parts[-1]
         if base.startswith(WHITEOUT):
             if self.repair and first is not None:  # the same whiteout twice: once is enough
@@ -398,7 +408,7 @@ class LayerAnalyzer:
         if entry.type in (CHRTYPE, BLKTYPE):
             self._find(
                 "device-node",
-                f"{name!r} is a device node ({entry.devmajor}, {entry.devminor})",
+                f"{quote(name)} is a device node ({entry.devmajor}, {entry.devminor})",
                 (name,),
             )
         parent_parts = cn.parts[:-1]
@@ -420,7 +430,8 @@ class LayerAnalyzer:
         if parent.via is not None:
             self._find(
                 "through-symlink",
-                f"{name!r} goes through the symlink {parent.via!r} and lands at {landing!r}",
+                f"{quote(name)} goes through the symlink {quote(parent.via)} and lands at "
+                f"{quote(landing)}",
                 (name,),
                 resolved=landing,
             )
@@ -440,7 +451,8 @@ class LayerAnalyzer:
             what = "directory" if kind is Kind.DIR else type_name(entry)
             self._find(
                 "replaces-symlinked-dir",
-                f"{name!r} ({what}) replaces the symlink {landing!r} -> {existing.target!r}: "
+                f"{quote(name)} ({what}) replaces the symlink {quote(landing)} -> "
+                f"{quote(existing.target)}: "
                 f"the directory it points to vanishes from that path in the container",
                 (name,),
             )
@@ -450,7 +462,7 @@ class LayerAnalyzer:
                     return
                 f = Finding(
                     "replaces-symlinked-dir",
-                    f"{name!r} would replace the symlinked directory {landing!r}",
+                    f"{quote(name)} would replace the symlinked directory {quote(landing)}",
                     self.layer,
                     self.layer_digest,
                     (name,),
@@ -484,13 +496,16 @@ class LayerAnalyzer:
 
     def _parent_ok(self, index: int, name: str, parent: Resolution) -> bool:
         if parent.loop:
-            self._unsafe(index, "path-traversal", f"{name!r}: too many levels of symlinks", name)
+            self._unsafe(
+                index, "path-traversal", f"{quote(name)}: too many levels of symlinks", name
+            )
             return False
         if parent.escaped:
             self._unsafe(
                 index,
                 "path-traversal",
-                f"{name!r} goes through the symlink {parent.via!r}, which leads outside the root",
+                f"{quote(name)} goes through the symlink {quote(parent.via)}, which leads "
+                "outside the root",
                 name,
             )
             return False
@@ -498,7 +513,7 @@ class LayerAnalyzer:
             self._unsafe(
                 index,
                 "parent-not-dir",
-                f"{name!r}: its parent {parent.blocked!r} is not a directory",
+                f"{quote(name)}: its parent {quote(parent.blocked)} is not a directory",
                 name,
             )
             return False
@@ -509,7 +524,7 @@ class LayerAnalyzer:
             self._unsafe(
                 index,
                 "parent-not-dir",
-                f"{name!r}: its parent {parent.path!r} is a {parent.node.kind.value}",
+                f"{quote(name)}: its parent {quote(parent.path)} is a {parent.node.kind.value}",
                 name,
             )
             return False
@@ -538,7 +553,7 @@ class LayerAnalyzer:
             self._unsafe(
                 index,
                 "hardlink-escape",
-                f"{name!r} links to {entry.linkname!r}, outside the root",
+                f"{quote(name)} links to {quote(entry.linkname)}, outside the root",
                 name,
             )
             return None
@@ -547,7 +562,7 @@ class LayerAnalyzer:
             self._unsafe(
                 index,
                 "hardlink-escape",
-                f"{name!r} links to {entry.linkname!r}, which resolves outside the root",
+                f"{quote(name)} links to {quote(entry.linkname)}, which resolves outside the root",
                 name,
             )
             return None
@@ -555,7 +570,7 @@ class LayerAnalyzer:
             self._unsafe(
                 index,
                 "hardlink-missing",
-                f"{name!r} links to {entry.linkname!r}, which is not present before it",
+                f"{quote(name)} links to {quote(entry.linkname)}, which is not present before it",
                 name,
             )
             return None
@@ -563,15 +578,16 @@ class LayerAnalyzer:
             self._unsafe(
                 index,
                 "hardlink-to-dir",
-                f"{name!r} links to the directory {entry.linkname!r}",
+                f"{quote(name)} links to the directory {quote(entry.linkname)}",
                 name,
             )
             return None
         if res.via is not None:
             self._find(
                 "through-symlink",
-                f"{name!r} links to {entry.linkname!r} through the symlink {res.via!r}; "
-                f"the target is {res.path!r}",
+                f"{quote(name)} links to {quote(entry.linkname)} through the symlink "
+                f"{quote(res.via)}; "
+                f"the target is {quote(res.path)}",
                 (name,),
                 resolved=res.path,
             )
@@ -604,7 +620,8 @@ class LayerAnalyzer:
             return None
         self._find(
             "duplicate-path",
-            f"{first.name!r} ({first.type}) and {entry.name!r} ({type_name(entry)}) are the "
+            f"{quote(first.name)} ({first.type}) and {quote(entry.name)} "
+            f"({type_name(entry)}) are the "
             f"same path; docker load refuses the image",
             (first.name, entry.name),
         )
@@ -646,7 +663,8 @@ class LayerAnalyzer:
             self.unsafe.append(
                 Finding(
                     "duplicate-path",
-                    f"{earlier.name!r} is replaced by {entry.name!r} after a hardlink to it: "
+                    f"{quote(earlier.name)} is replaced by {quote(entry.name)} after a "
+                    "hardlink to it: "
                     f"cannot be collapsed safely",
                     self.layer,
                     self.layer_digest,
@@ -665,11 +683,11 @@ class LayerAnalyzer:
         elif base != OPAQUE and hidden.startswith(WHITEOUT):
             bad = "an unknown whiteout marker"
         elif hidden in (".", ".."):
-            bad = f"a whiteout of {hidden!r}"
+            bad = f"a whiteout of {quote(hidden)}"
         elif not entry.isreg():
             bad = f"a whiteout that is a {type_name(entry)}"
         if bad is not None:
-            self._unsafe(index, "whiteout-malformed", f"{name!r} is {bad}", name)
+            self._unsafe(index, "whiteout-malformed", f"{quote(name)} is {bad}", name)
             return
         parent = self.tree.resolve(parts[:-1], follow_last=True)
         if not self._parent_ok(index, name, parent):
@@ -678,7 +696,8 @@ class LayerAnalyzer:
             target = "/".join([*parent.parts, base])
             self._find(
                 "through-symlink",
-                f"{name!r} goes through the symlink {parent.via!r} and lands at {target!r}",
+                f"{quote(name)} goes through the symlink {quote(parent.via)} and lands at "
+                f"{quote(target)}",
                 (name,),
                 resolved=target,
             )
@@ -704,7 +723,8 @@ class LayerAnalyzer:
             if target.layer == self.layer:
                 self._find(
                     "whiteout-same-layer",
-                    f"{name!r} names {'/'.join(parts)!r}, which this same layer adds: a whiteout "
+                    f"{quote(name)} names {quote('/'.join(parts))}, which this same layer "
+                    "adds: a whiteout "
                     f"hides lower layers only",
                     (name,),
                 )

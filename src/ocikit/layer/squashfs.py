@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from .. import tools
 from ..errors import InputError, UsageError
 from ..model import Compression, Descriptor, Digest
 from ..tempfiles import private_tmp_dir
@@ -55,17 +55,17 @@ def make(source: Path, out: Path, *, mkfs_time: int) -> None:
     ]
     if os.geteuid() != 0:
         cmd.append("-all-root")  # the caller checked every owner is 0:0
-    proc = subprocess.run(cmd, capture_output=True, check=False)
-    if proc.returncode != 0:
-        raise InputError(f"mksquashfs failed: {_last_line(proc.stderr)}")
+    result = tools.run(cmd, MKSQUASHFS)
+    if result.code != 0:
+        raise InputError(f"mksquashfs failed: {result.message()}")
 
 
 def extract(blob: Path, target: Path) -> None:
     """``unsquashfs`` into ``target`` (must not exist); owners and xattrs kept as root."""
     cmd = [_tool(UNSQUASHFS), "-no-progress", "-d", str(target), str(blob)]
-    proc = subprocess.run(cmd, capture_output=True, check=False)
-    if proc.returncode != 0:
-        raise InputError(f"not a readable squashfs ({_last_line(proc.stderr or proc.stdout)})")
+    result = tools.run(cmd, f"squashfs {blob}: unsquashfs")
+    if result.code != 0:
+        raise InputError(f"not a readable squashfs ({result.message()})")
 
 
 def entries(blob: Path) -> Iterator[TarEntry]:
@@ -75,11 +75,6 @@ def entries(blob: Path) -> Iterator[TarEntry]:
         extract(blob, root)
         for entry, _path, _xattrs in overlay_entries(root):
             yield entry
-
-
-def _last_line(data: bytes) -> str:
-    lines = [line for line in data.decode(errors="replace").splitlines() if line.strip()]
-    return lines[-1].strip() if lines else "no message"
 
 
 def scan(

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from ..errors import InputError
+from ..model.jsondoc import quote
 
 BLOCK = 512
 MAX_SPECIAL = 1 << 20  # a PAX header, GNU long name or long link (Go's maxSpecialFileSize)
@@ -216,7 +217,9 @@ class TarStream:
         assert sp is not None
         if sp.pos >= sp.size:
             if self._remaining > 0:
-                raise InputError(f"{self.what}: {sp.name!r}: a sparse file with unreferenced data")
+                raise InputError(
+                    f"{self.what}: {quote(sp.name)}: a sparse file with unreferenced data"
+                )
             return 0
         view = memoryview(buffer)[: min(len(buffer), sp.size - sp.pos)]
         filled = 0
@@ -228,7 +231,7 @@ class TarStream:
                 want = min(len(view) - filled, frags[sp.index][1] - sp.pos)
                 if want > self._remaining:
                     raise InputError(
-                        f"{self.what}: {sp.name!r}: a sparse file that references missing data"
+                        f"{self.what}: {quote(sp.name)}: a sparse file that references missing data"
                     )
                 self._physical_into(view[filled : filled + want])
             else:
@@ -238,7 +241,7 @@ class TarStream:
             filled += want
             sp.pos += want
         if sp.pos >= sp.size and self._remaining > 0:
-            raise InputError(f"{self.what}: {sp.name!r}: a sparse file with unreferenced data")
+            raise InputError(f"{self.what}: {quote(sp.name)}: a sparse file with unreferenced data")
         return filled
 
     def copy_raw(self, write: Callable[[memoryview], object]) -> None:
@@ -300,7 +303,7 @@ class TarStream:
             t = entry.type
             size = 0 if t in HEADER_ONLY else entry.size
             if size < 0:
-                raise self._corrupt(start, f"a negative size for {entry.name!r}")
+                raise self._corrupt(start, f"a negative size for {quote(entry.name)}")
             self._remaining, self._padding = size, -size % BLOCK
             if t in (XHDTYPE, XGLTYPE):
                 records = self._pax(self._special(size), start)
@@ -325,7 +328,7 @@ class TarStream:
                 entry.type = DIRTYPE if entry.name.endswith("/") else REGTYPE
             size = 0 if entry.type in HEADER_ONLY else entry.size
             if size < 0:
-                raise self._corrupt(start, f"a negative size for {entry.name!r}")
+                raise self._corrupt(start, f"a negative size for {quote(entry.name)}")
             self._remaining, self._padding = size, -size % BLOCK
             self._sparse_map(entry, block, start)
             self._recording = False
@@ -393,7 +396,7 @@ class TarStream:
         try:
             _apply_pax(entry, pax)
         except _Bad as e:
-            raise self._corrupt(start, f"a bad PAX record for {entry.name!r}: {e}") from None
+            raise self._corrupt(start, f"a bad PAX record for {quote(entry.name)}: {e}") from None
         entry.pax = pax
 
     # -- sparse files -------------------------------------------------------------------------
@@ -411,7 +414,7 @@ class TarStream:
                 raise _Bad("a sparse map on an entry without data")
             entry.sparse = _validated(fragments, entry.size)
         except _Bad as e:
-            raise self._corrupt(start, f"{entry.name!r}: {e}") from None
+            raise self._corrupt(start, f"{quote(entry.name)}: {e}") from None
         self._sparse = _SparseState(entry.name, entry.size, entry.sparse)
 
     def _old_gnu_map(self, entry: TarEntry, block: bytes) -> list[tuple[int, int]]:
@@ -512,9 +515,11 @@ class _SparseState:
         """Skipping the rest: a reader of the data would find it missing or unreferenced."""
         needed = sum(end - max(start, self.pos) for start, end in self.fragments if end > self.pos)
         if needed > physical:
-            raise InputError(f"{what}: {self.name!r}: a sparse file that references missing data")
+            raise InputError(
+                f"{what}: {quote(self.name)}: a sparse file that references missing data"
+            )
         if needed < physical:
-            raise InputError(f"{what}: {self.name!r}: a sparse file with unreferenced data")
+            raise InputError(f"{what}: {quote(self.name)}: a sparse file with unreferenced data")
 
 
 def _validated(fragments: list[tuple[int, int]], size: int) -> tuple[tuple[int, int], ...]:
@@ -561,11 +566,11 @@ def _octal(field: bytes) -> int:
         return 0
     text = text.partition(b"\0")[0]
     if not text.isdigit():
-        raise _Bad(f"a malformed number {field!r}")
+        raise _Bad(f"a malformed number {quote(field)}")
     try:
         return int(text, 8)
     except ValueError:
-        raise _Bad(f"a malformed number {field!r}") from None
+        raise _Bad(f"a malformed number {quote(field)}") from None
 
 
 def _numeric(field: bytes) -> int:
@@ -584,10 +589,10 @@ def _numeric(field: bytes) -> int:
 def _int64(text: str) -> int:
     """A decimal integer with an optional sign that fits in 64 bits (Go's ParseInt)."""
     if not _DECIMAL.fullmatch(text):
-        raise _Bad(f"{text[:40]!r} is not a decimal integer")
+        raise _Bad(f"{quote(text[:40])} is not a decimal integer")
     value = int(text)
     if not _INT64_MIN <= value <= _INT64_MAX:
-        raise _Bad(f"{text[:40]!r} does not fit in 64 bits")
+        raise _Bad(f"{quote(text[:40])} does not fit in 64 bits")
     return value
 
 
@@ -598,7 +603,7 @@ def _pax_time(text: str) -> tuple[int, int]:
     if not fraction:
         return seconds, 0
     if not _DIGITS.fullmatch(fraction):
-        raise _Bad(f"{text[:40]!r} is not a time")
+        raise _Bad(f"{quote(text[:40])} is not a time")
     nsec = int(fraction[:9].ljust(9, "0"))
     if seconds_text.startswith("-") and nsec:
         seconds -= 1
@@ -718,10 +723,10 @@ def _parse_pax(data: bytes) -> dict[str, str]:
         length_text = data[pos:space].decode("latin-1")
         length = _int64(length_text)
         if length < 5 or length > end - pos:
-            raise _Bad(f"a record length of {length_text[:20]!r}")
+            raise _Bad(f"a record length of {quote(length_text[:20])}")
         body = length - (len(length_text) + 1)
         if body <= 0:
-            raise _Bad(f"a record length of {length_text[:20]!r}")
+            raise _Bad(f"a record length of {quote(length_text[:20])}")
         stop = space + 1 + body
         if data[stop - 1] != 0x0A:
             raise _Bad("a record that does not end in a newline")

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import InputError, UsageError
 from .digest import Digest
-from .jsondoc import obj, one_line, opt_str, req_str, show, size, str_list, str_map
+from .jsondoc import obj, one_line, opt_str, quote, req_str, show, size, str_list, str_map
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class Platform:
         """``os/arch[/variant]``, as ``--platform`` takes it."""
         parts = text.split("/")
         if len(parts) not in (2, 3) or not all(parts):
-            raise UsageError(f"invalid platform {text!r} (expected OS/ARCH[/VARIANT])")
+            raise UsageError(f"invalid platform {quote(text)} (expected OS/ARCH[/VARIANT])")
         return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
 
     @classmethod

@@ -6,6 +6,7 @@ import hashlib
 import re
 
 from ..errors import InputError
+from .jsondoc import quote
 
 _HEX_LENGTH = {"sha256": 64, "sha512": 128}
 _DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-f0-9]+)$")
@@ -21,7 +22,7 @@ class Digest(str):
             return value
         m = _DIGEST_RE.match(value) if isinstance(value, str) else None
         if not m or _HEX_LENGTH.get(m.group(1)) != len(m.group(2)):
-            raise InputError(f"invalid digest {value!r}")
+            raise InputError(f"invalid digest {quote(value)}")
         return super().__new__(cls, value)
 
     @property

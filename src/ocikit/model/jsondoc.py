@@ -29,7 +29,7 @@ import json
 import re
 import reprlib
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, BinaryIO, NoReturn
 
 from ..errors import InputError
@@ -51,7 +51,86 @@ _TO_BRACKETS = bytes.maketrans(b"{}", b"[]")
 _BOM = b"\xef\xbb\xbf"
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_show = reprlib.Repr()
+QUOTE_LIMIT = 200  # characters of one name a message shows
+MESSAGE_LIMIT = 2000  # characters of one line ocikit prints about its input, at most
+SHOWN_CHOICES = 5  # items of a list of choices a message names; the rest are counted
+_BACKSLASHED = {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(c: str) -> str:
+    o = ord(c)
+    if c in _BACKSLASHED:
+        return _BACKSLASHED[c]
+    if 0xDC80 <= o <= 0xDCFF:  # a byte that is not UTF-8, as surrogateescape decoded it
+        return f"\\x{o - 0xDC00:02x}"
+    if o < 0x100:
+        return f"\\x{o:02x}"
+    return f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}"
+
+
+def _escaped(text: str, special: str, limit: int, total: int) -> tuple[str, bool]:
+    """``text`` with non-printable characters (and ``special`` ones) escaped, at most
+    ``limit`` characters of it; whether some of the ``total`` were left out."""
+    if len(text) <= limit and text.isprintable() and not any(c in text for c in special):
+        return text, len(text) < total
+    out: list[str] = []
+    used = size = 0
+    for c in text:
+        piece = c if c.isprintable() and c not in special else _escape(c)
+        if size + len(piece) > limit:
+            break
+        out.append(piece)
+        size += len(piece)
+        used += 1
+    return "".join(out), used < total
+
+
+def quote(value: str | bytes, limit: int = QUOTE_LIMIT) -> str:
+    """A name from the input (a path, a tag, a field), quoted for a message, as ``repr``
+    quotes it: ``'...'`` with control, format (bidi) and other non-printable characters
+    escaped (``\\n``, ``\\x1b``, ``\\u202e``), a byte that is not UTF-8 shown as ``\\xNN``
+    (bytes, or text decoded with surrogateescape), and at most ``limit`` characters of it:
+    past that, ``'...'... (N characters)``."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        raw = bytes(value)
+        total, unit = len(raw), "bytes"
+        text = raw[:limit].decode("utf-8", "surrogateescape")
+    else:
+        text = str(value)
+        total, unit = len(text), "characters"
+    body, cut = _escaped(text[:limit], "\\'", limit, total)
+    return f"'{body}'... ({total} {unit})" if cut else f"'{body}'"
+
+
+def printable(
+    text: str, limit: int = MESSAGE_LIMIT, *, total: int | None = None, unit: str = "characters"
+) -> str:
+    """Text from outside (a tool's output, a message) as one line that a terminal shows as
+    it is: non-printable characters escaped as ``quote`` escapes them (quotes and
+    backslashes kept), at most ``limit`` characters: past that, ``... (N characters)``.
+    ``total``: the size of what ``text`` is the beginning of, in ``unit``s."""
+    body, cut = _escaped(text[:limit], "", limit, len(text))
+    if total is None:
+        total = len(text)
+    return f"{body}... ({total} {unit})" if cut or total > len(text) else body
+
+
+def summary(items: Sequence[str], shown: int = SHOWN_CHOICES, *, total: int | None = None) -> str:
+    """A list of choices for a message: the first ``shown`` of ``items``, then how many more
+    of ``total`` (default: all of ``items``) there are."""
+    total = len(items) if total is None else total
+    if not total:
+        return "none"
+    head = ", ".join(items[:shown])
+    return f"{head} and {total - shown} more" if total > shown else head
+
+
+class _Short(reprlib.Repr):
+    def repr_str(self, x: str, level: int) -> str:
+        return quote(x, self.maxstring)
+
+
+_show = _Short()
 _show.maxstring = 60
 _show.maxother = 60
 _show.maxlist = _show.maxdict = 4
@@ -59,8 +138,47 @@ _show.maxlevel = 2
 
 
 def show(value: Any) -> str:
-    """A short, one-line ``repr`` of an untrusted value, for messages."""
+    """A short, one-line ``repr`` of an untrusted value, for messages (strings ``quote``d)."""
     return _show.repr(value)
+
+
+_NOT_ASCII = re.compile("[^\x00-\x7e]")
+
+
+def _json_char(match: re.Match[str]) -> str:
+    c = match.group()
+    o = ord(c)
+    if 0xD800 <= o <= 0xDFFF:  # a byte that is not UTF-8 (surrogateescape): as Go writes it
+        return "\ufffd"
+    if c.isprintable():
+        return c
+    if o > 0xFFFF:
+        o -= 0x10000
+        return f"\\u{0xD800 + (o >> 10):04x}\\u{0xDC00 + (o & 0x3FF):04x}"
+    return f"\\u{o:04x}"
+
+
+def json_text(data: Any, indent: int | None = 2) -> str:
+    """``data`` as JSON text that is valid UTF-8 and safe on a terminal, whatever its strings
+    hold: a byte that is not UTF-8 (a lone surrogate from surrogateescape) becomes U+FFFD, as
+    Go's encoding/json writes it; a non-printable character (C1 controls, DEL, bidi and other
+    format characters, separators) is written as a ``\\u`` escape, so the value read back is
+    the same; other text stays as it is."""
+    text = json.dumps(data, indent=indent, ensure_ascii=False)
+    if text.isascii() and "\x7f" not in text:
+        return text
+    return _NOT_ASCII.sub(_json_char, text)
+
+
+def exact_bytes(texts: Sequence[str]) -> list[bytes] | None:
+    """The bytes of ``texts`` (decoded with surrogateescape) if one of them is not valid
+    UTF-8, so that JSON, which holds text, cannot say it; else None."""
+    try:
+        for t in texts:
+            t.encode("utf-8")
+    except UnicodeEncodeError:
+        return [t.encode("utf-8", "surrogateescape") for t in texts]
+    return None
 
 
 def one_line(text: str, limit: int = 300) -> str:

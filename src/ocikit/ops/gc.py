@@ -165,7 +165,8 @@ def _stop_containers(run: Path) -> None:
             if _CONTAINER.fullmatch(container):
                 subprocess.run(
                     [binary, "--root", str(state), "delete", "--force", container],
-                    capture_output=True,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
                     check=False,
                 )
 

@@ -24,6 +24,7 @@ from ..layer.paths import OPAQUE, WHITEOUT, clean
 from ..layer.scan import DEFAULT_MAX_RATIO, scan_layer
 from ..layer.streams import CHUNK
 from ..layer.tarstream import BLKTYPE, CHRTYPE, FIFOTYPE, XGLTYPE, TarEntry, TarStream
+from ..model.jsondoc import quote
 from ..tempfiles import HIDDEN_TMP_PREFIX, PrivateDir, reclaim
 from ..transports import Image, Reference, as_reference, open_image
 from .progress import NullProgress, ProgressReporter
@@ -236,7 +237,7 @@ class _Extractor:
             return  # a global PAX header: extraction ignores it, as docker's does
         cn = clean(entry.name)
         if cn.escapes or cn.absolute:  # the analyzer refused these already
-            raise UnsafeInputError(f"{entry.name!r} leads outside the root")
+            raise UnsafeInputError(f"{quote(entry.name)} leads outside the root")
         if not cn.parts:
             if entry.isdir():
                 self.dirs[()] = entry
@@ -273,7 +274,7 @@ class _Extractor:
                 return
             if not (0 <= entry.devmajor <= MAX_DEVICE and 0 <= entry.devminor <= MAX_DEVICE):
                 raise UnsafeInputError(
-                    f"{entry.name!r}: device numbers {entry.devmajor}, {entry.devminor} are "
+                    f"{quote(entry.name)}: device numbers {entry.devmajor}, {entry.devminor} are "
                     f"out of range"
                 )
             kind = stat.S_IFCHR if entry.type == CHRTYPE else stat.S_IFBLK
@@ -304,13 +305,14 @@ class _Extractor:
     def _hardlink(self, entry: TarEntry, base: str, pfd: int) -> None:
         cl = clean(entry.linkname)
         if cl.escapes or not cl.parts:
-            raise UnsafeInputError(f"{entry.name!r} links outside the root")
+            raise UnsafeInputError(f"{quote(entry.name)} links outside the root")
         tfd, _ = self._walk(list(cl.parts[:-1]))
         try:
             st = lstat_at(cl.parts[-1], tfd)
             if st is None or stat.S_ISDIR(st.st_mode):
                 raise UnsafeInputError(
-                    f"{entry.name!r} links to {entry.linkname!r}, which is missing or a directory"
+                    f"{quote(entry.name)} links to {quote(entry.linkname)}, which is "
+                    "missing or a directory"
                 )
             os.link(cl.parts[-1], base, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
         finally:

@@ -31,6 +31,7 @@ from typing import BinaryIO, Protocol
 from ..errors import DestinationError, InputError, NotFoundError, UnsafeInputError
 from ..layer.streams import CHUNK, LimitedReader
 from ..layer.tarstream import XGLTYPE, TarEntry, TarStream
+from ..model.jsondoc import quote
 from ..tempfiles import describe
 
 MAX_LINK_HOPS = 40
@@ -222,7 +223,9 @@ class TarArchive:
             return None  # a global PAX header: extraction ignores it
         name = normalize(entry.name)
         if name is None:
-            raise UnsafeInputError(f"{self.what}: member {entry.name!r} leads outside the archive")
+            raise UnsafeInputError(
+                f"{self.what}: member {quote(entry.name)} leads outside the archive"
+            )
         if name == ".":
             return None
         if len(self.members) >= MAX_MEMBERS:
@@ -255,7 +258,7 @@ class TarArchive:
             elif member.kind != "dir":
                 what = "the symlink" if member.kind == "symlink" else "the non-directory"
                 raise UnsafeInputError(
-                    f"{self.what}: member {name!r} is written through {what} {path!r}"
+                    f"{self.what}: member {quote(name)} is written through {what} {quote(path)}"
                 )
             parent = path
         return parent
@@ -266,7 +269,7 @@ class TarArchive:
         member = self.members.get(target) if target not in (None, ".") else None
         if member is None or member.kind == "dir":
             raise InputError(
-                f"{self.what}: {name!r} is a hardlink to {entry.linkname!r}, "
+                f"{self.what}: {quote(name)} is a hardlink to {quote(entry.linkname)}, "
                 f"which is not a file before it in the archive"
             )
         return Member(
@@ -296,7 +299,7 @@ class TarArchive:
         that leaves the archive (absolute, or ``..`` above the top) is refused."""
         start = normalize(name)
         if start is None:
-            raise UnsafeInputError(f"{self.what}: {name!r} points outside the archive")
+            raise UnsafeInputError(f"{self.what}: {quote(name)} points outside the archive")
         todo = [] if start == "." else list(reversed(start.split("/")))
         current: list[str] = []
         hops = 0
@@ -305,31 +308,32 @@ class TarArchive:
             if part == "..":
                 if not current:
                     raise UnsafeInputError(
-                        f"{self.what}: {name!r} leads outside the archive through a symlink"
+                        f"{self.what}: {quote(name)} leads outside the archive through a symlink"
                     )
                 current.pop()
                 continue
             path = "/".join([*current, part])
             member = self.members.get(path)
             if member is None:
-                raise NotFoundError(f"{self.what}: {path!r} is missing from the archive")
+                raise NotFoundError(f"{self.what}: {quote(path)} is missing from the archive")
             if member.kind == "symlink":
                 hops += 1
                 if hops > MAX_LINK_HOPS:
-                    raise UnsafeInputError(f"{self.what}: symlink loop at {name!r}")
+                    raise UnsafeInputError(f"{self.what}: symlink loop at {quote(name)}")
                 if member.linkname.startswith("/"):
                     raise UnsafeInputError(
-                        f"{self.what}: {path!r} links to {member.linkname!r}, outside the archive"
+                        f"{self.what}: {quote(path)} links to {quote(member.linkname)}, "
+                        "outside the archive"
                     )
                 todo.extend(reversed([p for p in member.linkname.split("/") if p not in ("", ".")]))
                 continue
             if todo and member.kind != "dir":
-                raise NotFoundError(f"{self.what}: {path!r} is not a directory")
+                raise NotFoundError(f"{self.what}: {quote(path)} is not a directory")
             current.append(part)
         path = "/".join(current) or "."
         member = self.members.get(path)
         if member is None or member.kind not in ("file", "consumed"):
-            raise InputError(f"{self.what}: {name!r} is not a regular file")
+            raise InputError(f"{self.what}: {quote(name)} is not a regular file")
         return member
 
     def _member(self, name: str) -> Member | None:
@@ -351,7 +355,7 @@ class TarArchive:
         if member.kind == "consumed":
             why = self._failures.get(member.name)
             raise InputError(
-                f"{self.what}: {member.name!r} was not kept while streaming"
+                f"{self.what}: {quote(member.name)} was not kept while streaming"
                 + (f" ({why})" if why else "")
             )
         assert self._fd is not None
@@ -361,11 +365,11 @@ class TarArchive:
         """A JSON member; bounded so a hostile archive cannot make us hold a huge file."""
         member = self.resolve(name)
         if member.size > limit:
-            raise InputError(f"{self.what}: {name!r} is too large ({member.size} bytes)")
+            raise InputError(f"{self.what}: {quote(name)} is too large ({member.size} bytes)")
         with self.open_member(name) as f:
             data = f.read(member.size + 1)
         if len(data) != member.size:
-            raise InputError(f"{self.what}: archive is truncated (in {name!r})")
+            raise InputError(f"{self.what}: archive is truncated (in {quote(name)})")
         return data
 
     def head(self, name: str, n: int = 8) -> bytes:

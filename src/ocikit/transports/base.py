@@ -163,12 +163,13 @@ def select_platform(
 ) -> Descriptor:
     """Pick one manifest of an index: by ``platform``, or the only one, or the host's."""
     from ..errors import AmbiguousImageError, NotFoundError
+    from ..model.jsondoc import summary
 
     if platform is not None:
         for d in candidates:
             if d.platform is not None and d.platform.matches(platform):
                 return d
-        have = ", ".join(str(d.platform) for d in candidates if d.platform) or "none"
+        have = summary([str(d.platform) for d in candidates if d.platform])
         raise NotFoundError(f"{what}: no manifest for platform {platform} (available: {have})")
     if len(candidates) == 1:
         return candidates[0]
@@ -176,7 +177,7 @@ def select_platform(
     for d in candidates:
         if d.platform is not None and d.platform.matches(host):
             return d
-    have = ", ".join(str(d.platform) for d in candidates if d.platform)
+    have = summary([str(d.platform) for d in candidates if d.platform])
     raise AmbiguousImageError(f"{what}: several platforms ({have}); choose one with --platform")
 
 

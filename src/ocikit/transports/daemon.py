@@ -7,6 +7,16 @@ made (a pipe between a writer thread and the request body: nothing spooled twice
 
 The engine is found as the ``docker`` command finds it: ``DOCKER_HOST`` (``unix://PATH`` or
 ``tcp://HOST:PORT``, plain HTTP), else ``unix:///var/run/docker.sock``.
+
+Time (``httpstream.Budget``; a stalled engine ends in one line, never a hang). A save may take
+``PREPARE`` s before its first byte (docker writes the whole image to a temporary directory
+before it sends any), then must average ``MIN_RATE``, with at most ``IDLE`` s of credit: a
+pause of ``IDLE`` s is always allowed, a stall or a trickle ends within about ``IDLE`` s. A
+load's body goes at the same rate; then the engine loads, telling its progress (the load is
+not ``quiet``): it may be silent ``IDLE`` s at a time and must be done within ``PREPARE`` s
+plus one per ``LOAD_RATE`` bytes of the image. Time ocikit spends itself does not count.
+Sizes: an error's body is read up to ``MAX_ERROR_BODY``, an event of the load's answer up to
+``MAX_EVENT``; the engine's messages are printed as one line of printable text.
 """
 
 from __future__ import annotations
@@ -16,28 +26,79 @@ import io
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import BinaryIO
 from urllib.parse import quote
 
+import httpcore
 import httpx
 
 from ..errors import DestinationError, InputError, NotFoundError, UsageError
 from ..layer.streams import CHUNK
-from ..model.jsondoc import SMALL_LIMIT, load_json
+from ..model.jsondoc import SMALL_LIMIT, load_json, show
 from .archive import TarArchive, Tee
 from .docker_archive import DockerArchiveDestination, DockerArchiveSource
-from .httpstream import ResponseStream, one_line, read_bounded
+from .httpstream import Budget, ResponseStream, install_deadlines, one_line, read_bounded
 from .reference import Reference
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 MAX_ERROR_BODY = 64 << 10  # what is read of an error answer (for its message)
 MAX_EVENT = SMALL_LIMIT  # one line of the JSON stream that answers a load
-TIMEOUT = httpx.Timeout(30.0, read=None)  # a save or load of a big image takes its time
+TIMEOUT = httpx.Timeout(30.0, read=None)  # per socket operation; the budgets below cut them
+IDLE = 60.0  # seconds the engine may stay silent in the middle of a stream
+MIN_RATE = 32 << 10  # bytes a second a save or a load's body must average (see Budget)
+PREPARE = 600.0  # seconds the engine may take before a save's first byte, or to load
+LOAD_RATE = 1 << 20  # bytes a second the engine loads, at least, once it has them all
+
+
+class _LoadBudget(Budget):
+    """The time of a load. Its body goes as a save's comes (``MIN_RATE`` on average, with
+    ``IDLE`` s of credit); then the engine answers as it loads (progress events): silent for
+    ``IDLE`` s at most at a time, and done within ``PREPARE`` + body / ``LOAD_RATE`` s."""
+
+    def __init__(self) -> None:
+        super().__init__(IDLE, MIN_RATE)
+        self.sent = 0  # bytes of the body
+        self.answer_by: float | None = None  # set when the answer is first waited for
+        self.silent = False  # the last wait was cut by IDLE, not by answer_by
+
+    def allowance(self, timeout: float | None, error: type[Exception]) -> float:
+        if error is httpcore.ReadTimeout and self.answer_by is None:
+            self.answer_by = time.monotonic() + PREPARE + self.sent / LOAD_RATE
+        if self.answer_by is None:
+            return super().allowance(timeout, error)
+        left = self.answer_by - time.monotonic()
+        if left <= 0:
+            self.expired, self.silent = True, False
+            raise error(self.reason())
+        self.silent = left > IDLE
+        allowed = min(IDLE, left)
+        return allowed if timeout is None else min(timeout, allowed)
+
+    def spend(self, elapsed: float, moved: int = 0) -> None:
+        if self.answer_by is None:  # answering, time is what answer_by says
+            self.sent += moved
+            super().spend(elapsed, moved)
+
+    def reason(self) -> str:
+        if self.answer_by is None:
+            return f"the engine takes the image too slowly (under {MIN_RATE >> 10} KiB/s)"
+        if self.silent:
+            return f"the engine stopped answering (silent for {IDLE:g} s)"
+        seconds = PREPARE + self.sent / LOAD_RATE
+        return f"the engine did not finish loading within {seconds:.0f} s"
+
+
+def _stream_reason() -> str:
+    return f"the engine's stream is too slow (under {MIN_RATE >> 10} KiB/s on average)"
 
 
 class Engine:
-    """The few calls of the engine's API that ocikit needs."""
+    """The few calls of the engine's API that ocikit needs, each within its time (module
+    constants): a save may take ``PREPARE`` s to begin (docker prepares the whole image
+    first), then must average ``MIN_RATE`` with ``IDLE`` s of credit (a pause of ``IDLE`` s
+    is allowed to an engine that kept up); a load, see ``_LoadBudget``."""
 
     def __init__(self, host: str | None = None) -> None:
         self.host = host or os.environ.get("DOCKER_HOST") or DEFAULT_HOST
@@ -48,52 +109,67 @@ class Engine:
             transport = httpx.HTTPTransport()
             base = "http://" + self.host.split("://", 1)[1]
         else:
-            raise UsageError(f"DOCKER_HOST {self.host!r}: expected unix://PATH or tcp://HOST:PORT")
+            raise UsageError(
+                f"DOCKER_HOST {show(self.host)}: expected unix://PATH or tcp://HOST:PORT"
+            )
         self._client = httpx.Client(transport=transport, base_url=base, timeout=TIMEOUT)
+        install_deadlines(self._client)
 
     def close(self) -> None:
         self._client.close()
 
-    def _send(self, request: httpx.Request) -> httpx.Response:
-        try:
-            return self._client.send(request, stream=True)
-        except httpx.TransportError as e:
-            raise InputError(f"docker engine at {self.host}: {_reason(e)}") from None
-
-    def save(self, name: str) -> httpx.Response:
-        """The streaming response of ``docker save NAME``."""
-        response = self._send(self._client.build_request("GET", f"/images/{quote(name)}/get"))
-        if response.status_code != 200:
-            message = _engine_message(response)
-            response.close()
-            if response.status_code == 404:
-                raise NotFoundError(f"docker-daemon:{name}: {message}")
-            raise InputError(f"docker-daemon:{name}: the engine says: {message}")
-        return response
+    def save(self, name: str) -> tuple[httpx.Response, Budget]:
+        """The streaming response of ``docker save NAME``, and the budget to read it with."""
+        what = f"docker-daemon:{name}"
+        request = self._client.build_request("GET", f"/images/{quote(name)}/get")
+        answer = Budget(PREPARE)  # docker prepares the whole image before it answers
+        with answer.active():
+            try:
+                response = self._client.send(request, stream=True)
+            except httpx.TransportError as e:
+                if answer.expired:
+                    raise InputError(
+                        f"{what}: the engine sent nothing within {PREPARE:g} s"
+                    ) from None
+                raise InputError(f"docker engine at {self.host}: {_reason(e)}") from None
+            if response.status_code != 200:
+                message = _engine_message(response)
+                response.close()
+                if response.status_code == 404:
+                    raise NotFoundError(f"{what}: {message}")
+                raise InputError(f"{what}: the engine says: {message}")
+        return response, Budget(IDLE, MIN_RATE)
 
     def load(self, body: Iterator[bytes], what: str) -> None:
-        """``docker load`` of the archive ``body`` yields; the engine's error, if any, raised."""
+        """``docker load`` of the archive ``body`` yields; the engine's error, if any, raised.
+        Its progress events (not ``quiet``) say it is still at work."""
         request = self._client.build_request(
-            "POST",
-            "/images/load",
-            params={"quiet": "1"},
-            headers={"Content-Type": "application/x-tar"},
-            content=body,
+            "POST", "/images/load", headers={"Content-Type": "application/x-tar"}, content=body
         )
-        try:
-            response = self._client.send(request, stream=True)
-        except httpx.TransportError as e:
-            raise DestinationError(f"{what}: docker engine at {self.host}: {_reason(e)}") from None
-        with contextlib.closing(response):
-            if response.status_code != 200:
-                raise DestinationError(f"{what}: the engine says: {_engine_message(response)}")
-            # a load that fails half-way still answers 200, with an error in the JSON stream
-            for line in _lines(response, what):
-                with contextlib.suppress(InputError):
-                    event = load_json(line, "the engine's answer", limit=MAX_EVENT)
-                    if isinstance(event, dict) and event.get("error"):
-                        message = one_line(str(event["error"]))
-                        raise DestinationError(f"{what}: the engine says: {message}")
+        budget = _LoadBudget()
+        with budget.active():
+            try:
+                response = self._client.send(request, stream=True)
+            except httpx.TransportError as e:
+                raise DestinationError(f"{what}: {self._failure(budget, e)}") from None
+            with contextlib.closing(response):
+                if response.status_code != 200:
+                    raise DestinationError(f"{what}: the engine says: {_engine_message(response)}")
+                # a load that fails half-way still answers 200, with an error in the stream
+                try:
+                    for line in _lines(response, what):
+                        with contextlib.suppress(InputError):
+                            event = load_json(line, "the engine's answer", limit=MAX_EVENT)
+                            if isinstance(event, dict) and event.get("error"):
+                                message = one_line(str(event["error"]))
+                                raise DestinationError(f"{what}: the engine says: {message}")
+                except httpx.TransportError as e:
+                    raise DestinationError(f"{what}: {self._failure(budget, e)}") from None
+
+    def _failure(self, budget: Budget, error: httpx.TransportError) -> str:
+        if budget.expired:
+            return budget.reason()
+        return f"docker engine at {self.host}: {_reason(error)}"
 
 
 def _reason(e: Exception) -> str:
@@ -116,7 +192,8 @@ def _lines(response: httpx.Response, what: str) -> Iterator[bytes]:
 
 
 def _engine_message(response: httpx.Response) -> str:
-    """The engine's error (its JSON ``message``, else the text), as one printable line."""
+    """The engine's error (its JSON ``message``, else the text), as one printable line; at
+    most ``MAX_ERROR_BODY`` of it is read, within the budget active."""
     try:
         body, _ = read_bounded(response, MAX_ERROR_BODY, "the engine's answer")
     except (httpx.HTTPError, InputError):
@@ -131,13 +208,16 @@ def _engine_message(response: httpx.Response) -> str:
     return one_line(message) or f"HTTP {response.status_code}"
 
 
-def _response_stream(response: httpx.Response, what: str) -> ResponseStream:
-    """The engine's stream; it cannot be resumed: a break is an error."""
+def _response_stream(response: httpx.Response, what: str, budget: Budget) -> ResponseStream:
+    """The engine's stream, read within ``budget``; it cannot be resumed: a break is an
+    error."""
 
     def broke(_offset: int, error: httpx.HTTPError) -> httpx.Response:
+        if budget.expired:
+            raise InputError(f"{what}: {_stream_reason()}") from None
         raise InputError(f"{what}: the engine's stream broke: {_reason(error)}") from None
 
-    return ResponseStream(response, broke)
+    return ResponseStream(response, broke, budget)
 
 
 class DaemonSource(DockerArchiveSource):
@@ -147,9 +227,9 @@ class DaemonSource(DockerArchiveSource):
         engine = Engine()
         what = str(ref)
         try:
-            response = engine.save(ref.path)
+            response, budget = engine.save(ref.path)
             try:
-                stream = io.BufferedReader(_response_stream(response, what), CHUNK)
+                stream = io.BufferedReader(_response_stream(response, what, budget), CHUNK)
                 archive = TarArchive.from_stream(stream, what, tee)  # type: ignore[arg-type]
             finally:
                 response.close()
@@ -213,9 +293,9 @@ def parse_daemon(text: str, rest: str) -> Reference:
 
     if rest.startswith("sha256:"):
         if len(rest) != 71 or any(c not in "0123456789abcdef" for c in rest[7:]):
-            raise UsageError(f"invalid reference {text!r}: bad image ID")
+            raise UsageError(f"invalid reference {show(text)}: bad image ID")
         return Reference("docker-daemon", rest)
     name = rest if ":" in rest.rsplit("/", 1)[-1] else rest + ":latest"
     if not _DOCKER_NAME_RE.match(name):
-        raise UsageError(f"invalid reference {text!r}: {rest!r} is not a valid NAME[:TAG]")
+        raise UsageError(f"invalid reference {show(text)}: {show(rest)} is not a valid NAME[:TAG]")
     return Reference("docker-daemon", name)

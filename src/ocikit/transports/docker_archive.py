@@ -36,14 +36,17 @@ from ..model import mediatypes as mt
 from ..model.jsondoc import (
     ARCHIVE_MANIFEST_LIMIT,
     CONFIG_LIMIT,
+    SHOWN_CHOICES,
     load_json,
     obj,
     one_line,
     opt_obj,
     opt_str,
+    quote,
     req_str,
     show,
     str_list,
+    summary,
     wrong,
 )
 from .archive import TarArchive, Tee
@@ -190,11 +193,12 @@ class DockerArchiveSource(ImageSource):
 
 
 def _choices(entries: list[_Entry]) -> str:
+    """The images to choose from (and each one's tags), summarized past a few."""
     parts = []
-    for i, e in enumerate(entries):
-        tags = ", ".join(one_line(t, 80) for t in e.repo_tags)
-        parts.append(f"@{i}" + (f" ({tags})" if tags else ""))
-    return "choices: " + ", ".join(parts)
+    for i, e in enumerate(entries[:SHOWN_CHOICES]):
+        tags = [one_line(t, 80) for t in e.repo_tags[:SHOWN_CHOICES]]
+        parts.append(f"@{i}" + (f" ({summary(tags, total=len(e.repo_tags))})" if tags else ""))
+    return "choices: " + summary(parts, total=len(entries))
 
 
 def _parse_manifest_json(raw: bytes, what: str) -> list[_Entry]:
@@ -351,7 +355,7 @@ def _check_tag(tag: str) -> str:
 
     full = tag if ":" in tag.rsplit("/", 1)[-1] else tag + ":latest"
     if not _DOCKER_NAME_RE.match(full):
-        raise UsageError(f"invalid tag {tag!r}: expected NAME:TAG")
+        raise UsageError(f"invalid tag {quote(tag)}: expected NAME:TAG")
     return full
 
 

@@ -30,7 +30,7 @@ import httpcore
 import httpx
 
 from ..errors import InputError
-from ..model.jsondoc import one_line
+from ..model.jsondoc import one_line, quote
 
 __all__ = ["Budget", "ResponseStream", "install_deadlines", "one_line", "read_bounded"]
 
@@ -224,7 +224,7 @@ def read_bounded(response: httpx.Response, limit: int, what: str) -> tuple[bytes
         if encoding in ("gzip", "x-gzip", "deflate"):
             decoder = zlib.decompressobj(wbits=47)  # gzip or zlib, told by the header
         elif encoding not in ("", "identity"):
-            raise InputError(f"{what}: the answer has an unknown encoding {encoding[:40]!r}")
+            raise InputError(f"{what}: the answer has an unknown encoding {quote(encoding, 40)}")
         else:
             length = response.headers.get("Content-Length", "")
             if length.isdigit() and int(length) > limit:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from ..errors import InputError, UsageError, VerificationError
 from ..layer.streams import HashingReader, Progress
 from ..model import Compression, Descriptor, Digest, ImageConfig, Manifest
-from ..model.jsondoc import CONFIG_LIMIT
+from ..model.jsondoc import CONFIG_LIMIT, quote
 from ..model.mediatypes import layer_compression
 from .base import ImageSource
 
@@ -128,6 +128,6 @@ def _compression_of(descriptor: Descriptor) -> Compression:
     c = layer_compression(descriptor.media_type)
     if c is None:
         raise InputError(
-            f"layer {descriptor.digest}: unsupported media type {descriptor.media_type!r}"
+            f"layer {descriptor.digest}: unsupported media type {quote(descriptor.media_type)}"
         )
     return c

@@ -49,8 +49,10 @@ from ..model.jsondoc import (
     load_json,
     obj,
     one_line,
+    quote,
     read_limited,
     req_str,
+    summary,
 )
 from ..model.manifest import parse_manifest_or_index
 from .archive import TarArchive
@@ -251,16 +253,13 @@ def _pick(manifests: Sequence[Descriptor], name: str | None, what: str) -> Descr
         for d in manifests:
             if d.annotations.get(REF_NAME) == name:
                 return d
-        raise NotFoundError(
-            f"{what}: no image named {name!r} (names: {', '.join(names) or 'none'})"
-        )
+        raise NotFoundError(f"{what}: no image named {quote(name)} (names: {summary(names)})")
     if len(manifests) == 1:
         return manifests[0]
     if not manifests:
         raise NotFoundError(f"{what}: the layout holds no image")
     raise AmbiguousImageError(
-        f"{what} holds {len(manifests)} images; name one as PATH:NAME "
-        f"(names: {', '.join(names) or 'none'})"
+        f"{what} holds {len(manifests)} images; name one as PATH:NAME (names: {summary(names)})"
     )
 
 

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 from ..errors import UsageError
+from ..model.jsondoc import quote
 
 TRANSPORTS = ("oci", "oci-archive", "docker-archive", "docker-daemon", "docker")
 
@@ -49,7 +50,7 @@ def parse_reference(text: str) -> Reference:
     transport, sep, rest = text.partition(":")
     if not sep:
         raise UsageError(
-            f"invalid reference {text!r}: expected TRANSPORT:DETAILS "
+            f"invalid reference {quote(text)}: expected TRANSPORT:DETAILS "
             f"(transports: {', '.join(TRANSPORTS)})"
         )
     if transport == "docker":
@@ -57,10 +58,11 @@ def parse_reference(text: str) -> Reference:
     if transport not in TRANSPORTS:
         hint = ""
         raise UsageError(
-            f"unknown transport {transport!r} in {text!r}{hint}; known: {', '.join(TRANSPORTS)}"
+            f"unknown transport {quote(transport)} in {quote(text)}{hint}; known: "
+            f"{', '.join(TRANSPORTS)}"
         )
     if not rest:
-        raise UsageError(f"invalid reference {text!r}: missing path")
+        raise UsageError(f"invalid reference {quote(text)}: missing path")
     if transport == "docker-archive":
         return _parse_docker_archive(text, rest)
     if transport == "docker-daemon":
@@ -69,11 +71,11 @@ def parse_reference(text: str) -> Reference:
         return parse_daemon(text, rest)
     path, _, name = rest.partition(":")
     if not path:
-        raise UsageError(f"invalid reference {text!r}: missing path")
+        raise UsageError(f"invalid reference {quote(text)}: missing path")
     if name == "":
         return Reference(transport, path)
     if not _OCI_REF_RE.match(name):
-        raise UsageError(f"invalid reference {text!r}: bad image name {name!r}")
+        raise UsageError(f"invalid reference {quote(text)}: bad image name {quote(name)}")
     return Reference(transport, path, name)
 
 
@@ -83,13 +85,13 @@ def _parse_docker_archive(text: str, rest: str) -> Reference:
         return Reference("docker-archive", m.group("path"), index=int(m.group("index")))
     path, _, name = rest.partition(":")
     if not path:
-        raise UsageError(f"invalid reference {text!r}: missing path")
+        raise UsageError(f"invalid reference {quote(text)}: missing path")
     if not name:
         return Reference("docker-archive", path)
     if ":" not in name.rsplit("/", 1)[-1]:
         name += ":latest"
     if not _DOCKER_NAME_RE.match(name):
-        raise UsageError(f"invalid reference {text!r}: {name!r} is not a valid NAME:TAG")
+        raise UsageError(f"invalid reference {quote(text)}: {quote(name)} is not a valid NAME:TAG")
     return Reference("docker-archive", path, name)
 
 
@@ -105,20 +107,20 @@ def _parse_registry(text: str, rest: str) -> Reference:
     """``docker://[HOST[:PORT]/]REPO[:TAG|@DIGEST]``; path is ``HOST/REPO`` (``docker.io``
     and ``library/`` filled in as docker does), name the tag or the digest."""
     if not rest.startswith("//"):
-        raise UsageError(f"invalid reference {text!r}: expected docker://HOST/REPO[:TAG]")
+        raise UsageError(f"invalid reference {quote(text)}: expected docker://HOST/REPO[:TAG]")
     body = rest[2:]
     name: str | None
     if "@" in body:
         body, _, name = body.partition("@")
         if not _DIGEST_RE.match(name):
-            raise UsageError(f"invalid reference {text!r}: bad digest {name!r}")
+            raise UsageError(f"invalid reference {quote(text)}: bad digest {quote(name)}")
     else:
         last = body.rsplit("/", 1)[-1]
         name = "latest"
         if ":" in last:
             body, _, name = body.rpartition(":")
             if not _TAG_RE.match(name):
-                raise UsageError(f"invalid reference {text!r}: bad tag {name!r}")
+                raise UsageError(f"invalid reference {quote(text)}: bad tag {quote(name)}")
     first, slash, remainder = body.partition("/")
     if slash and ("." in first or ":" in first or first == "localhost"):
         host, repo = first, remainder
@@ -129,7 +131,7 @@ def _parse_registry(text: str, rest: str) -> Reference:
     if host == "docker.io" and "/" not in repo:
         repo = f"library/{repo}"
     if not _HOST_RE.match(host) or not _REPO_RE.match(repo):
-        raise UsageError(f"invalid reference {text!r}: expected docker://HOST/REPO[:TAG]")
+        raise UsageError(f"invalid reference {quote(text)}: expected docker://HOST/REPO[:TAG]")
     return Reference("docker", f"{host}/{repo}", name)
 
 

@@ -34,7 +34,7 @@ from ..errors import (
 from ..layer.streams import CHUNK
 from ..model import Descriptor, Digest, ImageConfig, Index, Manifest, Platform
 from ..model import mediatypes as mt
-from ..model.jsondoc import MANIFEST_LIMIT
+from ..model.jsondoc import MANIFEST_LIMIT, show
 from ..model.manifest import parse_manifest_or_index
 from . import registry_client as rc
 from .base import BlobWriter, ImageDestination, ImageSource, IndexSource, select_platform
@@ -299,7 +299,7 @@ class RegistryDestination(ImageDestination):
         self._tags = [ref.name] if ref.name else []
         for tag in additional_tags:
             if not tag or "/" in tag or ":" in tag:
-                raise UsageError(f"{ref}: --additional-tag takes a tag here, got {tag!r}")
+                raise UsageError(f"{ref}: --additional-tag takes a tag here, got {show(tag)}")
             self._tags.append(tag)
         self.stats = {"uploaded_bytes": 0, "mounted": 0, "skipped": 0}
 

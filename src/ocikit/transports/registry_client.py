@@ -291,7 +291,9 @@ class RegistryClient:
                     continue
                 raise RegistryError(f"{what}: {_reason(e)}") from None
             except httpx.InvalidURL as e:
-                raise RegistryError(f"{what}: the registry sent an invalid URL ({e})") from None
+                raise RegistryError(
+                    f"{what}: the registry sent an invalid URL ({one_line(str(e), 200)})"
+                ) from None
             if response.status_code == 401:
                 answered_by = str(response.request.url)
                 if not _same_host(answered_by, self.base):
