@@ -151,9 +151,14 @@ def remove_tree(path: str) -> int:
     system: a mount a killed process left (an overlay of a build step) stays, with the
     directories above it. Returns the bytes of the files removed."""
     try:
-        device = os.lstat(path).st_dev
+        top = os.lstat(path)
     except OSError:
         return 0
+    if not stat.S_ISDIR(top.st_mode):  # swapped for a symlink (or a file): only that goes
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        return 0
+    device = top.st_dev
     mounts = mount_points()
     files, dirs = [], []
     for dirpath, dirnames, filenames in os.walk(path):
@@ -185,16 +190,16 @@ def remove_tree(path: str) -> int:
 def mount_points() -> set[str]:
     """Where file systems are mounted (a bind mount keeps its device: only the kernel's
     table tells)."""
+    points: set[str] = set()
     try:
         with open("/proc/self/mountinfo", "rb") as f:
-            table = f.read(16 << 20).decode(errors="replace")
+            for raw in f:  # one line at a time: no table-sized read
+                fields = raw.decode(errors="replace").split(" ")
+                if len(fields) > 4:  # octal escapes: \040 is a space
+                    point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+                    points.add(point)
     except OSError:
-        return set()
-    points = set()
-    for line in table.splitlines():
-        fields = line.split(" ")
-        if len(fields) > 4:  # octal escapes: \040 is a space
-            points.add(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4]))
+        return points
     return points
 
 
