@@ -5,28 +5,30 @@ A squashfs layer is a filesystem, not a tar: its diff_id is its own digest, and 
 deletions as overlayfs does (a character device 0/0 where a lower file is deleted, the
 ``trusted.overlay.opaque=y`` xattr on a directory that hides the lower one). ``mksquashfs``
 makes one from a directory (reproducibly: 4.5 writes in a fixed order and time is pinned
-with ``-mkfs-time``); ``entries`` lists one as the tar entries it stands for (whiteouts as
-``.wh.`` names), so ``check`` judges both kinds of layer by the same rules.
+with ``-mkfs-time``). ``squashfs_format`` reads one as the tar entries it stands for
+(whiteouts as ``.wh.`` names) from its own tables, without extracting it, so ``check``
+judges both kinds of layer by the same rules and bounds (``decompression-bomb``,
+``layer-unreadable``); ``extract`` judges it the same way before ``unsquashfs`` writes
+anything, and gives ``unsquashfs`` a time limit.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 from .. import tools
-from ..errors import InputError, UsageError
+from ..errors import DestinationError, InputError, UsageError
 from ..model import Compression, Descriptor, Digest
 from ..tempfiles import private_tmp_dir
-from .overlay import overlay_entries
+from .scan import BOMB_FLOOR, DEFAULT_MAX_RATIO, DecompressionBomb, ScanResult, blob_problems
+from .squashfs_format import MAGIC, SquashfsImage
+from .squashfs_format import entries as format_entries
 from .streams import HashingReader, Progress
 from .tarstream import TarEntry
-
-if TYPE_CHECKING:
-    from .scan import ScanResult
 
 MKSQUASHFS = "mksquashfs"
 UNSQUASHFS = "unsquashfs"
@@ -60,21 +62,47 @@ def make(source: Path, out: Path, *, mkfs_time: int) -> None:
         raise InputError(f"mksquashfs failed: {result.message()}")
 
 
-def extract(blob: Path, target: Path) -> None:
-    """``unsquashfs`` into ``target`` (must not exist); owners and xattrs kept as root."""
+def extract(blob: Path, target: Path, *, max_ratio: float | None = DEFAULT_MAX_RATIO) -> None:
+    """``unsquashfs`` into ``target`` (must not exist); owners and xattrs kept as root.
+
+    The image is judged first, from its own tables, with the bounds of a tar layer: one
+    whose entries stand for more than ``max_ratio`` times its size (and more than
+    ``BOMB_FLOOR``) is a ``DecompressionBomb``, a malformed one an ``InputError``, and
+    nothing is written; the file system must have room for its files; ``unsquashfs`` then
+    runs with a time limit that grows with their size."""
+    what = f"squashfs {blob}"
+    with open(blob, "rb") as f:
+        image = SquashfsImage(f.fileno(), what)
+        budget = _budget(max_ratio, os.fstat(f.fileno()).st_size)
+        expands = sum(entry.size for entry in format_entries(image, budget))
+    free = _free_space(target.parent)
+    if free is not None and expands > free:
+        raise DestinationError(f"{target.parent}: no space left on device")
+    seconds = extract_deadline(expands)
     cmd = [_tool(UNSQUASHFS), "-no-progress", "-d", str(target), str(blob)]
-    result = tools.run(cmd, f"squashfs {blob}: unsquashfs")
+    result = tools.run(cmd, f"{what}: unsquashfs", timeout=seconds)
     if result.code != 0:
         raise InputError(f"not a readable squashfs ({result.message()})")
 
 
-def entries(blob: Path) -> Iterator[TarEntry]:
-    """The tar entries the squashfs at ``blob`` stands for, in a fixed (sorted) order."""
-    with private_tmp_dir("squashfs", "a squashfs layer") as work:
-        root = Path(work.path) / "root"
-        extract(blob, root)
-        for entry, _path, _xattrs in overlay_entries(root):
-            yield entry
+def extract_deadline(size: int) -> int:
+    """Seconds ``unsquashfs`` may take for ``size`` bytes of files: 60, and one more per
+    8 MiB (it writes hundreds of MB/s; only a hostile image makes it crawl)."""
+    return 60 + size // (8 << 20)
+
+
+def _budget(max_ratio: float | None, blob_size: int) -> int | None:
+    """The tar rule: a layer may expand to ``max_ratio`` times its size, ``BOMB_FLOOR`` at
+    least (None: no limit)."""
+    return None if max_ratio is None else max(BOMB_FLOOR, int(max_ratio * blob_size))
+
+
+def _free_space(where: Path) -> int | None:
+    try:
+        st = os.statvfs(where)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
 
 
 def scan(
@@ -83,12 +111,14 @@ def scan(
     diff_id: Digest | None,
     on_entry: Callable[[int, TarEntry, None], None] | None,
     *,
+    max_ratio: float | None = DEFAULT_MAX_RATIO,
     strict: bool = False,
     progress: Progress | None = None,
 ) -> ScanResult:
-    """``scan_layer`` for a squashfs layer: the blob is spooled (hashed on the way), its
-    entries listed; problems are returned (raised with ``strict``) by the same rule ids."""
-    from .scan import ScanResult, blob_problems
+    """``scan_layer`` for a squashfs layer: the blob is spooled to ``$TMPDIR`` (hashed on
+    the way: random access needs a file), its entries read from its tables, every data block
+    decompressed once, nothing extracted; problems are returned (raised with ``strict``) by
+    the rule ids of tar layers, ``decompression-bomb`` by the same ``max_ratio``."""
 
     what = f"layer {descriptor.digest}"
     problems: list[tuple[str, str]] = []
@@ -98,21 +128,26 @@ def scan(
         with open(spool, "xb") as out:
             hashed = HashingReader(raw, what=what, sink=out, progress=progress)  # type: ignore[arg-type]
             hashed.drain()
-        with open(spool, "rb") as f:
-            head = f.read(4)
         count = 0
-        if head != b"hsqs":
-            problems.append(("media-type", f"{what}: the media type says squashfs, it is not"))
-        else:
-            try:
-                for entry in entries(Path(spool)):
-                    if on_entry is not None:
-                        on_entry(count, entry, None)
-                    count += 1
-            except InputError as e:
-                if strict:
-                    raise
-                problems.append(("layer-unreadable", f"{what}: {e}"))
+        with open(spool, "rb") as f:
+            if f.read(4) != MAGIC:
+                problems.append(("media-type", f"{what}: the media type says squashfs, it is not"))
+            else:
+                budget = _budget(max_ratio, hashed.size)
+                try:
+                    image = SquashfsImage(f.fileno(), what)
+                    for entry in format_entries(image, budget, verify_data=True):
+                        if on_entry is not None:
+                            on_entry(count, entry, None)
+                        count += 1
+                except DecompressionBomb as e:
+                    if strict:
+                        raise
+                    problems.append(("decompression-bomb", str(e)))
+                except InputError as e:
+                    if strict:
+                        raise
+                    problems.append(("layer-unreadable", str(e)))
     finally:
         private.remove()
     result = ScanResult(

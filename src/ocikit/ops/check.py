@@ -170,6 +170,7 @@ def analyze_layer(
                 desc,
                 layer.diff_id,
                 lambda i, entry, _none: analyzer.feed(i, entry),
+                max_ratio=max_ratio,
                 strict=strict,
                 progress=progress,
             )

@@ -249,6 +249,7 @@ class _Exporter:
         self._blobs: dict[Digest, _Blob] = {}  # diff_id -> its gzip file
         self._ids: dict[str, Digest] = {}  # layer_id -> diff_id
         self._files: list[str] = []  # layer files and configs, in order
+        self._configs: set[str] = set()  # config files written
         self._manifest: list[dict[str, Any]] = []
         self._digests: list[dict[str, Any]] = []
 
@@ -281,9 +282,10 @@ class _Exporter:
             exported.append(ExportedLayer(layer_id, diff_id, digest, source, name, blob.size))
         config_digest = image.config.digest
         config_name = f"{config_digest.hex}.json"
-        if config_name not in self._files:
+        if config_name not in self._configs:
             self.staging.write(config_name, image.config_bytes)
             self._files.append(config_name)
+            self._configs.add(config_name)
         tags = image.repo_tags()
         self._manifest.append(
             {

@@ -17,6 +17,7 @@ import re
 import sys
 import tarfile
 import tempfile
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -63,12 +64,32 @@ class _Entry:
     layer_sources: Mapping[str, Descriptor]
 
 
+class _Parsed:
+    """What is learnt once per archive and shared by its images: ``manifest.json``'s entries
+    and the descriptors of layer members (an archive of thousands of images sharing layers
+    is read in linear time)."""
+
+    def __init__(self, entries: list[_Entry]) -> None:
+        self.entries = entries
+        self.layers: dict[tuple[str, Digest], Descriptor] = {}  # (member, diff_id) -> it
+
+
+_PARSED: weakref.WeakKeyDictionary[TarArchive, _Parsed] = weakref.WeakKeyDictionary()
+
+
+def _parsed(archive: TarArchive) -> _Parsed:
+    parsed = _PARSED.get(archive)
+    if parsed is None:
+        if not archive.exists("manifest.json"):
+            raise InputError(f"{archive.what}: not a docker-archive (no manifest.json)")
+        raw = archive.read_small("manifest.json", ARCHIVE_MANIFEST_LIMIT)
+        parsed = _PARSED[archive] = _Parsed(_parse_manifest_json(raw, archive.what))
+    return parsed
+
+
 def archive_entries(archive: TarArchive) -> list[_Entry]:
-    """The images ``manifest.json`` lists, in its order."""
-    if not archive.exists("manifest.json"):
-        raise InputError(f"{archive.what}: not a docker-archive (no manifest.json)")
-    raw = archive.read_small("manifest.json", ARCHIVE_MANIFEST_LIMIT)
-    return _parse_manifest_json(raw, archive.what)
+    """The images ``manifest.json`` lists, in its order (parsed once per archive)."""
+    return _parsed(archive).entries
 
 
 class DockerArchiveSource(ImageSource):
@@ -157,6 +178,16 @@ class DockerArchiveSource(ImageSource):
                     f"{desc.size}"
                 )
         else:
+            desc = self._layer_member(member, diff_id)
+        self._blobs[desc.digest] = member
+        return desc
+
+    def _layer_member(self, member: str, diff_id: Digest) -> Descriptor:
+        """The descriptor of a layer member without ``LayerSources``: learnt once per archive
+        (a member shared by every image is looked at, and hashed if compressed, once)."""
+        known = _parsed(self.archive).layers
+        desc = known.get((member, diff_id))
+        if desc is None:
             size = self.archive.size(member)
             compression = detect(self.archive.head(member)) if size else Compression.NONE
             if compression is Compression.NONE:
@@ -166,7 +197,7 @@ class DockerArchiveSource(ImageSource):
                     hr = HashingReader(f, what=member)  # type: ignore[arg-type]
                     hr.drain()
                 desc = Descriptor(mt.docker_layer_type(compression), hr.digest, size)
-        self._blobs[desc.digest] = member
+            known[(member, diff_id)] = desc
         return desc
 
     def manifest(self) -> Manifest:
