@@ -112,14 +112,16 @@ def test_compressed_layers_shared_by_many_images_are_hashed_once(
     assert opened.count("l/layer.tar") <= 3, opened.count("l/layer.tar")
 
 
-def test_check_of_hundreds_of_layers(tmp_path: Path) -> None:
-    layers = [tar_bytes([directory(f"l{i}"), file(f"l{i}/f", str(i))]) for i in range(300)]
+def test_check_of_thousands_of_small_layers(tmp_path: Path) -> None:
+    """3,000 layers of a few hundred bytes (a 1 MB manifest): each layer set up its inflating
+    thread and 8 MiB of buffers, 4.5 ms of CPU a layer (13.6 s); now ~0.7 ms."""
+    layers = [tar_bytes([directory(f"l{i}"), file(f"l{i}/f", str(i))]) for i in range(3000)]
     write_layout(tmp_path / "oci", layers)
     started = time.process_time()
     report = ocikit.check(f"oci:{tmp_path / 'oci'}:t")
     spent = time.process_time() - started
-    assert report.layers == 300 and report.findings == []
-    assert spent < 15, f"{spent:.1f} s of CPU"
+    assert report.layers == 3000 and report.findings == []
+    assert spent < 8, f"{spent:.1f} s of CPU"
 
 
 def test_check_of_300k_entries_in_bounded_memory(tmp_path: Path) -> None:

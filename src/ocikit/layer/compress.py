@@ -217,10 +217,10 @@ class _ThreadedReader(io.RawIOBase):
         self._queue: queue.SimpleQueue[tuple[bytearray, int] | BaseException | None] = (
             queue.SimpleQueue()
         )
-        # blocks go round between the two threads: fresh 1 MiB allocations cost page faults
+        # blocks go round between the two threads: fresh 1 MiB allocations cost page faults;
+        # made as needed, ``depth`` at most (a small layer costs one)
         self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
-        for _ in range(depth):
-            self._free.put(bytearray(BLOCK))
+        self._depth, self._made = depth, 0
         self._stop = threading.Event()
         self._block: bytearray | None = None
         self._cur = memoryview(b"")
@@ -235,9 +235,16 @@ class _ThreadedReader(io.RawIOBase):
         try:
             while not self._stop.is_set():
                 try:
-                    block = self._free.get(timeout=0.1)
+                    block = self._free.get_nowait()
                 except queue.Empty:
-                    continue
+                    if self._made < self._depth:
+                        self._made += 1
+                        block = bytearray(BLOCK)
+                    else:
+                        try:
+                            block = self._free.get(timeout=0.1)
+                        except queue.Empty:
+                            continue
                 n = self._inner.readinto(block)
                 if not n:
                     self._queue.put(None)
@@ -287,9 +294,14 @@ class _ThreadedReader(io.RawIOBase):
         return self._waits > 40  # two seconds
 
 
-def decompressing_reader(raw: BinaryIO, compression: Compression) -> BinaryIO:
-    """A readable stream of ``raw``'s uncompressed bytes; reads are bounded whatever the ratio."""
+def decompressing_reader(
+    raw: BinaryIO, compression: Compression, *, threaded: bool = True
+) -> BinaryIO:
+    """A readable stream of ``raw``'s uncompressed bytes; reads are bounded whatever the ratio.
+    ``threaded``: gzip is inflated on a worker thread (not worth it for a small blob)."""
     if compression is Compression.GZIP:
+        if not threaded:
+            return _GzipReader(raw)  # type: ignore[return-value]
         return _ThreadedReader(_GzipReader(raw))  # type: ignore[return-value]
     if compression is Compression.ZSTD:
         return _ZstdReader(raw)  # type: ignore[return-value]

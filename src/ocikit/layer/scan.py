@@ -25,6 +25,7 @@ from .streams import CHUNK, HashingReader, Progress
 from .tarstream import TarEntry, TarStream
 
 BOMB_FLOOR = 64 << 20
+SMALL_BLOB = 256 << 10  # inflated without a worker thread
 DEFAULT_MAX_RATIO = 500.0
 
 EntryHandler = Callable[[int, TarEntry, TarStream], None]
@@ -108,7 +109,9 @@ def scan_layer(
     limit = None
     if actual is not Compression.NONE and max_ratio is not None:
         limit = max(BOMB_FLOOR, int(max_ratio * descriptor.size))
-    plain = decompressing_reader(buffered, actual)  # type: ignore[arg-type]
+    # a small blob is inflated on this thread: a worker costs more than it saves there
+    threaded = descriptor.size > SMALL_BLOB
+    plain = decompressing_reader(buffered, actual, threaded=threaded)  # type: ignore[arg-type]
     budget = _Budget(plain, limit, what)
     stream = TarStream(io.BufferedReader(budget, CHUNK), what=what)  # type: ignore[arg-type]
     entries = 0
@@ -177,6 +180,6 @@ def _name(c: Compression) -> str:
 
 
 def _drain(stream: io.RawIOBase | io.BufferedReader) -> None:
-    buf = bytearray(CHUNK)
+    buf = bytearray(64 << 10)  # what is left is usually a few blocks of padding, or nothing
     while stream.readinto(buf):
         pass
