@@ -80,6 +80,7 @@ SEVERITY = {
     "device-node": "warning",
     "unsupported-type": "error",
     "owner-out-of-range": "error",
+    "name-too-long": "error",
 }
 IMAGE_RULES = {"config-digest", "diff-id-count", "history-count"}
 
@@ -791,6 +792,15 @@ REPAIRABLE: list[Case] = [
         "owner-beyond-32-bits",
         lambda w: [BASE, [file("x", "x\n", uid=1 << 32)]],
         "owner-out-of-range",
+        1,
+        "unsafe",
+        "refuse",
+    ),
+    Case(
+        # Linux (and docker's extraction) refuses a name over 255 bytes
+        "name-too-long",
+        lambda w: [BASE, [file("n" * 300, "x\n")]],
+        "name-too-long",
         1,
         "unsafe",
         "refuse",

@@ -172,6 +172,24 @@ LAYERS = [
         frozenset({"layer-unreadable"}),
     ),
     Layer(
+        "symlink-target-beyond-path-max",  # ENAMETOOLONG in docker's extraction
+        pax([(b"linkpath", b"a/" * 2500)]) + member(b"l", b"", b"2") + END,
+        False,
+        frozenset({"name-too-long"}),
+    ),
+    Layer(
+        "name-beyond-name-max",
+        pax([(b"path", b"x" * 256)]) + member(b"f", b"hi") + END,
+        False,
+        frozenset({"name-too-long"}),
+    ),
+    Layer(
+        "symlink-target-at-path-max",
+        pax([(b"linkpath", b"a" * 4095)]) + member(b"l", b"", b"2") + END,
+        True,
+        frozenset(),
+    ),
+    Layer(
         "nul-in-path",
         pax([(b"path", b"a\0b")]) + member(b"x", b"x") + END,
         False,

@@ -64,6 +64,7 @@ SEVERITY = {
     "device-node": WARNING,
     "unsupported-type": ERROR,
     "owner-out-of-range": ERROR,
+    "name-too-long": ERROR,
 }
 
 # rules whose entries ``--repair`` cannot fix safely (dropped only with ``--drop-unsafe``)
@@ -78,6 +79,7 @@ UNSAFE = frozenset(
         "whiteout-malformed",
         "unsupported-type",
         "owner-out-of-range",
+        "name-too-long",
     }
 )
 
@@ -385,10 +387,13 @@ class LayerAnalyzer:
                 index,
                 "owner-out-of-range",
                 f"{quote(name)} is owned by {entry.uid}:{entry.gid}, beyond 32 bits: docker "
-                "applies "
-                f"it as {_applied(entry.uid)}:{_applied(entry.gid)}",
+                f"applies it as {_applied(entry.uid)}:{_applied(entry.gid)}",
                 name,
             )
+            return
+        too_long = _too_long(cn.parts, entry)
+        if too_long:
+            self._unsafe(index, "name-too-long", f"{quote(name)}: {too_long}", name)
             return
         if not cn.parts:
             if not entry.isdir():
@@ -745,6 +750,29 @@ class LayerAnalyzer:
                         self.layer_digest,
                     )
                 )
+
+
+#: Linux's limits (PATH_MAX, NAME_MAX): a longer path, component or symlink target makes the
+#: extraction's system calls fail (ENAMETOOLONG), and docker load with them (checked with the
+#: engine); they also bound what resolving one entry costs
+MAX_PATH = 4095
+MAX_COMPONENT = 255
+
+
+def _too_long(parts: tuple[str, ...], entry: TarEntry) -> str | None:
+    """Why the entry cannot be extracted on Linux, by the length of its names (None: it can)."""
+    size = sum(len(p.encode("utf-8", "surrogateescape")) + 1 for p in parts)
+    if size > MAX_PATH:
+        return f"a path of {size} bytes (Linux takes {MAX_PATH})"
+    for part in parts:
+        n = len(part.encode("utf-8", "surrogateescape"))
+        if n > MAX_COMPONENT:
+            return f"a name of {n} bytes (Linux takes {MAX_COMPONENT})"
+    if entry.issym() or entry.islnk():
+        n = len(entry.linkname.encode("utf-8", "surrogateescape"))
+        if n > MAX_PATH:
+            return f"a link target of {n} bytes (Linux takes {MAX_PATH})"
+    return None
 
 
 def _applied(owner: int) -> int:
