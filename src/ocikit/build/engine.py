@@ -3,12 +3,16 @@
 The cache is an OCI layout (``--cache-dir``): bases are copied into it once (verified,
 uncompressed layers compressed as the build asks) under ``base-<manifest hex>``, and every
 image built is stored in it under ``cache-<key>``. A lookup is for one key: the key names
-the layer type, so it never picks "any" entry. Outputs are copied from the cache with
-``ocikit.copy``, so every byte written was verified.
+the layer type, so it never picks "any" entry. An entry is used only when its seal proves
+it (``build.cache``), and from then on through the manifest descriptor that was proved,
+never by its tag again. A base is copied from the very read that gave the digest in the
+key. Outputs are copied from the cache by ``ops.copy``'s copier, so every byte written was
+verified.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -21,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..errors import UsageError
+from ..errors import OcikitError, UsageError
 from ..layer import squashfs
 from ..layer.analyze import Tree
 from ..layer.compress import check_level
@@ -33,21 +37,22 @@ from ..model import Compression, Descriptor, Digest, ImageConfig, Manifest
 from ..model import mediatypes as mt
 from ..model.jsondoc import quote
 from ..ops.check import LowerLayers, analyze_lower, check_image
-from ..ops.copy import copy
+from ..ops.copy import _Copier
 from ..ops.gc import RUN_PREFIX, reclaim_runs
 from ..ops.progress import NullProgress, ProgressReporter
 from ..ops.unpack import extract_layer
-from ..transports import Image, RegistryOptions, as_reference, open_image
+from ..transports import Image, RegistryOptions, as_reference, open_destination, open_image
 from ..transports.fsutil import HIDDEN_TMP_PREFIX, PrivateDir, private_tmp_dir
 from ..transports.oci_layout import OciLayoutDestination, OciLayoutSource
 from ..transports.reference import Reference
 from . import rootfs, sandbox
-from .imports import INLINE_BUDGET, ImportContent, read_import
-from .layer import BuildError, Placed, materialize, place, write_tar
+from .cache import Cache
+from .imports import INLINE_BUDGET, ImportContent, changed, read_import
+from .layer import BuildError, Placed, materialize, place, stage_for_steps, write_tar
 from .plan import BuildPlan, PlannedImage, plan_build
 from .recipe import Bind, Built, ImageSpec, Import, LoadedRecipe, load_recipe
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 DEFAULT_EPOCH = 0  # SOURCE_DATE_EPOCH when unset: 1970-01-01T00:00:00Z
 LAYER_TYPES = ("tar", "squashfs")
 
@@ -173,8 +178,12 @@ def build(
         os.makedirs(cache_dir, exist_ok=True)
         # absolute and resolved: paths under it go to mount and runc, from other directories
         cache = Path(cache_dir).resolve(strict=True)
-        builder = _Builder(recipe, plan, options, cache, progress, log, step_output)
-        return builder.run(output)
+        store = Cache(cache)
+        try:
+            builder = _Builder(recipe, plan, options, store, progress, log, step_output)
+            return builder.run(output)
+        finally:
+            store.close()
     finally:
         if temp_cache is not None:
             temp_cache.remove()
@@ -186,7 +195,7 @@ class _Builder:
         recipe: LoadedRecipe,
         plan: BuildPlan,
         options: BuildOptions,
-        cache: Path,
+        store: Cache,
         progress: ProgressReporter,
         log: Callable[[str], None],
         step_output: Callable[[str], None] | None = None,
@@ -194,10 +203,14 @@ class _Builder:
         self.recipe = recipe
         self.plan = plan
         self.options = options
-        self.cache = cache
+        self.store = store
+        self.cache = store.path
         self.progress = progress
         self.log = log
         self._imports: dict[str, list[ImportContent]] = {}
+        self._binds: dict[str, list[ImportContent | None]] = {}  # read-only ones: hashed
+        self._entries: dict[str, Descriptor] = {}  # cache tag -> its manifest, proved
+        self._unsealed: list[tuple[str, Descriptor, list[Descriptor]]] = []  # made here
         self._bases: dict[str, tuple[str, str]] = {}  # reference -> (manifest digest, store tag)
         self._keys: dict[tuple[str, str], str] = {}  # (image, layer type) -> key
         self._digests: dict[tuple[str, str], Digest] = {}  # (image, layer type) -> manifest
@@ -211,42 +224,60 @@ class _Builder:
             for image in self.plan.order:
                 for layer_type in self.options.layer_types:
                     result.images.append(self._image(image, layer_type, output))
-                for content in self._imports.pop(image.name, []):  # done with them
+                for content in self._done_with(image.name):
                     content.close()
+        except Exception:
+            with contextlib.suppress(OcikitError):  # what succeeded stays usable
+                self._seal()
+            raise
         finally:
-            for contents in self._imports.values():
-                for c in contents:
-                    c.close()
+            for name in list(self._imports) + list(self._binds):
+                for content in self._done_with(name):
+                    content.close()
+        self._seal()
         return result
+
+    def _done_with(self, name: str) -> list[ImportContent]:
+        binds = [c for c in self._binds.pop(name, []) if c is not None]
+        return self._imports.pop(name, []) + binds
+
+    def _seal(self) -> None:
+        """Seal the entries this build made (once, at the end: one wait for their files'
+        ctimes to be old enough to mean something, see ``build.cache``)."""
+        entries, self._unsealed = self._unsealed, []
+        self.store.seal(entries)
 
     # -- one image ---------------------------------------------------------------------------
     def _image(self, planned: PlannedImage, layer_type: str, output: Reference) -> ImageResult:
         name, spec = planned.name, planned.spec
         base_id, base_tag = self._base(spec, layer_type)
         imports = self._read_imports(name, spec)
-        key = self._key(spec, base_id, imports, layer_type)
+        binds = self._read_binds(name, spec)
+        key = self._key(spec, base_id, imports, binds, layer_type)
         self._keys[(name, layer_type)] = key
         cache_tag = f"cache-{key}"
-        cached = not self.options.no_cache and spec.cache and self._in_store(cache_tag)
+        found = None
+        if not self.options.no_cache and spec.cache:
+            found = self._lookup(cache_tag)
+        cached = found is not None
         if cached:
             why = "cached"
         else:
             why = "--no-cache" if self.options.no_cache else "not in the cache"
             if not spec.cache:
                 why = "cache: false"
-            self._make(name, spec, base_tag, imports, layer_type, cache_tag)
-        with open_image(self._stored(cache_tag)) as image:
+            damaged = bool(self.store.why) and spec.cache and not self.options.no_cache
+            if damaged:
+                why = f"the cache entry failed verification: {self.store.why}"
+            self._make(name, spec, base_tag, imports, binds, layer_type, cache_tag, damaged)
+        with self._open_entry(cache_tag) as image:
             digest = image.digest
             layers = len(image.layers)
         self._digests[(name, layer_type)] = digest
         tag = None
         if not spec.build_only:
             tag = name if layer_type == "tar" else f"{name}-{layer_type}"
-            copy(
-                self._stored(cache_tag),
-                _destination(output, tag),
-                dest_registry=self.options.registry,
-            )
+            self._copy_out(cache_tag, _destination(output, tag))
         self.log(
             f"{name} ({layer_type}): {'cached' if cached else 'built'}"
             + ("" if cached else f" ({why})")
@@ -258,16 +289,44 @@ class _Builder:
         """The cache's image ``tag`` (a Reference: the cache's path may hold a ``:``)."""
         return Reference("oci", str(self.cache), tag)
 
-    def _in_store(self, tag: str) -> bool:
-        index = self.cache / "index.json"
+    def _lookup(self, tag: str) -> Descriptor | None:
+        """The manifest of the cache's entry ``tag``, if its seal proves it (``store.why``
+        says why not, when it was there and failed)."""
+        self.store.why = ""
+        if tag not in self._entries:
+            found = self.store.lookup(tag)
+            if found is None:
+                return None
+            self._entries[tag] = found
+        return self._entries[tag]
+
+    def _open_entry(self, tag: str) -> Image:
+        """The cache's entry ``tag`` (proved or made by this build), by its manifest's
+        descriptor: what the tag names meanwhile does not matter."""
+        source = OciLayoutSource(Reference("oci", str(self.cache)), descriptor=self._entries[tag])
         try:
-            data = json.loads(index.read_bytes())
-        except (OSError, ValueError):
-            return False
-        return any(
-            d.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag
-            for d in data.get("manifests", [])
-        )
+            return Image(source)
+        except BaseException:
+            source.close()
+            raise
+
+    def _stored_entry(self, tag: str, descriptor: Descriptor, blobs: Sequence[Descriptor]) -> None:
+        """An entry this build just committed: used from now on, sealed at the end."""
+        self._entries[tag] = Descriptor(descriptor.media_type, descriptor.digest, descriptor.size)
+        self._unsealed.append((tag, self._entries[tag], list(blobs)))
+
+    def _copy_out(self, tag: str, destination: str) -> None:
+        """The entry copied to an output (every blob verified on the way)."""
+        ref = as_reference(destination)
+        dest = open_destination(ref, (), self.options.registry)
+        try:
+            with self._open_entry(tag) as image:
+                jobs = 4 if ref.transport == "docker" else 1
+                _Copier(image, dest, None, None, NullProgress(), None, jobs=jobs).run()
+            dest.commit()
+        except BaseException:
+            dest.abort()
+            raise
 
     def _base(self, spec: ImageSpec, layer_type: str) -> tuple[str, str | None]:
         """The base's identity for the key, and its tag in the store (None: scratch)."""
@@ -281,21 +340,30 @@ class _Builder:
         if ref in self._bases:
             digest, tag = self._bases[ref]
             return digest, tag
+        # read once: the digest in the key is the manifest of this very read, and what
+        # goes into the cache is copied from it (a tag moved meanwhile changes nothing)
         with open_image(ref, spec.platform, registry=self.options.registry) as image:
             digest = image.digest
-        tag = f"base-{self.options.compress.value}-{digest.hex}"
-        if not self._in_store(tag):
-            copy(
-                ref,
-                self._stored(tag),
-                platform=spec.platform,
-                dest_compress_format=None
-                if self.options.compress is Compression.GZIP
-                else self.options.compress,
-                src_registry=self.options.registry,
-            )
+            tag = f"base-{self.options.compress.value}-{digest.hex}"
+            if self._lookup(tag) is None:
+                jobs = 4 if as_reference(ref).transport == "docker" else 1  # as copy's default
+                self._store_base(image, tag, bool(self.store.why), jobs)
         self._bases[ref] = (digest, tag)
         return digest, tag
+
+    def _store_base(self, image: Image, tag: str, damaged: bool, jobs: int) -> None:
+        """The base (opened once: the read its digest came from) copied into the cache."""
+        dest = OciLayoutDestination(self._stored(tag))
+        try:
+            dest.verify_existing = damaged  # a damaged blob is replaced, not reused
+            requested = None if self.options.compress is Compression.GZIP else self.options.compress
+            copier = _Copier(image, dest, requested, None, NullProgress(), None, jobs=jobs)
+            manifest = copier.run()
+            dest.commit()
+        except BaseException:
+            dest.abort()
+            raise
+        self._stored_entry(tag, manifest.descriptor, [manifest.config, *manifest.layers])
 
     def _resolve_path(self, text: str) -> str:
         ref = as_reference(text)
@@ -309,48 +377,55 @@ class _Builder:
     def _read_imports(self, name: str, spec: ImageSpec) -> list[ImportContent]:
         if name not in self._imports:
             budget = [INLINE_BUDGET]  # small files kept from the hashing read, per image
-            self._imports[name] = [
-                read_import(
-                    imp,
-                    f"images.{name}.imports[{i}] ({imp.src})",
-                    self.recipe.context,
-                    self.options.epoch,
-                    budget,
+            contents: list[ImportContent] = []
+            self._imports[name] = contents  # closed by run(), whatever happens
+            for i, imp in enumerate(spec.imports):
+                where = f"images.{name}.imports[{i}] ({imp.src})"
+                contents.append(
+                    read_import(imp, where, self.recipe.context, self.options.epoch, budget)
                 )
-                for i, imp in enumerate(spec.imports)
-            ]
         return self._imports[name]
 
     def _key(
-        self, spec: ImageSpec, base_id: str, imports: Sequence[ImportContent], layer_type: str
+        self,
+        spec: ImageSpec,
+        base_id: str,
+        imports: Sequence[ImportContent],
+        binds: Sequence[ImportContent | None],
+        layer_type: str,
     ) -> str:
         data = {
             "format": CACHE_FORMAT,
             "image": spec.model_dump(mode="json", by_alias=True),
             "base": base_id,
             "imports": [c.digest for c in imports],
-            "binds": self._bind_digests(spec),
+            "binds": [None if c is None else c.digest for c in binds],
             "layer_type": layer_type,
             "compress": self.options.compress.value,
             "level": self.options.level,
             "epoch": self.options.epoch,
             "arch": None if spec.arch else _host_arch(),
         }
+        if spec.run is not None:  # steps see a tarball itself, not its members
+            data["tarballs"] = [c.raw.sha256 if c.raw else None for c in imports]
         raw = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(raw).hexdigest()
 
-    def _bind_digests(self, spec: ImageSpec) -> list[str | None]:
-        """The content of each read-only bind (an input of the steps); None for a writable one."""
-        digests: list[str | None] = []
-        for i, bind in enumerate(spec.binds):
-            if bind.rw:
-                digests.append(None)
-                continue
-            probe = Import(src=str(self._bind_source(bind)), dest="/", extract=False)
-            content = read_import(probe, f"binds[{i}] ({bind.src})", Path("/"), None, [0])
-            digests.append(content.digest)
-            content.close()
-        return digests
+    def _read_binds(self, name: str, spec: ImageSpec) -> list[ImportContent | None]:
+        """Each read-only bind, read (hashed) once: an input of the steps, in the key, and
+        what the steps see (``stage_for_steps``). None for a writable one."""
+        if name not in self._binds:
+            binds: list[ImportContent | None] = []
+            self._binds[name] = binds
+            for i, bind in enumerate(spec.binds):
+                if bind.rw:
+                    binds.append(None)
+                    continue
+                src = os.path.realpath(self._bind_source(bind))  # what a mount would take
+                probe = Import(src=src, dest="/", extract=False, mode=None, owner=None, sha256=None)
+                where = f"images.{name}.binds[{i}] ({bind.src})"
+                binds.append(read_import(probe, where, Path("/"), None, [0]))
+        return self._binds[name]
 
     def _bind_source(self, bind: Bind) -> Path:
         src = Path(bind.src)
@@ -363,15 +438,20 @@ class _Builder:
         spec: ImageSpec,
         base_tag: str | None,
         imports: Sequence[ImportContent],
+        binds: Sequence[ImportContent | None],
         layer_type: str,
         cache_tag: str,
+        damaged: bool = False,
     ) -> None:
+        """Build the image into the cache as ``cache_tag`` (``damaged``: the entry there
+        failed verification; blobs found present are re-hashed, a damaged one replaced)."""
         self._layer_type = layer_type
         if layer_type == "squashfs" and base_tag is not None and base_tag.startswith("base-"):
             base_tag = self._squashfs_base(base_tag)
         dest = OciLayoutDestination(Reference("oci", str(self.cache), cache_tag))
         try:
-            base_image = open_image(self._stored(base_tag)) if base_tag else None
+            dest.verify_existing = damaged
+            base_image = self._open_entry(base_tag) if base_tag else None
             try:
                 # the base's layers read once: the tree imports are placed on, and the
                 # base's part of the final check
@@ -390,7 +470,7 @@ class _Builder:
             placed_imports = [c for c in imports if c.spec.dest is not None]
             if spec.run is not None:
                 entries = place(placed_imports, tree)
-                new_layer = self._run(name, spec, base_tag, lower, entries, imports, dest)
+                new_layer = self._run(name, spec, base_tag, lower, entries, imports, binds, dest)
             elif any(c.entries for c in placed_imports):
                 entries = place(placed_imports, tree)
                 if layer_type == "squashfs":
@@ -422,17 +502,21 @@ class _Builder:
         except BaseException:
             dest.abort()
             raise
+        self._stored_entry(cache_tag, manifest.descriptor, [manifest.config, *layers])
 
     def _write_layer(
         self, dest: OciLayoutDestination, write: Callable[[BinaryIO], object]
     ) -> tuple[Descriptor, Digest]:
         """A tar layer blob: ``write`` writes the tar, compressed and hashed on the way."""
         writer = dest.new_blob()
+        encoder = None
         try:
             encoder = LayerEncoder(writer.file, self.options.compress, level=self.options.level)
             write(encoder)  # type: ignore[arg-type]
             result = encoder.finish()
         except BaseException:
+            if encoder is not None:  # its compressing threads stop now, not at some GC
+                encoder.abort()
             writer.abort()
             raise
         writer.commit(result.digest)
@@ -448,6 +532,7 @@ class _Builder:
         lower: LowerLayers,
         entries: Sequence[Placed],
         imports: Sequence[ImportContent],
+        binds: Sequence[ImportContent | None],
         dest: OciLayoutDestination,
     ) -> tuple[Descriptor, Digest] | None:
         """The imports, then the steps in a container on an overlay of the base's layers;
@@ -455,10 +540,11 @@ class _Builder:
         epoch = self.options.epoch if self.options.epoch is not None else int(time.time())
         private = PrivateDir(str(self.cache), RUN_PREFIX, f"build cache {self.cache}")
         work = Path(private.path)
+        lowers: list[int] = []
         try:
-            base = open_image(self._stored(base_tag)) if base_tag else None
+            base = self._open_entry(base_tag) if base_tag else None
             try:
-                lowers = rootfs.layer_dirs(base, self.cache, epoch) if base else []
+                lowers = rootfs.layer_dirs(base, self.store, epoch) if base else []
                 base_config = dict(base.config.data) if base else {}
             finally:
                 if base is not None:
@@ -466,16 +552,46 @@ class _Builder:
             upper = work / "upper"
             upper.mkdir()
             materialize(entries, upper, epoch)
+            mounts = self._step_mounts(spec, imports, binds, work, epoch)
             runtime_config = _config(base_config, spec, None, epoch, name)["config"]
             with rootfs.overlay(lowers, upper, work / "work", work / "merged") as merged:
                 _check_user_tables(merged, f"images.{name}.run")
                 uid, gid, groups = _user(merged, runtime_config.get("User") or "", name)
-                self._steps(name, spec, merged, runtime_config, uid, gid, groups, imports, work)
+                self._steps(name, spec, merged, runtime_config, uid, gid, groups, mounts, work)
             self._drop_mount_points(spec, upper, lower)
             base_top = set((lower.tree.root.children or {}).keys())
             return self._upper_layer(dest, upper, base_top, epoch)
         finally:
+            for fd in lowers:
+                os.close(fd)
             private.remove()
+
+    def _step_mounts(
+        self,
+        spec: ImageSpec,
+        imports: Sequence[ImportContent],
+        binds: Sequence[ImportContent | None],
+        work: Path,
+        epoch: int,
+    ) -> list[sandbox.Mount]:
+        """What the steps mount: each read-only bind and each import as it was hashed
+        (made in the step's private directory from the bytes the key saw, never the live
+        path), each writable bind as the host path it is."""
+        mounts = []
+        for i, (bind, content) in enumerate(zip(spec.binds, binds, strict=True)):
+            if content is None:
+                mounts.append(sandbox.Mount(str(self._bind_source(bind)), bind.dest, True))
+                continue
+            staged = stage_for_steps(content, work / f"bind-{i}", epoch)
+            if staged is None:  # it was resolved: a symlink now means it was swapped
+                raise changed(content.origin)
+            mounts.append(sandbox.Mount(str(staged), bind.dest))
+        for i, c in enumerate(imports):
+            staged = stage_for_steps(c, work / f"import-{i}", epoch)
+            if staged is not None:
+                target = f"{sandbox.IMPORTS_DIR}/{c.spec.src.strip('/')}"
+                mounts.append(sandbox.Mount(str(staged), target))
+        return mounts
 
     def _steps(
         self,
@@ -486,7 +602,7 @@ class _Builder:
         uid: int,
         gid: int,
         groups: Sequence[int],
-        imports: Sequence[ImportContent],
+        mounts: Sequence[sandbox.Mount],
         work: Path,
     ) -> None:
         commands = [spec.run] if isinstance(spec.run, str) else list(spec.run or [])
@@ -494,17 +610,8 @@ class _Builder:
         env = list(config.get("Env") or []) or [f"PATH={DEFAULT_PATH}"]
         if not any(e.startswith("PATH=") for e in env):
             env.append(f"PATH={DEFAULT_PATH}")
-        mounts = [sandbox.Mount(str(self._bind_source(b)), b.dest, b.rw) for b in spec.binds] + [
-            sandbox.Mount(
-                str((self.recipe.context / c.spec.src).absolute()),
-                f"{sandbox.IMPORTS_DIR}/{c.spec.src.strip('/')}",
-            )
-            for c in imports
-        ]
-        logs = self.cache / "logs"
-        logs.mkdir(exist_ok=True)
-        log_path = logs / f"{name}.log"
-        with open(log_path, "a") as log:
+        log_path = self.cache / "logs" / f"{name}.log"
+        with self.store.open_log(f"{name}.log") as log:
             for i, command in enumerate(commands):
                 where = f"images.{name}.run" + (f"[{i}]" if len(commands) > 1 else "")
                 if i:  # the step before may have changed them
@@ -523,7 +630,7 @@ class _Builder:
                     uid=uid,
                     gid=gid,
                     groups=groups,
-                    mounts=mounts,
+                    mounts=list(mounts),
                     network_host=spec.network == "host",
                     runtime=self.options.runtime,
                     on_line=line,
@@ -593,12 +700,13 @@ class _Builder:
         """The base (tar layers, in the store) with each layer made a squashfs layer, its
         whiteouts as overlayfs marks them: stored once under ``BASE-squashfs``."""
         tag = f"{base_tag}-squashfs"
-        if self._in_store(tag):
+        if self._lookup(tag) is not None:
             return tag
         epoch = self.options.epoch if self.options.epoch is not None else int(time.time())
         dest = OciLayoutDestination(Reference("oci", str(self.cache), tag))
         try:
-            with open_image(self._stored(base_tag)) as image:
+            dest.verify_existing = bool(self.store.why)
+            with self._open_entry(base_tag) as image:
                 layers = []
                 for i in range(len(image.layers)):
                     with self._work_dir() as private:
@@ -623,6 +731,7 @@ class _Builder:
         except BaseException:
             dest.abort()
             raise
+        self._stored_entry(tag, manifest.descriptor, [manifest.config, *manifest.layers])
         return tag
 
 

@@ -1,8 +1,26 @@
 """Imports: what a recipe's files, directories and tarballs put in a layer, as entries.
 
-Each import is read once: files are hashed (their content hash goes into the cache key, and
-decides whether two imports landing on one path are the same), a tarball's members are read
-with ocikit's own tar parser and their data spooled to one file per import (constant memory).
+Each import is read once, and what is hashed is what is written:
+
+- The import's directory (a single file's: the directory holding it) is reached from the
+  build context one component at a time, through no symlink, and held open for the build.
+  The walk goes through directory file descriptors (a directory swapped for a symlink
+  meanwhile is refused, never followed), and each file is opened without following a
+  symlink, checked to be the file that was listed, and hashed as it is read (its content
+  hash goes into the cache key, and decides whether two imports landing on one path are
+  the same).
+- Small files are kept from that read. The others are read again when the layer is
+  written, from the held directory, checked to be the same file, and hashed on the way:
+  bytes that differ from what the key saw stop the build with one line ("changed while the
+  build read it"), so a layer never holds bytes the key never saw, nor bytes from outside
+  the context.
+- A tarball is read once: hashed whole as it is read (its ``sha256`` pin, checked against
+  the bytes that were extracted) while its members, read with ocikit's own tar parser, are
+  spooled to one file per import (constant memory), each hashed as spooled and checked
+  again when written.
+
+What a ``run`` step sees of an import (``layer.stage_for_steps``) is made from the same
+entries, checked the same way.
 
 Owners are normalized (0:0 unless the import says ``owner``) and modes too, so a checkout
 with another umask gives the same layer: files 0755 when any execute bit is set, else 0644;
@@ -23,6 +41,7 @@ from typing import BinaryIO
 
 from ..errors import InputError, UsageError, VerificationError
 from ..layer.compress import decompressing_reader, detect
+from ..layer.dirfd import DIR_FLAGS, lstat_at, open_dir, open_regular, same_file
 from ..layer.paths import clean
 from ..layer.streams import CHUNK
 from ..layer.tarstream import XGLTYPE, TarStream
@@ -31,6 +50,71 @@ from ..tempfiles import PrivateDir, private_tmp_dir
 from .recipe import Import
 
 TARBALL_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.zst", ".tar.zstd")
+
+
+def changed(what: str) -> InputError:
+    return InputError(f"{what}: changed while the build read it")
+
+
+class Anchor:
+    """A directory of the build context, held open while the build needs the import: its
+    files are read again from it, one component at a time, through no symlink."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._parts: tuple[str, ...] | None = None  # the last directory opened below it
+        self._dir_fd = -1
+
+    def open_file(self, parts: tuple[str, ...], listed: os.stat_result, what: str) -> int:
+        """An fd of the regular file ``parts`` below the anchor, still the file ``listed``."""
+        parent = parts[:-1]
+        if parent != self._parts:  # entries come in path order: mostly the same directory
+            self._drop()
+            fd = open_dir(self.fd, parent)
+            if fd is None:
+                raise changed(what)
+            self._parts, self._dir_fd = parent, fd
+        return open_regular(parts[-1], self._dir_fd, listed, what)
+
+    def _drop(self) -> None:
+        if self._dir_fd >= 0:
+            os.close(self._dir_fd)
+        self._dir_fd, self._parts = -1, None
+
+    def close(self) -> None:
+        self._drop()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class _Spool:
+    """A tarball's spooled members: one file, held open (read back by offset)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+@dataclass(frozen=True)
+class ContextFile:
+    """A file of the build context, read again from its anchor."""
+
+    anchor: Anchor
+    parts: tuple[str, ...]
+    listed: os.stat_result
+
+
+@dataclass(frozen=True)
+class SpoolSlice:
+    """A tarball member's bytes in its import's spool."""
+
+    spool: _Spool
+    offset: int
 
 
 @dataclass
@@ -46,7 +130,7 @@ class Entry:
     size: int = 0
     sha256: str = ""  # of a file's content
     target: str = ""  # a symlink's target; a hardlink's target as ``rel`` joined by "/"
-    data: tuple[str, int] | None = None  # (file, offset) holding a file's content
+    source: ContextFile | SpoolSlice | None = None  # where a file's content is read again
     inline: bytes | None = None  # a small file's content, kept from the hashing read
 
     def identity(self) -> tuple[object, ...]:
@@ -64,11 +148,62 @@ class ImportContent:
     entries: list[Entry]
     digest: str = ""
     spools: list[PrivateDir] = field(default_factory=list)  # locked: reclaimed if killed
+    anchor: Anchor | None = None  # the directory its files are read again from
+    raw: Entry | None = None  # a tarball itself, as run steps see it (its bytes hashed)
+    _spool_files: list[_Spool] = field(default_factory=list)
 
     def close(self) -> None:
+        if self.anchor is not None:
+            self.anchor.close()
+        for f in self._spool_files:
+            f.close()
+        self._spool_files.clear()
         for spool in self.spools:
             spool.remove()
         self.spools.clear()
+
+
+def _locate(context: Path, src: str, what: str) -> tuple[int, str | None, os.stat_result]:
+    """The directory holding ``src`` (an fd: reached from the context one component at a
+    time, through no symlink), ``src``'s name there (None: ``src`` is the context itself)
+    and its lstat. Symlinks on the way are resolved first, and must stay in the context."""
+    root = os.path.realpath(context)
+    full = os.path.normpath(os.path.join(root, src))
+    head, leaf = os.path.split(full)
+    parent = root if full == root else os.path.realpath(head)
+    inside = root.rstrip("/") + "/"
+    if parent != root and not parent.startswith(inside):
+        raise UsageError(f"{what}: leads outside the build context")
+    rel = [p for p in os.path.relpath(parent, root).split("/") if p not in ("", ".")]
+    try:
+        root_fd = os.open(root, DIR_FLAGS)
+    except OSError as e:
+        raise UsageError(f"{what}: cannot read {src}: {e.strerror}") from None
+    try:
+        fd = open_dir(root_fd, rel)
+    finally:
+        os.close(root_fd)
+    if fd is None:
+        raise changed(what)
+    if full == root:
+        return fd, None, os.fstat(fd)
+    st = lstat_at(leaf, fd)
+    if st is None:
+        os.close(fd)
+        raise UsageError(f"{what}: cannot read {src}: no such file or directory")
+    return fd, leaf, st
+
+
+def _open_subdir(dir_fd: int, name: str, listed: os.stat_result, what: str) -> int:
+    """The directory ``name`` in ``dir_fd``, still the one listed (never a symlink)."""
+    try:
+        fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+    except OSError:
+        raise changed(what) from None
+    if not same_file(os.fstat(fd), listed):
+        os.close(fd)
+        raise changed(what)
+    return fd
 
 
 def read_import(
@@ -80,39 +215,58 @@ def read_import(
 ) -> ImportContent:
     """``epoch``: mtimes are clamped to it (None: kept as they are). ``budget``: bytes of
     small files that may be kept in memory from the hashing read (shared by the imports of
-    one image; default ``INLINE_BUDGET``)."""
+    one image; default ``INLINE_BUDGET``). The content holds descriptors open: ``close`` it."""
     budget = budget if budget is not None else [INLINE_BUDGET]
-    src = context / spec.src
     uid, gid = (int(x) for x in (spec.owner or "0:0").split(":"))
-    try:
-        st = os.lstat(src)
-    except OSError as e:
-        raise UsageError(f"{origin}: cannot read {spec.src}: {e.strerror}") from None
+    what = f"{origin}: {spec.src}"
+    parent_fd, leaf, st = _locate(context, spec.src, origin)
     extract = spec.extract
     if extract is None:
         extract = stat.S_ISREG(st.st_mode) and spec.src.endswith(TARBALL_SUFFIXES)
-    if stat.S_ISDIR(st.st_mode):
-        content = ImportContent(spec, origin, False, [])
-        content.entries = list(_walk(src, spec, uid, gid, epoch, origin, budget))
-    elif stat.S_ISREG(st.st_mode) and extract:
-        content = ImportContent(spec, origin, False, [])
-        _check_pin(src, spec, origin)
-        content.entries = _tarball(src, spec, uid, gid, epoch, origin, content)
-    elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
-        content = ImportContent(spec, origin, True, [])
-        if stat.S_ISREG(st.st_mode):
-            entry = _file(src, st, (), spec, uid, gid, epoch, budget)
-            if spec.sha256 is not None and entry.sha256 != spec.sha256:
-                raise VerificationError(
-                    f"{origin}: {spec.src} has sha256 {entry.sha256}, the recipe pins {spec.sha256}"
-                )
+    single = not stat.S_ISDIR(st.st_mode) and not (stat.S_ISREG(st.st_mode) and extract)
+    content = ImportContent(spec, origin, single, [])
+    try:
+        if stat.S_ISDIR(st.st_mode):
+            if leaf is not None:
+                top = _open_subdir(parent_fd, leaf, st, what)
+                os.close(parent_fd)
+                parent_fd = top
+            content.anchor, parent_fd = Anchor(parent_fd), -1
+            content.entries = list(_walk(content.anchor, spec, uid, gid, epoch, origin, budget))
+        elif stat.S_ISREG(st.st_mode) and leaf is not None:
+            fd = open_regular(leaf, parent_fd, st, what)
+            content.anchor, parent_fd = Anchor(parent_fd), -1
+            source = ContextFile(content.anchor, (leaf,), st)
+            if extract:
+                content.entries, sha, size = _tarball(fd, spec, uid, gid, epoch, origin, content)
+                content.raw = Entry(
+                    (), "file", _file_mode(st.st_mode, spec), 0, 0, _mtime(st, epoch), size,
+                    sha, source=source,
+                )  # fmt: skip
+            else:
+                entry = _file(fd, st, (), spec, uid, gid, epoch, source, budget)
+                if spec.sha256 is not None and entry.sha256 != spec.sha256:
+                    raise VerificationError(
+                        f"{what} has sha256 {entry.sha256}, the recipe pins {spec.sha256}"
+                    )
+                content.entries = [entry]
+        elif stat.S_ISLNK(st.st_mode) and leaf is not None:
+            try:
+                target = os.readlink(leaf, dir_fd=parent_fd)
+            except OSError:
+                raise changed(what) from None
+            content.entries = [
+                Entry((), "symlink", 0o777, uid, gid, _mtime(st, epoch), target=target)
+            ]
         else:
-            entry = Entry(
-                (), "symlink", 0o777, uid, gid, _mtime(st, epoch), target=os.readlink(src)
-            )
-        content.entries = [entry]
-    else:
-        raise UsageError(f"{origin}: {spec.src} is not a file, directory or symlink")
+            raise UsageError(f"{origin}: {spec.src} is not a file, directory or symlink")
+    except BaseException:
+        if parent_fd >= 0:
+            os.close(parent_fd)
+        content.close()
+        raise
+    if parent_fd >= 0:
+        os.close(parent_fd)
     content.digest = _digest(content)
     return content
 
@@ -133,35 +287,39 @@ INLINE_BUDGET = 64 << 20  # ... up to this much per import: written without a se
 
 
 def _file(
-    path: str | Path,
+    fd: int,
     st: os.stat_result,
     rel: tuple[str, ...],
     spec: Import,
     uid: int,
     gid: int,
     epoch: int | None,
+    source: ContextFile,
     budget: list[int] | None = None,
 ) -> Entry:
+    """A regular file (``fd``, closed here), hashed as it is read once."""
     h = hashlib.sha256()
     size = 0
     inline = None
-    with open(path, "rb", buffering=0) as f:
+    try:
+        done = False
         if st.st_size <= INLINE_MAX:
-            data = f.read(INLINE_MAX + 1)
-            if len(data) <= INLINE_MAX and f.read(1) == b"":
-                h.update(data)
-                size = len(data)
-                if budget is not None and budget[0] >= size:
-                    budget[0] -= size
-                    inline = data
-            else:  # it grew while read: hash it the long way
-                f.seek(0)
-                data = b""
-        if not size and inline is None and st.st_size:
+            data = os.read(fd, INLINE_MAX + 1)
+            h.update(data)
+            size = len(data)
+            done = size <= INLINE_MAX and not os.read(fd, 1)  # all of it
+            if not done:  # it grew while read: the rest the long way
+                os.lseek(fd, size, os.SEEK_SET)
+            elif budget is not None and budget[0] >= size:
+                budget[0] -= size
+                inline = data
+        if not done:
             buf = bytearray(CHUNK)
-            while n := f.readinto(buf):
+            while n := os.readv(fd, [buf]):
                 h.update(memoryview(buf)[:n])
                 size += n
+    finally:
+        os.close(fd)
     return Entry(
         rel,
         "file",
@@ -171,13 +329,13 @@ def _file(
         _mtime(st, epoch),
         size,
         h.hexdigest(),
-        data=(str(path), 0),
+        source=source,
         inline=inline,
     )
 
 
 def _walk(
-    root: Path,
+    anchor: Anchor,
     spec: Import,
     uid: int,
     gid: int,
@@ -185,22 +343,31 @@ def _walk(
     origin: str,
     budget: list[int],
 ) -> Iterator[Entry]:
-    """A directory's contents, depth first in sorted order; a file sharing its inode with an
-    earlier one becomes a hardlink to it."""
+    """A directory's contents, depth first in sorted order, through directory fds (nothing
+    followed); a file sharing its inode with an earlier one becomes a hardlink to it."""
     inodes: dict[tuple[int, int], str] = {}
 
-    def walk(rel_dir: tuple[str, ...]) -> Iterator[Entry]:
-        directory = os.path.join(root, *rel_dir)
-        for name in sorted(os.listdir(directory)):
+    def walk(dir_fd: int, rel_dir: tuple[str, ...]) -> Iterator[Entry]:
+        for name in sorted(os.listdir(dir_fd)):
             rel = (*rel_dir, name)
-            path = os.path.join(directory, name)
-            st = os.lstat(path)
+            what = f"{origin}: {quote(spec.src + '/' + '/'.join(rel))}"
+            st = lstat_at(name, dir_fd)
+            if st is None:
+                raise changed(what)
             mtime = _mtime(st, epoch)
             if stat.S_ISDIR(st.st_mode):
-                yield Entry(rel, "dir", 0o755, uid, gid, mtime)
-                yield from walk(rel)
+                sub = _open_subdir(dir_fd, name, st, what)
+                try:
+                    yield Entry(rel, "dir", 0o755, uid, gid, mtime)
+                    yield from walk(sub, rel)
+                finally:
+                    os.close(sub)
             elif stat.S_ISLNK(st.st_mode):
-                yield Entry(rel, "symlink", 0o777, uid, gid, mtime, target=os.readlink(path))
+                try:
+                    target = os.readlink(name, dir_fd=dir_fd)
+                except OSError:
+                    raise changed(what) from None
+                yield Entry(rel, "symlink", 0o777, uid, gid, mtime, target=target)
             elif stat.S_ISREG(st.st_mode):
                 key = (st.st_dev, st.st_ino)
                 if st.st_nlink > 1 and key in inodes:
@@ -209,32 +376,80 @@ def _walk(
                     continue
                 if st.st_nlink > 1:
                     inodes[key] = "/".join(rel)
-                yield _file(path, st, rel, spec, uid, gid, epoch, budget)
+                fd = open_regular(name, dir_fd, st, what)
+                source = ContextFile(anchor, rel, st)
+                yield _file(fd, st, rel, spec, uid, gid, epoch, source, budget)
             else:
                 raise UsageError(
-                    f"{origin}: {spec.src}/{'/'.join(rel)} is a special file; imports take "
-                    f"files, directories and symlinks"
+                    f"{what} is a special file; imports take files, directories and symlinks"
                 )
 
-    return walk(())
+    return walk(anchor.fd, ())
 
 
-def _check_pin(path: Path, spec: Import, origin: str) -> None:
-    if spec.sha256 is None:
-        return
-    h = hashlib.sha256()
-    with open(path, "rb", buffering=0) as f:
-        buf = bytearray(CHUNK)
-        while n := f.readinto(buf):
-            h.update(memoryview(buf)[:n])
-    if h.hexdigest() != spec.sha256:
-        raise VerificationError(
-            f"{origin}: {spec.src} has sha256 {h.hexdigest()}, the recipe pins {spec.sha256}"
-        )
+class _HashingFile(io.RawIOBase):
+    """Reads a file descriptor, hashing every byte once; ``close`` leaves it open (its
+    owner reads the rest with ``drain``, then closes it)."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self.fd = fd
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        n = os.readv(self.fd, [buffer])
+        self.hash.update(memoryview(buffer)[:n])
+        self.size += n
+        return n
+
+    def drain(self) -> None:
+        """The bytes nobody read yet (after the tar's end), hashed."""
+        while data := os.read(self.fd, CHUNK):
+            self.hash.update(data)
+            self.size += len(data)
 
 
 def _tarball(
-    path: Path,
+    fd: int,
+    spec: Import,
+    uid: int,
+    gid: int,
+    epoch: int | None,
+    origin: str,
+    content: ImportContent,
+) -> tuple[list[Entry], str, int]:
+    """A tarball's members (read safely: no name leaves the dest, links stay inside), from
+    one read of ``fd`` (closed here) that also hashes it whole: the pin is checked against
+    the bytes that were extracted. Returns the entries, the tarball's sha256 and size."""
+    raw = _HashingFile(fd)
+    try:
+        try:
+            entries = _members(raw, spec, uid, gid, epoch, origin, content)
+        except (InputError, UsageError):
+            if spec.sha256 is not None:  # a tarball that is not the one pinned: say that
+                raw.drain()
+                _check_pin(raw, spec, origin)
+            raise
+        raw.drain()
+    finally:
+        os.close(fd)
+    _check_pin(raw, spec, origin)
+    return entries, raw.hash.hexdigest(), raw.size
+
+
+def _check_pin(raw: _HashingFile, spec: Import, origin: str) -> None:
+    if spec.sha256 is not None and raw.hash.hexdigest() != spec.sha256:
+        raise VerificationError(
+            f"{origin}: {spec.src} has sha256 {raw.hash.hexdigest()}, the recipe pins {spec.sha256}"
+        )
+
+
+def _members(
+    raw: _HashingFile,
     spec: Import,
     uid: int,
     gid: int,
@@ -242,81 +457,85 @@ def _tarball(
     origin: str,
     content: ImportContent,
 ) -> list[Entry]:
-    """A tarball's members (read safely: no name leaves the dest, links stay inside)."""
     private = private_tmp_dir("import", f"{origin}: {spec.src}")
     content.spools.append(private)
-    spool = os.path.join(private.path, "spool")
+    fd = os.open(
+        os.path.join(private.path, "spool"),
+        os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+        0o600,
+    )
+    spool = _Spool(fd)
+    content._spool_files.append(spool)
     entries: dict[tuple[str, ...], Entry] = {}
-    with open(spool, "xb") as out, open(path, "rb") as raw:
-        buffered = io.BufferedReader(raw, CHUNK)  # type: ignore[arg-type]
-        plain = decompressing_reader(buffered, detect(buffered.peek(4)[:4]))  # type: ignore[arg-type]
-        stream = TarStream(io.BufferedReader(plain, CHUNK), what=f"{origin}: {spec.src}")  # type: ignore[arg-type]
-        try:
-            for entry in stream:
-                if entry.type == XGLTYPE:
-                    continue  # a global PAX header (git archive writes one): no file
-                cn = clean(entry.name)
-                if cn.escapes:  # an absolute name is taken below the dest, as tar does
+    buffered = io.BufferedReader(raw, CHUNK)
+    plain = decompressing_reader(buffered, detect(buffered.peek(4)[:4]))  # type: ignore[arg-type]
+    stream = TarStream(io.BufferedReader(plain, CHUNK), what=f"{origin}: {spec.src}")  # type: ignore[arg-type,type-var]
+    offset = 0
+    try:
+        for entry in stream:
+            if entry.type == XGLTYPE:
+                continue  # a global PAX header (git archive writes one): no file
+            cn = clean(entry.name)
+            if cn.escapes:  # an absolute name is taken below the dest, as tar does
+                raise InputError(
+                    f"{origin}: {spec.src}: {quote(entry.name)} leads outside the import"
+                )
+            rel = tuple(cn.parts)
+            if not rel:
+                continue  # the tarball's "./": the dest itself
+            mtime = entry.mtime if epoch is None else min(max(int(entry.mtime), 0), epoch)
+            # a tarball carries its own modes and owners (a root filesystem's setuid
+            # bits, 1777 /tmp, root:shadow): kept unless the import says otherwise
+            mode = entry.mode & 0o7777 if spec.mode is None else int(spec.mode)
+            if spec.owner is None:
+                uid, gid = entry.uid, entry.gid
+            if entry.isdir():
+                e = Entry(rel, "dir", entry.mode & 0o7777, uid, gid, mtime)
+            elif entry.issym():
+                e = Entry(rel, "symlink", 0o777, uid, gid, mtime, target=entry.linkname)
+            elif entry.islnk():
+                tn = clean(entry.linkname)
+                if tn.escapes or tuple(tn.parts) not in entries:
                     raise InputError(
-                        f"{origin}: {spec.src}: {quote(entry.name)} leads outside the import"
+                        f"{origin}: {spec.src}: hardlink {quote(entry.name)} to "
+                        f"{quote(entry.linkname)}, which is not an earlier member"
                     )
-                rel = tuple(cn.parts)
-                if not rel:
-                    continue  # the tarball's "./": the dest itself
-                mtime = entry.mtime if epoch is None else min(max(int(entry.mtime), 0), epoch)
-                # a tarball carries its own modes and owners (a root filesystem's setuid
-                # bits, 1777 /tmp, root:shadow): kept unless the import says otherwise
-                mode = entry.mode & 0o7777 if spec.mode is None else int(spec.mode)
-                if spec.owner is None:
-                    uid, gid = entry.uid, entry.gid
-                if entry.isdir():
-                    e = Entry(rel, "dir", entry.mode & 0o7777, uid, gid, mtime)
-                elif entry.issym():
-                    e = Entry(rel, "symlink", 0o777, uid, gid, mtime, target=entry.linkname)
-                elif entry.islnk():
-                    tn = clean(entry.linkname)
-                    if tn.escapes or tuple(tn.parts) not in entries:
-                        raise InputError(
-                            f"{origin}: {spec.src}: hardlink {quote(entry.name)} to "
-                            f"{quote(entry.linkname)}, which is not an earlier member"
-                        )
-                    e = Entry(
-                        rel,
-                        "hardlink",
-                        mode,
-                        uid,
-                        gid,
-                        mtime,
-                        target="/".join(tn.parts),
-                    )
-                elif entry.isreg():
-                    offset = out.tell()
-                    h = hashlib.sha256()
-                    buf = bytearray(CHUNK)
-                    while n := stream.readinto(buf):
-                        h.update(memoryview(buf)[:n])
-                        out.write(memoryview(buf)[:n])
-                    e = Entry(
-                        rel,
-                        "file",
-                        mode,
-                        uid,
-                        gid,
-                        mtime,
-                        entry.size,
-                        h.hexdigest(),
-                        data=(spool, offset),
-                    )
-                else:
-                    raise UsageError(
-                        f"{origin}: {spec.src}: {quote(entry.name)} is a special file; imports "
-                        f"take files, directories and symlinks"
-                    )
-                entries.pop(rel, None)
-                entries[rel] = e  # a repeated member: the last wins, as extraction does
-        finally:
-            plain.close()
+                e = Entry(rel, "hardlink", mode, uid, gid, mtime, target="/".join(tn.parts))
+            elif entry.isreg():
+                start = offset
+                h = hashlib.sha256()  # what is spooled is what is hashed: one buffer
+                buf = bytearray(CHUNK)
+                while n := stream.readinto(buf):
+                    view = memoryview(buf)[:n]
+                    h.update(view)
+                    _write_all(spool.fd, view)
+                    offset += n
+                e = Entry(
+                    rel,
+                    "file",
+                    mode,
+                    uid,
+                    gid,
+                    mtime,
+                    entry.size,
+                    h.hexdigest(),
+                    source=SpoolSlice(spool, start),
+                )
+            else:
+                raise UsageError(
+                    f"{origin}: {spec.src}: {quote(entry.name)} is a special file; imports "
+                    f"take files, directories and symlinks"
+                )
+            entries.pop(rel, None)
+            entries[rel] = e  # a repeated member: the last wins, as extraction does
+    finally:
+        plain.close()  # stops a decompressing thread; ``raw`` stays open
     return list(entries.values())
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while data:
+        data = data[os.write(fd, data) :]
 
 
 def _digest(content: ImportContent) -> str:
@@ -343,11 +562,67 @@ def _digest(content: ImportContent) -> str:
     return h.hexdigest()
 
 
-def open_data(entry: Entry) -> BinaryIO:
+def open_data(entry: Entry, what: str) -> BinaryIO:
+    """A file entry's content: exactly the bytes that were hashed, or InputError naming
+    ``what`` (one line) as soon as they are not."""
     if entry.inline is not None:
         return io.BytesIO(entry.inline)
-    assert entry.data is not None
-    path, offset = entry.data
-    f = open(path, "rb")  # noqa: SIM115 - the caller closes it
-    f.seek(offset)
-    return f
+    source = entry.source
+    if isinstance(source, SpoolSlice):
+        return _Verified(source.spool.fd, source.offset, False, entry, what)  # type: ignore[return-value]
+    assert source is not None
+    fd = source.anchor.open_file(source.parts, source.listed, what)
+    return _Verified(fd, None, True, entry, what)  # type: ignore[return-value]
+
+
+class _Verified(io.RawIOBase):
+    """``entry.size`` bytes of ``fd`` (from ``offset`` with pread, else from its current
+    position), hashed on the way; the read that completes them checks the hash against
+    the one the key has (and that a file did not grow)."""
+
+    def __init__(self, fd: int, offset: int | None, owns: bool, entry: Entry, what: str) -> None:
+        super().__init__()
+        self._fd, self._offset, self._owns = fd, offset, owns
+        self._left = entry.size
+        self._sha256 = entry.sha256
+        self._hash = hashlib.sha256()
+        self._pos = 0
+        self.what = what
+        if not self._left:
+            self._check()
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
+        if self._left <= 0:
+            return b""
+        want = min(self._left, CHUNK if n is None or n < 0 else n)
+        if self._offset is None:
+            data = os.read(self._fd, want)
+        else:
+            data = os.pread(self._fd, want, self._offset + self._pos)
+        if not data:
+            raise changed(self.what)
+        self._hash.update(data)
+        self._pos += len(data)
+        self._left -= len(data)
+        if not self._left:
+            self._check()
+        return data
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def _check(self) -> None:
+        if self._hash.hexdigest() != self._sha256:
+            raise changed(self.what)
+        if self._offset is None and os.fstat(self._fd).st_size != self._pos:
+            raise changed(self.what)  # it grew (or shrank) since it was hashed
+
+    def close(self) -> None:
+        if not self.closed and self._owns:
+            os.close(self._fd)
+        super().close()

@@ -202,7 +202,7 @@ def write_tar(entries: Sequence[Placed], out: BinaryIO) -> None:
             kind, size = tarfile.REGTYPE, e.size
         tar.header(tar_header(name, kind, size, e.mode, e.uid, e.gid, e.mtime, linkname))
         if kind == tarfile.REGTYPE:
-            with open_data(e) as data:
+            with open_data(e, f"{p.origin}: {name}") as data:
                 tar.data(data, size, f"{p.origin}: {name}")
     tar.finish()
 
@@ -229,12 +229,13 @@ def materialize(entries: Sequence[Placed], root: Path, implied_mtime: int) -> No
             os.link(root.joinpath(*p.link), path, follow_symlinks=False)
             continue
         else:
-            with open_data(e) as src, open(path, "xb") as out:
+            what = f"{p.origin}: {'/'.join(p.parts)}"
+            with open_data(e, what) as src, open(path, "xb") as out:
                 left = e.size
                 while left > 0:
                     chunk = src.read(min(CHUNK, left))
                     if not chunk:
-                        raise BuildError(f"{p.origin}: {'/'.join(p.parts)} changed while read")
+                        raise BuildError(f"{what} changed while read")
                     out.write(chunk)
                     left -= len(chunk)
             os.chmod(path, e.mode)
@@ -257,3 +258,29 @@ def materialize(entries: Sequence[Placed], root: Path, implied_mtime: int) -> No
                 os.utime(path, (implied_mtime, implied_mtime), follow_symlinks=False)
     os.chmod(root, 0o755)
     os.utime(root, (implied_mtime, implied_mtime))
+
+
+def stage_for_steps(content: ImportContent, where: Path, epoch: int) -> Path | None:
+    """What ``run`` steps see of an import (or a read-only bind): made under ``where`` (a
+    new directory of the step's private directory) from the bytes that were hashed, so a
+    step never sees what the key did not; the path to mount. A tarball is the file itself;
+    a directory, its entries. None for a symlink: a mount would follow it on the host."""
+    where.mkdir()
+    if content.raw is not None:
+        entries = [Placed(("f",), content.raw, content.origin)]
+        path = where / "f"
+    elif content.single_file:
+        [entry] = content.entries
+        if entry.kind == "symlink":
+            return None
+        entries = [Placed(("f",), entry, content.origin)]
+        path = where / "f"
+    else:
+        path = where / "t"
+        path.mkdir()
+        entries = []
+        for e in content.entries:
+            link = ("t", *e.target.split("/")) if e.kind == "hardlink" else None
+            entries.append(Placed(("t", *e.rel), e, content.origin, link))
+    materialize(entries, where, epoch)
+    return path

@@ -39,49 +39,84 @@ from ..model.jsondoc import one_line
 from ..ops.unpack import extract_layer
 from ..tempfiles import HIDDEN_TMP_PREFIX, PrivateDir, reclaim
 from ..transports import Image
+from .cache import Cache
 
 # directories the runtime creates as mount points: left out of the layer unless the base
 # has them (then they were not created by the step)
 MOUNT_POINTS = frozenset({"proc", "dev", "tmp", "sys", "ocikit"})
 
 
-def layer_dirs(image: Image, cache: Path, epoch: int) -> list[Path]:
-    """Each layer of ``image`` extracted (once) under ``cache/layers``, bottom first.
+def layer_dirs(image: Image, cache: Cache, epoch: int) -> list[int]:
+    """Each layer of ``image`` extracted (once) under ``layers/`` of the cache, bottom first,
+    as descriptors of directories whose seals were verified (the caller closes them): a
+    directory there is used only if it proves to be that layer extracted (``build.cache``),
+    and is then reached through that descriptor, never by its name again.
 
     A layer the image lists more than once (``docker save``'s symlinked ``layer.tar``) gets
     a directory per position (``<hex>``, ``<hex>.1``...): overlayfs refuses one directory
     as two lowers, and the copies cannot be merged into one position, since a layer between
     them may change the same paths."""
-    root = cache / "layers"
-    root.mkdir(parents=True, exist_ok=True)
-    reclaim(str(root), (HIDDEN_TMP_PREFIX,))  # what a killed build left half extracted
-    dirs = []
+    reclaim(cache.layers_path, (HIDDEN_TMP_PREFIX,))  # what a killed build left half made
+    fds: list[int] = []
     seen: dict[str, int] = {}
-    for i, layer in enumerate(image.layers):
-        hexd = layer.descriptor.digest.hex
-        copy = seen[hexd] = seen.get(hexd, -1) + 1
-        final = root / (hexd if copy == 0 else f"{hexd}.{copy}")
-        if not final.is_dir():
-            what = f"build cache {cache}"
-            with PrivateDir(str(root), f"{HIDDEN_TMP_PREFIX}extract-", what) as staging_dir:
-                staging = Path(staging_dir.path)
-                if layer.compression is Compression.SQUASHFS:
-                    blob = staging / "blob"
-                    with image.open_blob(layer.descriptor) as src, open(blob, "wb") as out:
-                        shutil.copyfileobj(src, out, CHUNK)  # type: ignore[misc]
-                    squashfs.extract(blob, staging / "root")
-                else:
-                    (staging / "root").mkdir()
-                    extract_layer(image, i, staging / "root", epoch)
-                with contextlib.suppress(OSError):
-                    os.rename(staging / "root", final)  # another build may have won
-        dirs.append(final)
-    return dirs
+    try:
+        for i, layer in enumerate(image.layers):
+            hexd = layer.descriptor.digest.hex
+            copy = seen[hexd] = seen.get(hexd, -1) + 1
+            name = hexd if copy == 0 else f"{hexd}.{copy}"
+            fd = cache.open_layer(name, layer.descriptor.digest)
+            if fd is None:
+                fd = _extract(image, i, cache, name, epoch)
+            fds.append(fd)
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds
+
+
+def _extract(image: Image, i: int, cache: Cache, name: str, epoch: int) -> int:
+    """Layer ``i`` extracted into a private directory, sealed, renamed to ``layers/<name>``
+    whole; a descriptor of its root."""
+    layer = image.layers[i]
+    what = f"build cache {cache.path}"
+    with PrivateDir(cache.layers_path, f"{HIDDEN_TMP_PREFIX}extract-", what) as staging_dir:
+        staging = Path(staging_dir.path)
+        if layer.compression is Compression.SQUASHFS:
+            blob = staging / "blob"
+            with image.open_blob(layer.descriptor) as src, open(blob, "wb") as out:
+                shutil.copyfileobj(src, out, CHUNK)  # type: ignore[misc]
+            squashfs.extract(blob, staging / "root")
+            blob.unlink()
+        else:
+            (staging / "root").mkdir()
+            extract_layer(image, i, staging / "root", epoch)
+        staging_fd = os.open(staging, DIR_FLAGS)
+        try:
+            cache.seal_layer(staging_fd, name, layer.descriptor.digest)
+            root = os.open("root", DIR_FLAGS, dir_fd=staging_fd)
+        finally:
+            os.close(staging_fd)
+        for _ in range(2):
+            try:
+                os.rename(
+                    staging.name, name, src_dir_fd=cache.layers_fd, dst_dir_fd=cache.layers_fd
+                )
+                return root
+            except OSError:  # another build may have won: its directory, if it proves sound
+                theirs = cache.open_layer(name, layer.descriptor.digest)
+                if theirs is not None:
+                    os.close(root)
+                    return theirs
+        os.close(root)
+        raise InputError(f"{what}: layers/{name} keeps changing; is another tool using it?")
 
 
 @contextlib.contextmanager
-def overlay(lowers: Sequence[Path], upper: Path, work: Path, merged: Path) -> Iterator[Path]:
-    """``merged``, an overlay of ``lowers`` (bottom first) under ``upper``, for the block.
+def overlay(lowers: Sequence[Path | int], upper: Path, work: Path, merged: Path) -> Iterator[Path]:
+    """``merged``, an overlay of ``lowers`` (bottom first; directories, or descriptors of
+    directories, which the mount takes as they are, whatever their names lead to by then)
+    under ``upper``, for the block.
 
     The mount options name short symlinks (``l0``, ``upper``...) in a private directory,
     the working directory of ``mount``, each to an absolute, resolved path: the options
@@ -95,7 +130,12 @@ def overlay(lowers: Sequence[Path], upper: Path, work: Path, merged: Path) -> It
     try:
         names = []
         for i, lower in enumerate(lowers):
-            os.symlink(lower.resolve(strict=True), links / f"l{i}")
+            source = (
+                f"/proc/{os.getpid()}/fd/{lower}"
+                if isinstance(lower, int)
+                else lower.resolve(strict=True)
+            )
+            os.symlink(source, links / f"l{i}")
             names.append(f"l{i}")
         if not names:  # overlayfs needs a lower directory
             (links / "empty").mkdir()
