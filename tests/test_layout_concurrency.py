@@ -60,3 +60,29 @@ def test_killed_copy_leaves_layout_consistent(tmp_path: Path) -> None:
     p.wait()
     assert (layout / "index.json").read_bytes() == before
     _referenced_blobs_exist(layout)
+
+
+def test_a_writer_that_made_the_layout_and_fails_never_removes_it_under_another(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Writer A makes the layout, writer B opens it, A fails: A removes the layout only if
+    nothing else is in it. B's private directory is made under the lock with the layout
+    checked, so A's undo cannot fall between them (one run in two of eight writers failed
+    with "no such file or directory" when it did)."""
+    from ocikit.transports.oci_layout import OciLayoutDestination, _Layout
+    from ocikit.transports.reference import Reference
+
+    root = tmp_path / "layout"
+    first = OciLayoutDestination(Reference("oci", str(root), "a"))
+    real = _Layout.reclaim_dead
+
+    def first_fails_meanwhile(self: _Layout) -> list[tuple[str, int]]:
+        monkeypatch.setattr(_Layout, "reclaim_dead", real)
+        first.abort()  # between the second writer's opening of the layout and its work
+        return real(self)
+
+    monkeypatch.setattr(_Layout, "reclaim_dead", first_fails_meanwhile)
+    second = OciLayoutDestination(Reference("oci", str(root), "b"))
+    assert root.is_dir() and (root / "oci-layout").is_file()
+    assert Path(second.work.path).is_dir(), "the second writer has its directory"
+    second.abort()

@@ -312,14 +312,15 @@ class _Layout:
         return os.path.join(self.root, blob_path(digest))
 
     @contextlib.contextmanager
-    def locked(self, shared: bool = False) -> Iterator[None]:
+    def locked(self, shared: bool = False) -> Iterator[int]:
+        """The layout directory locked for the block; the descriptor the lock is on."""
         try:
             fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as e:
             raise write_error(self.what, e) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-            yield
+            yield fd
         finally:
             os.close(fd)
 
@@ -472,6 +473,15 @@ def collect_layout(root: str, unreferenced: bool = False) -> list[tuple[str, int
     return removed
 
 
+def _same_file(fd: int, path: str) -> bool:
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    held = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino)
+
+
 def _blob_dirs(root: str) -> list[str]:
     blobs = os.path.join(root, "blobs")
     try:
@@ -538,9 +548,8 @@ class OciLayoutDestination(ImageDestination):
         self._pending: list[Descriptor] = []
         self._tags = ([ref.name] if ref.name else []) + list(additional_tags)
         try:
-            self._prepare()
+            self.work = self._prepare()
             self.layout.reclaim_dead()
-            self.work = PrivateDir(self.root, HIDDEN_TMP_PREFIX, self.what)
             try:
                 self._claims = open(  # noqa: SIM115 - open while the writer lives
                     os.path.join(self.work.path, CLAIMS), "ab", buffering=0
@@ -558,29 +567,42 @@ class OciLayoutDestination(ImageDestination):
                     self._remove_if_empty()
             raise
 
-    def _prepare(self) -> None:
-        """Create the layout, or check it is one; ``oci-layout`` comes first, under the lock."""
+    def _prepare(self) -> PrivateDir:
+        """Create the layout, or check it is one (``oci-layout`` first), and this writer's
+        private directory in it, under the lock: a writer that made the layout and fails
+        removes it only if nothing else is in it, so from here on it stays. If it went
+        between the ``mkdir`` and the lock (such a writer removed it), start again."""
         root = self.root
-        if os.path.exists(root) and not os.path.isdir(root):
-            raise DestinationError(f"{root}: exists and is not a directory")
-        if not os.path.isdir(root):
-            parent = os.path.dirname(os.path.abspath(root))
-            if not os.path.isdir(parent):
-                raise DestinationError(f"{root}: parent directory {parent} does not exist")
+        for _ in range(20):
+            if os.path.exists(root) and not os.path.isdir(root):
+                raise DestinationError(f"{root}: exists and is not a directory")
+            if not os.path.isdir(root):
+                parent = os.path.dirname(os.path.abspath(root))
+                if not os.path.isdir(parent):
+                    raise DestinationError(f"{root}: parent directory {parent} does not exist")
+                try:
+                    os.mkdir(root)
+                except FileExistsError:
+                    pass
+                except OSError as e:
+                    raise write_error(self.what, e) from None
+                else:
+                    self._made_root = True
             try:
-                os.mkdir(root)
-            except FileExistsError:
-                pass
-            except OSError as e:
-                raise write_error(self.what, e) from None
-            else:
-                self._made_root = True
-        with self.layout.locked():
-            layout = os.path.join(root, "oci-layout")
-            if not os.path.exists(layout):
-                if [n for n in os.listdir(root) if not n.startswith(HIDDEN_TMP_PREFIX)]:
-                    raise DestinationError(f"{root}: not empty and not an OCI layout")
-                atomic_write_bytes(layout, LAYOUT_FILE, self.what)
+                with self.layout.locked() as fd:
+                    if not _same_file(fd, root):
+                        continue  # removed (or replaced) while this writer waited
+                    layout = os.path.join(root, "oci-layout")
+                    if not os.path.exists(layout):
+                        if [n for n in os.listdir(root) if not n.startswith(HIDDEN_TMP_PREFIX)]:
+                            raise DestinationError(f"{root}: not empty and not an OCI layout")
+                        atomic_write_bytes(layout, LAYOUT_FILE, self.what)
+                    return PrivateDir(root, HIDDEN_TMP_PREFIX, self.what)
+            except DestinationError:
+                if not os.path.isdir(root):
+                    continue  # gone between the mkdir and the open
+                raise
+        raise DestinationError(f"{root}: removed again and again while being opened")
 
     # -- blobs ---------------------------------------------------------------------------------
     def _claim(self, digest: Digest) -> None:
