@@ -415,6 +415,29 @@ def test_stacker_case(tmp_path: Path, types: tuple[str, ...]) -> None:
     assert config["config"]["Labels"]["org.example.n"] == "49"
 
 
+def test_a_squashfs_image_built_from_a_squashfs_base(tmp_path: Path) -> None:
+    """stacker's way: a squashfs child of a squashfs base keeps the base's layers as they are
+    (the build used to read them as tar: "not a tar archive")."""
+    write(tmp_path / "hello.txt", "hi")
+    (tmp_path / "ocikit.yaml").write_text(
+        "images:\n  base:\n    from: scratch\n    imports: [{src: hello.txt, dest: /a}]\n"
+        "  child:\n    from: {built: base}\n    imports: [{src: hello.txt, dest: /b}]\n"
+    )
+    build(tmp_path, "--layer-type", "squashfs", "--output", "oci:first")
+    (tmp_path / "child.yaml").write_text(
+        "images:\n  grandchild:\n    from: oci:first:child-squashfs\n"
+        "    imports: [{src: hello.txt, dest: /c}]\n"
+    )
+    build(tmp_path, "-f", "child.yaml", "--layer-type", "squashfs", "--output", "oci:second")
+    first = json.loads(blob(tmp_path / "first", index(tmp_path / "first")["child-squashfs"]))
+    second = json.loads(
+        blob(tmp_path / "second", index(tmp_path / "second")["grandchild-squashfs"])
+    )
+    assert second["layers"][:2] == first["layers"]  # kept byte for byte
+    assert squashfs_names(tmp_path / "second", "grandchild-squashfs") >= {"a", "b", "c"}
+    ok("check", "--strict", "oci:second:grandchild-squashfs", cwd=tmp_path)
+
+
 def test_squashfs_layers_keep_deletions_and_reproduce(tmp_path: Path) -> None:
     """A base whose upper layer deletes a file and makes a directory opaque: its squashfs
     form marks them as overlayfs does (a 0/0 character device, trusted.overlay.opaque=y),

@@ -31,7 +31,7 @@ from ..layer.analyze import Tree
 from ..layer.compress import check_level
 from ..layer.dirfd import DIR_FLAGS, land, open_regular
 from ..layer.overlay import overlay_entries
-from ..layer.streams import HashingReader
+from ..layer.streams import HashingReader, copy_stream
 from ..layer.transcode import LayerEncoder
 from ..model import Compression, Descriptor, Digest, ImageConfig, Manifest
 from ..model import mediatypes as mt
@@ -696,9 +696,27 @@ class _Builder:
         writer.commit(reader.digest)
         return Descriptor(mt.SQUASHFS_LAYER_GZIP, reader.digest, reader.size), reader.digest
 
+    def _keep_squashfs(
+        self, dest: OciLayoutDestination, image: Image, index: int
+    ) -> tuple[Descriptor, Digest]:
+        """A base layer that is squashfs already, in ``dest`` (the cache: there already,
+        unless it is damaged; then copied again, verified)."""
+        layer = image.layers[index]
+        desc = layer.descriptor
+        if not dest.reuse_blob(desc.digest, desc.size):
+            writer = dest.new_blob()
+            try:
+                with image.open_blob(desc) as src:
+                    copy_stream(src, writer.file)
+            except BaseException:
+                writer.abort()
+                raise
+            writer.commit(desc.digest)
+        return desc, layer.diff_id
+
     def _squashfs_base(self, base_tag: str) -> str:
-        """The base (tar layers, in the store) with each layer made a squashfs layer, its
-        whiteouts as overlayfs marks them: stored once under ``BASE-squashfs``."""
+        """The base (in the store) with each tar layer made a squashfs layer, its whiteouts
+        as overlayfs marks them, and squashfs layers kept: stored once as ``BASE-squashfs``."""
         tag = f"{base_tag}-squashfs"
         if self._lookup(tag) is not None:
             return tag
@@ -708,7 +726,10 @@ class _Builder:
             dest.verify_existing = bool(self.store.why)
             with self._open_entry(base_tag) as image:
                 layers = []
-                for i in range(len(image.layers)):
+                for i, layer in enumerate(image.layers):
+                    if layer.compression is Compression.SQUASHFS:  # one already: as it is
+                        layers.append(self._keep_squashfs(dest, image, i))
+                        continue
                     with self._work_dir() as private:
                         work = Path(private.path)
                         (work / "root").mkdir()
