@@ -128,13 +128,7 @@ def rmtree_at(dir_fd: int, name: str) -> None:
     fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
     try:
         for child in os.listdir(fd):
-            st = lstat_at(child, fd)
-            if st is None:
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                rmtree_at(fd, child)
-            else:
-                os.unlink(child, dir_fd=fd)
+            remove_at(fd, child)
     finally:
         os.close(fd)
     os.rmdir(name, dir_fd=dir_fd)

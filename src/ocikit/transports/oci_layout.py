@@ -40,6 +40,7 @@ from ..errors import (
     UsageError,
     VerificationError,
 )
+from ..layer.dirfd import same_file
 from ..layer.streams import CHUNK
 from ..model import Descriptor, Digest, ImageConfig, Index, Manifest, Platform
 from ..model import mediatypes as mt
@@ -475,11 +476,9 @@ def collect_layout(root: str, unreferenced: bool = False) -> list[tuple[str, int
 
 def _same_file(fd: int, path: str) -> bool:
     try:
-        st = os.stat(path, follow_symlinks=False)
+        return same_file(os.stat(path, follow_symlinks=False), os.fstat(fd))
     except OSError:
         return False
-    held = os.fstat(fd)
-    return (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino)
 
 
 def _blob_dirs(root: str) -> list[str]:
