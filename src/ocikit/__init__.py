@@ -37,20 +37,13 @@ if TYPE_CHECKING:  # the names below load on first use: a command imports what i
         VerificationError,
     )
     from .model import Compression, Descriptor, Digest, ImageConfig, Index, Manifest, Platform
-    from .ops import (
-        CheckReport,
-        CopyResult,
-        ExportResult,
-        GcResult,
-        UnpackResult,
-        check,
-        copy,
-        export_layers,
-        gc,
-        inspect,
-        repair,
-        unpack,
-    )
+    from .ops import repair  # type: ignore[no-redef]  # (mypy mixes it up with ocikit.ops.repair, the module)
+    from .ops.check import CheckReport, check
+    from .ops.copy import CopyResult, copy
+    from .ops.export import ExportResult, export_layers
+    from .ops.gc import GcResult, gc
+    from .ops.inspect import inspect
+    from .ops.unpack import UnpackResult, unpack
     from .transports import Image, Reference, open_image, parse_reference
 
 #: where each public name lives

@@ -509,7 +509,7 @@ class LayerAnalyzer:
             self._unsafe(
                 index,
                 "path-traversal",
-                f"{quote(name)} goes through the symlink {quote(parent.via)}, which leads "
+                f"{quote(name)} goes through the symlink {quote(parent.via or '')}, which leads "
                 "outside the root",
                 name,
             )

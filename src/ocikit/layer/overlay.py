@@ -17,7 +17,7 @@ import stat
 import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from ..errors import InputError
 from .dirfd import DIR_FLAGS, lstat_at, open_regular, same_file
@@ -64,7 +64,7 @@ def overlay_entries(
                 raise InputError(f"{root}/{full}: removed while it was read")
             mode = stat.S_IMODE(st.st_mode)
             mtime = int(st.st_mtime) if mtime_max is None else min(int(st.st_mtime), mtime_max)
-            common = {"uid": st.st_uid, "gid": st.st_gid, "mtime": max(0, mtime)}
+            common: dict[str, Any] = {"uid": st.st_uid, "gid": st.st_gid, "mtime": max(0, mtime)}
             if stat.S_ISDIR(st.st_mode):
                 try:
                     sub = os.open(name, DIR_FLAGS, dir_fd=dfd)

@@ -203,7 +203,7 @@ class RegistryClient:
         realm = params.get("realm")
         if not realm:
             raise AuthError(f"{self.host}: a Bearer challenge without a realm")
-        query: list[tuple[str, str]] = []
+        query: list[tuple[str, str | int | float | bool | None]] = []
         if params.get("service"):
             query.append(("service", params["service"]))
         query += [("scope", s) for s in scopes]
