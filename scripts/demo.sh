@@ -10,7 +10,18 @@ targets=(--target hello)
 if [ -x /bin/busybox ]; then  # busybox-static runs in an image with nothing else in it
     case "$(ldd /bin/busybox 2>&1 || true)" in
     *"not a dynamic executable"*)
+        # the runnable image: the example's, with busybox at /bin/busybox to print the site
         cp /bin/busybox "$DEMO/context/busybox"
+        cat >>"$DEMO/context/ocikit.yaml" <<'EOF'
+  hello-shell:
+    from: {built: hello}
+    imports:
+      - src: busybox
+        dest: /bin/busybox
+        mode: "0755"
+    config:
+      cmd: [/bin/busybox, cat, /srv/site/index.txt]
+EOF
         targets+=(--target hello-shell)
         ;;
     esac
