@@ -39,7 +39,14 @@ from ..layer.streams import CHUNK
 from ..model.jsondoc import SMALL_LIMIT, load_json, show
 from .archive import TarArchive, Tee
 from .docker_archive import DockerArchiveDestination, DockerArchiveSource
-from .httpstream import Budget, ResponseStream, install_deadlines, one_line, read_bounded
+from .httpstream import (
+    Budget,
+    ResponseStream,
+    connection_failure,
+    install_deadlines,
+    one_line,
+    read_bounded,
+)
 from .reference import Reference
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
@@ -131,7 +138,7 @@ class Engine:
                     raise InputError(
                         f"{what}: the engine sent nothing within {PREPARE:g} s"
                     ) from None
-                raise InputError(f"docker engine at {self.host}: {_reason(e)}") from None
+                raise InputError(self._unreachable(e)) from None
             if response.status_code != 200:
                 message = _engine_message(response)
                 response.close()
@@ -169,7 +176,21 @@ class Engine:
     def _failure(self, budget: Budget, error: httpx.TransportError) -> str:
         if budget.expired:
             return budget.reason()
-        return f"docker engine at {self.host}: {_reason(error)}"
+        return self._unreachable(error)
+
+    def _unreachable(self, error: httpx.TransportError) -> str:
+        """``cannot reach the docker engine at HOST: WHY``, with a hint when nothing is
+        listening there."""
+        peer = self.host.split("://", 1)[1] if self.host.startswith("unix://") else self.host
+        peer = peer.removeprefix("tcp://").removeprefix("http://")
+        text, _ = connection_failure(error, peer)
+        prefix = f"cannot reach {peer}: "
+        if not text.startswith(prefix):
+            return f"docker engine at {self.host}: {text}"
+        why = text[len(prefix) :]
+        if why in ("no such socket", "connection refused"):
+            why += " (is dockerd running? DOCKER_HOST names the engine)"
+        return f"cannot reach the docker engine at {self.host}: {why}"
 
 
 def _reason(e: Exception) -> str:

@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import errno
 import io
+import socket
+import ssl
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -32,7 +35,14 @@ import httpx
 from ..errors import InputError
 from ..model.jsondoc import one_line, quote
 
-__all__ = ["Budget", "ResponseStream", "install_deadlines", "one_line", "read_bounded"]
+__all__ = [
+    "Budget",
+    "ResponseStream",
+    "connection_failure",
+    "install_deadlines",
+    "one_line",
+    "read_bounded",
+]
 
 SEND_PIECE = 16 << 10  # bytes handed to one send: a slow reader stalls one piece, not a chunk
 
@@ -209,6 +219,75 @@ def install_deadlines(client: httpx.Client) -> bool:
 
 
 # -- bodies ----------------------------------------------------------------------------------
+
+
+LOOPBACK = ("localhost", "127.0.0.1", "::1", "[::1]")
+# name resolution errors that say the name does not exist (trying again cannot help)
+_NO_SUCH_NAME = {
+    getattr(socket, name)
+    for name in ("EAI_NONAME", "EAI_NODATA", "EAI_ADDRFAMILY", "EAI_FAIL")
+    if hasattr(socket, name)
+}
+
+
+def connection_failure(error: BaseException, peer: str) -> tuple[str, bool]:
+    """What a failure to talk to ``peer`` (``HOST:PORT``, or a socket's path) means, in
+    words (``cannot reach HOST:PORT: connection refused``), and whether trying again may
+    help. The words come from the socket's own error, however httpx wrapped it. Not retried:
+    a name that does not exist, a refused connection to this machine (nothing listens),
+    a missing socket, a certificate that is not trusted."""
+    cause = _socket_error(error)
+    host = peer.rsplit(":", 1)[0] if peer.count(":") == 1 or peer.startswith("[") else peer
+    if isinstance(cause, socket.gaierror):
+        if cause.errno in _NO_SUCH_NAME:
+            return f"cannot resolve {host}: no such host", False
+        return f"cannot resolve {host}: {_words(cause)}", True
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        reason = one_line(getattr(cause, "verify_message", "") or _words(cause), 200)
+        reason = f"certificate verify failed: {reason}" if "verify failed" not in reason else reason
+        return (
+            f"cannot reach {peer}: its TLS certificate is not trusted ({reason}); "
+            "--tls-verify=false accepts it",
+            False,
+        )
+    if isinstance(cause, ssl.SSLError):
+        return f"cannot reach {peer}: the TLS handshake failed ({_words(cause)})", False
+    if isinstance(cause, ConnectionRefusedError):
+        return f"cannot reach {peer}: connection refused", host not in LOOPBACK
+    if isinstance(cause, FileNotFoundError):
+        return f"cannot reach {peer}: no such socket", False
+    if isinstance(cause, PermissionError):
+        return f"cannot reach {peer}: permission denied", False
+    if isinstance(error, httpx.TimeoutException) or isinstance(cause, TimeoutError):
+        return f"cannot reach {peer}: no answer (timed out)", True
+    if isinstance(error, httpx.ConnectError) or isinstance(cause, OSError):
+        return f"cannot reach {peer}: {_words(cause or error)}", True
+    # the connection was made, then broke (a reset, an answer cut short)
+    return f"the connection to {peer} broke: {_words(cause or error)}", True
+
+
+def _socket_error(error: BaseException) -> BaseException | None:
+    """The OSError (or ssl error) under httpx's and httpcore's wrappers, if any."""
+    seen = 0
+    node: BaseException | None = error
+    while node is not None and seen < 10:
+        if isinstance(node, OSError):
+            return node
+        node = node.__cause__ or node.__context__
+        seen += 1
+    return None
+
+
+def _words(error: BaseException) -> str:
+    """An error's text without ``[Errno N]``, lowercase first letter: ``no route to host``."""
+    if isinstance(error, OSError) and error.strerror and not isinstance(error, ssl.SSLError):
+        text = error.strerror
+    elif isinstance(error, OSError) and error.errno in errno.errorcode and not error.args[1:]:
+        text = str(error)
+    else:
+        text = str(error) or type(error).__name__
+    text = one_line(text.split("] ", 1)[-1] if text.startswith("[") else text, 200)
+    return text[:1].lower() + text[1:] if text[1:2].islower() or len(text) == 1 else text
 
 
 def read_bounded(response: httpx.Response, limit: int, what: str) -> tuple[bytes, bool]:

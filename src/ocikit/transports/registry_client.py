@@ -45,7 +45,7 @@ import httpx
 
 from ..errors import InputError, NotFoundError, UsageError
 from ..model.jsondoc import SMALL_LIMIT, load_json, read_limited, size_text
-from .httpstream import Budget, install_deadlines, one_line, read_bounded
+from .httpstream import Budget, connection_failure, install_deadlines, one_line, read_bounded
 
 RETRIES = 6
 RETRY_SECONDS = 60.0
@@ -219,7 +219,12 @@ class RegistryClient:
                 status = response.status_code
                 raw, more = read_bounded(response, MAX_TOKEN, what)
         except (httpx.HTTPError, httpx.InvalidURL) as e:
-            reason = budget.reason() if budget.expired else _reason(e)
+            if budget.expired:
+                reason = budget.reason()
+            elif isinstance(e, httpx.TransportError):
+                reason = connection_failure(e, _peer(realm))[0]
+            else:
+                reason = _reason(e)
             raise AuthError(f"{self.host}: token server {one_line(realm, 100)}: {reason}") from None
         if status in (401, 403):
             raise AuthError(f"{self.host}: the token server refused the credentials")
@@ -287,9 +292,10 @@ class RegistryClient:
                 if self._fall_back(e):
                     url = url.replace("https://", "http://", 1)
                     continue
-                if self._retry(attempt, started, None):
+                reason, may_help = connection_failure(e, _peer(url))
+                if may_help and self._retry(attempt, started, None):
                     continue
-                raise RegistryError(f"{what}: {_reason(e)}") from None
+                raise RegistryError(f"{what}: {reason}") from None
             except httpx.InvalidURL as e:
                 raise RegistryError(
                     f"{what}: the registry sent an invalid URL ({one_line(str(e), 200)})"
@@ -425,6 +431,16 @@ def _retry_after(response: httpx.Response) -> float | None:
     with contextlib.suppress(ValueError, TypeError):
         return max(0.0, float(value))  # type: ignore[arg-type]
     return None
+
+
+def _peer(url: str) -> str:
+    """``HOST:PORT`` of ``url`` (the scheme's port when it names none)."""
+    try:
+        _scheme, host, port = _origin(url)
+    except (httpx.InvalidURL, ValueError):
+        return urlsplit(url).netloc or url
+    host = f"[{host}]" if ":" in host else host
+    return f"{host}:{port}" if port is not None else host
 
 
 def _reason(e: Exception) -> str:
