@@ -6,6 +6,7 @@ Exit codes: 0 success; 1 the operation ran and found problems; 2 bad usage or ba
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import sys
@@ -54,7 +55,25 @@ quiet_option = click.option(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _BrokenPipe(Exception):
+    """Standard output's reader went away (not an OSError: click turns an EPIPE into a
+    silent ``exit(1)``, which means "problems found" for check)."""
+
+
+BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell reports for a writer killed by SIGPIPE
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OSError as e:
+            if isinstance(e, BrokenPipeError) or e.errno == errno.EPIPE:
+                raise _BrokenPipe() from None
+            raise
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ocikit")
 def cli() -> None:
     """Daemonless OCI image toolkit.
@@ -71,7 +90,8 @@ def cli() -> None:
 
     \b
     Exit codes: 0 success, 1 problems found, 2 bad usage or bad input, 3 internal error,
-    130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
+    130 interrupted (Ctrl-C), 143 terminated (SIGTERM), 141 standard output's reader
+    went away (a broken pipe).
     """
 
 
@@ -659,9 +679,9 @@ def _dispatch(argv: list[str] | None) -> int:
         _interrupted(signal.SIGINT)
     except OcikitError as e:
         return _error(str(e), e.exit_code)
-    except BrokenPipeError:
+    except (BrokenPipeError, _BrokenPipe):  # quietly, as `yes | head` ends
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 2
+        return BROKEN_PIPE
     except KeyboardInterrupt:
         _interrupted(signal.SIGINT)
     except OSError as e:
