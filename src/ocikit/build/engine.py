@@ -153,7 +153,12 @@ def build(
 ) -> BuildResult:
     """Build the recipe's images (``options.targets`` and their bases, or all). ``log`` gets
     a line per image (cached or built, and why); ``step_output`` each line run steps write,
-    prefixed with the image's name (they also go to ``CACHE/logs/NAME.log``)."""
+    prefixed with the image's name (they also go to ``CACHE/logs/NAME.log``).
+
+    ``progress`` gets a ``begin`` for each phase of each image (``[K/N] NAME (TYPE): base
+    REF``, ``imports``, ``reading the base``, ``unpacking the base``, ``run N steps``,
+    ``writing layer``, ``checking``, ``output TAG``), bytes where they are known, and one
+    ``end``, at the end, whether the build succeeded or not; it changes nothing built."""
     if not isinstance(recipe, LoadedRecipe):
         recipe = load_recipe(recipe, targets=(options or BuildOptions()).targets)
     options = options or BuildOptions()
@@ -183,10 +188,59 @@ def build(
             builder = _Builder(recipe, plan, options, store, progress, log, step_output)
             return builder.run(output)
         finally:
-            store.close()
+            try:
+                progress.end()  # once, whatever happened: the bar is gone before anything said
+            finally:
+                store.close()
     finally:
         if temp_cache is not None:
             temp_cache.remove()
+
+
+class _Phase:
+    """The reporter a part of a phase (a copy) is given: its bar keeps the phase's
+    description (a copy's own "copying", "layer 1/3" are left out), its bytes are counted,
+    and the phase's end is the build's to say."""
+
+    def __init__(self, progress: ProgressReporter, description: str) -> None:
+        self._progress = progress
+        self._description = description
+
+    def begin(self, total: int, description: str) -> None:
+        self._progress.begin(total, self._description)
+
+    def step(self, description: str) -> None:
+        pass
+
+    def advance(self, n: int) -> None:
+        self._progress.advance(n)
+
+    def end(self) -> None:
+        pass
+
+
+def _tail(text: str, limit: int = 40) -> str:
+    """The end of a long reference (its repository and tag) for the bar's description."""
+    return text if len(text) <= limit else "..." + text[-(limit - 3) :]
+
+
+def _run_text(spec: ImageSpec) -> str:
+    """The run steps' phase: how many there are."""
+    count = 1 if isinstance(spec.run, str) else len(spec.run or [])
+    return "run 1 step" if count == 1 else f"run {count} steps"
+
+
+class _Counted:
+    """A layer's uncompressed bytes on their way to the encoder, counted for the bar
+    (``TarOutput`` writes 1 MiB at a time: one call per MiB)."""
+
+    def __init__(self, out: LayerEncoder, advance: Callable[[int], None]) -> None:
+        self._out = out
+        self._advance = advance
+
+    def write(self, chunk: bytes | memoryview) -> None:
+        self._out.write(chunk)
+        self._advance(len(chunk))
 
 
 class _Builder:
@@ -206,6 +260,8 @@ class _Builder:
         self.store = store
         self.cache = store.path
         self.progress = progress
+        self._where = ""  # "[K/N] NAME (TYPE)": the image being made, for the bar
+        self._description = ""  # the phase the bar shows
         self.log = log
         self._imports: dict[str, list[ImportContent]] = {}
         self._binds: dict[str, list[ImportContent | None]] = {}  # read-only ones: hashed
@@ -220,9 +276,12 @@ class _Builder:
     def run(self, output: Reference) -> BuildResult:
         result = BuildResult(str(self.recipe.path), str(output))
         reclaim_runs(self.cache)  # what killed builds left: containers, mounts, files
+        count = len(self.plan.order) * len(self.options.layer_types)
         try:
             for image in self.plan.order:
                 for layer_type in self.options.layer_types:
+                    number = len(result.images) + 1
+                    self._where = f"[{number}/{count}] {image.name} ({layer_type})"
                     result.images.append(self._image(image, layer_type, output))
                 for content in self._done_with(image.name):
                     content.close()
@@ -247,10 +306,22 @@ class _Builder:
         entries, self._unsealed = self._unsealed, []
         self.store.seal(entries)
 
+    def _phase(self, what: str, total: int = 0) -> None:
+        """The bar restarted for the next phase of the image being made (``total`` bytes;
+        0: not known)."""
+        self._description = f"{self._where}: {what}"
+        self.progress.begin(total, self._description)
+
+    def _counted(self) -> ProgressReporter:
+        """The reporter a copy in the current phase is given: its bytes on the bar."""
+        return _Phase(self.progress, self._description)
+
     # -- one image ---------------------------------------------------------------------------
     def _image(self, planned: PlannedImage, layer_type: str, output: Reference) -> ImageResult:
         name, spec = planned.name, planned.spec
         base_id, base_tag = self._base(spec, layer_type)
+        if spec.imports or spec.binds:
+            self._phase("imports")
         imports = self._read_imports(name, spec)
         binds = self._read_binds(name, spec)
         key = self._key(spec, base_id, imports, binds, layer_type)
@@ -277,6 +348,7 @@ class _Builder:
         tag = None
         if not spec.build_only:
             tag = name if layer_type == "tar" else f"{name}-{layer_type}"
+            self._phase(f"output {tag}")
             self._copy_out(cache_tag, _destination(output, tag))
         self.log(
             f"{name} ({layer_type}): {'cached' if cached else 'built'}"
@@ -322,7 +394,7 @@ class _Builder:
         try:
             with self._open_entry(tag) as image:
                 jobs = 4 if ref.transport == "docker" else 1
-                _Copier(image, dest, None, None, NullProgress(), None, jobs=jobs).run()
+                _Copier(image, dest, None, None, self._counted(), None, jobs=jobs).run()
             dest.commit()
         except BaseException:
             dest.abort()
@@ -342,6 +414,7 @@ class _Builder:
             return digest, tag
         # read once: the digest in the key is the manifest of this very read, and what
         # goes into the cache is copied from it (a tag moved meanwhile changes nothing)
+        self._phase(f"base {_tail(base)}")
         with open_image(ref, spec.platform, registry=self.options.registry) as image:
             digest = image.digest
             tag = f"base-{self.options.compress.value}-{digest.hex}"
@@ -357,7 +430,7 @@ class _Builder:
         try:
             dest.verify_existing = damaged  # a damaged blob is replaced, not reused
             requested = None if self.options.compress is Compression.GZIP else self.options.compress
-            copier = _Copier(image, dest, requested, None, NullProgress(), None, jobs=jobs)
+            copier = _Copier(image, dest, requested, None, self._counted(), None, jobs=jobs)
             manifest = copier.run()
             dest.commit()
         except BaseException:
@@ -447,11 +520,14 @@ class _Builder:
         failed verification; blobs found present are re-hashed, a damaged one replaced)."""
         self._layer_type = layer_type
         if layer_type == "squashfs" and base_tag is not None and base_tag.startswith("base-"):
+            self._phase("base as squashfs")
             base_tag = self._squashfs_base(base_tag)
         dest = OciLayoutDestination(Reference("oci", str(self.cache), cache_tag))
         try:
             dest.verify_existing = damaged
             base_image = self._open_entry(base_tag) if base_tag else None
+            if base_image is not None:
+                self._phase("reading the base")
             try:
                 # the base's layers read once: the tree imports are placed on, and the
                 # base's part of the final check
@@ -473,6 +549,7 @@ class _Builder:
                 new_layer = self._run(name, spec, base_tag, lower, entries, imports, binds, dest)
             elif any(c.entries for c in placed_imports):
                 entries = place(placed_imports, tree)
+                self._phase("writing layer")
                 if layer_type == "squashfs":
                     new_layer = self._write_squashfs(dest, entries)
                 else:
@@ -492,6 +569,7 @@ class _Builder:
             source = OciLayoutSource(
                 Reference("oci", str(self.cache)), descriptor=manifest.descriptor
             )
+            self._phase("checking")
             with Image(source) as image:
                 report = check_image(image, f"images.{name} ({layer_type})", lower=lower)
             if report.errors:
@@ -512,7 +590,7 @@ class _Builder:
         encoder = None
         try:
             encoder = LayerEncoder(writer.file, self.options.compress, level=self.options.level)
-            write(encoder)  # type: ignore[arg-type]
+            write(_Counted(encoder, self.progress.advance))  # type: ignore[arg-type]
             result = encoder.finish()
         except BaseException:
             if encoder is not None:  # its compressing threads stop now, not at some GC
@@ -544,6 +622,7 @@ class _Builder:
         try:
             base = self._open_entry(base_tag) if base_tag else None
             try:
+                self._phase("unpacking the base")  # once per base layer, kept in the cache
                 lowers = rootfs.layer_dirs(base, self.store, epoch) if base else []
                 base_config = dict(base.config.data) if base else {}
             finally:
@@ -557,7 +636,9 @@ class _Builder:
             with rootfs.overlay(lowers, upper, work / "work", work / "merged") as merged:
                 _check_user_tables(merged, f"images.{name}.run")
                 uid, gid, groups = _user(merged, runtime_config.get("User") or "", name)
+                self._phase(_run_text(spec))
                 self._steps(name, spec, merged, runtime_config, uid, gid, groups, mounts, work)
+            self._phase("writing layer")
             self._drop_mount_points(spec, upper, lower)
             base_top = set((lower.tree.root.children or {}).keys())
             return self._upper_layer(dest, upper, base_top, epoch)

@@ -28,7 +28,7 @@ from ..ops.gc import gc as gc_op
 from ..transports import Credentials, RegistryOptions, open_image
 from ..transports.fsutil import describe
 from ..transports.registry import DEFAULT_JOBS
-from .progress import reporter
+from .progress import reporter, say_through
 
 PLATFORM_HELP = "OS/ARCH[/VARIANT] to pick from a multi-platform image"
 STEP_LINE_LIMIT = 64 << 10  # a run step's line (cut at 16 KiB bytes already, then escaped)
@@ -602,9 +602,17 @@ def build(
         ),
         runtime=runtime,
     )
-    log = None if quiet or as_json else _say
-    step_output = None if quiet else (lambda m: _say(m, limit=STEP_LINE_LIMIT))
-    result = build_op(recipe, options, reporter(quiet), log, step_output)
+    progress = reporter(quiet)
+
+    def say(line: str, limit: int = MESSAGE_LIMIT) -> None:
+        """As ``_say``; above the bar while one is drawn (never through it)."""
+        text = printable(line, limit)
+        if not say_through(progress, text):
+            click.echo(text, err=True)
+
+    log = None if quiet or as_json else say
+    step_output = None if quiet else (lambda m: say(m, STEP_LINE_LIMIT))
+    result = build_op(recipe, options, progress, log, step_output)
     if as_json:
         _print_json(result.to_json())
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 
 from ..model.jsondoc import printable
 from ..ops.progress import NullProgress, ProgressReporter
@@ -28,17 +29,20 @@ class RichProgress:
             TimeRemainingColumn(),
             console=Console(stderr=True),
             transient=True,
+            redirect_stdout=False,  # data on stdout is never moved to stderr
         )
         self._task: int | None = None
+        self._lock = threading.Lock()  # a line printed never races the bar's start or stop
 
     def begin(self, total: int, description: str) -> None:
         """Start (or restart, for the next phase) the one bar."""
         description = printable(description, 80)  # it may hold a name from the input
-        if self._task is None:
-            self._progress.start()
+        with self._lock:
+            if self._task is None:
+                self._progress.start()
+            else:  # a new task, not a reset: a reset keeps the last total when it is unknown
+                self._progress.remove_task(self._task)  # type: ignore[arg-type]
             self._task = self._progress.add_task(description, total=total or None)
-        else:
-            self._progress.reset(self._task, total=total or None, description=description)
 
     def step(self, description: str) -> None:
         if self._task is not None:
@@ -50,10 +54,30 @@ class RichProgress:
             self._progress.advance(self._task, n)  # type: ignore[arg-type]
 
     def end(self) -> None:
-        self._progress.stop()
+        """Stop and erase the bar (a later ``begin`` starts a new one)."""
+        with self._lock:
+            task, self._task = self._task, None
+            self._progress.stop()
+            if task is not None:
+                self._progress.remove_task(task)  # type: ignore[arg-type]
+
+    def print(self, line: str) -> bool:
+        """``line`` (printable already) above the bar, whole; False if no bar is drawn."""
+        from rich.text import Text
+
+        with self._lock:
+            if self._task is None:
+                return False
+            self._progress.console.print(Text(line), soft_wrap=True, highlight=False)
+            return True
 
 
 def reporter(quiet: bool) -> ProgressReporter:
     if quiet or not sys.stderr.isatty():
         return NullProgress()
     return RichProgress()
+
+
+def say_through(progress: ProgressReporter, line: str) -> bool:
+    """``line`` printed above ``progress``'s bar if one is drawn (True), else nothing."""
+    return isinstance(progress, RichProgress) and progress.print(line)
