@@ -292,3 +292,31 @@ def test_a_phase_of_unknown_size_after_a_known_one() -> None:
         bar.end()
     assert bar.print("a line") is False, "no bar: the caller prints it"
     assert not bar._progress.tasks
+
+
+@pytest.mark.skipif(shutil.which("mksquashfs") is None, reason="needs squashfs-tools")
+def test_each_layer_type_counts_as_an_image(tmp_path: Path) -> None:
+    project(tmp_path)
+    progress = Recorder()
+    recipe = load_recipe(tmp_path / "ocikit.yaml")
+    options = BuildOptions(
+        output=f"oci:{tmp_path / 'out'}",
+        cache_dir=str(tmp_path / "cache"),
+        layer_types=("tar", "squashfs"),
+    )
+    build(recipe, options, progress)
+    in_order(
+        progress.phases(),
+        [
+            "[1/4] app (tar): base oci:",
+            "[1/4] app (tar): output app",
+            "[2/4] app (squashfs): base as squashfs",
+            "[2/4] app (squashfs): writing layer",
+            "[2/4] app (squashfs): checking",
+            "[2/4] app (squashfs): output app-squashfs",
+            "[3/4] tool (tar): output tool",
+            "[4/4] tool (squashfs): writing layer",
+            "[4/4] tool (squashfs): output tool-squashfs",
+        ],
+    )
+    assert progress.calls[-1] == ("end", None)
