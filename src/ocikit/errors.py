@@ -10,9 +10,14 @@ from __future__ import annotations
 
 
 class OcikitError(Exception):
-    """Base of every error ocikit raises on purpose. ``str(err)`` is one line for the user."""
+    """Base of every error ocikit raises on purpose. ``str(err)`` is one line for the user;
+    ``lines()`` what the command line prints: that line, or (a recipe's errors) a header and
+    one line per problem."""
 
     exit_code = 2
+
+    def lines(self) -> list[str]:
+        return [str(self)]
 
 
 class UsageError(OcikitError):

@@ -82,3 +82,17 @@ def assert_one_line_error(
     if contains is not None:
         assert contains.lower() in err.lower(), f"{contains!r} not in {err!r}"
     return err.strip()
+
+
+def assert_recipe_errors(proc: subprocess.CompletedProcess[bytes], *, code: int = 2) -> list[str]:
+    """Exit ``code``, no traceback, a recipe's errors as ocikit lists several: the line
+    ``ocikit: error: RECIPE: N errors:``, then N lines, each ``  path: message``. Returns
+    the problems (without the indent)."""
+    err = proc.stderr.decode(errors="replace")
+    assert proc.returncode == code, f"exit {proc.returncode}, want {code}; stderr: {err!r}"
+    assert "Traceback" not in err, err
+    first, *rest = err.splitlines()
+    assert err.endswith("\n") and first.startswith("ocikit: error: "), err
+    assert first.endswith(f": {len(rest)} errors:") and len(rest) > 1, f"not a list: {err!r}"
+    assert all(line.startswith("  ") and line[2:].strip() for line in rest), err
+    return [line[2:] for line in rest]

@@ -443,7 +443,7 @@ class _Builder:
         if ref.transport in ("oci", "oci-archive", "docker-archive") and not os.path.isabs(
             ref.path
         ):
-            path = str(self.recipe.context / ref.path)
+            path = str(self.recipe.directory / ref.path)  # as validation found it
             return str(Reference(ref.transport, path, ref.name, ref.index))
         return text
 

@@ -3,8 +3,8 @@
 Every entry's path is resolved through the symlinks of the base (and of what this layer
 added before it): ``bin/tool`` over ``bin -> usr/bin`` lands at ``usr/bin/tool``. A layer
 made here therefore never holds a path twice, never turns a symlinked directory into a
-directory, and never replaces a directory by a file. Two imports that land on one path must
-agree (same content and metadata) or the build stops, naming both.
+directory, and never replaces a directory, or a symlink to one, by a file. Two imports that
+land on one path must agree (same content and metadata) or the build stops, naming both.
 
 Entries are written sorted by path, with normalized headers (owner numbers only, no names,
 mtimes as the imports clamped them), so the same inputs give the same bytes.
@@ -43,17 +43,19 @@ class Placed:
 
 def place(imports: Sequence[ImportContent], tree: Tree) -> list[Placed]:
     """Where each import's entries land on ``tree`` (changed: it ends as the new layer leaves
-    it); the layer's entries in path order, missing parent directories included."""
+    it); the layer's entries in path order, missing parent directories included. Imports
+    without ``dest`` (only run steps see them) are not placed: the caller leaves them out."""
     placed: dict[tuple[str, ...], Placed] = {}
     for content in imports:
         landed: dict[str, tuple[str, ...]] = {}  # rel path -> where it landed (hardlinks)
-        dest = clean(content.spec.dest).parts
+        written = content.spec.dest
+        if written is None:
+            raise ValueError(f"{content.origin}: placed without a dest")
+        dest = clean(written).parts
         for entry in content.entries:
             if content.single_file:
                 parts = (
-                    (*dest, content.spec.src.rsplit("/", 1)[-1])
-                    if content.spec.dest.endswith("/")
-                    else dest
+                    (*dest, content.spec.src.rsplit("/", 1)[-1]) if written.endswith("/") else dest
                 )
             else:
                 parts = (*dest, *entry.rel)
@@ -144,6 +146,18 @@ def _place_one(
         raise BuildError(
             f"{origin}: {shown} would replace the directory /{'/'.join(landing)} by a {entry.kind}"
         )
+    if existing is not None and existing.kind is Kind.SYMLINK and entry.kind != "symlink":
+        # a file over bin -> usr/bin: /bin/* vanishes in the container (ocikit check's
+        # replaces-symlinked-dir); a symlink over it stays a symlink, as check agrees
+        res = tree.resolve(list(landing), follow_last=True)
+        if res.node is not None and res.node.kind is Kind.DIR and not res.loop:
+            hint = ""
+            if content.single_file and not (content.spec.dest or "/").endswith("/"):
+                hint = f" (dest: {shown}/ puts it in the directory)"
+            raise BuildError(
+                f"{origin}: {shown} would replace /{'/'.join(landing)}, a symlink to the "
+                f"directory /{res.path}, by a {entry.kind}{hint}"
+            )
     if existing is not None and existing.layer == NEW:
         _same(placed, landing, entry, origin, shown)
         return landing

@@ -1,39 +1,61 @@
 """The recipe: a YAML file of images, validated whole before anything is built.
 
 Every error is collected (schema, substitutions, names, cycles, imports) and reported at once,
-each with its path in the file (``images.app.from``). The schema is the pydantic models
-below; ``recipe_schema()`` gives it as JSON Schema (shipped as docs/recipe.schema.json).
+each with its path in the file (``images.app.from``), one per line, without the follow-ups of
+an error already said. The schema is the pydantic models below; ``recipe_schema()`` gives it
+as JSON Schema (shipped as docs/recipe.schema.json).
+
+What YAML would silently change is refused or taken as written, never guessed: a key written
+twice (anywhere), a ``mode`` YAML reads as a decimal number, a command YAML made into a list;
+a plain scalar YAML reads as a number, a boolean or a date where the schema wants text is the
+text written (``cmd: [sleep, 10]``, ``user: 1000``).
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..errors import UsageError
-from ..model.jsondoc import quote
+from ..model.jsondoc import quote, size_text
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 SUBST_RE = re.compile(r"\$\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?::([^}]*))?\}\}")
 SHA256_RE = re.compile(r"^(sha256:)?[0-9a-f]{64}$")
 SIGNAL_RE = re.compile(r"^(SIG[A-Z0-9+-]+|[0-9]+)$")
 PORT_RE = re.compile(r"^[0-9]{1,5}(/(tcp|udp|sctp))?$")
+MODE_RE = re.compile(r"(0o|0)?([0-7]{3,4})")  # a quoted mode: octal, always
+PLAIN_MODE_RE = re.compile(r"0[0-7]{3,4}")  # an unquoted one: only with its leading 0
+RECIPE_LIMIT = 4 << 20  # bytes of a recipe file
+VALUES_LIMIT = 200_000  # values in a recipe, aliases expanded (``*a`` counts a's values again)
+SHOWN_PROBLEMS = 100  # problems listed; the rest are counted
 
 
 class RecipeError(UsageError):
-    """The recipe is invalid; ``problems`` lists every error as ``path: message``."""
+    """The recipe is invalid; ``problems`` lists every error as ``path: message``. Its
+    message is one line for one problem; for several, a header and one line per problem."""
 
     def __init__(self, problems: list[str], what: str) -> None:
         self.problems = problems
-        lines = "; ".join(problems)
-        super().__init__(f"{what}: {len(problems)} error(s): {lines}")
+        self.what = what
+        super().__init__("\n".join(self.lines()))
+
+    def lines(self) -> list[str]:
+        if len(self.problems) == 1:
+            return [f"{self.what}: {self.problems[0]}"]
+        shown = [f"  {p}" for p in self.problems[:SHOWN_PROBLEMS]]
+        if len(self.problems) > SHOWN_PROBLEMS:
+            shown.append(f"  ... and {len(self.problems) - SHOWN_PROBLEMS} more")
+        return [f"{self.what}: {len(self.problems)} errors:", *shown]
 
 
 class _Model(BaseModel):
@@ -57,7 +79,10 @@ class Import(_Model):
         "it, the import is only visible to run steps, at /ocikit/imports/SRC.",
     )
     mode: int | str | None = Field(
-        None, description="Permission bits of the imported files (octal string or number)."
+        None,
+        description='Permission bits of the imported files, octal: quoted ("0755", "755", '
+        '"0o755"), or unquoted with its leading 0 (0755). An unquoted 755 is refused: YAML '
+        "reads it as the decimal number 755.",
     )
     owner: str | None = Field(None, description="UID:GID of every imported entry (default 0:0).")
     sha256: str | None = Field(None, description="Pin: the file's or tarball's sha256.")
@@ -79,9 +104,10 @@ class Import(_Model):
         if v is None:
             return v
         if isinstance(v, str):
-            if not re.fullmatch(r"0?[0-7]{3,4}", v):
-                raise ValueError("must be octal permission bits, like 0644")
-            v = int(v, 8)
+            m = MODE_RE.fullmatch(v)
+            if m is None:
+                raise ValueError('must be octal permission bits, like "0644"')
+            v = int(m.group(2), 8)
         if not 0 <= v <= 0o7777:
             raise ValueError("must be permission bits between 0 and 07777")
         return v
@@ -193,12 +219,16 @@ class Recipe(_Model):
 @dataclass(frozen=True)
 class LoadedRecipe:
     recipe: Recipe
-    path: Path
-    context: Path  # imports are relative to it
+    path: Path  # absolute; ``from:`` paths are relative to its directory
+    context: Path  # absolute; imports and binds are relative to it
 
     @property
     def images(self) -> Mapping[str, ImageSpec]:
         return self.recipe.images
+
+    @property
+    def directory(self) -> Path:
+        return self.path.parent
 
 
 def recipe_schema() -> dict[str, Any]:
@@ -237,40 +267,231 @@ def load_recipe(
     targets: Sequence[str] = (),
 ) -> LoadedRecipe:
     """Read, substitute and validate the recipe; RecipeError lists every problem. The
-    imports' files are looked for in ``context`` for the images that will be built (all, or
-    ``targets`` and their bases)."""
+    imports' files are looked for in ``context`` (default: the recipe's directory) for the
+    images that will be built (all, or ``targets`` and their bases); ``from:`` paths are
+    relative to the recipe's directory. Relative ``path`` and ``context`` are taken from the
+    working directory now: the result holds them absolute."""
     path = Path(path)
     what = str(path)
     try:
-        text = path.read_text()
+        with open(path, "rb") as f:
+            raw = f.read(RECIPE_LIMIT + 1)
+        if len(raw) > RECIPE_LIMIT:
+            raise UsageError(f"{what}: the recipe is larger than {size_text(RECIPE_LIMIT)}")
+        text = raw.decode()
     except FileNotFoundError:
         raise UsageError(f"{what}: no such recipe file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise UsageError(f"{what}: cannot read the recipe ({e})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise RecipeError([f"not valid YAML{where}: {getattr(e, 'problem', e)}"], what) from None
     problems: list[str] = []
-    data = _substitute(data, dict(substitutions or {}), "", problems)
-    if not isinstance(data, dict) or not isinstance(data.get("images"), dict):
-        raise RecipeError([*problems, "images: the recipe needs a mapping of images"], what)
+    refused: set[str] = set()  # paths whose error is said: no follow-up there
+    data = _parse(text, what, problems, refused)
+    data = _substitute(data, dict(substitutions or {}), "", problems, refused)
+    later: list[str] = []
     recipe = None
-    try:
-        recipe = Recipe.model_validate(data)
-    except ValidationError as e:
-        problems.extend(_format(err) for err in e.errors())
-    ctx = Path(context) if context is not None else path.parent
-    problems.extend(_semantic(data["images"], ctx, targets))
+    if not isinstance(data, dict):
+        later.append("images: the recipe needs a mapping of images")
+    else:
+        try:
+            recipe = Recipe.model_validate(data)
+        except ValidationError as e:
+            later.extend(_validation_problems(e))
+    path = path.absolute()
+    ctx = Path(context).absolute() if context is not None else path.parent
+    if isinstance(data, dict) and isinstance(data.get("images"), dict):
+        later.extend(_semantic(data["images"], ctx, path.parent, targets))
+    problems.extend(p for p in later if not _under(p.split(": ", 1)[0], refused))
     if problems:
         raise RecipeError(problems, what)
     assert recipe is not None
     return LoadedRecipe(recipe, path, ctx)
 
 
-def _substitute(node: Any, values: dict[str, str], where: str, problems: list[str]) -> Any:
+def _under(where: str, paths: set[str]) -> bool:
+    """Whether ``where`` is one of ``paths`` or inside one."""
+    while True:
+        if where in paths:
+            return True
+        cut = max(where.rfind("."), where.rfind("["))
+        if cut <= 0:
+            return False
+        where = where[:cut]
+
+
+# -- reading the YAML ------------------------------------------------------------------------
+
+_STR = "tag:yaml.org,2002:str"
+_INT = "tag:yaml.org,2002:int"
+_NULL = "tag:yaml.org,2002:null"
+_MERGE = "tag:yaml.org,2002:merge"
+# what a plain scalar may resolve to besides text: where the schema wants text, its text
+_AS_WRITTEN = {_INT, "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool",
+               "tag:yaml.org,2002:timestamp"}  # fmt: skip
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader (YAML 1.1 types, merge keys), its document checked as nodes
+    against the schema before it is made into values (``_Walk``)."""
+
+
+def _parse(text: str, what: str, problems: list[str], refused: set[str]) -> Any:
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        walk = _Walk(loader, problems, refused)
+        size = walk.size(node)
+        if size is None or size > VALUES_LIMIT:
+            why = "an alias inside itself" if size is None else "aliases expanded"
+            raise RecipeError([f"more than {VALUES_LIMIT} values ({why})"], what)
+        walk.node(node, Recipe, "")
+        return loader.construct_document(node)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise RecipeError([f"not valid YAML{where}: {getattr(e, 'problem', e)}"], what) from None
+    except RecursionError:
+        raise RecipeError(["not valid YAML: nested too deeply"], what) from None
+    finally:
+        loader.dispose()
+
+
+class _Walk:
+    """The document's nodes, along the schema: a key written twice (at any level, merge keys
+    included) is an error naming both lines; a plain scalar YAML would read as a number, a
+    boolean or a date where the schema wants text becomes its text; a ``mode`` keeps only
+    the unquoted forms that mean one thing. Each node is visited once per type (an alias
+    is not walked again), and the values the document stands for are counted."""
+
+    def __init__(self, loader: _Loader, problems: list[str], refused: set[str]) -> None:
+        self.loader = loader
+        self.problems = problems
+        self.refused = refused
+        self.seen: set[tuple[int, int]] = set()
+        self.sizes: dict[int, int | None] = {}
+
+    def node(self, node: yaml.Node, ann: Any, where: str) -> None:
+        if (id(node), id(ann)) in self.seen:
+            return
+        self.seen.add((id(node), id(ann)))
+        members = _members(ann)
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag in _AS_WRITTEN and node.style is None and _wants_text(members):
+                node.tag = _STR
+            return
+        if isinstance(node, yaml.SequenceNode):
+            item = next((get_args(m)[0] for m in members if get_origin(m) is list), None)
+            for i, child in enumerate(node.value):
+                self.node(child, item, f"{where}[{i}]")
+            return
+        if not isinstance(node, yaml.MappingNode):
+            return
+        model = next((m for m in members if _is_model(m)), None)
+        mapping = next((get_args(m) for m in members if get_origin(m) is dict), None)
+        lines: dict[tuple[str, str], list[int]] = {}
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                if mapping and key.tag in _AS_WRITTEN and key.style is None:
+                    key.tag = _STR
+                lines.setdefault((key.tag, key.value), []).append(key.start_mark.line + 1)
+            name = key.value if isinstance(key, yaml.ScalarNode) else "?"
+            if key.tag == _MERGE:  # its mappings are of the same type
+                for merged in value.value if isinstance(value, yaml.SequenceNode) else [value]:
+                    self.node(merged, ann, where)
+                continue
+            inner = _join(where, name)
+            if model is Import and name == "mode":
+                self._mode(value, inner)
+            elif model is not None:
+                field = _field(model, name)
+                self.node(value, field.annotation if field else None, inner)
+            else:
+                self.node(value, mapping[1] if mapping else None, inner)
+        for (_tag, name), at in lines.items():
+            if len(at) > 1:
+                times = "twice" if len(at) == 2 else f"{len(at)} times"
+                shown = ", ".join(map(str, at[:-1])) + f" and {at[-1]}"
+                self.problems.append(f"{_join(where, name)}: defined {times} (lines {shown})")
+
+    def _mode(self, node: yaml.Node, where: str) -> None:
+        """``mode``: a quoted octal string (the validator reads it), or an unquoted number
+        whose text is octal with its leading 0 (YAML 1.1 reads 0755 as octal, YAML 1.2 as
+        decimal: the text, taken as octal, is what both mean to a reader)."""
+        if not isinstance(node, yaml.ScalarNode) or node.tag in (_STR, _NULL):
+            return
+        if node.tag == _INT and node.style is None and PLAIN_MODE_RE.fullmatch(node.value):
+            node.tag = _STR
+            return
+        text = node.value
+        if node.tag == _INT:
+            value = self.loader.construct_yaml_int(node)
+            kind = "the decimal number" if text.isdigit() else "the number"
+            read = f"{kind} {value} = 0o{value:o}" if value >= 0 else f"the number {value}"
+        else:
+            read = f"a {node.tag.rsplit(':', 1)[-1]}"
+        octal = re.fullmatch(r"[0-7]{3,4}", text)
+        hint = f'write "0{text}"' if octal else 'write the bits in octal, quoted, like "0755"'
+        self.problems.append(
+            f"{where}: {quote(text)[1:-1]} without quotes is ambiguous (YAML reads it as "
+            f"{read}); {hint}"
+        )
+        self.refused.add(where)
+        node.tag = _STR  # said once: the validator does not say it again
+
+    def size(self, node: yaml.Node) -> int | None:
+        """How many values ``node`` stands for, its aliases expanded; None for a node that
+        holds itself (through an alias), which has no end."""
+        key = id(node)
+        if key in self.sizes:
+            return self.sizes[key]
+        self.sizes[key] = None  # while it is counted
+        size = 1
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        for child in children:
+            n = self.size(child)
+            if n is None:
+                return None
+            size = min(size + n, VALUES_LIMIT + 1)
+        self.sizes[key] = size
+        return size
+
+
+def _members(ann: Any) -> list[Any]:
+    """The types of a field's annotation (the members of a union), None left out."""
+    if ann is None:
+        return []
+    if get_origin(ann) in (Union, types.UnionType):
+        return [a for a in get_args(ann) if a is not type(None)]
+    return [ann]
+
+
+def _wants_text(members: list[Any]) -> bool:
+    return str in members and not any(m in (int, float, bool) for m in members)
+
+
+def _is_model(t: Any) -> bool:
+    return isinstance(t, type) and issubclass(t, BaseModel)
+
+
+def _field(model: type[BaseModel], name: str) -> Any:
+    for attr, field in model.model_fields.items():
+        if (field.alias or attr) == name:
+            return field
+    return None
+
+
+def _names(model: type[BaseModel]) -> list[str]:
+    return [field.alias or attr for attr, field in model.model_fields.items()]
+
+
+def _substitute(
+    node: Any, values: dict[str, str], where: str, problems: list[str], unset: set[str]
+) -> Any:
     if isinstance(node, str):
 
         def repl(m: re.Match[str]) -> str:
@@ -280,13 +501,19 @@ def _substitute(node: Any, values: dict[str, str], where: str, problems: list[st
             if default is not None:
                 return default
             problems.append(f"{where or '.'}: ${{{{{name}}}}} is not set and has no default")
+            unset.add(where or ".")
             return m.group(0)
 
         return SUBST_RE.sub(repl, node)
     if isinstance(node, dict):
-        return {k: _substitute(v, values, _join(where, str(k)), problems) for k, v in node.items()}
+        return {
+            k: _substitute(v, values, _join(where, str(k)), problems, unset)
+            for k, v in node.items()
+        }
     if isinstance(node, list):
-        return [_substitute(v, values, f"{where}[{i}]", problems) for i, v in enumerate(node)]
+        return [
+            _substitute(v, values, f"{where}[{i}]", problems, unset) for i, v in enumerate(node)
+        ]
     return node
 
 
@@ -294,24 +521,74 @@ def _join(where: str, key: str) -> str:
     return f"{where}.{key}" if where else key
 
 
-def _format(err: Any) -> str:
+def _validation_problems(e: ValidationError) -> list[str]:
+    """pydantic's errors as ``path: message``; an unknown field with the close known one;
+    a required field whose misspelling was just named is not said again."""
+    problems = []
+    suggested: set[tuple[Any, ...]] = set()
+    errors = e.errors()
+    for err in errors:
+        if err["type"] == "extra_forbidden":
+            model = _model_at(err["loc"][:-1])
+            close = difflib.get_close_matches(str(err["loc"][-1]), _names(model) if model else [])
+            if close:
+                suggested.add((*err["loc"][:-1], close[0]))
+            problems.append(_format(err, close[0] if close else None))
+    for err in errors:
+        if err["type"] == "missing" and tuple(err["loc"]) in suggested:
+            continue
+        if err["type"] != "extra_forbidden":
+            problems.append(_format(err))
+    return problems
+
+
+def _model_at(loc: Sequence[Any]) -> type[BaseModel] | None:
+    """The model of the mapping at ``loc`` (pydantic's error location)."""
+    ann: Any = Recipe
+    for part in loc:
+        step = None
+        for m in _members(ann):
+            if _is_model(m) and part == m.__name__:  # which member of a union was tried
+                step = m
+            elif _is_model(m) and isinstance(part, str) and _field(m, part) is not None:
+                step = _field(m, part).annotation
+            elif get_origin(m) is dict and isinstance(part, str):
+                step = get_args(m)[1]
+            elif get_origin(m) is list and isinstance(part, int):
+                step = get_args(m)[0]
+            if step is not None:
+                break
+        if step is None:
+            return None
+        ann = step
+    return next((m for m in _members(ann) if _is_model(m)), None)
+
+
+def _format(err: Any, close: str | None = None) -> str:
     where = ""
     for part in err["loc"]:
         if isinstance(part, int):
             where += f"[{part}]"
-        elif part in ("str", "Built"):  # which member of ``str | Built`` was tried
+        elif part in ("str", "Built", "list[str]"):  # which member of a union was tried
             continue
         else:
             where = _join(where, str(part))
     message = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
-        message = "unknown field"
+        message = "unknown field" + (f" (did you mean {quote(close)}?)" if close else "")
+    elif err["type"] == "missing" and where == "images":
+        message = "the recipe needs a mapping of images"
+    elif err["type"] == "string_type" and err.get("input", "") is None:
+        message = 'has no value (YAML reads an empty value or ~ as null); write "" for no text'
     return f"{where or '.'}: {message}"
 
 
-def _semantic(images: dict[str, Any], context: Path, targets: Sequence[str]) -> list[str]:
-    """Names, bases (unknown, cycles), imports (present in the context, pins), read from the
-    raw data so that an image with a schema error is checked as far as it can be."""
+def _semantic(
+    images: dict[str, Any], context: Path, directory: Path, targets: Sequence[str]
+) -> list[str]:
+    """Names, bases (unknown, cycles; paths relative to the recipe's ``directory``), run
+    steps' shapes, imports (present in the context, pins), read from the raw data so that an
+    image with a schema error is checked as far as it can be."""
     problems = []
     if not images:
         problems.append("images: no image defined")
@@ -334,7 +611,8 @@ def _semantic(images: dict[str, Any], context: Path, targets: Sequence[str]) -> 
         elif isinstance(base, str) and base.startswith("built:"):
             problems.append(f"{where}.from: write another image of the file as {{built: NAME}}")
         elif isinstance(base, str) and base != "scratch":
-            problems.extend(_check_reference(base, f"{where}.from", context))
+            problems.extend(_check_reference(base, f"{where}.from", directory))
+        problems.extend(_check_run(spec.get("run"), f"{where}.run"))
     cycles = _cycles(bases)
     problems.extend(cycles)
     wanted = set(images)
@@ -364,7 +642,25 @@ def _semantic(images: dict[str, Any], context: Path, targets: Sequence[str]) -> 
     return problems
 
 
-def _check_reference(text: str, where: str, context: Path) -> list[str]:
+def _check_run(run: Any, where: str) -> list[str]:
+    """A command that begins with '-' is an option to the shell (``sh -c -e``), never a
+    command: mostly a test, ``run: [ -e /x ]``, that YAML read as a list of one string."""
+    problems = []
+    for i, command in enumerate(run if isinstance(run, list) else [run]):
+        if not isinstance(command, str) or not command.startswith("-"):
+            continue
+        at = f"{where}[{i}]" if isinstance(run, list) else where
+        said = f"{at}: {quote(command)} begins with '-', which the shell takes for an option"
+        if isinstance(run, list) and len(command) <= 80 and command.isprintable():
+            said += (
+                f"; unquoted, [ {command} ] is a YAML list, not a test: quote the command "
+                f'(run: ["[ {command} ]"]) or write a block scalar (run: |)'
+            )
+        problems.append(said)
+    return problems
+
+
+def _check_reference(text: str, where: str, directory: Path) -> list[str]:
     from ..transports import parse_reference
 
     try:
@@ -376,9 +672,10 @@ def _check_reference(text: str, where: str, context: Path) -> list[str]:
     if ref.transport in ("oci", "oci-archive", "docker-archive"):
         path = Path(ref.path)
         if not path.is_absolute():
-            path = context / path
+            path = directory / path
         if not path.exists():
-            return [f"{where}: {ref.path} does not exist (relative to {context})"]
+            shown = quote(ref.path)
+            return [f"{where}: {shown} does not exist (relative to the recipe's directory)"]
     return []
 
 

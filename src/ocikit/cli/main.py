@@ -682,11 +682,11 @@ def _dispatch(argv: list[str] | None) -> int:
         hint = ""
         if isinstance(e, click.UsageError) and e.ctx is not None:
             hint = f" (see '{e.ctx.command_path} --help')"
-        return _error(f"{e.format_message()}{hint}", e.exit_code if e.exit_code != 1 else 2)
+        return _error(f"{e.format_message()}{hint}", code=e.exit_code if e.exit_code != 1 else 2)
     except click.exceptions.Abort:
         _interrupted(signal.SIGINT)
-    except OcikitError as e:
-        return _error(str(e), e.exit_code)
+    except OcikitError as e:  # one line; a recipe's errors one per line, after a header
+        return _error(*e.lines(), code=e.exit_code)
     except (BrokenPipeError, _BrokenPipe):  # quietly, as `yes | head` ends
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return BROKEN_PIPE
@@ -698,11 +698,16 @@ def _dispatch(argv: list[str] | None) -> int:
         if os.environ.get("OCIKIT_DEBUG"):
             traceback.print_exc()
         return _error(
-            f"internal error: {type(e).__name__}: {e} (set OCIKIT_DEBUG=1 for a traceback)", 3
+            f"internal error: {type(e).__name__}: {e} (set OCIKIT_DEBUG=1 for a traceback)",
+            code=3,
         )
     return 0
 
 
-def _error(message: str, code: int = 2) -> int:
+def _error(message: str, *more: str, code: int = 2) -> int:
+    """The error on stderr: its first line after ``ocikit: error:``, then the others (each
+    escaped and bounded as every line about the input)."""
     _say(f"ocikit: error: {message}")
+    for line in more:
+        _say(line)
     return code
