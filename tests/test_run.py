@@ -196,9 +196,13 @@ def test_a_failing_step(project: Path) -> None:
     assert "failing | about to fail" in err, "the output streamed"
     message = err.strip().splitlines()[-1]
     assert proc.returncode == 2
-    assert "images.failing.run failed with exit code 3" in message and "last words" in message
-    log = project / "cache" / "logs" / "failing.log"
-    assert "last words" in log.read_text()
+    assert (
+        "images.failing.run ('echo about to fail; echo last words; exit 3') failed with exit code 3"
+        in message
+        and "last words" in message
+    )
+    log = Path(message.split("(log: ", 1)[1].split("):", 1)[0])
+    assert log.parent == project / "cache" / "logs" and "last words" in log.read_text()
     index = json.loads((project / "oci" / "index.json").read_bytes())
     tags = {d["annotations"]["org.opencontainers.image.ref.name"] for d in index["manifests"]}
     assert tags == {"app"}, "no tag for the failing image or its dependents"

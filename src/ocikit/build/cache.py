@@ -28,8 +28,9 @@ able to write. Nothing in it is used because of its name; what is used proves wh
   owner, size, device number, inode, ctime, mtime). A layer directory is used only when its
   seal verifies, which costs one ``lstat`` per entry and no read; it is then used through
   the descriptor opened for the check, never by path again.
-- **Logs** are opened without following a symlink; what is not the user's own regular
-  file there is replaced.
+- **Logs** (``logs/``, the user's own, 0700): one new file per run of an image's steps,
+  made with ``O_EXCL | O_NOFOLLOW`` (nothing there is followed or appended to), bounded in
+  size (``LOG_LIMIT``) and in number (``LOGS_PER_IMAGE``, ``LOGS_TOTAL``).
 
 Anything that fails is a miss: rebuilt and replaced, never used, never a failed build. What
 is trusted: the user's account (who can read the key can forge seals), root, and the kernel's
@@ -45,6 +46,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import stat
 import time
@@ -70,6 +72,11 @@ LAYOUT_FILE = b'{"imageLayoutVersion":"1.0.0"}'
 #: what a build cache holds (besides temporary ``.ocikit-tmp-*`` things)
 OWN = frozenset({"oci-layout", "index.json", "blobs", "layers", "logs", "seals"})
 PRIVATE = frozenset({"layers", "logs", "seals"})  # the user's own, 0700
+#: logs kept: per recipe, image and layer type, and in all; the bytes of one log
+LOGS_PER_IMAGE = 10
+LOGS_TOTAL = 500
+LOG_LIMIT = 16 << 20
+LOG_NAME = re.compile(r"[A-Za-z0-9._]+-[0-9a-f]{8}-[a-z0-9._-]+-\d{8}T\d{6}Z-\d+(?:-\d+)?\.log")
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 Identity = tuple[int, int, int, int, int]  # device, inode, size, ctime, mtime (ns)
@@ -557,31 +564,102 @@ class Cache:
         return self._mac(f"layer\0{name}\0{digest}\0{listing}".encode())
 
     # -- logs --------------------------------------------------------------------------------------
-    def open_log(self, name: str) -> TextIO:
-        """``logs/<name>`` for appending: the user's own regular file (anything else there,
-        a symlink included, is replaced)."""
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+    def open_log(self, recipe: str, image: str, layer_type: str) -> tuple[Path, StepLog]:
+        """A new log for one run of ``image``'s steps: ``logs/<recipe>-<image>-<layer
+        type>-<UTC time>-<pid>.log`` (``recipe``: a label of the recipe, ``recipe_label``),
+        made here (``O_EXCL``: nothing there is followed or reused). The oldest logs of the
+        same recipe, image and layer type past ``LOGS_PER_IMAGE``, the oldest of all past
+        ``LOGS_TOTAL``, and the logs of older ocikit versions (``NAME.log``) are removed."""
         logs = self._dir("logs")
         assert logs is not None
-        what = f"build cache {self.path}: logs/{name}"
-        for _ in range(10):
+        when = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        prefix = f"{recipe}-{image}-{layer_type}-"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
+        for n in range(100):
+            name = f"{prefix}{when}-{os.getpid()}{f'-{n}' if n else ''}.log"
             try:
-                try:
-                    fd = os.open(name, flags | os.O_CLOEXEC | os.O_NOCTTY, 0o644, dir_fd=logs)
-                except OSError as e:
-                    if e.errno not in (errno.ELOOP, errno.ENXIO, errno.EISDIR, errno.EACCES):
-                        raise
-                    remove_at(logs, name)  # a symlink, a fifo, a directory: not a log
-                    continue
-                st = os.fstat(fd)
-                if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid():
-                    os.set_blocking(fd, True)
-                    return os.fdopen(fd, "a")
-                os.close(fd)
-                remove_at(logs, name)
+                fd = os.open(name, flags, 0o644, dir_fd=logs)
+            except FileExistsError:
+                continue
             except OSError as e:
-                raise write_error(what, e) from None
-        raise UsageError(f"{what}: keeps changing")
+                raise write_error(f"build cache {self.path}: logs/{name}", e) from None
+            break
+        else:
+            raise UsageError(f"build cache {self.path}: logs/{prefix}{when}-*: too many")
+        try:
+            self._prune_logs(logs, prefix, keep=name)
+        except BaseException:
+            os.close(fd)
+            raise
+        return self.path / "logs" / name, StepLog(os.fdopen(fd, "w", errors="surrogateescape"))
+
+    def _prune_logs(self, logs: int, prefix: str, keep: str) -> None:
+        mine = re.compile(re.escape(prefix) + r"\d{8}T\d{6}Z-\d+(?:-\d+)?\.log")
+        found: list[tuple[int, str]] = []  # (mtime, name) of the logs this ocikit writes
+        with os.scandir(logs) as it:
+            for entry in it:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:  # removed by another build meanwhile
+                    continue
+                if entry.name == keep:
+                    continue
+                if not LOG_NAME.fullmatch(entry.name):  # an older ocikit's NAME.log, or junk
+                    remove_at(logs, entry.name)
+                    continue
+                found.append((st.st_mtime_ns, entry.name))
+        found.sort(reverse=True)  # newest first
+        same = [name for _t, name in found if mine.fullmatch(name)]
+        drop = set(same[LOGS_PER_IMAGE - 1 :])
+        drop.update(name for _t, name in found[LOGS_TOTAL - 1 :])
+        for name in drop:
+            with contextlib.suppress(FileNotFoundError):
+                remove_at(logs, name)
+
+
+class StepLog:
+    """A step's log: text written until ``LOG_LIMIT`` bytes, then one line saying it was
+    cut (the output still streams); the bytes not logged are counted at ``close``."""
+
+    def __init__(self, file: TextIO) -> None:
+        self.file = file
+        self.size = 0
+        self.dropped = 0
+
+    def write(self, text: str) -> None:
+        size = len(text.encode("utf-8", "surrogateescape"))
+        if self.size + size <= LOG_LIMIT:
+            self.file.write(text)
+            self.size += size
+            return
+        if not self.dropped:
+            self.file.write(f"--- ocikit: log cut at {LOG_LIMIT >> 20} MiB; the output went on\n")
+        self.dropped += size
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def close(self) -> None:
+        try:
+            if self.dropped:
+                self.file.write(f"--- ocikit: {self.dropped} bytes of output not logged\n")
+        finally:
+            self.file.close()
+
+    def __enter__(self) -> StepLog:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def recipe_label(path: Path) -> str:
+    """The recipe in a log's name: its file's stem (``ocikit``, letters, digits, ``.``,
+    ``_`` kept, 40 at most) and 8 hex digits of the sha256 of its absolute path, so that
+    two recipes called ``ocikit.yaml`` have different logs."""
+    stem = re.sub(r"[^A-Za-z0-9._]", "_", path.stem)[:40] or "recipe"
+    where = os.path.abspath(path).encode(errors="surrogateescape")
+    return f"{stem}-{hashlib.sha256(where).hexdigest()[:8]}"
 
 
 def _lock_fresh(name: str, dir_fd: int, fd: int) -> bool:
@@ -636,4 +714,4 @@ def _tree_digest(root: int) -> tuple[str, int]:
     return h.hexdigest(), newest
 
 
-__all__ = ["Cache"]
+__all__ = ["Cache", "StepLog", "recipe_label"]

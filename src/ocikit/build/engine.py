@@ -46,13 +46,13 @@ from ..transports.fsutil import HIDDEN_TMP_PREFIX, PrivateDir, private_tmp_dir
 from ..transports.oci_layout import OciLayoutDestination, OciLayoutSource
 from ..transports.reference import Reference
 from . import rootfs, sandbox
-from .cache import Cache
+from .cache import Cache, recipe_label
 from .imports import INLINE_BUDGET, ImportContent, changed, read_import
 from .layer import BuildError, Placed, materialize, place, stage_for_steps, write_tar
 from .plan import BuildPlan, PlannedImage, plan_build
 from .recipe import Bind, Built, ImageSpec, Import, LoadedRecipe, load_recipe
 
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3  # 3: the default shell is /bin/sh -e -c (a failing command fails a step)
 DEFAULT_EPOCH = 0  # SOURCE_DATE_EPOCH when unset: 1970-01-01T00:00:00Z
 LAYER_TYPES = ("tar", "squashfs")
 
@@ -153,7 +153,8 @@ def build(
 ) -> BuildResult:
     """Build the recipe's images (``options.targets`` and their bases, or all). ``log`` gets
     a line per image (cached or built, and why); ``step_output`` each line run steps write,
-    prefixed with the image's name (they also go to ``CACHE/logs/NAME.log``).
+    prefixed with the image's name (they also go to a log in ``CACHE/logs/``, one per run of
+    an image's steps, named in a failed step's error).
 
     ``progress`` gets a ``begin`` for each phase of each image (``[K/N] NAME (TYPE): base
     REF``, ``imports``, ``reading the base``, ``unpacking the base``, ``run N steps``,
@@ -687,17 +688,31 @@ class _Builder:
         work: Path,
     ) -> None:
         commands = [spec.run] if isinstance(spec.run, str) else list(spec.run or [])
-        shell = spec.shell or ["/bin/sh", "-c"]
+        shell = spec.shell or DEFAULT_SHELL
         env = list(config.get("Env") or []) or [f"PATH={DEFAULT_PATH}"]
         if not any(e.startswith("PATH=") for e in env):
             env.append(f"PATH={DEFAULT_PATH}")
-        log_path = self.cache / "logs" / f"{name}.log"
-        with self.store.open_log(f"{name}.log") as log:
+        path = next(e for e in env if e.startswith("PATH=")).removeprefix("PATH=")
+        cwd = config.get("WorkingDir") or "/"
+
+        def check_shell(where: str) -> None:
+            if not sandbox.has_program(merged, shell[0], path, cwd):
+                scratch = " (from: scratch has no shell)" if spec.from_ == "scratch" else ""
+                raise BuildError(
+                    f"{where}: the image has no {quote(shell[0])[1:-1]}{scratch}; import a "
+                    "shell (a static busybox) or set shell:"
+                )
+
+        check_shell(f"images.{name}.run")  # before a log is made for nothing
+        log_path, log = self.store.open_log(recipe_label(self.recipe.path), name, self._layer_type)
+        with log:
             for i, command in enumerate(commands):
                 where = f"images.{name}.run" + (f"[{i}]" if len(commands) > 1 else "")
+                shown = quote(command, STEP_QUOTE)
                 if i:  # the step before may have changed them
                     _check_user_tables(merged, where)
-                log.write(f"--- images.{name}.run[{i}]: {command}\n")
+                    check_shell(where)
+                log.write(f"--- {where}: {shown}\n")
 
                 def line(text: str, log: Any = log) -> None:
                     log.write(text + "\n")
@@ -707,7 +722,7 @@ class _Builder:
                     merged,
                     [*shell, command],
                     env=env,
-                    cwd=config.get("WorkingDir") or "/",
+                    cwd=cwd,
                     uid=uid,
                     gid=gid,
                     groups=groups,
@@ -717,11 +732,18 @@ class _Builder:
                     on_line=line,
                     bundle=work / f"step-{i}",
                 )
+                if result.runtime_error is not None:
+                    log.write(f"--- {self.options.runtime}: {result.runtime_error}\n")
+                    raise BuildError(
+                        f"{where} ({shown}): {self.options.runtime} could not start the step "
+                        f"(exit code {result.exit_code}, log: {log_path}): {result.runtime_error}"
+                    )
                 if result.exit_code != 0:
+                    log.write(f"--- exit code {result.exit_code}\n")
                     tail = " | ".join(result.tail[-5:]) or "no output"
                     raise BuildError(
-                        f"{where} failed with exit code {result.exit_code} (log: {log_path}): "
-                        f"{tail}"
+                        f"{where} ({shown}) failed with exit code {result.exit_code} "
+                        f"(log: {log_path}): {tail}"
                     )
 
     def _drop_mount_points(self, spec: ImageSpec, upper: Path, lower: LowerLayers) -> None:
@@ -739,9 +761,8 @@ class _Builder:
         if next(iter(overlay_entries(upper, drop)), None) is None:
             return None
         if self._layer_type == "squashfs":
-            rootfs.prepare_upper_for_squashfs(upper, base_top, epoch)
-            out = upper.parent / "layer.sqfs"
-            squashfs.make(upper, out, mkfs_time=epoch)
+            out = upper.parent / "layer.sqfs"  # the upper directory made a layer's tree first
+            squashfs.make(upper, out, mkfs_time=epoch, drop=rootfs.dropped_names(base_top))
             return self._store_squashfs(dest, out)
         return self._write_layer(
             dest, lambda out: rootfs.write_upper_tar(upper, out, base_top, epoch)
@@ -837,6 +858,8 @@ class _Builder:
         return tag
 
 
+DEFAULT_SHELL = ["/bin/sh", "-e", "-c"]  # a failing command fails the step, as in stacker
+STEP_QUOTE = 60  # characters of a step's command in its error message
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 

@@ -28,18 +28,22 @@ import resource
 import shutil
 import stat
 import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UnsafeInputError, UsageError
 from ..layer.dirfd import DIR_FLAGS, kind, land
+from ..model.jsondoc import one_line
 from ..tempfiles import private_tmp_dir
-from ..tools import READ, lines
+from ..tools import READ, UMASK, environment, lines
+from . import runwait
 
 IMPORTS_DIR = "/ocikit/imports"
 TAIL_LINES = 20
 TAIL_LINE = 200  # characters of a line kept for the error message
+STATUS_LIMIT = 64 << 10
 CAPABILITIES = [
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
@@ -74,6 +78,7 @@ class Mount:
 class StepResult:
     exit_code: int
     tail: list[str] = field(default_factory=list)
+    runtime_error: str | None = None  # the runtime could not start the step: its message
 
 
 def runtime_path(name: str) -> str:
@@ -109,6 +114,37 @@ def user_table_problem(rootfs: Path) -> str | None:
     finally:
         os.close(root_fd)
     return None
+
+
+def has_program(rootfs: Path, program: str, path: str, cwd: str) -> bool:
+    """Whether the runtime would find ``program`` to run in ``rootfs``: an executable regular
+    file, its symlinks resolved inside the root as the kernel resolves them there (a link
+    out of it is followed no further than the root); a name without ``/`` looked up in
+    ``path`` (the step's ``PATH``), a relative one from ``cwd``."""
+    if "/" in program:
+        candidates = [program if program.startswith("/") else f"{cwd}/{program}"]
+    else:
+        candidates = [
+            f"{d if d.startswith('/') else f'{cwd}/{d}'}/{program}" for d in path.split(":") if d
+        ]
+    root_fd = os.open(rootfs, DIR_FLAGS)
+    try:
+        for candidate in candidates:
+            try:
+                fd, _parent, name, st = land(root_fd, candidate.split("/"))
+            except UnsafeInputError:  # a symlink loop, a file on the way
+                continue
+            os.close(fd)
+            if (
+                name is not None
+                and st is not None
+                and stat.S_ISREG(st.st_mode)
+                and st.st_mode & 0o111
+            ):
+                return True
+    finally:
+        os.close(root_fd)
+    return False
 
 
 def run_step(
@@ -152,31 +188,86 @@ def run_step(
         (work / "config.json").write_text(json.dumps(config, indent=1))
         tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         with subprocess.Popen(
-            [binary, *state, "run", "--bundle", str(work), name],
+            _waited(binary, state, work, name),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            env=environment(),  # the runtime's: fixed, never the user's (tools.environment)
+            umask=UMASK,  # the mode of the mount points runc makes in the layer
         ) as proc:
             assert proc.stdout is not None
             fd = proc.stdout.fileno()
-            for line in lines(lambda: os.read(fd, READ)):
-                tail.append(line if len(line) <= TAIL_LINE else line[:TAIL_LINE] + "...")
-                if on_line is not None:
-                    on_line(line)
-            code = proc.wait()
-        return StepResult(code, list(tail))
+            try:
+                for line in lines(lambda: os.read(fd, READ)):
+                    tail.append(line if len(line) <= TAIL_LINE else line[:TAIL_LINE] + "...")
+                    if on_line is not None:
+                        on_line(line)
+            except BaseException:  # interrupted: the container is killed, runwait reaps it
+                _delete(binary, state, name)  # and ends, before the Popen waits for it
+                raise
+            helper = proc.wait()
+        return _result(work, runtime, helper, list(tail))
     finally:
-        if (work / "state").exists():  # a container left behind by an interruption
-            subprocess.run(
-                [binary, *state, "delete", "--force", name],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                check=False,
-            )
+        if (work / "state").exists():  # the stopped container (a detached one stays), or
+            _delete(binary, state, name)  # one left behind by an interruption
         if private is not None:
             private.remove()
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _delete(binary: str, state: list[str], name: str) -> None:
+    subprocess.run(
+        [binary, *state, "delete", "--force", name],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=False,
+        env=environment(),
+        umask=UMASK,
+    )
+
+
+def _waited(binary: str, state: list[str], work: Path, name: str) -> list[str]:
+    """The command that runs the container detached under ``runwait`` (one pipe as its
+    stdout and stderr; its exit status in ``work/status``)."""
+    return [
+        sys.executable,
+        "-I",
+        "-S",
+        str(Path(runwait.__file__)),
+        str(work / "status"),
+        str(work / "pid"),
+        str(work / "runtime.log"),
+        binary,
+        *state,
+        "--log",
+        str(work / "runtime.log"),
+        "--log-format",
+        "json",
+        "run",
+        "--detach",
+        "--pid-file",
+        str(work / "pid"),
+        "--bundle",
+        str(work),
+        name,
+    ]
+
+
+def _result(work: Path, runtime: str, helper: int, tail: list[str]) -> StepResult:
+    """What ``runwait`` wrote in ``work/status`` (bounded: it is small JSON)."""
+    try:
+        with open(work / "status", "rb") as f:
+            status = json.loads(f.read(STATUS_LIMIT))
+        if "exit" in status:
+            return StepResult(int(status["exit"]), tail)
+        error = one_line(str(status.get("error") or ""), TAIL_LINE * 2)
+        return StepResult(int(status["runtime"]), [], error or f"{runtime} failed")
+    except (OSError, ValueError, KeyError, TypeError):
+        return StepResult(
+            helper or 1, tail, f"{runtime} ended without a status (helper exit code {helper})"
+        )
 
 
 def _config(
