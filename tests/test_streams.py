@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 import subprocess
 import tarfile
 from pathlib import Path
@@ -43,3 +44,53 @@ def test_a_reader_that_goes_away(big_layout: Path, dest: str) -> None:
     err = writer.stderr.read()
     assert writer.wait(timeout=60) == 141
     assert err == b""
+
+
+@pytest.mark.parametrize("dest", ["docker-archive:-", "oci-archive:-"])
+def test_an_archive_is_never_written_to_a_terminal(big_layout: Path, dest: str) -> None:
+    """As ``docker save`` refuses: nothing written to the terminal, one line, exit 2."""
+    main, tty = os.openpty()
+    try:
+        proc = subprocess.run(
+            [*OCIKIT, "copy", "-q", f"oci:{big_layout}:big", dest],
+            stdout=tty,
+            stderr=subprocess.PIPE,
+            timeout=60,
+        )
+        os.set_blocking(main, False)
+        try:
+            written = os.read(main, 1 << 16)
+        except BlockingIOError:
+            written = b""
+    finally:
+        os.close(main)
+        os.close(tty)
+    assert proc.returncode == 2
+    assert proc.stderr.decode() == (
+        f"ocikit: error: {dest}: refusing to write an archive to a terminal; redirect "
+        "standard output (> FILE or | COMMAND) or name a file\n"
+    )
+    assert written == b""
+
+
+def _refused_source() -> str:
+    """A source that fails as soon as it is read: a registry port nobody listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"docker://127.0.0.1:{s.getsockname()[1]}/app:1"
+
+
+@pytest.mark.parametrize("transport", ["docker-archive", "oci-archive"])
+def test_a_directory_as_an_archive_is_refused_before_reading(
+    tmp_path: Path, transport: str
+) -> None:
+    for target in (tmp_path, Path("/tmp")):
+        proc = subprocess.run(
+            [*OCIKIT, "copy", "-q", _refused_source(), f"{transport}:{target}"],
+            capture_output=True,
+            timeout=60,
+        )
+        assert proc.returncode == 2
+        hint = "; name a file in it" if transport == "docker-archive" else " (did you mean oci:?)"
+        assert proc.stderr.decode() == (f"ocikit: error: {target}: is a directory{hint}\n")
+    assert os.listdir(tmp_path) == []

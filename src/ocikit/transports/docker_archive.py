@@ -24,7 +24,6 @@ from typing import Any, BinaryIO
 
 from ..errors import (
     AmbiguousImageError,
-    DestinationError,
     InputError,
     NotFoundError,
     UsageError,
@@ -52,7 +51,7 @@ from ..model.jsondoc import (
 )
 from .archive import TarArchive, Tee
 from .base import BlobWriter, ImageDestination, ImageSource
-from .fsutil import GuardedFile, atomic_output, private_tmp_dir, write_error
+from .fsutil import GuardedFile, atomic_output, check_archive_output, private_tmp_dir, write_error
 from .reference import Reference, familiar_docker_name, normalize_docker_name
 
 
@@ -293,10 +292,7 @@ class DockerArchiveDestination(ImageDestination):
         super().__init__(ref)
         if ref.index is not None:
             raise UsageError(f"{ref}: @N selects an image to read; it cannot name one to write")
-        if not ref.is_stdio:
-            parent = os.path.dirname(os.path.abspath(ref.path))
-            if not os.path.isdir(parent):
-                raise DestinationError(f"{ref.path}: directory {parent} does not exist")
+        check_archive_output(ref, ref.path, ref.is_stdio, "; name a file in it")
         self._tags = [ref.name] if ref.name else []
         self._tags += [_check_tag(t) for t in additional_tags]
         #: blobs are staged in a private directory of $TMPDIR, reclaimed if this process dies

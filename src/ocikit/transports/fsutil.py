@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from ..errors import DestinationError
+from ..errors import DestinationError, UsageError
 from ..layer.streams import CHUNK
 from ..tempfiles import (
     HIDDEN_TMP_PREFIX,
@@ -34,6 +35,25 @@ from ..tempfiles import (
     try_lock,
     write_error,
 )
+
+
+def check_archive_output(ref: object, path: str, is_stdio: bool, hint: str) -> None:
+    """Before any work: an archive goes to a file whose directory exists and that is not a
+    directory (``hint`` says what to do instead), or to standard output when it is not a
+    terminal (as ``docker save`` refuses)."""
+    if is_stdio:
+        with contextlib.suppress(ValueError, OSError):  # no usable stdout: the write says so
+            if os.isatty(sys.stdout.fileno()):
+                raise UsageError(
+                    f"{ref}: refusing to write an archive to a terminal; redirect standard "
+                    "output (> FILE or | COMMAND) or name a file"
+                )
+        return
+    if os.path.isdir(path):
+        raise DestinationError(f"{path}: is a directory{hint}")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise DestinationError(f"{path}: directory {parent} does not exist")
 
 
 def fsync_dir(path: str) -> None:

@@ -65,6 +65,7 @@ from .fsutil import (
     PrivateDir,
     atomic_output,
     atomic_write_bytes,
+    check_archive_output,
     fsync_dir,
     is_held,
     private_tmp_dir,
@@ -844,12 +845,7 @@ class OciArchiveDestination(ImageDestination):
 
     def __init__(self, ref: Reference, additional_tags: Sequence[str] = ()) -> None:
         super().__init__(ref)
-        if not ref.is_stdio:
-            parent = os.path.dirname(os.path.abspath(ref.path))
-            if not os.path.isdir(parent):
-                raise DestinationError(f"{ref.path}: directory {parent} does not exist")
-            if os.path.isdir(ref.path):
-                raise DestinationError(f"{ref.path}: is a directory (did you mean oci:?)")
+        check_archive_output(ref, ref.path, ref.is_stdio, " (did you mean oci:?)")
         self._staging = private_tmp_dir("oci-archive", ref.path)
         try:
             staged = Reference("oci", os.path.join(self._staging.path, "layout"), ref.name)
