@@ -293,6 +293,33 @@ def export_layers(
         _say(f"exported {len(result.images)} image(s), {layers} layer(s) to {result.outdir}")
 
 
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+def doctor(as_json: bool) -> None:
+    """Say which of the tools ocikit drives are found and usable, with their versions.
+
+    \b
+    runc (or crun), mount and overlayfs   build: run steps (as root)
+    mksquashfs, unsquashfs                squashfs layers
+    the docker engine (DOCKER_HOST)       docker-daemon: references
+
+    Exit 0 whatever it finds: a tool is needed only by what uses it.
+    """
+    from ..ops.doctor import doctor as doctor_op
+
+    report = doctor_op()
+    if as_json:
+        _print_json(report.to_json())
+        return
+    who = "root" if report.root else "not root: run steps need root"
+    click.echo(f"ocikit {report.ocikit} (Python {report.python}, {who})")
+    width = max(len(t.name) for t in report.tools)
+    for t in report.tools:
+        state = "ok" if t.usable else "--"
+        detail = (t.version or "found") if t.usable else t.why
+        _say(f"{t.name:<{width}}  {state}  {detail}  (for {t.needed_for})", err=False)
+
+
 @cli.command("gc")
 @click.argument("paths", nargs=-1, metavar="[PATH]...")
 @click.option(

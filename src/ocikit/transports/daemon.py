@@ -36,7 +36,7 @@ import httpx
 
 from ..errors import DestinationError, InputError, NotFoundError, UsageError
 from ..layer.streams import CHUNK
-from ..model.jsondoc import SMALL_LIMIT, load_json, show
+from ..model.jsondoc import SMALL_LIMIT, load_json, printable, show
 from .archive import TarArchive, Tee
 from .docker_archive import DockerArchiveDestination, DockerArchiveSource
 from .httpstream import (
@@ -124,6 +124,30 @@ class Engine:
 
     def close(self) -> None:
         self._client.close()
+
+    def version(self, seconds: float = 10.0) -> str:
+        """``Docker 20.10.24 (API 1.41)``: what the engine says it is, within ``seconds``."""
+        budget = Budget(seconds)
+        with budget.active():
+            try:
+                response = self._client.send(
+                    self._client.build_request("GET", "/version"), stream=True
+                )
+                with contextlib.closing(response):
+                    if response.status_code != 200:
+                        message = _engine_message(response)
+                        raise InputError(f"docker engine at {self.host}: {message}")
+                    raw, _ = read_bounded(response, SMALL_LIMIT, "the engine's version")
+            except httpx.TransportError as e:
+                if budget.expired:
+                    raise InputError(f"docker engine at {self.host}: no answer") from None
+                raise InputError(self._unreachable(e)) from None
+        data = load_json(raw, "the engine's version", limit=SMALL_LIMIT)
+        if not isinstance(data, dict):
+            raise InputError(f"docker engine at {self.host}: its version is not an object")
+        version = printable(str(data.get("Version", "?")), 40)
+        api = printable(str(data.get("ApiVersion", "?")), 20)
+        return f"Docker {version} (API {api})"
 
     def save(self, name: str) -> tuple[httpx.Response, Budget]:
         """The streaming response of ``docker save NAME``, and the budget to read it with."""
