@@ -94,3 +94,13 @@ def test_a_directory_as_an_archive_is_refused_before_reading(
         hint = "; name a file in it" if transport == "docker-archive" else " (did you mean oci:?)"
         assert proc.stderr.decode() == (f"ocikit: error: {target}: is a directory{hint}\n")
     assert os.listdir(tmp_path) == []
+
+
+def test_bare_ocikit_prints_its_help() -> None:
+    """As docker and crane do: the help on stdout, exit 0, no ``error:``."""
+    proc = subprocess.run(OCIKIT, capture_output=True, timeout=60)
+    assert proc.returncode == 0
+    assert proc.stderr == b""
+    out = proc.stdout.decode()
+    assert out.startswith("Usage: ocikit [OPTIONS] COMMAND [ARGS]...\n")
+    assert "\\n" not in out and "Commands:" in out

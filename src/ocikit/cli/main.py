@@ -705,6 +705,9 @@ def _dispatch(argv: list[str] | None) -> int:
         return e.exit_code
     except SystemExit as e:  # check's verdict
         return e.code if isinstance(e.code, int) else 0 if e.code is None else 2
+    except click.exceptions.NoArgsIsHelpError as e:  # bare `ocikit`: its help, as docker's
+        click.echo(e.ctx.get_help() if e.ctx is not None else "")
+        return 0
     except click.ClickException as e:
         hint = ""
         if isinstance(e, click.UsageError) and e.ctx is not None:
