@@ -6,9 +6,11 @@
 #   crun runc bubblewrap          sandboxes for `run` steps
 #   squashfs-tools zstd           squashfs layers, zstd cross-checks
 #   busybox-static mmdebstrap     real root filesystems for test images
+#   diffoscope-minimal            says what differs when a reproducibility test fails
 set -euo pipefail
 packages=(docker.io skopeo umoci oci-image-tool docker-registry apache2-utils
-          crun runc bubblewrap squashfs-tools zstd busybox-static mmdebstrap golang-go)
+          crun runc bubblewrap squashfs-tools zstd busybox-static mmdebstrap golang-go
+          diffoscope-minimal)
 missing=()
 for p in "${packages[@]}"; do
   status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)

@@ -8,6 +8,11 @@ pieces and quoted, and a tool that stops working is stopped.
   (``/proc/PID/stat``, ``/proc/PID/io``; its waited-for children's CPU too) and prints
   nothing is killed, with its process group, and so is one still running after ``timeout``
   (when the caller gives one): ``InputError``, one line.
+- ``environment``: every tool ocikit runs (mksquashfs, unsquashfs, mount, umount, the
+  runtime of run steps) gets this fixed environment, never the user's, and the umask
+  ``UMASK``: what a tool does cannot depend on the caller's shell (``SOURCE_DATE_EPOCH``,
+  which mksquashfs refuses beside ``-mkfs-time``; ``LANG``, ``TZ``, ``TMPDIR``;
+  ``NOTIFY_SOCKET``, which runc would hand to the container).
 - ``lines``: a stream split into lines as a terminal shows them (LF, CRLF and a lone CR end
   a line), each escaped (``jsondoc.printable``: no control character reaches the terminal)
   and cut at ``LINE_LIMIT`` bytes; the rest of a longer line is counted, never held.
@@ -34,6 +39,15 @@ LINE_LIMIT = 16 << 10  # bytes of one output line shown
 IDLE = 120.0  # seconds a tool may go without any sign of work
 POLL = 1.0  # seconds between looks at its CPU and I/O counters
 _EOL = re.compile(rb"\r\n|\r|\n")
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+UMASK = 0o022
+
+
+def environment() -> dict[str, str]:
+    """The whole environment of a tool ocikit runs: the system's PATH, the C locale, UTC.
+    Nothing else: no ``SOURCE_DATE_EPOCH`` (ocikit passes the epoch as an option), no
+    ``TMPDIR`` (none of these tools writes temporary files)."""
+    return {"PATH": SYSTEM_PATH, "LC_ALL": "C", "TZ": "UTC0"}
 
 
 @dataclass(frozen=True)
@@ -60,6 +74,8 @@ def run(cmd: Sequence[str], name: str, *, timeout: float | None = None) -> ToolR
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        env=environment(),
+        umask=UMASK,
         start_new_session=True,  # its own process group: killed whole
     )
     assert proc.stdout is not None and proc.stderr is not None

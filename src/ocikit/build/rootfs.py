@@ -28,10 +28,11 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+from .. import tools
 from ..errors import InputError, UsageError
 from ..layer import squashfs
-from ..layer.dirfd import DIR_FLAGS, lstat_at, remove_at
-from ..layer.overlay import overlay_entries
+from ..layer.dirfd import DIR_FLAGS, lstat_at
+from ..layer.overlay import normalize_tree, overlay_entries
 from ..layer.streams import CHUNK
 from ..layer.tarwriter import TarOutput, tar_header
 from ..model import Compression
@@ -152,6 +153,7 @@ def overlay(lowers: Sequence[Path | int], upper: Path, work: Path, merged: Path)
             cwd=links,
             capture_output=True,
             check=False,
+            env=tools.environment(),
         )
         if proc.returncode != 0:
             message = one_line(proc.stderr.decode(errors="replace")) or f"exit {proc.returncode}"
@@ -159,9 +161,14 @@ def overlay(lowers: Sequence[Path | int], upper: Path, work: Path, merged: Path)
         try:
             yield target
         finally:
-            done = subprocess.run(["umount", str(target)], capture_output=True, check=False)
+            env = tools.environment()
+            done = subprocess.run(
+                ["umount", str(target)], capture_output=True, check=False, env=env
+            )
             if done.returncode != 0:  # still busy: detached now, freed when unused
-                subprocess.run(["umount", "-l", str(target)], capture_output=True, check=False)
+                subprocess.run(
+                    ["umount", "-l", str(target)], capture_output=True, check=False, env=env
+                )
     finally:
         shutil.rmtree(links, ignore_errors=True)
 
@@ -206,7 +213,7 @@ def write_upper_tar(upper: Path, out: BinaryIO, base_top: set[str], mtime_max: i
     """The upper directory as a layer tar (sorted, mtimes clamped); returns the entry count.
     Mount points the runtime created (not in ``base_top``, the base's top-level names) are
     left out."""
-    drop = frozenset(MOUNT_POINTS - base_top)
+    drop = dropped_names(base_top)
     tar = TarOutput(out)
     count = 0
     for entry, data, xattrs in overlay_entries(upper, drop, mtime_max):
@@ -236,30 +243,13 @@ def write_upper_tar(upper: Path, out: BinaryIO, base_top: set[str], mtime_max: i
 def prepare_upper_for_squashfs(upper: Path, base_top: set[str], mtime_max: int | None) -> None:
     """The upper directory made into what the squashfs layer holds: the runtime's mount
     points removed (whatever a step made of them: the tar layer leaves out the same names),
-    mtimes clamped; nothing followed."""
-    root_fd = os.open(upper, DIR_FLAGS)
-    try:
-        for name in sorted(MOUNT_POINTS - base_top):
-            remove_at(root_fd, name)
-        if mtime_max is not None:
-            _clamp(root_fd, mtime_max)
-    finally:
-        os.close(root_fd)
+    then the rules of every layer entry (``overlay.normalize_tree``: overlayfs's own xattrs,
+    user xattrs and sockets removed, mtimes clamped); nothing followed. ``squashfs.make``
+    does this itself, given ``dropped_names``."""
+    normalize_tree(upper, dropped_names(base_top), mtime_max)
 
 
-def _clamp(dir_fd: int, mtime_max: int) -> None:
-    """mtimes below ``dir_fd`` and its own clamped to ``mtime_max``, children first."""
-    for name in os.listdir(dir_fd):
-        st = lstat_at(name, dir_fd)
-        if st is None:
-            continue
-        if stat.S_ISDIR(st.st_mode):
-            sub = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
-            try:
-                _clamp(sub, mtime_max)
-            finally:
-                os.close(sub)
-        elif st.st_mtime > mtime_max:
-            os.utime(name, (mtime_max, mtime_max), dir_fd=dir_fd, follow_symlinks=False)
-    if os.fstat(dir_fd).st_mtime > mtime_max:
-        os.utime(dir_fd, (mtime_max, mtime_max))
+def dropped_names(base_top: set[str]) -> frozenset[str]:
+    """The top-level names of the upper directory that are not the layer's: the mount
+    points the runtime made where the base has none."""
+    return frozenset(MOUNT_POINTS - base_top)

@@ -8,6 +8,16 @@ The directory was written by hostile input (a ``run`` step, a squashfs layer), s
 through directory file descriptors (``layer.dirfd``): a symlink is read, never followed; a
 fifo or a device is listed, never opened; a file is opened for its data only if it is still
 the regular file that was listed.
+
+What an entry of a layer carries is defined here once, for every layer type (``keeps_xattr``,
+``in_layer``, ``layer_mtime``): a regular file its ``security.capability``, a directory the
+opaque mark (``trusted.overlay.opaque=y``), nothing else (overlayfs's own bookkeeping,
+``trusted.overlay.origin``/``impure``/``uuid``, is a file handle or random per mount;
+``user.*`` and ``security.selinux`` are the host's); no socket; mtimes clamped to the epoch,
+never below 0; the runtime's mount points left out. ``overlay_entries`` applies it for a tar
+layer; ``normalize_tree`` makes a directory hold exactly that before ``mksquashfs`` copies
+it as it is (``layer.squashfs.make`` calls it), so a tar and a squashfs layer of one tree
+hold the same entries.
 """
 
 from __future__ import annotations
@@ -20,12 +30,13 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..errors import InputError
-from .dirfd import DIR_FLAGS, lstat_at, open_regular, same_file
+from .dirfd import DIR_FLAGS, lstat_at, open_regular, remove_at, same_file
 from .paths import OPAQUE, WHITEOUT
 from .tarstream import TarEntry
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
-KEPT_XATTRS = ("security.capability",)
+OPAQUE_VALUE = b"y"
+KEPT_XATTRS = ("security.capability",)  # of a regular file
 
 # a regular file's data, opened on demand; valid until the walk moves on
 OpenData = Callable[[], BinaryIO]
@@ -34,6 +45,28 @@ _DEVICE_TYPES = {
     stat.S_IFBLK: tarfile.BLKTYPE,
     stat.S_IFIFO: tarfile.FIFOTYPE,
 }
+_LAYER_KINDS = frozenset({stat.S_IFDIR, stat.S_IFREG, stat.S_IFLNK, *_DEVICE_TYPES})
+
+
+def keeps_xattr(mode: int, name: str, value: bytes) -> bool:
+    """Whether a layer's entry of this ``mode`` carries the xattr ``name``: a regular file
+    its capabilities, a directory the opaque mark; nothing else, whatever the layer type."""
+    if stat.S_ISREG(mode):
+        return name in KEPT_XATTRS
+    if stat.S_ISDIR(mode):
+        return name == OPAQUE_XATTR and value == OPAQUE_VALUE
+    return False
+
+
+def in_layer(mode: int) -> bool:
+    """Whether a file of this kind is an entry of a layer (a socket is not)."""
+    return stat.S_IFMT(mode) in _LAYER_KINDS
+
+
+def layer_mtime(mtime: float, mtime_max: int | None) -> int:
+    """A layer entry's mtime: whole seconds, clamped to ``mtime_max``, never before 1970."""
+    seconds = int(mtime) if mtime_max is None else min(int(mtime), mtime_max)
+    return max(0, seconds)
 
 
 def overlay_entries(
@@ -46,9 +79,7 @@ def overlay_entries(
     proc = os.path.isdir("/proc/self/fd")
 
     def xattr_of(dfd: int, dir_path: str, name: str, key: str) -> bytes | None:
-        # lgetxattr through the directory's fd: the name itself is not followed
-        where = f"/proc/self/fd/{dfd}/{name}" if proc else os.path.join(dir_path, name)
-        return _xattr(where, key)
+        return _xattr(_at(proc, dfd, dir_path, name), key)
 
     def opener(dfd: int, name: str, st: os.stat_result, full: str) -> OpenData:
         return lambda: os.fdopen(open_regular(name, dfd, st, f"{root}/{full}"), "rb")
@@ -62,9 +93,11 @@ def overlay_entries(
             st = lstat_at(name, dfd)
             if st is None:
                 raise InputError(f"{root}/{full}: removed while it was read")
+            if not in_layer(st.st_mode):
+                continue
             mode = stat.S_IMODE(st.st_mode)
-            mtime = int(st.st_mtime) if mtime_max is None else min(int(st.st_mtime), mtime_max)
-            common: dict[str, Any] = {"uid": st.st_uid, "gid": st.st_gid, "mtime": max(0, mtime)}
+            mtime = layer_mtime(st.st_mtime, mtime_max)
+            common: dict[str, Any] = {"uid": st.st_uid, "gid": st.st_gid, "mtime": mtime}
             if stat.S_ISDIR(st.st_mode):
                 try:
                     sub = os.open(name, DIR_FLAGS, dir_fd=dfd)
@@ -74,7 +107,8 @@ def overlay_entries(
                     if not same_file(os.fstat(sub), st):
                         raise InputError(f"{root}/{full}: replaced while it was read")
                     yield TarEntry(full + "/", tarfile.DIRTYPE, 0, mode=mode, **common), None, {}
-                    if _xattr(sub, OPAQUE_XATTR) == b"y":
+                    mark = _xattr(sub, OPAQUE_XATTR)
+                    if mark is not None and keeps_xattr(st.st_mode, OPAQUE_XATTR, mark):
                         yield TarEntry(f"{full}/{OPAQUE}", tarfile.REGTYPE, 0, **common), None, {}
                     yield from walk(sub, full)
                 finally:
@@ -93,14 +127,15 @@ def overlay_entries(
                     continue
                 inodes[key] = full
                 xattrs = {
-                    k: v for k in KEPT_XATTRS if (v := xattr_of(dfd, dir_path, name, k)) is not None
+                    k: v
+                    for k in KEPT_XATTRS
+                    if (v := xattr_of(dfd, dir_path, name, k)) is not None
+                    and keeps_xattr(st.st_mode, k, v)
                 }
                 entry = TarEntry(full, tarfile.REGTYPE, st.st_size, mode=mode, **common)
                 yield entry, opener(dfd, name, st, full), xattrs
             else:
-                kind = _DEVICE_TYPES.get(stat.S_IFMT(st.st_mode))
-                if kind is None:
-                    continue  # a socket: not in a layer
+                kind = _DEVICE_TYPES[stat.S_IFMT(st.st_mode)]
                 entry = TarEntry(
                     full,
                     kind,
@@ -117,6 +152,78 @@ def overlay_entries(
         yield from walk(root_fd, "")
     finally:
         os.close(root_fd)
+
+
+def normalize_tree(
+    root: Path, drop: frozenset[str] = frozenset(), mtime_max: int | None = None
+) -> None:
+    """Make the directory ``root`` hold what a layer of it holds, by the rules above, for a
+    tool that copies a tree as it is (``mksquashfs``): the top-level names ``drop`` removed
+    (the runtime's mount points), sockets removed, every xattr ``keeps_xattr`` refuses
+    removed, mtimes (the root's too) clamped to ``mtime_max``. Children before their
+    directory, so the directory's mtime is set last. Through directory fds, following
+    nothing: a step wrote the tree."""
+    proc = os.path.isdir("/proc/self/fd")
+
+    def fix(where: str | int, st: os.stat_result, what: str) -> None:
+        try:
+            names = (
+                os.listxattr(where)
+                if isinstance(where, int)
+                else os.listxattr(where, follow_symlinks=False)
+            )
+            for key in sorted(names):
+                value = _xattr(where, key)
+                if value is None or not keeps_xattr(st.st_mode, key, value):
+                    if isinstance(where, int):
+                        os.removexattr(where, key)
+                    else:
+                        os.removexattr(where, key, follow_symlinks=False)
+            mtime = layer_mtime(st.st_mtime, mtime_max)
+            if mtime != st.st_mtime:
+                if isinstance(where, int):
+                    os.utime(where, (mtime, mtime))
+                else:
+                    os.utime(where, (mtime, mtime), follow_symlinks=False)
+        except OSError as e:
+            raise InputError(f"{what}: cannot be made a layer's entry: {e.strerror}") from None
+
+    def walk(dfd: int, rel: str) -> None:
+        dir_path = os.path.join(root, rel) if rel else str(root)
+        for name in sorted(os.listdir(dfd)):
+            full = f"{root}/{rel}/{name}" if rel else f"{root}/{name}"
+            st = lstat_at(name, dfd)
+            if st is None:
+                continue
+            if not in_layer(st.st_mode) or (not rel and name in drop):
+                remove_at(dfd, name)
+            elif stat.S_ISDIR(st.st_mode):
+                try:
+                    sub = os.open(name, DIR_FLAGS, dir_fd=dfd)
+                except OSError:
+                    raise InputError(f"{full}: replaced while it was read") from None
+                try:
+                    if not same_file(os.fstat(sub), st):
+                        raise InputError(f"{full}: replaced while it was read")
+                    walk(sub, f"{rel}/{name}" if rel else name)
+                    fix(sub, os.fstat(sub), full)
+                finally:
+                    os.close(sub)
+            else:
+                fix(_at(proc, dfd, dir_path, name), st, full)
+
+    root_fd = os.open(root, DIR_FLAGS)
+    try:
+        walk(root_fd, "")
+        fix(root_fd, os.fstat(root_fd), str(root))
+    finally:
+        os.close(root_fd)
+
+
+def _at(proc: bool, dfd: int, dir_path: str, name: str) -> str:
+    """A path to ``name`` in the directory ``dfd`` for the l*xattr calls: through the fd's
+    /proc link, so only ``name`` is resolved, and not followed (``follow_symlinks=False``)."""
+    return f"/proc/self/fd/{dfd}/{name}" if proc else os.path.join(dir_path, name)
 
 
 def _xattr(where: str | int, name: str) -> bytes | None:

@@ -5,7 +5,9 @@ A squashfs layer is a filesystem, not a tar: its diff_id is its own digest, and 
 deletions as overlayfs does (a character device 0/0 where a lower file is deleted, the
 ``trusted.overlay.opaque=y`` xattr on a directory that hides the lower one). ``mksquashfs``
 makes one from a directory (reproducibly: 4.5 writes in a fixed order and time is pinned
-with ``-mkfs-time``). ``squashfs_format`` reads one as the tar entries it stands for
+with ``-mkfs-time``), after ``overlay.normalize_tree`` made the directory hold exactly what
+a tar layer of it would (the same xattrs, kinds of file and mtimes: one rule for both).
+``squashfs_format`` reads one as the tar entries it stands for
 (whiteouts as ``.wh.`` names) from its own tables, without extracting it, so ``check``
 judges both kinds of layer by the same rules and bounds (``decompression-bomb``,
 ``layer-unreadable``); ``extract`` judges it the same way before ``unsquashfs`` writes
@@ -24,6 +26,7 @@ from .. import tools
 from ..errors import DestinationError, InputError, UsageError
 from ..model import Compression, Descriptor, Digest
 from ..tempfiles import private_tmp_dir
+from .overlay import normalize_tree
 from .scan import BOMB_FLOOR, DEFAULT_MAX_RATIO, DecompressionBomb, ScanResult, blob_problems
 from .squashfs_format import MAGIC, SquashfsImage
 from .squashfs_format import entries as format_entries
@@ -41,8 +44,13 @@ def _tool(name: str) -> str:
     return path
 
 
-def make(source: Path, out: Path, *, mkfs_time: int) -> None:
-    """``mksquashfs`` of ``source`` (owners, modes, mtimes and xattrs as they are there)."""
+def make(source: Path, out: Path, *, mkfs_time: int, drop: frozenset[str] = frozenset()) -> None:
+    """``mksquashfs`` of ``source``, made first to hold what a layer holds
+    (``overlay.normalize_tree``: the xattrs a tar layer of it would carry and no other,
+    no socket, mtimes clamped to ``mkfs_time``, the top-level names ``drop`` removed);
+    owners, modes and hardlinks as they are there. In place: ``source`` is the caller's
+    scratch copy."""
+    normalize_tree(source, drop, mkfs_time)
     cmd = [
         _tool(MKSQUASHFS),
         str(source),

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import tools
 from ..errors import NotFoundError, UsageError
 from ..tempfiles import (
     HIDDEN_TMP_PREFIX,
@@ -168,6 +169,8 @@ def _stop_containers(run: Path) -> None:
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                     check=False,
+                    env=tools.environment(),
+                    umask=tools.UMASK,
                 )
 
 
@@ -191,9 +194,10 @@ def _detach_mounts(path: str) -> None:
     path = os.path.realpath(path)
     below = [m for m in mount_points() if m.startswith(path + "/")]
     for point in sorted(below, key=len, reverse=True):
-        done = subprocess.run(["umount", point], capture_output=True, check=False)
+        env = tools.environment()
+        done = subprocess.run(["umount", point], capture_output=True, check=False, env=env)
         if done.returncode != 0:
-            subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+            subprocess.run(["umount", "-l", point], capture_output=True, check=False, env=env)
 
 
 __all__ = ["RUN_PREFIX", "GcResult", "gc", "reclaim_runs"]
