@@ -188,6 +188,8 @@ def test_run_steps_are_a_phase(tmp_path: Path) -> None:
             "[1/1] app (tar): base oci:",
             "[1/1] app (tar): imports",
             "[1/1] app (tar): run",
+            "[1/1] app (tar): run step 1/2",
+            "[1/1] app (tar): run step 2/2",
             "[1/1] app (tar): writing layer",
             "[1/1] app (tar): checking",
             "[1/1] app (tar): output app",

@@ -707,6 +707,8 @@ class _Builder:
         log_path, log = self.store.open_log(recipe_label(self.recipe.path), name, self._layer_type)
         with log:
             for i, command in enumerate(commands):
+                if len(commands) > 1:
+                    self._phase(f"run step {i + 1}/{len(commands)}")
                 where = f"images.{name}.run" + (f"[{i}]" if len(commands) > 1 else "")
                 shown = quote(command, STEP_QUOTE)
                 if i:  # the step before may have changed them

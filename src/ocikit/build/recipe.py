@@ -202,7 +202,10 @@ class ImageSpec(_Model):
         "are the image's layer.",
     )
     shell: list[str] | None = Field(
-        None, description='The shell that runs each command (default ["/bin/sh", "-c"]).'
+        None,
+        description="The shell that runs each command, the command appended as its last "
+        'argument (default ["/bin/sh", "-e", "-c"]: a command that fails fails the step; '
+        '["/bin/sh", "-c"] keeps going). Its program must be in the image.',
     )
     network: Literal["none", "host"] = Field(
         "none", description="none: a network namespace with only loopback; host: the host's."
