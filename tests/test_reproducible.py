@@ -287,6 +287,17 @@ def test_squashfs_holds_what_a_tar_layer_holds(tmp_path: Path) -> None:
     tree = tmp_path / "tree"
     tree.mkdir()
     hostile_tree(tree)
+    # the step's symlinks lead to the host: what they lead to is never touched
+    host = tmp_path / "host"
+    (host / "dir").mkdir(parents=True)
+    (host / "file").write_text("host\n")
+    for path in (host / "dir", host / "file"):
+        os.setxattr(path, "user.host", b"keep")
+        os.setxattr(path, "trusted.overlay.origin", b"keep")
+        os.utime(path, (EPOCH + 7000, EPOCH + 7000))
+    os.symlink(host / "file", tree / "d" / "to-host-file")
+    os.symlink(host / "dir", tree / "d" / "to-host-dir")
+    before = {p: (tree_xattrs(p.parent)[p.name], os.stat(p).st_mtime) for p in host.iterdir()}
     tar = []
     tar_xattrs = {}
     for entry, _data, xattrs in overlay_entries(tree, mtime_max=EPOCH):
@@ -304,6 +315,9 @@ def test_squashfs_holds_what_a_tar_layer_holds(tmp_path: Path) -> None:
         **{k: v for k, v in tar_xattrs.items()},
     }
     assert os.stat(out).st_mtime == EPOCH  # the layer's root, as every directory: clamped
+    assert {p: (tree_xattrs(p.parent)[p.name], os.stat(p).st_mtime) for p in host.iterdir()} == (
+        before
+    )
 
 
 def test_source_date_epoch_in_the_environment(tmp_path: Path) -> None:
