@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from ocikit.errors import InputError
 from ocikit.layer import squashfs
 from ocikit.layer.overlay import overlay_entries
 from ocikit.layer.squashfs_format import SquashfsImage
@@ -373,3 +374,40 @@ def test_run_step_layers_hold_no_overlay_bookkeeping(tmp_path: Path) -> None:
         assert os.listxattr(out) == [], name  # the upper directory's own (uuid)
         entries = read_entries(gzip.decompress(blob_path(cache, tar_layer["digest"]).read_bytes()))
         assert squashfs_layer_entries(blob) == [_identity(e) for e in entries], name
+
+
+def test_a_deeply_nested_tree_is_one_layer_of_either_type(tmp_path: Path) -> None:
+    """A step may nest directories thousands deep: read and prepared without recursion (no
+    RecursionError), the tar entries and the squashfs made of the tree are the same, up to
+    the longest path mksquashfs reads (4093 bytes below the tree: it runs there, so the
+    place of the cache does not matter). Past that mksquashfs would skip files without
+    failing: the squashfs layer is refused, the tar layer is made."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    fds = [os.open(tree, os.O_RDONLY | os.O_DIRECTORY)]
+
+    def deeper(levels: int) -> None:
+        for _ in range(levels):
+            os.mkdir("d", dir_fd=fds[-1])
+            os.setxattr(f"/proc/self/fd/{fds[-1]}/d", "trusted.overlay.impure", b"y")
+            fds.append(os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fds[-1]))
+
+    try:
+        deeper(2046)  # d/d/.../d/f: 4093 bytes
+        os.close(os.open("f", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fds[-1]))
+        tar = [_identity(e) for e, _data, _x in overlay_entries(tree, mtime_max=EPOCH)]
+        assert len(tar) == 2047 and len(tar[-1][0]) == squashfs.MAX_PATH
+        squashfs.make(tree, tmp_path / "layer.sqfs", mkfs_time=EPOCH)
+        assert squashfs_layer_entries(tmp_path / "layer.sqfs") == tar
+        assert os.listxattr(fds[-1]) == []  # prepared all the way down
+        os.unlink("f", dir_fd=fds[-1])
+        deeper(500)
+        tar = [_identity(e) for e, _data, _x in overlay_entries(tree, mtime_max=EPOCH)]
+        assert len(tar) == 2546
+        with pytest.raises(InputError, match="a path of 5091 bytes; mksquashfs skips paths"):
+            squashfs.make(tree, tmp_path / "deeper.sqfs", mkfs_time=EPOCH)
+    finally:  # removed here: shutil.rmtree recurses
+        for level in range(len(fds) - 1, 0, -1):
+            os.close(fds[level])
+            os.rmdir("d", dir_fd=fds[level - 1])
+        os.close(fds[0])

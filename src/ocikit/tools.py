@@ -66,11 +66,19 @@ class ToolResult:
         return "no message"
 
 
-def run(cmd: Sequence[str], name: str, *, timeout: float | None = None) -> ToolResult:
-    """Run ``cmd`` (the tool ``name``) to its end; its exit code and the tails of its output.
-    ``InputError`` if it stalls for ``IDLE`` s or runs past ``timeout`` s: it is killed."""
+def run(
+    cmd: Sequence[str],
+    name: str,
+    *,
+    timeout: float | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+) -> ToolResult:
+    """Run ``cmd`` (the tool ``name``, in ``cwd``) to its end; its exit code and the tails of
+    its output. ``InputError`` if it stalls for ``IDLE`` s or runs past ``timeout`` s: it is
+    killed."""
     proc = subprocess.Popen(
         list(cmd),
+        cwd=cwd,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

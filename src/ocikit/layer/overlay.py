@@ -22,6 +22,7 @@ hold the same entries.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tarfile
@@ -84,11 +85,20 @@ def overlay_entries(
     def opener(dfd: int, name: str, st: os.stat_result, full: str) -> OpenData:
         return lambda: os.fdopen(open_regular(name, dfd, st, f"{root}/{full}"), "rb")
 
-    def walk(dfd: int, rel: str) -> Iterator[tuple[TarEntry, OpenData | None, dict[str, bytes]]]:
-        dir_path = os.path.join(root, rel) if rel else str(root)
-        for name in sorted(os.listdir(dfd)):
-            if not rel and name in drop:
+    # the directories being read, the root first: (fd, path in the layer, names left,
+    # in reverse order); a loop, not recursion: a step may nest directories thousands deep
+    stack: list[tuple[int, str, list[str]]] = []
+    try:
+        root_fd = os.open(root, DIR_FLAGS)
+        stack.append((root_fd, "", _names(root_fd, drop)))
+        while stack:
+            dfd, rel, names = stack[-1]
+            if not names:
+                stack.pop()
+                os.close(dfd)
                 continue
+            name = names.pop()
+            dir_path = os.path.join(root, rel) if rel else str(root)
             full = f"{rel}/{name}" if rel else name
             st = lstat_at(name, dfd)
             if st is None:
@@ -99,20 +109,12 @@ def overlay_entries(
             mtime = layer_mtime(st.st_mtime, mtime_max)
             common: dict[str, Any] = {"uid": st.st_uid, "gid": st.st_gid, "mtime": mtime}
             if stat.S_ISDIR(st.st_mode):
-                try:
-                    sub = os.open(name, DIR_FLAGS, dir_fd=dfd)
-                except OSError:
-                    raise InputError(f"{root}/{full}: replaced while it was read") from None
-                try:
-                    if not same_file(os.fstat(sub), st):
-                        raise InputError(f"{root}/{full}: replaced while it was read")
-                    yield TarEntry(full + "/", tarfile.DIRTYPE, 0, mode=mode, **common), None, {}
-                    mark = _xattr(sub, OPAQUE_XATTR)
-                    if mark is not None and keeps_xattr(st.st_mode, OPAQUE_XATTR, mark):
-                        yield TarEntry(f"{full}/{OPAQUE}", tarfile.REGTYPE, 0, **common), None, {}
-                    yield from walk(sub, full)
-                finally:
-                    os.close(sub)
+                sub = _open_dir(name, dfd, st, f"{root}/{full}")
+                stack.append((sub, full, _names(sub)))
+                yield TarEntry(full + "/", tarfile.DIRTYPE, 0, mode=mode, **common), None, {}
+                mark = _xattr(sub, OPAQUE_XATTR)
+                if mark is not None and keeps_xattr(st.st_mode, OPAQUE_XATTR, mark):
+                    yield TarEntry(f"{full}/{OPAQUE}", tarfile.REGTYPE, 0, **common), None, {}
             elif stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
                 parent = f"{rel}/" if rel else ""
                 yield TarEntry(f"{parent}{WHITEOUT}{name}", tarfile.REGTYPE, 0, **common), None, {}
@@ -146,24 +148,23 @@ def overlay_entries(
                     **common,
                 )
                 yield entry, None, {}
-
-    root_fd = os.open(root, DIR_FLAGS)
-    try:
-        yield from walk(root_fd, "")
     finally:
-        os.close(root_fd)
+        for dfd, _rel, _names_left in stack:
+            os.close(dfd)
 
 
 def normalize_tree(
     root: Path, drop: frozenset[str] = frozenset(), mtime_max: int | None = None
-) -> None:
+) -> str:
     """Make the directory ``root`` hold what a layer of it holds, by the rules above, for a
     tool that copies a tree as it is (``mksquashfs``): the top-level names ``drop`` removed
     (the runtime's mount points), sockets removed, every xattr ``keeps_xattr`` refuses
     removed, mtimes (the root's too) clamped to ``mtime_max``. Children before their
     directory, so the directory's mtime is set last. Through directory fds, following
-    nothing: a step wrote the tree."""
+    nothing: a step wrote the tree. Returns the longest path in the tree (relative, in
+    bytes as the file system has it: the first of those of that length)."""
     proc = os.path.isdir("/proc/self/fd")
+    longest = ""
 
     def fix(where: str | int, st: os.stat_result, what: str) -> None:
         try:
@@ -188,36 +189,65 @@ def normalize_tree(
         except OSError as e:
             raise InputError(f"{what}: cannot be made a layer's entry: {e.strerror}") from None
 
-    def walk(dfd: int, rel: str) -> None:
-        dir_path = os.path.join(root, rel) if rel else str(root)
-        for name in sorted(os.listdir(dfd)):
-            full = f"{root}/{rel}/{name}" if rel else f"{root}/{name}"
+    # the directories being fixed, the root first: (fd, path in the tree, names left, in
+    # reverse order); each is fixed when its names are done (its mtime after its children's)
+    stack: list[tuple[int, str, list[str]]] = []
+    try:
+        root_fd = os.open(root, DIR_FLAGS)
+        stack.append((root_fd, "", _names(root_fd)))
+        while stack:
+            dfd, rel, names = stack[-1]
+            dir_path = f"{root}/{rel}" if rel else str(root)
+            if not names:
+                stack.pop()
+                try:
+                    fix(dfd, os.fstat(dfd), dir_path)
+                finally:
+                    os.close(dfd)
+                continue
+            name = names.pop()
+            path = f"{rel}/{name}" if rel else name
             st = lstat_at(name, dfd)
             if st is None:
                 continue
             if not in_layer(st.st_mode) or (not rel and name in drop):
                 remove_at(dfd, name)
-            elif stat.S_ISDIR(st.st_mode):
-                try:
-                    sub = os.open(name, DIR_FLAGS, dir_fd=dfd)
-                except OSError:
-                    raise InputError(f"{full}: replaced while it was read") from None
-                try:
-                    if not same_file(os.fstat(sub), st):
-                        raise InputError(f"{full}: replaced while it was read")
-                    walk(sub, f"{rel}/{name}" if rel else name)
-                    fix(sub, os.fstat(sub), full)
-                finally:
-                    os.close(sub)
+                continue
+            if len(os.fsencode(path)) > len(os.fsencode(longest)):
+                longest = path
+            if stat.S_ISDIR(st.st_mode):
+                sub = _open_dir(name, dfd, st, f"{root}/{path}")
+                stack.append((sub, path, _names(sub)))
             else:
-                fix(_at(proc, dfd, dir_path, name), st, full)
-
-    root_fd = os.open(root, DIR_FLAGS)
-    try:
-        walk(root_fd, "")
-        fix(root_fd, os.fstat(root_fd), str(root))
+                fix(_at(proc, dfd, dir_path, name), st, f"{root}/{path}")
     finally:
-        os.close(root_fd)
+        for dfd, _rel, _names_left in stack:
+            os.close(dfd)
+    return longest
+
+
+def _names(dfd: int, drop: frozenset[str] = frozenset()) -> list[str]:
+    """The names in the directory ``dfd`` but ``drop``, in reverse order (taken from the
+    end); ``dfd`` is closed if it cannot be listed."""
+    try:
+        return sorted((n for n in os.listdir(dfd) if n not in drop), reverse=True)
+    except BaseException:
+        os.close(dfd)
+        raise
+
+
+def _open_dir(name: str, dfd: int, listed: os.stat_result, what: str) -> int:
+    """An fd of the directory ``name`` in ``dfd``, still the one ``listed``; not followed."""
+    try:
+        sub = os.open(name, DIR_FLAGS, dir_fd=dfd)
+    except OSError as e:
+        if e.errno in (errno.EMFILE, errno.ENFILE):  # one fd a level: the limit is the depth
+            raise InputError(f"{what}: directories nested too deep to read") from None
+        raise InputError(f"{what}: replaced while it was read") from None
+    if not same_file(os.fstat(sub), listed):
+        os.close(sub)
+        raise InputError(f"{what}: replaced while it was read")
+    return sub
 
 
 def _at(proc: bool, dfd: int, dir_path: str, name: str) -> str:

@@ -25,6 +25,7 @@ from typing import BinaryIO
 from .. import tools
 from ..errors import DestinationError, InputError, UsageError
 from ..model import Compression, Descriptor, Digest
+from ..model.jsondoc import printable
 from ..tempfiles import private_tmp_dir
 from .overlay import normalize_tree
 from .scan import BOMB_FLOOR, DEFAULT_MAX_RATIO, DecompressionBomb, ScanResult, blob_problems
@@ -34,6 +35,9 @@ from .streams import HashingReader, Progress
 from .tarstream import TarEntry
 
 MKSQUASHFS = "mksquashfs"
+# mksquashfs reads "./PATH" (run in the tree): the kernel takes 4095 bytes, and mksquashfs
+# skips (exit 0, a warning) a file it cannot stat, so a longer path would silently be lost
+MAX_PATH = 4095 - len("./")
 UNSQUASHFS = "unsquashfs"
 
 
@@ -50,11 +54,17 @@ def make(source: Path, out: Path, *, mkfs_time: int, drop: frozenset[str] = froz
     no socket, mtimes clamped to ``mkfs_time``, the top-level names ``drop`` removed);
     owners, modes and hardlinks as they are there. In place: ``source`` is the caller's
     scratch copy."""
-    normalize_tree(source, drop, mkfs_time)
-    cmd = [
+    longest = normalize_tree(source, drop, mkfs_time)
+    if len(os.fsencode(longest)) > MAX_PATH:
+        shown = printable(longest, 60)
+        raise InputError(
+            f"{source}/{shown}: a path of {len(os.fsencode(longest))} bytes; mksquashfs "
+            f"skips paths over {MAX_PATH} bytes, so it cannot be a squashfs layer (tar can)"
+        )
+    cmd = [  # run in source, as ".": what it reads does not depend on where source is
         _tool(MKSQUASHFS),
-        str(source),
-        str(out),
+        ".",
+        os.path.abspath(out),
         "-noappend",
         "-no-progress",
         "-quiet",
@@ -65,7 +75,7 @@ def make(source: Path, out: Path, *, mkfs_time: int, drop: frozenset[str] = froz
     ]
     if os.geteuid() != 0:
         cmd.append("-all-root")  # the caller checked every owner is 0:0
-    result = tools.run(cmd, MKSQUASHFS)
+    result = tools.run(cmd, MKSQUASHFS, cwd=source)
     if result.code != 0:
         raise InputError(f"mksquashfs failed: {result.message()}")
 
