@@ -411,3 +411,31 @@ def test_a_deeply_nested_tree_is_one_layer_of_either_type(tmp_path: Path) -> Non
             os.close(fds[level])
             os.rmdir("d", dir_fd=fds[level - 1])
         os.close(fds[0])
+
+
+def test_every_tool_gets_the_fixed_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a tool sees of the caller: nothing (the user's SOURCE_DATE_EPOCH, locale, time
+    zone, TMPDIR, a NOTIFY_SOCKET runc would pass on, the umask); the fixed environment."""
+    from ocikit import tools
+
+    for key, value in {
+        "SOURCE_DATE_EPOCH": "1",
+        "LANG": "de_DE.UTF-8",
+        "TZ": "Asia/Tokyo",
+        "TMPDIR": "/nowhere",
+        "NOTIFY_SOCKET": "/run/systemd/notify",
+        "PATH": "/nowhere:" + os.environ.get("PATH", ""),
+    }.items():
+        monkeypatch.setenv(key, value)
+    old = os.umask(0o077)
+    try:
+        result = tools.run(["/bin/sh", "-c", "env; umask"], "sh")
+    finally:
+        os.umask(old)
+    lines = result.stdout.decode().split()
+    seen = dict(line.split("=", 1) for line in lines if "=" in line)
+    seen.pop("PWD", None)  # the shell's own
+    seen.pop("SHLVL", None)
+    seen.pop("_", None)
+    assert seen == tools.environment()
+    assert lines[-1] == "0022"
