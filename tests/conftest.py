@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from support import gotar
 from support.archives import (
     BASE_TAG,
     OTHER_DOCKERFILE,
@@ -186,6 +187,22 @@ def bad_archives(
 
 
 # ---------------------------------------------------------------------------- no engine needed
+
+
+@pytest.fixture(scope="session")
+def oracle() -> Iterator[gotar.GoTar]:
+    """Go's archive/tar (the reader of docker, containerd and umoci), built once."""
+    why = gotar.can_run()
+    if why:
+        if in_ci():
+            pytest.fail(f"the Go oracle must run in CI: {why}", pytrace=False)
+        pytest.skip(why)
+    go, directory = gotar.start_oracle()
+    try:
+        yield go
+    finally:
+        go.close()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,25 +21,8 @@ from ocikit.layer.paths import go_clean
 from support import gotar
 from tarfuzz import tar_stream
 
-from conftest import in_ci
-
 CORPUS = json.loads((Path(__file__).parent / "tar_corpus.json").read_text())
 FUZZ_CASES = int(os.environ.get("OCIKIT_TAR_FUZZ", "10000"))
-
-
-@pytest.fixture(scope="module")
-def oracle() -> Iterator[gotar.GoTar]:
-    why = gotar.can_run()
-    if why:
-        if in_ci():
-            pytest.fail(f"the Go oracle must run in CI: {why}", pytrace=False)
-        pytest.skip(why)
-    go, directory = gotar.start_oracle()
-    try:
-        yield go
-    finally:
-        go.close()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _same(oracle: gotar.GoTar, data: bytes, chunk: int = 32 << 10) -> None:

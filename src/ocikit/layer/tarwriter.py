@@ -34,13 +34,15 @@ def tar_header(
     pax: dict[str, str | bytes] = {}
     for key, value in sorted((xattrs or {}).items()):
         pax[f"SCHILY.xattr.{key}"] = value
-    raw_name = name.encode()
+    # names are bytes in a tar: one that is not UTF-8 (held as surrogates) is written as it
+    # is, as Go's archive/tar writes and reads it
+    raw_name = name.encode("utf-8", "surrogateescape")
     if len(raw_name) > 100 or not name.isascii():
-        pax["path"] = name
+        pax["path"] = raw_name
         raw_name = raw_name[:100]
-    raw_link = linkname.encode()
+    raw_link = linkname.encode("utf-8", "surrogateescape")
     if len(raw_link) > 100 or not linkname.isascii():
-        pax["linkpath"] = linkname
+        pax["linkpath"] = raw_link
         raw_link = raw_link[:100]
     numbers = {"size": size, "uid": uid, "gid": gid, "mtime": max(0, mtime)}
     for key, value in numbers.items():

@@ -1,0 +1,53 @@
+"""Names that are not UTF-8 (a run step's ``printf 'a\\377b'``, a context file from an old
+system) are bytes in a layer, written as they are and read back the same by ocikit's reader
+and by Go's archive/tar (docker's): never an internal error."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+from ocikit.build.rootfs import write_upper_tar
+from ocikit.layer.tarstream import TarStream
+from ocikit.layer.tarwriter import tar_header
+from support import gotar
+
+NAMES = [b"a\xffb", b"caf\xe9", b"d\xff/" + b"x" * 150 + b"\xfe", "ok-\u00e9".encode()]
+
+
+def _tree(root: Path) -> None:
+    for raw in NAMES:
+        path = os.path.join(os.fsencode(root), raw)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(raw)
+    os.symlink(b"caf\xe9", os.path.join(os.fsencode(root), b"link\xff"))
+
+
+def _read(data: bytes) -> dict[bytes, tuple[bytes, bytes]]:
+    stream = TarStream(io.BytesIO(data))
+    found = {}
+    for entry in stream:
+        name = os.fsencode(entry.name)
+        found[name] = (entry.type, os.fsencode(entry.linkname))
+    return found
+
+
+def test_names_that_are_not_utf8_are_written_as_bytes(tmp_path: Path, oracle: gotar.GoTar) -> None:
+    _tree(tmp_path / "upper")
+    out = io.BytesIO()
+    write_upper_tar(tmp_path / "upper", out, set(), 0)
+    found = _read(out.getvalue())
+    for raw in NAMES:
+        assert found[raw][0] == b"0", raw
+    assert found[b"link\xff"] == (b"2", b"caf\xe9")
+    go = oracle.read(out.getvalue())  # docker's reader agrees
+    assert go == gotar.ocikit_read(out.getvalue())
+    assert {bytes.fromhex(e["name"]) for e in go["entries"]} >= set(NAMES)
+
+
+def test_a_header_takes_any_name() -> None:
+    name = os.fsdecode(b"x\xff" * 80)
+    block = tar_header(name, b"0", 0, 0o644, 0, 0, 0, os.fsdecode(b"t\xfe"))
+    assert _read(block + bytes(1024)) == {b"x\xff" * 80: (b"0", b"t\xfe")}
