@@ -58,6 +58,18 @@ images:
     run:
       - rm /usr/bin/sh && ln -s ../../../../../../nowhere/sh /usr/bin/sh
       - echo never
+  deep-and-odd:
+    from: oci:base:base
+    run: >-
+      mkdir -p /root/deep && cd /root/deep &&
+      i=0; while test $i -lt 1500; do mkdir d && cd d; i=$((i+1)); done;
+      echo bottom > f; printf 'x' > "/root/odd-$(printf 'a\\377b')"
+  too-deep:
+    from: oci:base:base
+    run: >-
+      mkdir -p /root/deep && cd /root/deep &&
+      i=0; while test $i -lt 1500; do mkdir d && cd d; i=$((i+1)); done;
+      p=e; i=0; while test $i -lt 600; do p=$p/e; i=$((i+1)); done; mkdir -p $p
   not-a-dir:
     from: oci:base:base
     config: {working_dir: /etc/passwd}
@@ -230,3 +242,19 @@ def _sleepers(marker: str) -> list[int]:
             if Path(f"/proc/{pid}/cmdline").read_bytes() == f"sleep\0{marker}\0".encode():
                 found.append(int(pid))
     return found
+
+
+def test_what_a_step_may_leave_never_crashes_the_build(project: Path) -> None:
+    """1,500 nested directories (deeper than Python's recursion) and a name that is not
+    UTF-8: a layer of either type holds them. 2,100 (a path of 4,200 bytes, more than Linux
+    takes): refused in one line, for both types. Either way the build's private directories
+    are removed."""
+    cache = str(project / "deep-cache")
+    for layer_type in ("tar", "squashfs"):
+        args = ("build", "--layer-type", layer_type, "--cache-dir", cache, "--target")
+        proc = ocikit(*args, "deep-and-odd", cwd=project)
+        assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+        message = last_line(ocikit(*args, "too-deep", cwd=project))
+        assert "name-too-long" in message or "mksquashfs skips paths" in message, message
+    leftovers = [n for n in os.listdir(cache) if n.startswith(".ocikit-")]
+    assert leftovers == []

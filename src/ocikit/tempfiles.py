@@ -149,42 +149,21 @@ def remove_locked(path: str, fd: int) -> int:
 def remove_tree(path: str) -> int:
     """Remove a directory tree without ever following a symlink or entering another file
     system: a mount a killed process left (an overlay of a build step) stays, with the
-    directories above it. Returns the bytes of the files removed."""
+    directories above it. Any depth, no recursion (``dirfd.remove_tree_at``). Returns the
+    bytes of the files removed."""
+    from .layer.dirfd import DIR_FLAGS, remove_tree_at
+
+    parent, name = os.path.split(os.path.abspath(path))
     try:
-        top = os.lstat(path)
+        parent_fd = os.open(parent, DIR_FLAGS & ~os.O_NOFOLLOW)
     except OSError:
         return 0
-    if not stat.S_ISDIR(top.st_mode):  # swapped for a symlink (or a file): only that goes
-        with contextlib.suppress(OSError):
-            os.unlink(path)
+    try:
+        return remove_tree_at(parent_fd, name, same_mount=True)
+    except OSError:
         return 0
-    device = top.st_dev
-    mounts = mount_points()
-    files, dirs = [], []
-    for dirpath, dirnames, filenames in os.walk(path):
-        dirs.append(dirpath)
-        descend = []
-        for name in dirnames:
-            child = os.path.join(dirpath, name)
-            try:
-                st = os.lstat(child)
-            except OSError:
-                continue
-            if stat.S_ISLNK(st.st_mode):
-                files.append(child)
-            elif st.st_dev == device and os.path.realpath(child) not in mounts:
-                descend.append(name)
-        dirnames[:] = descend
-        files += [os.path.join(dirpath, name) for name in filenames]
-    size = 0
-    for name in files:
-        with contextlib.suppress(OSError):
-            size += os.lstat(name).st_size
-            os.unlink(name)
-    for name in reversed(dirs):
-        with contextlib.suppress(OSError):
-            os.rmdir(name)
-    return size
+    finally:
+        os.close(parent_fd)
 
 
 def mount_points() -> set[str]:

@@ -123,26 +123,153 @@ def _resolve(
             os.close(fd)
 
 
+HELD_DIRS = 64  # directories a removal holds open at once, whatever the tree's depth
+
+
 def rmtree_at(dir_fd: int, name: str) -> None:
     """Remove a directory tree below ``dir_fd`` without following any symlink."""
-    fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
-    try:
-        for child in os.listdir(fd):
-            remove_at(fd, child)
-    finally:
-        os.close(fd)
-    os.rmdir(name, dir_fd=dir_fd)
+    remove_at(dir_fd, name)
 
 
 def remove_at(dir_fd: int, name: str) -> None:
     """Remove ``name`` whatever it is (a directory with its tree), following nothing."""
+    remove_tree_at(dir_fd, name, strict=True)
+
+
+def remove_tree_at(
+    dir_fd: int, name: str, *, strict: bool = False, same_mount: bool = False
+) -> int:
+    """Remove ``name`` below ``dir_fd``, whatever it is, a directory with its whole tree;
+    the bytes of the regular files removed. Nothing is followed; any depth is removed
+    without recursion and with at most ``HELD_DIRS`` directories open: a directory deeper
+    than that is first moved up into the top one (inside the tree being removed).
+    ``strict``: an error is raised (else what cannot be removed stays); ``same_mount``: a
+    directory on another mount (a bind mount included) is left, with those above it."""
     st = lstat_at(name, dir_fd)
     if st is None:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        rmtree_at(dir_fd, name)
-    else:
+        return 0
+    if not stat.S_ISDIR(st.st_mode):
+        return _unlink(dir_fd, name, st, strict)
+    top = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+    mount = _mount_id(top) if same_mount else None
+    chain: list[tuple[int, str, int, _Lister]] = [(dir_fd, name, top, _Lister(top))]
+    size = 0
+    moved = 0
+    try:
+        while chain:
+            parent, dname, fd, lister = chain[-1]
+            child = lister.next()
+            if child is None:
+                chain.pop()
+                os.close(fd)
+                try:
+                    os.rmdir(dname, dir_fd=parent)
+                except OSError:
+                    if strict:
+                        raise
+                    if chain:
+                        chain[-1][3].keep(dname)
+                continue
+            cst = lstat_at(child, fd)
+            if cst is None:
+                continue
+            if not stat.S_ISDIR(cst.st_mode):
+                removed = _unlink(fd, child, cst, strict)
+                if removed < 0:
+                    lister.keep(child)
+                size += max(0, removed)
+                continue
+            if len(chain) >= HELD_DIRS:  # moved up, removed from there later
+                moved = _move_up(fd, child, top, moved, strict)
+                if moved < 0:
+                    lister.keep(child)
+                    moved = -moved
+                continue
+            try:
+                sub = os.open(child, DIR_FLAGS, dir_fd=fd)
+            except OSError:
+                if strict:
+                    raise
+                lister.keep(child)
+                continue
+            if mount is not None and _mount_id(sub) != mount:
+                os.close(sub)  # another file system mounted here: it stays, and so do we
+                lister.keep(child)
+                continue
+            chain.append((fd, child, sub, _Lister(sub)))
+    finally:
+        for _parent, _name, fd, _lister in chain:
+            os.close(fd)
+    return size
+
+
+class _Lister:
+    """A directory's names, listed again once they have been gone through (names were
+    moved into it meanwhile), until a listing finds nothing but the names ``kept`` (what
+    could not be removed, and stays)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.names: list[str] = []
+        self.kept: set[str] = set()
+        self.done = False
+
+    def keep(self, name: str) -> None:
+        self.kept.add(name)
+
+    def next(self) -> str | None:
+        if not self.names and not self.done:
+            self.names = [n for n in os.listdir(self.fd) if n not in self.kept]
+            self.names.reverse()
+            self.done = not self.names
+        if not self.names:
+            return None
+        name = self.names.pop()
+        if not self.names:
+            self.done = False  # look again: what was moved in while these were removed
+        return name
+
+
+def _unlink(dir_fd: int, name: str, st: os.stat_result, strict: bool) -> int:
+    """The bytes of a regular file removed (0 for another kind); -1 if it stays."""
+    try:
         os.unlink(name, dir_fd=dir_fd)
+    except OSError:
+        if strict:
+            raise
+        return -1
+    return st.st_size if stat.S_ISREG(st.st_mode) else 0
+
+
+def _move_up(fd: int, name: str, top: int, moved: int, strict: bool) -> int:
+    """``name`` moved into ``top`` under a fresh name; the count of names used (negative:
+    it could not be moved, and stays)."""
+    for _ in range(100):
+        moved += 1
+        try:
+            os.rename(name, f".ocikit-rm-{moved}", src_dir_fd=fd, dst_dir_fd=top)
+            return moved
+        except OSError as e:
+            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                if strict:
+                    raise
+                return -moved
+    if strict:
+        raise OSError(errno.EEXIST, "no free name to move a directory to", name)
+    return -moved
+
+
+def _mount_id(fd: int) -> int | None:
+    """The mount an open directory is on (``mnt_id`` in /proc/self/fdinfo): a bind mount
+    has its own, whatever its device."""
+    try:
+        with open(f"/proc/self/fdinfo/{fd}", "rb") as f:
+            for line in f.read(4096).splitlines():
+                if line.startswith(b"mnt_id:"):
+                    return int(line.split(b":", 1)[1])
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 def same_file(a: os.stat_result, b: os.stat_result) -> bool:
