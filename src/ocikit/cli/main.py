@@ -18,7 +18,7 @@ import click
 from .. import __version__
 from ..errors import OcikitError
 from ..layer.scan import DEFAULT_MAX_RATIO
-from ..model.jsondoc import MESSAGE_LIMIT, json_text, printable
+from ..model.jsondoc import MESSAGE_LIMIT, counted, json_text, printable
 from ..ops import check as check_op
 from ..ops import copy as copy_op
 from ..ops import export_layers as export_op
@@ -290,7 +290,8 @@ def export_layers(
         _print_json(result.to_json())
     elif not quiet:
         layers = sum(len(image.layers) for image in result.images)
-        _say(f"exported {len(result.images)} image(s), {layers} layer(s) to {result.outdir}")
+        images = counted(len(result.images), "image")
+        _say(f"exported {images}, {counted(layers, 'layer')} to {result.outdir}")
 
 
 @cli.command()
@@ -356,7 +357,7 @@ def gc(paths: tuple[str, ...], unreferenced: bool, as_json: bool, quiet: bool) -
         _print_json(result.to_json())
     elif not quiet:
         click.echo(
-            f"removed {len(result.removed)} item(s), {result.bytes / (1 << 20):.1f} MiB",
+            f"removed {counted(len(result.removed), 'item')}, {result.bytes / (1 << 20):.1f} MiB",
             err=True,
         )
 

@@ -192,6 +192,11 @@ def one_line(text: str, limit: int = 300) -> str:
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
 
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 layer``, ``2 layers``, ``0 entries`` (``plural``: when not NOUN + s)."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def size_text(n: int) -> str:
     for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
         if n >= 1 << shift and n % (1 << shift) == 0:

@@ -12,6 +12,7 @@ from ..layer.analyze import ERROR, WARNING, Finding, LayerAnalyzer, Tree
 from ..layer.scan import DEFAULT_MAX_RATIO, scan_layer
 from ..layer.tarstream import TarEntry, TarStream
 from ..model import Compression
+from ..model.jsondoc import counted
 from ..transports import Image, Reference, as_reference, open_image
 from .progress import NullProgress, ProgressReporter
 
@@ -120,8 +121,8 @@ def _check_image(
         report.findings.append(
             Finding(
                 "history-count",
-                f"the config's history has {len(history)} entries for layers but the image "
-                f"has {len(image.layers)} layers",
+                f"the config's history has {counted(len(history), 'entry', 'entries')} for "
+                f"layers but the image has {counted(len(image.layers), 'layer')}",
             )
         )
     tree = Tree() if lower is None else lower.tree

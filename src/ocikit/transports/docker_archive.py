@@ -37,6 +37,7 @@ from ..model.jsondoc import (
     ARCHIVE_MANIFEST_LIMIT,
     CONFIG_LIMIT,
     SHOWN_CHOICES,
+    counted,
     load_json,
     obj,
     one_line,
@@ -135,8 +136,8 @@ class DockerArchiveSource(ImageSource):
         diff_ids = config.diff_ids
         if len(diff_ids) != len(entry.layers):
             raise InputError(
-                f"{what}: manifest.json lists {len(entry.layers)} layers "
-                f"but the config has {len(diff_ids)} diff_ids"
+                f"{what}: manifest.json lists {counted(len(entry.layers), 'layer')} "
+                f"but the config has {counted(len(diff_ids), 'diff_id')}"
             )
         layers = [
             self._layer_descriptor(member, diff_id, entry.layer_sources.get(diff_id))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from ..errors import InputError, UsageError, VerificationError
 from ..layer.streams import HashingReader, Progress
 from ..model import Compression, Descriptor, Digest, ImageConfig, Manifest
-from ..model.jsondoc import CONFIG_LIMIT, quote
+from ..model.jsondoc import CONFIG_LIMIT, counted, quote
 from ..model.mediatypes import layer_compression
 from .base import ImageSource
 
@@ -54,8 +54,8 @@ class Image:
         diff_ids = self.config.diff_ids
         if len(diff_ids) != len(self.manifest.layers):
             message = (
-                f"the manifest has {len(self.manifest.layers)} layers "
-                f"but the config lists {len(diff_ids)} diff_ids"
+                f"the manifest has {counted(len(self.manifest.layers), 'layer')} "
+                f"but the config lists {counted(len(diff_ids), 'diff_id')}"
             )
             if not lenient:
                 raise VerificationError(f"{source.ref}: {message}")

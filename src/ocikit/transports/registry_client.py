@@ -44,7 +44,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from ..errors import InputError, NotFoundError, UsageError
-from ..model.jsondoc import SMALL_LIMIT, load_json, read_limited, size_text
+from ..model.jsondoc import SMALL_LIMIT, counted, load_json, read_limited, size_text
 from .httpstream import Budget, connection_failure, install_deadlines, one_line, read_bounded
 
 RETRIES = 6
@@ -328,7 +328,8 @@ class RegistryClient:
                 response.close()
                 if self._retry(attempt, started, delay):
                     continue
-                raise RegistryError(f"{what}: HTTP {response.status_code} after {attempt} attempts")
+                tries = counted(attempt, "attempt")
+                raise RegistryError(f"{what}: HTTP {response.status_code} after {tries}")
             return response
 
     @staticmethod

@@ -1,0 +1,30 @@
+"""Messages count in English: ``1 layer``, ``2 layers``, never ``1 layers`` or ``item(s)``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ocikit.model.jsondoc import counted
+from ocikit.ops.check import check
+from support.cli import ok
+from support.layouts import file, tar_bytes, write_layout
+
+
+def test_counted() -> None:
+    assert counted(1, "layer") == "1 layer"
+    assert counted(0, "layer") == "0 layers"
+    assert counted(2, "entry", "entries") == "2 entries"
+    assert counted(1, "entry", "entries") == "1 entry"
+
+
+def test_a_finding_counts_in_english(tmp_path: Path) -> None:
+    history = [{"created_by": "a"}, {"created_by": "b"}]
+    write_layout(tmp_path / "l", [tar_bytes([file("f", b"x")])], ref="t", history=history)
+    report = check(f"oci:{tmp_path / 'l'}:t")
+    messages = [f.message for f in report.findings if f.rule == "history-count"]
+    assert messages == ["the config's history has 2 entries for layers but the image has 1 layer"]
+
+
+def test_gc_counts_in_english(tmp_path: Path) -> None:
+    err = ok("gc", str(tmp_path), env={"TMPDIR": str(tmp_path)}).stderr.decode()
+    assert err == "removed 0 items, 0.0 MiB\n"
