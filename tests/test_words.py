@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from ocikit.model.jsondoc import counted
 from ocikit.ops.check import check
 from support.cli import ok
@@ -28,3 +30,25 @@ def test_a_finding_counts_in_english(tmp_path: Path) -> None:
 def test_gc_counts_in_english(tmp_path: Path) -> None:
     err = ok("gc", str(tmp_path), env={"TMPDIR": str(tmp_path)}).stderr.decode()
     assert err == "removed 0 items, 0.0 MiB\n"
+
+
+def test_debug_is_a_flag(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An internal error is one line; ``--debug`` adds the traceback."""
+    from ocikit.cli import main as cli_main
+
+    def broken(*_a: object, **_k: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.delenv("OCIKIT_DEBUG", raising=False)
+    monkeypatch.setattr(cli_main, "inspect_op", broken)
+    monkeypatch.setattr(cli_main, "_debug", {"on": False})
+    assert cli_main._dispatch(["inspect", "oci:x"]) == 3
+    err = capsys.readouterr().err
+    assert err == (
+        "ocikit: error: internal error: RuntimeError: a bug (ocikit --debug prints the traceback)\n"
+    )
+    assert cli_main._dispatch(["--debug", "inspect", "oci:x"]) == 3
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "RuntimeError: a bug" in err

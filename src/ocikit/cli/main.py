@@ -75,7 +75,12 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ocikit")
-def cli() -> None:
+@click.option(
+    "--debug",
+    is_flag=True,
+    help="On an internal error, print the traceback (as OCIKIT_DEBUG=1 does).",
+)
+def cli(debug: bool) -> None:
     """Daemonless OCI image toolkit.
 
     \b
@@ -93,6 +98,11 @@ def cli() -> None:
     130 interrupted (Ctrl-C), 143 terminated (SIGTERM), 141 standard output's reader
     went away (a broken pipe).
     """
+    if debug:
+        _debug["on"] = True
+
+
+_debug = {"on": False}
 
 
 @cli.command()
@@ -726,10 +736,10 @@ def _dispatch(argv: list[str] | None) -> int:
     except OSError as e:
         return _error(f"{e.filename}: {describe(e)}" if e.filename else describe(e))
     except Exception as e:  # a bug: say so in one line; the traceback on request
-        if os.environ.get("OCIKIT_DEBUG"):
+        if _debug["on"] or os.environ.get("OCIKIT_DEBUG"):
             traceback.print_exc()
         return _error(
-            f"internal error: {type(e).__name__}: {e} (set OCIKIT_DEBUG=1 for a traceback)",
+            f"internal error: {type(e).__name__}: {e} (ocikit --debug prints the traceback)",
             code=3,
         )
     return 0
