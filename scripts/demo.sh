@@ -38,3 +38,6 @@ else
     echo "demo: no Docker engine (or no static busybox): built and inspected only"
 fi
 echo "demo: OCI layout in $DEMO/oci (tags: hello${targets[3]:+, hello-shell})"
+bin=$(cd "$(dirname "$OCIKIT")" && pwd)
+echo "demo: next, run ocikit as $bin/ocikit, put it on PATH (export PATH=\"$bin:\$PATH\"),"
+echo "demo: or install it for your user (pipx install .; see the README's Install)"

@@ -69,3 +69,5 @@ def test_the_demo_builds_checks_and_runs_the_image(
     assert proc.returncode == 0, out
     assert "Hello from an image ocikit built without a daemon." in proc.stdout.decode(), out
     assert "tags: hello, hello-shell" in out, out
+    bin_dir = Path(sys.executable).parent
+    assert f"demo: next, run ocikit as {bin_dir}/ocikit, put it on PATH" in out, out
