@@ -54,7 +54,7 @@ from support.verify import OCI_CONFIG, check_layers_match_diff_ids, read_layout,
 SENTINEL = b"sentinel: must never change\n"
 PWNED = "pwned\n"
 
-# the table of docs/CHECK.md
+# the table of ocikit/help/check.md
 SEVERITY = {
     "config-digest": "error",
     "diff-id-count": "error",
@@ -880,7 +880,7 @@ def check_json(ref: str, *args: str, env: dict[str, str] | None = None) -> tuple
 
 
 def assert_report_shape(report: dict[str, Any], ref: str, layout: Path) -> None:
-    """The JSON of docs/CHECK.md, consistent with itself and with the image."""
+    """The JSON of ocikit/help/check.md, consistent with itself and with the image."""
     manifest = raw_manifest(layout)  # as written: the image may be broken on purpose
     for key in ("reference", "digest", "layers", "entries", "errors", "warnings", "ok"):
         assert key in report, f"{key} missing from {sorted(report)}"
@@ -896,7 +896,7 @@ def assert_report_shape(report: dict[str, Any], ref: str, layout: Path) -> None:
     assert report["ok"] is (not errors)
     for f in findings:
         assert set(f) >= {"rule", "severity", "layer", "layer_digest", "paths", "message"}, f
-        assert f["rule"] in SEVERITY, f"rule {f['rule']!r} is not in docs/CHECK.md"
+        assert f["rule"] in SEVERITY, f"rule {f['rule']!r} is not in ocikit/help/check.md"
         assert f["severity"] == SEVERITY[f["rule"]], f
         assert isinstance(f["message"], str) and f["message"].strip(), f
         assert isinstance(f["paths"], list), f

@@ -138,7 +138,7 @@ _debug = {"on": False}
     "--repair",
     is_flag=True,
     help="Rewrite the layers that consumers reject or get wrong (duplicate paths, entries "
-    "through or over symlinked directories, absolute names); see docs/CHECK.md.",
+    "through or over symlinked directories, absolute names); see ocikit help check.",
 )
 @click.option(
     "--drop-unsafe",
@@ -304,6 +304,27 @@ def export_layers(
         _say(f"exported {images}, {counted(layers, 'layer')} to {result.outdir}")
 
 
+@cli.command("help")
+@click.argument("topic", required=False)
+@click.pass_context
+def help_(ctx: click.Context, topic: str | None) -> None:
+    """Print a topic the installed package carries: check (the rules of check, copy
+    --repair and unpack), recipe (every field of a build recipe). Without TOPIC: the
+    commands and the topics."""
+    from ..help import TOPICS, text
+
+    if topic is None:
+        assert ctx.parent is not None
+        click.echo(ctx.parent.get_help())
+        click.echo("\nTopics (ocikit help TOPIC):")
+        for name, what in TOPICS.items():
+            click.echo(f"  {name:<8} {what}")
+        return
+    if topic not in TOPICS:
+        raise click.UsageError(f"no help topic {topic!r}; the topics: {', '.join(TOPICS)}", ctx)
+    click.echo(text(topic), nl=False)
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 def doctor(as_json: bool) -> None:
@@ -431,7 +452,7 @@ def check(
     """Find what consumers reject or break on in the image at REF.
 
     Each layer is read once, streaming. Exit 0: clean (warnings allowed); 1: errors found,
-    or warnings with --strict; 2: the image cannot be read. Rules: see docs/CHECK.md.
+    or warnings with --strict; 2: the image cannot be read. The rules: ocikit help check.
 
     \b
     Examples:
@@ -601,7 +622,7 @@ def build(
     as_json: bool,
     quiet: bool,
 ) -> None:
-    """Build the images of a recipe (see the README's "Recipes"), without a daemon.
+    """Build the images of a recipe (its fields: ocikit help recipe), without a daemon.
 
     \b
     Examples:

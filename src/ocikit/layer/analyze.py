@@ -2,7 +2,7 @@
 
 ``Tree`` models a root filesystem by path names and types only (memory grows with the number
 of paths, never with file content). ``LayerAnalyzer`` is fed one layer's entries in order and
-reports findings (the rules of docs/CHECK.md); in repair mode it also plans, per entry, what
+reports findings (the rules of ocikit/help/check.md); in repair mode it also plans, per entry, what
 the repaired layer writes instead: the entry unchanged, dropped, or renamed.
 
 Paths are resolved the way a container sees them: an entry's parents through the symlinks of

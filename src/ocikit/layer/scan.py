@@ -89,7 +89,7 @@ def scan_layer(
 ) -> ScanResult:
     """Walk the layer in ``raw`` (closed by the caller), calling ``on_entry`` per entry.
 
-    Problems (rule ids of docs/CHECK.md) are returned; with ``strict`` the first one is
+    Problems (rule ids of ocikit/help/check.md) are returned; with ``strict`` the first one is
     raised instead (VerificationError, InputError, DecompressionBomb), after the handler saw
     every entry it could.
     """

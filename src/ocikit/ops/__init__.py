@@ -10,7 +10,7 @@ from .unpack import UnpackResult, unpack
 
 
 def repair(src: str, dst: str, *, drop_unsafe: bool = False, **kwargs) -> CopyResult:  # type: ignore[no-untyped-def]
-    """``copy(src, dst, repair=True)``: rewrite only the layers that need it (docs/CHECK.md)."""
+    """``copy(src, dst, repair=True)``: rewrite only the layers that need it (help/check.md)."""
     return copy(src, dst, repair=True, drop_unsafe=drop_unsafe, **kwargs)
 
 

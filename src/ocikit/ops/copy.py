@@ -88,7 +88,7 @@ def copy(
     the whole image has been written: on error it is left as it was.
 
     ``repair``: layers with duplicate paths, entries through or over symlinked directories
-    or absolute names are rewritten (docs/CHECK.md); an entry that cannot be repaired safely
+    or absolute names are rewritten (ocikit/help/check.md); an entry that cannot be repaired safely
     raises UnsafeInputError unless ``drop_unsafe``, which drops it.
 
     ``src_registry``/``dest_registry``: credentials, TLS and (destination) repositories to

@@ -1,6 +1,6 @@
 """``unpack``: an image's root filesystem, extracted so that nothing lands outside its target.
 
-Three lines of defence: every entry is first judged by the analyzer (docs/CHECK.md: an unsafe
+Three lines of defence: every entry is first judged by the analyzer (ocikit/help/check.md: an unsafe
 entry, an absolute name or a bomb stops the unpack); every path is then resolved on the real
 filesystem one component at a time, through directory file descriptors opened with
 ``O_NOFOLLOW``, following symlinks only by reading them and resolving their targets inside the
