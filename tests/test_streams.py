@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from support.cli import OCIKIT
+from support.dockerd import DockerEngine
 from support.layouts import write_layout
 
 
@@ -104,3 +105,23 @@ def test_bare_ocikit_prints_its_help() -> None:
     out = proc.stdout.decode()
     assert out.startswith("Usage: ocikit [OPTIONS] COMMAND [ARGS]...\n")
     assert "\\n" not in out and "Commands:" in out
+
+
+def test_a_copy_to_the_engine_from_a_terminal(
+    big_layout: Path, docker_engine: DockerEngine
+) -> None:
+    """docker-daemon: writes to the engine, not to standard output: a terminal there is fine."""
+    main, tty = os.openpty()
+    try:
+        proc = subprocess.run(
+            [*OCIKIT, "copy", "-q", f"oci:{big_layout}:big", "docker-daemon:ocikit-tty:1"],
+            stdout=tty,
+            stderr=subprocess.PIPE,
+            env=docker_engine.env,
+            timeout=120,
+        )
+    finally:
+        os.close(main)
+        os.close(tty)
+    assert proc.returncode == 0, proc.stderr.decode()
+    docker_engine.remove_image("ocikit-tty:1")

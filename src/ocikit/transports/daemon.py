@@ -292,6 +292,8 @@ class DaemonSource(DockerArchiveSource):
 class DaemonDestination(DockerArchiveDestination):
     """``docker load`` of the legacy archive, streamed to the engine as it is written."""
 
+    writes_output = False  # to the engine, never to standard output
+
     def __init__(self, ref: Reference, additional_tags: Sequence[str] = ()) -> None:
         if ref.path.startswith("sha256:"):
             raise UsageError(f"{ref}: an image ID cannot be written to; name it NAME:TAG")

@@ -288,12 +288,14 @@ class DockerArchiveDestination(ImageDestination):
 
     flavor = "docker"
     concurrent = True  # each blob staged in its own file
+    writes_output = True  # the archive goes to the file or stdout ref names (not an engine)
 
     def __init__(self, ref: Reference, additional_tags: Sequence[str] = ()) -> None:
         super().__init__(ref)
         if ref.index is not None:
             raise UsageError(f"{ref}: @N selects an image to read; it cannot name one to write")
-        check_archive_output(ref, ref.path, ref.is_stdio, "; name a file in it")
+        if self.writes_output:
+            check_archive_output(ref, ref.path, ref.is_stdio, "; name a file in it")
         self._tags = [ref.name] if ref.name else []
         self._tags += [_check_tag(t) for t in additional_tags]
         #: blobs are staged in a private directory of $TMPDIR, reclaimed if this process dies
