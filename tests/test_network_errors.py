@@ -124,3 +124,26 @@ def test_an_engine_that_is_not_there() -> None:
         "ocikit: error: cannot reach the docker engine at unix:///nonexistent/docker.sock: "
         "no such socket (is dockerd running? DOCKER_HOST names the engine)\n"
     )
+
+
+def test_the_destination_is_reached_before_the_source_is_read() -> None:
+    """A copy from a source that would take long to read stops at once on a destination
+    that cannot take it: a registry that does not answer, an engine that is not there."""
+    src, dst = _refused_port(), _refused_port()
+    proc = ocikit("copy", f"docker://127.0.0.1:{src}/a:1", f"docker://127.0.0.1:{dst}/b:1")
+    assert proc.returncode == 2
+    assert proc.stderr.decode() == (
+        f"ocikit: error: docker://127.0.0.1:{dst}/b:1: cannot reach 127.0.0.1:{dst}: "
+        "connection refused\n"
+    )
+    proc = ocikit(
+        "copy",
+        f"docker://127.0.0.1:{src}/a:1",
+        "docker-daemon:b:1",
+        env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"},
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.decode().startswith(
+        "ocikit: error: docker-daemon:b:1: cannot reach the docker engine at "
+        "unix:///nonexistent/docker.sock: no such socket"
+    )

@@ -132,6 +132,7 @@ def copy(
     speculator = None
     top = None
     try:  # from here on, whatever happens (an interrupt too), the destination is aborted
+        dest.ready()  # before the source is read
         dest.verify_existing = verify_existing
         streamed = src_ref.transport == "docker-daemon" or (
             src_ref.transport == "docker-archive" and src_ref.is_stdio

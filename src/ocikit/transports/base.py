@@ -102,6 +102,13 @@ class ImageDestination(ABC):
     #: re-hash every blob found present before reusing it, not only small ones
     verify_existing = False
 
+    def ready(self) -> None:
+        """Fail now, in one line, if the destination cannot take an image (a registry or an
+        engine that does not answer, credentials refused): called before the source is
+        read, so that a long read is not wasted. Local destinations check themselves when
+        they are opened."""
+        return None  # nothing to reach
+
     @abstractmethod
     def has_blob(self, digest: Digest) -> bool: ...
 

@@ -294,6 +294,16 @@ class DaemonDestination(DockerArchiveDestination):
 
     writes_output = False  # to the engine, never to standard output
 
+    def ready(self) -> None:
+        """The engine answers (its version asked for, within 10 s)."""
+        engine = Engine()
+        try:
+            engine.version()
+        except InputError as e:
+            raise DestinationError(f"{self.ref}: {e}") from None
+        finally:
+            engine.close()
+
     def __init__(self, ref: Reference, additional_tags: Sequence[str] = ()) -> None:
         if ref.path.startswith("sha256:"):
             raise UsageError(f"{ref}: an image ID cannot be written to; name it NAME:TAG")

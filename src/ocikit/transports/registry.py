@@ -303,6 +303,13 @@ class RegistryDestination(ImageDestination):
             self._tags.append(tag)
         self.stats = {"uploaded_bytes": 0, "mounted": 0, "skipped": 0}
 
+    def ready(self) -> None:
+        """The registry answers the API's base (``GET /v2/``) with the push scopes: it is
+        reachable, speaks the distribution API, and takes the credentials."""
+        response = self.client.request("GET", "/v2/", scopes=self.scopes, what=str(self.ref))
+        if response.status_code == 404:
+            raise RegistryError(f"{self.ref}: {self.host} does not answer as a registry (no /v2/)")
+
     def _repo_of(self, name: str) -> str | None:
         """``HOST/REPO`` of this registry, or a bare ``REPO``: the repository; else None."""
         host, slash, rest = name.partition("/")
