@@ -28,6 +28,7 @@ from ..ops.gc import gc as gc_op
 from ..transports import Credentials, RegistryOptions, open_image
 from ..transports.fsutil import describe
 from ..transports.registry import DEFAULT_JOBS
+from . import params
 from .progress import reporter, say_through
 
 PLATFORM_HELP = "OS/ARCH[/VARIANT] to pick from a multi-platform image"
@@ -63,7 +64,7 @@ class _BrokenPipe(Exception):
 BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell reports for a writer killed by SIGPIPE
 
 
-class _Group(click.Group):
+class _Group(params.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -676,6 +677,9 @@ def build(
         _print_json(result.to_json())
 
 
+params.worded(cli)  # every parameter's type says, in ocikit's words, what it expected
+
+
 class _Interrupted(BaseException):
     """SIGINT or SIGTERM: unwinds like KeyboardInterrupt (every cleanup on the way runs),
     past click, which would print a newline of its own for a KeyboardInterrupt."""
@@ -740,11 +744,10 @@ def _dispatch(argv: list[str] | None) -> int:
     except click.exceptions.NoArgsIsHelpError as e:  # bare `ocikit`: its help, as docker's
         click.echo(e.ctx.get_help() if e.ctx is not None else "")
         return 0
+    except click.UsageError as e:
+        return _error(params.usage_message(e), code=2)
     except click.ClickException as e:
-        hint = ""
-        if isinstance(e, click.UsageError) and e.ctx is not None:
-            hint = f" (see '{e.ctx.command_path} --help')"
-        return _error(f"{e.format_message()}{hint}", code=e.exit_code if e.exit_code != 1 else 2)
+        return _error(e.format_message(), code=e.exit_code if e.exit_code != 1 else 2)
     except click.exceptions.Abort:
         _interrupted(signal.SIGINT)
     except OcikitError as e:  # one line; a recipe's errors one per line, after a header
