@@ -147,3 +147,15 @@ def test_the_destination_is_reached_before_the_source_is_read() -> None:
         "ocikit: error: docker-daemon:b:1: cannot reach the docker engine at "
         "unix:///nonexistent/docker.sock: no such socket"
     )
+
+
+def test_the_library_takes_registry_options_everywhere() -> None:
+    """``ocikit.RegistryOptions`` and ``ocikit.Credentials`` are public, and every call that
+    reads an image takes them."""
+    import ocikit
+
+    port = _refused_port()
+    options = ocikit.RegistryOptions(credentials=ocikit.Credentials.parse("alice:secret"))
+    for call in (ocikit.inspect, ocikit.check):
+        with pytest.raises(RegistryError, match="connection refused"):
+            call(f"docker://127.0.0.1:{port}/app:1", registry=options)

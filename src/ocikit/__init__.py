@@ -12,6 +12,9 @@ The public API, in a few names:
     ocikit.build(recipe, options)    images from a recipe (``ocikit.load_recipe(path)``)
     ocikit.open_image(ref)           read an image: manifest, config, verified blob streams
     ocikit.parse_reference(text)     ``oci:dir:tag``, ``docker-archive:file.tar:name:tag``, ...
+    ocikit.RegistryOptions(...)      how to reach registries (credentials, TLS, auth file,
+                                     jobs): copy's src_registry/dest_registry, build's
+                                     BuildOptions.registry, inspect's and check's registry
 
 Errors all derive from ``ocikit.OcikitError`` (see ``ocikit.errors``); each carries the exit
 code the command line returns.
@@ -44,7 +47,14 @@ if TYPE_CHECKING:  # the names below load on first use: a command imports what i
     from .ops.gc import GcResult, gc
     from .ops.inspect import inspect
     from .ops.unpack import UnpackResult, unpack
-    from .transports import Image, Reference, open_image, parse_reference
+    from .transports import (
+        Credentials,
+        Image,
+        Reference,
+        RegistryOptions,
+        open_image,
+        parse_reference,
+    )
 
 #: where each public name lives
 _LAZY = {
@@ -83,7 +93,17 @@ _LAZY = {
         ),
         "ops",
     ),
-    **dict.fromkeys(("Image", "Reference", "open_image", "parse_reference"), "transports"),
+    **dict.fromkeys(
+        (
+            "Credentials",
+            "Image",
+            "Reference",
+            "RegistryOptions",
+            "open_image",
+            "parse_reference",
+        ),
+        "transports",
+    ),
 }
 _SUBPACKAGES = frozenset(
     ("build", "cli", "errors", "layer", "model", "ops", "tempfiles", "transports")

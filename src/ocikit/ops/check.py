@@ -13,7 +13,7 @@ from ..layer.scan import DEFAULT_MAX_RATIO, scan_layer
 from ..layer.tarstream import TarEntry, TarStream
 from ..model import Compression
 from ..model.jsondoc import counted
-from ..transports import Image, Reference, as_reference, open_image
+from ..transports import Image, Reference, RegistryOptions, as_reference, open_image
 from .progress import NullProgress, ProgressReporter
 
 
@@ -56,13 +56,15 @@ def check(
     platform: str | None = None,
     max_ratio: float = DEFAULT_MAX_RATIO,
     progress: ProgressReporter | None = None,
+    registry: RegistryOptions | None = None,
 ) -> CheckReport:
-    """Check one image (any reference); each layer is read once. Raises only when the image
-    cannot be read at all (no manifest, no config): everything else is a finding."""
+    """Check one image (any reference; ``registry``: how to reach a ``docker://`` one);
+    each layer is read once. Raises only when the image cannot be read at all (no
+    manifest, no config): everything else is a finding."""
     progress = progress or NullProgress()
     ref = as_reference(ref)
     try:
-        with open_image(ref, platform, lenient=True) as image:
+        with open_image(ref, platform, lenient=True, registry=registry) as image:
             return _check_image(image, str(ref), max_ratio, progress)
     finally:
         progress.end()
