@@ -27,7 +27,7 @@ import selectors
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from .errors import InputError
@@ -36,6 +36,7 @@ from .model.jsondoc import printable
 READ = 64 << 10  # bytes read from a pipe at once
 TAIL = 64 << 10  # bytes of each output kept for the message
 LINE_LIMIT = 16 << 10  # bytes of one output line shown
+MAX_INPUT = 16 << 10  # bytes of standard input ``run`` gives (a pipe holds 64 KiB)
 IDLE = 120.0  # seconds a tool may go without any sign of work
 POLL = 1.0  # seconds between looks at its CPU and I/O counters
 _EOL = re.compile(rb"\r\n|\r|\n")
@@ -72,20 +73,31 @@ def run(
     *,
     timeout: float | None = None,
     cwd: str | os.PathLike[str] | None = None,
+    input: bytes | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> ToolResult:
     """Run ``cmd`` (the tool ``name``, in ``cwd``) to its end; its exit code and the tails of
     its output. ``InputError`` if it stalls for ``IDLE`` s or runs past ``timeout`` s: it is
-    killed."""
+    killed. ``input``: its whole standard input (at most ``MAX_INPUT`` bytes: a pipe holds
+    them, so writing never waits for the tool); else it has none. ``env``: instead of
+    ``environment()`` (a credential helper needs the user's, for a keyring)."""
+    if input is not None and len(input) > MAX_INPUT:
+        raise ValueError(f"{name}: input over {MAX_INPUT} bytes")
     proc = subprocess.Popen(
         list(cmd),
         cwd=cwd,
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=environment(),
+        env=environment() if env is None else dict(env),
         umask=UMASK,
         start_new_session=True,  # its own process group: killed whole
     )
+    if proc.stdin is not None:
+        with contextlib.suppress(BrokenPipeError):  # it may exit without reading
+            proc.stdin.write(input or b"")
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.close()
     assert proc.stdout is not None and proc.stderr is not None
     out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
     tails = {out_fd: bytearray(), err_fd: bytearray()}

@@ -105,7 +105,8 @@ class BuildOptions:
     cache_dir: str | None = None
     no_cache: bool = False
     epoch: int | None = DEFAULT_EPOCH  # None: --timestamp now
-    registry: RegistryOptions | None = None
+    registry: RegistryOptions | None = None  # bases; the output too unless dest_registry
+    dest_registry: RegistryOptions | None = None  # a docker:// output (credentials, TLS)
     runtime: str = "runc"  # the OCI runtime of run steps: runc or crun
 
 
@@ -391,7 +392,7 @@ class _Builder:
     def _copy_out(self, tag: str, destination: str) -> None:
         """The entry copied to an output (every blob verified on the way)."""
         ref = as_reference(destination)
-        dest = open_destination(ref, (), self.options.registry)
+        dest = open_destination(ref, (), self.options.dest_registry or self.options.registry)
         try:
             with self._open_entry(tag) as image:
                 jobs = 4 if ref.transport == "docker" else 1

@@ -28,10 +28,15 @@ from ..ops.gc import gc as gc_op
 from ..transports import Credentials, RegistryOptions, open_image
 from ..transports.fsutil import describe
 from ..transports.registry import DEFAULT_JOBS
-from . import params
+from . import credentials, params
 from .progress import reporter, say_through
 
 PLATFORM_HELP = "OS/ARCH[/VARIANT] to pick from a multi-platform image"
+AUTHFILE_HELP = (
+    "The auth file to read credentials from (default: $REGISTRY_AUTH_FILE or "
+    "$XDG_RUNTIME_DIR/containers/auth.json, ~/.config/containers/auth.json, "
+    "~/.docker/config.json)."
+)
 STEP_LINE_LIMIT = 64 << 10  # a run step's line (cut at 16 KiB bytes already, then escaped)
 
 
@@ -72,6 +77,22 @@ class _Group(params.Group):
             if isinstance(e, BrokenPipeError) or e.errno == errno.EPIPE:
                 raise _BrokenPipe() from None
             raise
+
+
+class _Command(click.Command):
+    """A command: its deprecated option spellings applied and its credentials completed
+    (a password asked, or read with --password-stdin) before its body runs; the notices
+    about deprecated spellings said after it succeeded."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        notices = credentials.complete(ctx)
+        result = super().invoke(ctx)
+        for line in notices:
+            _say(line)
+        return result
+
+
+_Group.command_class = _Command
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -146,13 +167,18 @@ _debug = {"on": False}
     is_flag=True,
     help="With --repair: drop entries that cannot be repaired safely instead of failing.",
 )
-@click.option("--src-creds", metavar="USER:PASS", help="Credentials for a docker:// source.")
-@click.option("--dest-creds", metavar="USER:PASS", help="Credentials for a docker:// destination.")
 @click.option(
-    "--authfile",
-    metavar="FILE",
-    help="docker/containers auth file (default: $REGISTRY_AUTH_FILE, ~/.docker/config.json).",
+    "--src-creds",
+    metavar="USER[:PASS]",
+    help="Credentials for a docker:// source (no :PASS: asked on the terminal).",
 )
+@click.option(
+    "--dest-creds",
+    metavar="USER[:PASS]",
+    help="Credentials for a docker:// destination (no :PASS: asked on the terminal).",
+)
+@credentials.password_stdin_option
+@click.option("--authfile", metavar="FILE", help=AUTHFILE_HELP)
 @click.option(
     "--src-tls-verify",
     type=click.BOOL,
@@ -256,10 +282,11 @@ def copy(
 @click.argument("src")
 @click.argument("outdir")
 @click.option(
-    "--level",
+    "--dest-compress-level",
     type=int,
     help="gzip level: 0-3 isal on every core (default 2), 4-9 zlib on one core.",
 )
+@credentials.deprecated("--level", "dest_compress_level", type=int)
 @click.option(
     "--v2metadata",
     metavar="DIR",
@@ -272,7 +299,7 @@ def copy(
 def export_layers(
     src: str,
     outdir: str,
-    level: int | None,
+    dest_compress_level: int | None,
     v2metadata: str | None,
     platform: str | None,
     as_json: bool,
@@ -292,7 +319,7 @@ def export_layers(
     result = export_op(
         src,
         outdir,
-        level=level,
+        level=dest_compress_level,
         v2metadata=v2metadata,
         platform=platform,
         progress=reporter(quiet),
@@ -399,8 +426,13 @@ def gc(paths: tuple[str, ...], unreferenced: bool, as_json: bool, quiet: bool) -
 @click.option("--raw", is_flag=True, help="Print the manifest's exact bytes.")
 @click.option("--config", "config", is_flag=True, help="Print the config's exact bytes.")
 @click.option("--platform", help=PLATFORM_HELP)
-@click.option("--creds", metavar="USER:PASS", help="Credentials for a docker:// reference.")
-@click.option("--authfile", metavar="FILE", help="docker/containers auth file.")
+@click.option(
+    "--creds",
+    metavar="USER[:PASS]",
+    help="Credentials for a docker:// reference (no :PASS: asked on the terminal).",
+)
+@credentials.password_stdin_option
+@click.option("--authfile", metavar="FILE", help=AUTHFILE_HELP)
 @click.option(
     "--tls-verify", type=click.BOOL, default=None, help="Verify the registry's TLS (default true)."
 )
@@ -553,13 +585,19 @@ def unpack(
     "NAME-squashfs). Default: tar.",
 )
 @click.option(
-    "--compress",
+    "--dest-compress-format",
     type=click.Choice(["gzip", "zstd", "none"]),
     default="gzip",
     show_default=True,
     help="Compression of tar layers.",
 )
-@click.option("--compress-level", type=int, help="gzip 0-9 (default 2), zstd 1-19 (default 3).")
+@click.option(
+    "--dest-compress-level", type=int, help="gzip 0-9 (default 2), zstd 1-19 (default 3)."
+)
+@credentials.deprecated(
+    "--compress", "dest_compress_format", type=click.Choice(["gzip", "zstd", "none"])
+)
+@credentials.deprecated("--compress-level", "dest_compress_level", type=int)
 @click.option(
     "--target", "targets", multiple=True, metavar="NAME", help="Build only NAME and its bases."
 )
@@ -589,9 +627,26 @@ def unpack(
     show_default=True,
     help="Times in the image: $SOURCE_DATE_EPOCH (default 0), mtimes clamped to it; or now.",
 )
-@click.option("--creds", metavar="USER:PASS", help="Credentials for docker:// bases and output.")
-@click.option("--authfile", metavar="FILE", help="docker/containers auth file.")
-@click.option("--tls-verify", type=click.BOOL, default=None, help="Verify registries' TLS.")
+@click.option(
+    "--src-creds",
+    metavar="USER[:PASS]",
+    help="Credentials for docker:// bases (no :PASS: asked on the terminal).",
+)
+@click.option(
+    "--dest-creds",
+    metavar="USER[:PASS]",
+    help="Credentials for a docker:// --output (no :PASS: asked on the terminal).",
+)
+@credentials.password_stdin_option
+@click.option("--authfile", metavar="FILE", help=AUTHFILE_HELP)
+@click.option(
+    "--src-tls-verify", type=click.BOOL, default=None, help="Verify the bases' registries' TLS."
+)
+@click.option(
+    "--dest-tls-verify", type=click.BOOL, default=None, help="Verify the output registry's TLS."
+)
+@credentials.deprecated("--creds", "src_creds", "dest_creds")
+@credentials.deprecated("--tls-verify", "src_tls_verify", "dest_tls_verify", type=click.BOOL)
 @click.option(
     "--runtime",
     type=click.Choice(["runc", "crun"]),
@@ -606,8 +661,8 @@ def build(
     recipe_file: str,
     output: str,
     layer_types: tuple[str, ...],
-    compress: str,
-    compress_level: int | None,
+    dest_compress_format: str,
+    dest_compress_level: int | None,
     targets: tuple[str, ...],
     substitutions: tuple[str, ...],
     substitute_files: tuple[str, ...],
@@ -615,9 +670,11 @@ def build(
     cache_dir: str | None,
     no_cache: bool,
     timestamp: str,
-    creds: str | None,
+    src_creds: str | None,
+    dest_creds: str | None,
     authfile: str | None,
-    tls_verify: bool | None,
+    src_tls_verify: bool | None,
+    dest_tls_verify: bool | None,
     runtime: str,
     print_schema: bool,
     as_json: bool,
@@ -649,15 +706,20 @@ def build(
     options = BuildOptions(
         output=output,
         layer_types=layer_types or ("tar",),
-        compress=Compression.parse(compress),
-        level=compress_level,
+        compress=Compression.parse(dest_compress_format),
+        level=dest_compress_level,
         targets=targets,
         cache_dir=cache_dir,
         no_cache=no_cache,
         epoch=None if timestamp == "now" else source_date_epoch(),
         registry=RegistryOptions(
-            credentials=Credentials.parse(creds, "--creds") if creds else None,
-            tls_verify=tls_verify,
+            credentials=Credentials.parse(src_creds, "--src-creds") if src_creds else None,
+            tls_verify=src_tls_verify,
+            authfile=authfile,
+        ),
+        dest_registry=RegistryOptions(
+            credentials=Credentials.parse(dest_creds, "--dest-creds") if dest_creds else None,
+            tls_verify=dest_tls_verify,
             authfile=authfile,
         ),
         runtime=runtime,
@@ -675,6 +737,75 @@ def build(
     result = build_op(recipe, options, progress, log, step_output)
     if as_json:
         _print_json(result.to_json())
+
+
+@cli.command()
+@click.argument("host")
+@click.option(
+    "-u", "--username", metavar="USER", help="The user name (default: asked on the terminal)."
+)
+@credentials.password_stdin_option
+@click.option(
+    "--authfile",
+    metavar="FILE",
+    help="The auth file to write (default: $REGISTRY_AUTH_FILE, else the first of the files "
+    "ocikit reads that exists, else ~/.docker/config.json).",
+)
+@click.option(
+    "--tls-verify", type=click.BOOL, default=None, help="Verify the registry's TLS (default true)."
+)
+@click.pass_context
+def login(
+    ctx: click.Context,
+    host: str,
+    username: str | None,
+    authfile: str | None,
+    tls_verify: bool | None,
+) -> None:
+    """Check credentials for the registry HOST and keep them where docker and skopeo keep
+    theirs (or in the credential helper the auth file names).
+
+    The password is asked on the terminal, never echoed, or read with --password-stdin.
+
+    \b
+    Examples:
+      ocikit login registry.example.com
+      echo "$TOKEN" | ocikit login -u ci --password-stdin registry.example.com:5000
+    """
+    from ..transports.auth import login as login_op
+    from ..transports.auth import registry_host
+
+    host = registry_host(host)
+    hint = "give --username USER"
+    user = username or credentials.ask_username("no --username", hint)
+    if credentials.password_stdin(ctx):
+        password = credentials.read_password(credentials.stdin())
+    else:
+        hint = "give the password with --password-stdin"
+        password = credentials.ask_password(f"Password for {user}@{host}: ", "no password", hint)
+    path = login_op(host, Credentials(user, password), authfile=authfile, tls_verify=tls_verify)
+    _say(f"logged in to {host}; the credentials are kept in {path}")
+
+
+@cli.command()
+@click.argument("host")
+@click.option(
+    "--authfile",
+    metavar="FILE",
+    help="Forget HOST in this auth file only (default: in every file ocikit reads).",
+)
+def logout(host: str, authfile: str | None) -> None:
+    """Forget the credentials kept for the registry HOST (in the auth files, and in the
+    credential helpers they name)."""
+    from ..transports.auth import logout as logout_op
+    from ..transports.auth import registry_host
+
+    host = registry_host(host)
+    places = logout_op(host, authfile)
+    if places:
+        _say(f"logged out of {host} ({', '.join(places)})")
+    else:
+        _say(f"not logged in to {host}")
 
 
 params.worded(cli)  # every parameter's type says, in ocikit's words, what it expected

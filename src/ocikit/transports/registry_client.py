@@ -4,8 +4,9 @@
   sends the credentials (if any); ``Bearer`` asks the token ``realm`` for a token for the
   ``service`` and the request's scopes (with the credentials, if any), caches it per scope set
   and fetches a new one when it expires or is refused once.
-- Credentials: ``USER:PASS`` given by the caller, else the auth file (``--authfile``,
-  ``REGISTRY_AUTH_FILE``, ``~/.docker/config.json``; its ``auths``).
+- Credentials: ``USER:PASS`` given by the caller, else what the user keeps for the host
+  (``auth``: the auth files docker and skopeo share, the credential helpers they name),
+  looked up when the registry first asks for credentials.
 - Only the registry's own challenges are answered: a ``401`` from another host (the storage
   a blob download is redirected to, an upload location elsewhere) fails the request, and
   its realm gets nothing. The token realm the registry names may be anywhere.
@@ -32,7 +33,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import os
 import re
 import threading
 import time
@@ -44,7 +44,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from ..errors import InputError, NotFoundError, UsageError
-from ..model.jsondoc import SMALL_LIMIT, counted, load_json, read_limited, size_text
+from ..model.jsondoc import SMALL_LIMIT, counted, load_json, size_text
 from .httpstream import Budget, connection_failure, install_deadlines, one_line, read_bounded
 
 RETRIES = 6
@@ -95,40 +95,11 @@ def api_host(host: str) -> str:
 
 
 def credentials_from_authfile(host: str, authfile: str | None = None) -> Credentials | None:
-    """The ``auths`` entry for ``host`` in a docker/containers auth file, if any."""
-    paths = [authfile] if authfile else []
-    if not paths:
-        env = os.environ.get("REGISTRY_AUTH_FILE")
-        paths = [env] if env else []
-        paths.append(os.path.join(os.path.expanduser("~"), ".docker", "config.json"))
-    for path in paths:
-        try:
-            with open(path, "rb") as f:
-                raw = read_limited(f, path, SMALL_LIMIT)  # type: ignore[arg-type]
-            data = load_json(raw, path, limit=SMALL_LIMIT)
-        except FileNotFoundError:
-            if authfile:
-                raise UsageError(f"{authfile}: no such auth file") from None
-            continue
-        except OSError as e:
-            raise UsageError(f"{path}: not a readable auth file ({e.strerror or e})") from None
-        except InputError as e:
-            raise UsageError(f"not a usable auth file: {e}") from None
-        auths = data.get("auths") if isinstance(data, Mapping) else None
-        if not isinstance(auths, Mapping):
-            continue
-        keys = [host, f"https://{host}", f"http://{host}"]
-        if host == "docker.io":
-            keys += ["https://index.docker.io/v1/", "index.docker.io", "registry-1.docker.io"]
-        for key in keys:
-            entry = auths.get(key) or auths.get(key.rstrip("/"))
-            if isinstance(entry, Mapping) and isinstance(entry.get("auth"), str):
-                try:
-                    decoded = base64.b64decode(entry["auth"]).decode()
-                except (ValueError, UnicodeDecodeError):
-                    raise UsageError(f"{path}: the entry for {key} is not base64") from None
-                return Credentials.parse(decoded, f"{path}: {key}")
-    return None
+    """The credentials the user keeps for ``host`` (auth files, credential helpers: see
+    ``auth``), if any."""
+    from .auth import credentials_from_authfile as lookup
+
+    return lookup(host, authfile)
 
 
 _CHALLENGE_RE = re.compile(r'(\w+)="([^"]*)"')
@@ -170,7 +141,14 @@ class RegistryClient:
             transport=transport,
         )
         install_deadlines(self._client)
-        self._credentials = credentials or credentials_from_authfile(host, authfile)
+        self._given = credentials
+        self._pending: list[Any] = []  # auth.Candidate: the files are read now (errors said)
+        if credentials is None:
+            from .auth import candidates
+
+            self._pending = candidates(host, authfile)
+        self._looked_up = credentials is not None
+        self._creds_lock = threading.Lock()
         self._challenge: tuple[str, dict[str, str]] | None = None
         self._tokens: dict[tuple[str, ...], tuple[str, float]] = {}
         self.requests = 0  # sent, retries included (for tests and benchmarks)
@@ -184,6 +162,19 @@ class RegistryClient:
         return f"{self.scheme}://{self.api}"
 
     # -- auth ----------------------------------------------------------------------------
+    @property
+    def _credentials(self) -> Credentials | None:
+        """The credentials given, else the user's for this host, looked up when the registry
+        first asks (a credential helper runs only then, and once)."""
+        if not self._looked_up:
+            with self._creds_lock:
+                if not self._looked_up:
+                    from .auth import resolve
+
+                    self._given = resolve(self.host, self._pending)
+                    self._looked_up = True
+        return self._given
+
     def _authorization(self, scopes: tuple[str, ...]) -> str | None:
         if self._challenge is None:
             return None
