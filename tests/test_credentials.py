@@ -192,7 +192,12 @@ def test_password_stdin_rules(monkeypatch: pytest.MonkeyPatch) -> None:
 # -- 4. credential helpers -------------------------------------------------------------------
 
 HELPER = """#!/bin/sh
-[ "$1" = get ] || exit 3
+case "$1" in
+  store) cat > "{log}.stored"; exit 0 ;;
+  erase) read -r url; printf 'erase %s\\n' "$url" >> "{log}"; exit 0 ;;
+  get) ;;
+  *) exit 3 ;;
+esac
 read -r url
 printf '%s\\n' "$url" >> "{log}"
 case "$url" in
@@ -268,6 +273,22 @@ def test_helper_credentials_sent(helper: Path, tmp_path: Path) -> None:
     finally:
         client.close()
     assert seen == [None, f"Basic {basic('hu', 'hs')}"]
+
+
+def test_login_logout_through_helper(helper: Path, tmp_path: Path) -> None:
+    """A file that names a helper for the host: login has the helper store the credentials
+    (none written to the file), logout has it erase them."""
+    from ocikit.transports.auth import login, logout
+
+    config = _config(tmp_path, {"credHelpers": {"registry.example": "fake"}})
+    before = Path(config).read_bytes()
+    transport = _basic_registry("alice", "s3cret")
+    login("registry.example", Credentials("alice", "s3cret"), authfile=config, transport=transport)
+    assert Path(config).read_bytes() == before
+    stored = json.loads(Path(f"{helper}.stored").read_text())
+    assert stored == {"ServerURL": "registry.example", "Username": "alice", "Secret": "s3cret"}
+    assert logout("registry.example", config) == ["docker-credential-fake"]
+    assert helper.read_text() == "erase registry.example\n"
 
 
 # -- 3. login and logout ---------------------------------------------------------------------
