@@ -25,7 +25,8 @@ from ocikit.cli import main as cli_main
         ),
         (
             ["nocmd"],
-            "no command 'nocmd'; the commands: build, check, copy, doctor, export-layers, gc, help, inspect, unpack",
+            "no command 'nocmd'; the commands: build, check, copy, doctor, export-layers, gc, "
+            "help, inspect, login, logout, unpack",
         ),
         (["chek"], "no command 'chek' (did you mean check?)"),
         (

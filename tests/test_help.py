@@ -34,7 +34,9 @@ def test_the_topics() -> None:
     assert "Commands:" in listing and "  recipe   the fields of a build recipe" in listing
     proc = ocikit("help", "nope")
     assert proc.returncode == 2
-    assert proc.stderr.decode().startswith("ocikit: error: no help topic 'nope'; the topics: ")
+    assert (
+        proc.stderr.decode() == "ocikit: error: help: no topic 'nope'; the topics: check, recipe\n"
+    )
 
 
 def test_the_wheel_carries_the_help(tmp_path: Path) -> None:

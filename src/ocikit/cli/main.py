@@ -349,7 +349,7 @@ def help_(ctx: click.Context, topic: str | None) -> None:
             click.echo(f"  {name:<8} {what}")
         return
     if topic not in TOPICS:
-        raise click.UsageError(f"no help topic {topic!r}; the topics: {', '.join(TOPICS)}", ctx)
+        raise click.UsageError(f"no topic {topic!r}; the topics: {', '.join(TOPICS)}", ctx)
     click.echo(text(topic), nl=False)
 
 

@@ -173,6 +173,8 @@ def usage_message(e: click.UsageError) -> str:
         what = "one argument too many" if count == 1 else f"{count} arguments too many"
         return f"{where}{what}: {quote(extra.group(1))} (usage: {usage})"
     message = e.message[:1].lower() + e.message[1:].rstrip(".")
+    if "; " in message or "(" in message:  # ocikit's own words, complete
+        return f"{where}{message}"
     return f"{where}{message}" + (f" (see 'ocikit {command} --help')" if command else "")
 
 
