@@ -30,6 +30,7 @@ from ..transports.fsutil import describe
 from ..transports.registry import DEFAULT_JOBS
 from . import credentials, params
 from .progress import reporter, say_through
+from .summary import SUMMARY_LINE_LIMIT, copied_line, inspect_summary
 
 PLATFORM_HELP = "OS/ARCH[/VARIANT] to pick from a multi-platform image"
 AUTHFILE_HELP = (
@@ -250,7 +251,7 @@ def copy(
         dest_compress_level=dest_compress_level,
         platform=platform,
         additional_tags=additional_tags,
-        progress=reporter(quiet),
+        progress=(progress := reporter(quiet)),
         repair=repair,
         drop_unsafe=drop_unsafe,
         src_registry=RegistryOptions(
@@ -268,6 +269,7 @@ def copy(
         jobs=jobs,
         all_platforms=all_platforms,
         verify_existing=verify_existing,
+        warn=lambda line: _warn(progress, line),
     )
     if as_json:
         _print_json(result.to_json())
@@ -275,7 +277,13 @@ def copy(
         for r in result.repaired or []:
             changes = ", ".join(f"{n} {k.replace(':', ' ')}" for k, n in r["entries"].items())
             _say(f"repaired layer {r['layer']}: {changes}")
-        _say(f"copied {result.manifest_digest} to {result.destination}")
+        _say(copied_line(result))
+
+
+def _warn(progress: Any, line: str) -> None:
+    """A warning on stderr, above the progress bar if one is drawn."""
+    if not say_through(progress, printable(line)):
+        _say(line)
 
 
 @cli.command("export-layers")
@@ -425,6 +433,9 @@ def gc(paths: tuple[str, ...], unreferenced: bool, as_json: bool, quiet: bool) -
 @click.argument("ref")
 @click.option("--raw", is_flag=True, help="Print the manifest's exact bytes.")
 @click.option("--config", "config", is_flag=True, help="Print the config's exact bytes.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON (the default when stdout is no terminal)."
+)
 @click.option("--platform", help=PLATFORM_HELP)
 @click.option(
     "--creds",
@@ -441,16 +452,21 @@ def inspect(
     ref: str,
     raw: bool,
     config: bool,
+    as_json: bool,
     platform: str | None,
     creds: str | None,
     authfile: str | None,
     tls_verify: bool | None,
     quiet: bool,
 ) -> None:
-    """Describe the image at REF as JSON (digest, created, platform, layers, env, labels...)."""
+    """Describe the image at REF: name, digest, image ID, platform, created, sizes, layers,
+    entrypoint, cmd, env, labels. A summary on a terminal; JSON with --json or when standard
+    output is no terminal (a pipe, a file)."""
     del quiet
     if raw and config:
         _fail("--raw and --config exclude each other")
+    if as_json and (raw or config):
+        _fail("--json does not go with --raw or --config (they print exact bytes)")
     registry = RegistryOptions(
         credentials=Credentials.parse(creds, "--creds") if creds else None,
         tls_verify=tls_verify,
@@ -462,7 +478,12 @@ def inspect(
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
-    _print_json(inspect_op(ref, platform=platform, registry=registry))
+    info = inspect_op(ref, platform=platform, registry=registry)
+    if as_json or not sys.stdout.isatty():
+        _print_json(info)
+    else:
+        for line in inspect_summary(info):
+            _say(line, err=False, limit=SUMMARY_LINE_LIMIT)
 
 
 @cli.command()

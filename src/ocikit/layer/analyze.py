@@ -343,6 +343,11 @@ class LayerAnalyzer:
     _parents: dict[tuple[str, ...], Resolution] = field(default_factory=dict)
 
     # -- findings -----------------------------------------------------------------------------
+    @property
+    def counts(self) -> dict[str, int]:
+        """Findings of each rule in this layer so far, those past ``MAX_PER_RULE`` too."""
+        return dict(self._counts)
+
     def _find(
         self, rule: str, message: str, paths: tuple[str, ...], resolved: str | None = None
     ) -> Finding:

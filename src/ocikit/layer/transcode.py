@@ -8,13 +8,16 @@ is read once and nothing is held in memory beyond a few buffers.
 from __future__ import annotations
 
 import hashlib
+import io
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from ..errors import InputError, VerificationError
 from ..model import Compression, Descriptor, Digest
 from .compress import abort_writer, compressing_writer, decompressing_reader
 from .streams import CHUNK, HashingReader, HashingWriter, Progress
+from .tarstream import TarEntry, TarStream
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,55 @@ class LayerEncoder:
         abort_writer(self._encoder)
 
 
+class EntryWatcher(Protocol):
+    """Shown a layer's tar entries while ``transcode`` moves its bytes (``watch``)."""
+
+    def entry(self, entry: TarEntry) -> None: ...
+
+    def unreadable(self, error: InputError) -> None:
+        """The content is not a tar archive this reader accepts (the copy goes on)."""
+
+
+class _Tap(io.RawIOBase):
+    """Reads ``raw`` and hands every byte read to ``sink``: the tar reader reading through it
+    sees the stream the copy moves, read once. ``failed``: an error of ``raw`` or ``sink``."""
+
+    def __init__(self, raw: BinaryIO, sink: Callable[[memoryview], None]) -> None:
+        super().__init__()
+        self._raw = raw
+        self._sink = sink
+        self.failed = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        try:
+            n = self._raw.readinto(buffer)  # type: ignore[attr-defined]
+            if n:
+                self._sink(memoryview(buffer)[:n])
+        except BaseException:
+            self.failed = True
+            raise
+        return n or 0
+
+
+def _walk(
+    plain: BinaryIO, sink: Callable[[memoryview], None], watch: EntryWatcher, what: str
+) -> None:
+    """Read ``plain`` through the tar reader, each byte to ``sink`` once, entries to
+    ``watch``, until the archive ends (or is found malformed); the caller reads the rest."""
+    tap = _Tap(plain, sink)
+    stream = TarStream(io.BufferedReader(tap, CHUNK), what=what)  # type: ignore[arg-type]
+    try:
+        for entry in stream:
+            watch.entry(entry)
+    except InputError as e:
+        if tap.failed:
+            raise
+        watch.unreadable(e)
+
+
 def check_diff_id(what: str, actual: Digest, expected: Digest | None) -> None:
     if expected is not None and actual != expected:
         raise VerificationError(
@@ -81,7 +133,10 @@ def transcode(
     level: int | None = None,
     threads: int | None = None,
     progress: Progress | None = None,
+    watch: EntryWatcher | None = None,
 ) -> TranscodeResult:
+    """Copy one layer (verified, converted); ``watch`` is shown its tar entries on the way
+    (the stream is still read once)."""
     what = f"layer {descriptor.digest}"
     passthrough = source is target
     reader = HashingReader(
@@ -101,15 +156,22 @@ def transcode(
     plain = decompressing_reader(reader, source)  # type: ignore[arg-type]
     diff_hash = hashlib.sha256() if passthrough and source is not Compression.NONE else None
     usize = 0
+
+    def consume(chunk: memoryview) -> None:
+        nonlocal usize
+        usize += len(chunk)
+        if diff_hash is not None:
+            diff_hash.update(chunk)
+        if encoder is not None:
+            encoder.write(chunk)
+
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     try:
+        if watch is not None:
+            _walk(plain, consume, watch, what)  # type: ignore[arg-type]
         while n := plain.readinto(view):  # type: ignore[attr-defined]
-            usize += n
-            if diff_hash is not None:
-                diff_hash.update(view[:n])
-            if encoder is not None:
-                encoder.write(view[:n])
+            consume(view[:n])
         reader.drain()  # trailing bytes after the compressed stream still count
     except InputError as e:
         if encoder is not None:

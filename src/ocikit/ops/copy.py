@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import DestinationError, UsageError
 from ..layer.analyze import Edit
 from ..layer.compress import check_level
 from ..layer.streams import HashingReader
@@ -29,6 +29,7 @@ from ..transports import (
     open_index,
 )
 from ..transports.base import BlobWriter
+from .loadcheck import LoadCheck
 from .progress import NullProgress, ProgressReporter
 from .repair import RepairPlan, plan_repair, repaired_config, rewrite_layer
 from .speculate import Speculator
@@ -46,6 +47,13 @@ class CopyResult:
     bytes_read: int = 0
     repaired: list[dict[str, Any]] | None = None  # with repair: per rewritten layer, what changed
     manifests: list[Descriptor] | None = None  # an index's manifests, as written
+    #: what docker will refuse or extract wrongly (a copy to docker): one line a rule
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def image_id(self) -> Digest | None:
+        """The ID docker shows for the image (its config's digest; classic image store)."""
+        return self.config_digest
 
     def to_json(self) -> dict[str, Any]:
         out = {
@@ -53,9 +61,11 @@ class CopyResult:
             "destination": self.destination,
             "digest": self.manifest_digest,
             "config_digest": self.config_digest,
+            "image_id": self.image_id,
             "media_type": self.media_type,
             "tags": self.tags,
             "layers": [d.to_json() for d in self.layers],
+            "warnings": self.warnings,
         }
         if self.repaired is not None:
             out["repaired"] = self.repaired
@@ -81,6 +91,7 @@ def copy(
     jobs: int | None = None,
     all_platforms: bool = False,
     verify_existing: bool = False,
+    warn: Callable[[str], None] | None = None,
 ) -> CopyResult:
     """Copy one image from ``src`` to ``dst`` (reference strings, skopeo syntax).
 
@@ -107,6 +118,11 @@ def copy(
     ``verify_existing``: re-hash every blob the destination already holds before reusing
     it (an OCI layout always checks their sizes, and re-hashes small ones); a damaged one
     is replaced.
+
+    ``warn``: told, before the destination is committed (before the engine loads it), each
+    line of ``CopyResult.warnings``: to ``docker-archive:`` and ``docker-daemon:``, what
+    ``check`` finds of severity error in the layers as they stream (ops/loadcheck.py), one
+    line a rule, with what ``--repair`` does; the engine's refusal then says it too.
     """
     if drop_unsafe and not repair:
         raise UsageError("--drop-unsafe only applies with --repair")
@@ -174,7 +190,17 @@ def copy(
             config_digest = result.config.digest
         if speculator is not None:
             speculator.discard()
-        dest.commit()
+        warnings = copier.load_check.warnings() if copier.load_check is not None else []
+        for line in warnings:
+            if warn is not None:
+                warn(line)
+        try:
+            dest.commit()
+        except DestinationError as e:
+            hint = copier.load_check.hint() if copier.load_check is not None else None
+            if hint is None:
+                raise
+            raise DestinationError(f"{e}; {hint}") from None
     except BaseException:
         if speculator is not None:
             speculator.discard()
@@ -193,6 +219,7 @@ def copy(
         layers=list(result.layers),
         tags=_tags(dst_ref, additional_tags),
         repaired=plan.summary() if plan is not None else None,
+        warnings=warnings,
     )
 
 
@@ -331,6 +358,11 @@ class _Copier:
         self._counted: set[tuple[Digest, Compression]] = set()
         known = dest.known_layers(image.config.digest)
         self._known = list(known) if known and len(known) == len(image.layers) else None
+        #: docker loads what this destination holds: what it would refuse is found on the way
+        self.load_check = None
+        if dest.flavor == "docker" and plan is None:
+            live = not (self.jobs > 1 and speculator is None)  # else layers copied at once
+            self.load_check = LoadCheck(image, live=live)
 
     def run(self, *, child: bool = False) -> Manifest:
         """Copy the blobs and store the manifest (``child``: for an index, untagged)."""
@@ -352,12 +384,14 @@ class _Copier:
                 continue
             key = (layer.descriptor.digest, target)
             if key not in self._done:  # a layer repeated in one image is copied once
-                self._done[key] = self._reuse(i, target) or self._copy_layer(layer, target)
+                self._done[key] = self._reuse(i, target) or self._copy_layer(layer, target, i)
             elif key in self._counted:  # copied concurrently, its progress counted then
                 self._counted.discard(key)
             else:
                 self.progress.advance(layer.descriptor.size)
             layers.append(self._done[key])
+            if self.load_check is not None:
+                self.load_check.layer_done(i)
         config = repaired_config(image.config, diff_ids) if diff_ids else image.config
         config_desc = _put_bytes(dest, config.raw, _config_type(image, self.flavor))
         manifest = _manifest_for(image, self.flavor, config_desc, layers)
@@ -395,7 +429,7 @@ class _Copier:
         self._counted = set(todo)
 
     def _one(self, i: int, target: Compression) -> Descriptor:
-        return self._reuse(i, target) or self._copy_layer(self.image.layers[i], target)
+        return self._reuse(i, target) or self._copy_layer(self.image.layers[i], target, i)
 
     def _rewrite_layer(
         self, layer: Layer, target: Compression, edits: dict[int, Edit]
@@ -424,8 +458,10 @@ class _Copier:
             _layer_type(self.flavor, target), known.digest, known.size, src.annotations
         )
 
-    def _copy_layer(self, layer: Layer, target: Compression) -> Descriptor:
+    def _copy_layer(self, layer: Layer, target: Compression, index: int) -> Descriptor:
         src, dest = layer.descriptor, self.dest
+        check = self.load_check
+        watch = check.watcher(index) if check is not None else None
         media_type = _layer_type(self.flavor, target)
         if target is layer.compression and dest.reuse_blob(src.digest, src.size):
             self.progress.advance(src.size)
@@ -463,6 +499,7 @@ class _Copier:
                         expected_diff_id=layer.diff_id,
                         level=self.level,
                         progress=self.progress.advance,
+                        watch=watch,
                     )
             except BaseException:
                 writer.abort()

@@ -1,10 +1,20 @@
-"""``inspect``: what an image is, as JSON-ready data."""
+"""``inspect``: what an image is, as JSON-ready data.
+
+``name`` means one thing for every transport: the name docker knows the image by, as
+``docker images`` shows it (``busybox:latest``, ``localhost:5000/app:1``): the NAME:TAG a
+``docker-archive:``/``docker-daemon:`` reference gives, else the first name the source tags
+the image with (a docker archive's ``RepoTags``, a registry's ``REPO:TAG``); the name a copy to
+``docker-archive:`` without a NAME:TAG writes. None when nothing names it that way: an OCI
+layout's ref name (``oci:DIR:1``) is a name inside the layout, not a docker name; an image
+fetched by digest or by image ID has no tag.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..transports import Reference, RegistryOptions, as_reference, open_image
+from ..transports import Image, Reference, RegistryOptions, as_reference, open_image
+from ..transports.reference import familiar_docker_name, normalize_docker_name
 
 
 def inspect(
@@ -19,7 +29,7 @@ def inspect(
         c = cfg.container_config
         tags = image.repo_tags()
         return {
-            "name": ref.name or (tags[0] if tags else None),
+            "name": docker_name(ref, image),
             "reference": str(ref),
             "digest": image.digest,
             "media_type": image.manifest.media_type,
@@ -42,3 +52,11 @@ def inspect(
             "working_dir": c.get("WorkingDir") or None,
             "annotations": dict(image.manifest.annotations),
         }
+
+
+def docker_name(ref: Reference, image: Image) -> str | None:
+    """The name docker knows the image by (see the module's docstring), or None."""
+    tags = [normalize_docker_name(t) for t in image.repo_tags()]
+    if ref.name and ":" in ref.name and normalize_docker_name(ref.name) in tags:
+        return familiar_docker_name(ref.name)  # the one the reference chose
+    return familiar_docker_name(tags[0]) if tags else None
