@@ -20,7 +20,7 @@ import platform as _platform
 import stat
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -127,7 +127,7 @@ def source_date_epoch() -> int:
 
 def _output_ref(output: str) -> Reference:
     ref = as_reference(output)
-    tagged = ref.name is not None
+    tagged = ref.name is not None or ref.selects
     if ref.transport == "docker":  # a repository prefix: no tag or digest written
         tagged = "@" in output or ":" in output.rsplit("/", 1)[-1]
     if ref.transport not in ("oci", "docker") or ref.is_stdio or tagged:
@@ -446,7 +446,7 @@ class _Builder:
             ref.path
         ):
             path = str(self.recipe.directory / ref.path)  # as validation found it
-            return str(Reference(ref.transport, path, ref.name, ref.index))
+            return str(replace(ref, path=path))
         return text
 
     def _read_imports(self, name: str, spec: ImageSpec) -> list[ImportContent]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..errors import UsageError
 from ..model import Descriptor, Platform
 from .archive import Tee, TeeSink
 from .base import BlobWriter, ImageDestination, ImageSource, IndexSource
@@ -84,6 +85,11 @@ def open_destination(
     registry: RegistryOptions | None = None,
 ) -> ImageDestination:
     ref = as_reference(ref)
+    if ref.selects:
+        raise UsageError(
+            f"{ref}: @N and @DIGEST select a stored image to read; a destination is named "
+            f"PATH or PATH:NAME"
+        )
     if ref.transport == "docker":
         return RegistryDestination(ref, additional_tags, registry)
     if ref.transport == "docker-archive":

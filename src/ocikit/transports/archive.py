@@ -58,6 +58,22 @@ class TeeSink(Protocol):
 Tee = Callable[[str, bytes], TeeSink | None]
 
 
+class _HasMembers(Protocol):
+    def exists(self, name: str) -> bool: ...
+
+
+def image_format(files: _HasMembers) -> str | None:
+    """The transport that reads these files (an archive's members, or a directory's):
+    ``oci-archive`` for an OCI layout (``oci-layout`` and ``index.json``; Docker >= 25's
+    ``docker save`` is one, and a docker-archive too), ``docker-archive`` for ``manifest.json``
+    alone, None for neither."""
+    if files.exists("oci-layout") and files.exists("index.json"):
+        return "oci-archive"
+    if files.exists("manifest.json"):
+        return "docker-archive"
+    return None
+
+
 def normalize(name: str) -> str | None:
     """The archive-relative form of a member name (``.`` for the top), or None if its ``..``
     climb above the top."""
@@ -116,8 +132,10 @@ def _kind(entry: TarEntry) -> str:
 class TarArchive:
     """Members of a tar archive by normalized name; ``open`` follows links inside the archive."""
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, path: str | None = None) -> None:
         self.what = what
+        #: the path the archive was opened at (``-``: standard input), for hints
+        self.path = path
         self.members: dict[str, Member] = {}
         self._children: dict[str, set[str]] = {}
         self._fd: int | None = None
@@ -131,11 +149,13 @@ class TarArchive:
         if path == "-":
             fd = os.dup(0)
             if stat.S_ISREG(os.fstat(fd).st_mode):  # `< file`: no need to spool
-                return cls._index_fd(fd, what, os.lseek(fd, 0, os.SEEK_CUR))
+                return cls._index_fd(fd, what, os.lseek(fd, 0, os.SEEK_CUR), path)
             with contextlib.suppress(OSError):  # fewer, larger reads from a pipe
                 fcntl.fcntl(fd, F_SETPIPE_SZ, CHUNK)
             with os.fdopen(fd, "rb", buffering=CHUNK) as stream:
-                return cls.from_stream(stream, what, tee)
+                archive = cls.from_stream(stream, what, tee)
+                archive.path = path
+                return archive
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -144,13 +164,16 @@ class TarArchive:
             raise InputError(f"{path}: {e.strerror}") from None
         if stat.S_ISDIR(os.fstat(fd).st_mode):
             os.close(fd)
-            raise InputError(f"{path}: is a directory, not an archive")
-        return cls._index_fd(fd, what, 0)
+            hint = ""
+            if os.path.isfile(os.path.join(path, "oci-layout")):
+                hint = f"; an OCI layout directory is read as oci:{path}"
+            raise InputError(f"{path}: is a directory, not an archive{hint}")
+        return cls._index_fd(fd, what, 0, path)
 
     @classmethod
-    def _index_fd(cls, fd: int, what: str, start: int) -> TarArchive:
+    def _index_fd(cls, fd: int, what: str, start: int, path: str | None = None) -> TarArchive:
         """Headers read with the tar reader, data seeked over: members point into the file."""
-        self = cls(what)
+        self = cls(what, path)
         self._fd = fd
         raw = os.fdopen(os.dup(fd), "rb", buffering=1 << 16)
         try:

@@ -50,7 +50,7 @@ from ..model.jsondoc import (
     summary,
     wrong,
 )
-from .archive import TarArchive, Tee
+from .archive import TarArchive, Tee, image_format
 from .base import BlobWriter, ImageDestination, ImageSource
 from .fsutil import GuardedFile, atomic_output, check_archive_output, private_tmp_dir, write_error
 from .reference import Reference, familiar_docker_name, normalize_docker_name
@@ -81,6 +81,9 @@ def _parsed(archive: TarArchive) -> _Parsed:
     parsed = _PARSED.get(archive)
     if parsed is None:
         if not archive.exists("manifest.json"):
+            if image_format(archive) == "oci-archive":
+                path = archive.path or "FILE"
+                raise InputError(f"{archive.what} is an OCI archive: use oci-archive:{path}")
             raise InputError(f"{archive.what}: not a docker-archive (no manifest.json)")
         raw = archive.read_small("manifest.json", ARCHIVE_MANIFEST_LIMIT)
         parsed = _PARSED[archive] = _Parsed(_parse_manifest_json(raw, archive.what))
@@ -156,10 +159,21 @@ class DockerArchiveSource(ImageSource):
             return entries[self.ref.index]
         if self.ref.name is not None:
             want = normalize_docker_name(self.ref.name)
-            for e in entries:
-                if any(normalize_docker_name(t) == want for t in e.repo_tags):
-                    return e
-            raise NotFoundError(f"{what}: no image named {self.ref.name}; {_choices(entries)}")
+            found = [
+                i
+                for i, e in enumerate(entries)
+                if any(normalize_docker_name(t) == want for t in e.repo_tags)
+            ]
+            if not found:
+                raise NotFoundError(
+                    f"{what}: no image named {quote(self.ref.name)}; {_choices(entries)}"
+                )
+            if len({(entries[i].config, tuple(entries[i].layers)) for i in found}) > 1:
+                raise AmbiguousImageError(
+                    f"{what}: {len(found)} different images are named {quote(self.ref.name)}; "
+                    f"select one as PATH@N: {summary([f'@{i}' for i in found])}"
+                )
+            return entries[found[0]]
         if len(entries) == 1:
             return entries[0]
         raise AmbiguousImageError(

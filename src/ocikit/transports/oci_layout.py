@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import stat
 import sys
 import tarfile
@@ -47,16 +48,17 @@ from ..model import mediatypes as mt
 from ..model.jsondoc import (
     INDEX_JSON_LIMIT,
     MANIFEST_LIMIT,
+    SHOWN_CHOICES,
+    counted,
     load_json,
     obj,
-    one_line,
     quote,
     read_limited,
     req_str,
     summary,
 )
 from ..model.manifest import parse_manifest_or_index
-from .archive import TarArchive
+from .archive import TarArchive, image_format
 from .base import BlobWriter, ImageDestination, ImageSource, IndexSource, select_platform
 from .fsutil import (
     HIDDEN_TMP_PREFIX,
@@ -74,7 +76,7 @@ from .fsutil import (
     try_lock,
     write_error,
 )
-from .reference import Reference
+from .reference import Reference, docker_name_key, familiar_docker_name
 
 REF_NAME = "org.opencontainers.image.ref.name"
 MAX_JSON = INDEX_JSON_LIMIT
@@ -208,30 +210,62 @@ class OciIndex(IndexSource):
 
 def open_layout_files(ref: Reference) -> _DirFiles | TarArchive:
     if ref.transport == "oci":
+        if os.path.exists(ref.path) and not os.path.isdir(ref.path):
+            raise InputError(f"{ref.path}: not an OCI layout directory{_file_hint(ref.path)}")
         if not os.path.isdir(ref.path):
             raise NotFoundError(f"{ref.path}: no such OCI layout directory")
         return _DirFiles(ref.path)
     return TarArchive.open(ref.path)
 
 
+def _file_hint(path: str) -> str:
+    """What ``oci:`` says of a file: the transport that reads it, if it is an image archive."""
+    try:
+        with TarArchive.open(path) as archive:
+            found = image_format(archive)
+    except InputError:
+        found = None
+    if found is None:
+        return " (a file; archives are read with oci-archive: or docker-archive:)"
+    return f"; it is {_FORMATS[found]}: use {found}:{path}"
+
+
+_FORMATS = {"oci-archive": "an OCI archive", "docker-archive": "a docker save archive"}
+
+
+def _not_a_layout(files: _DirFiles | TarArchive, missing: str) -> InputError:
+    what = files.what
+    if image_format(files) == "docker-archive":
+        if isinstance(files, TarArchive):
+            path = files.path or "FILE"
+            return InputError(f"{what} is a docker save archive: use docker-archive:{path}")
+        return InputError(
+            f"{what}: not an OCI layout (no {missing}); its manifest.json is a docker save's: "
+            f"docker-archive: reads the archive itself, not a directory"
+        )
+    return InputError(f"{what}: not an OCI layout (no {missing})")
+
+
 def _named(files: _DirFiles | TarArchive, ref: Reference) -> Descriptor:
-    """The entry of ``index.json`` the reference names (the only one, if it names none)."""
+    """The entry of ``index.json`` the reference selects (the only image, if it names none)."""
     what = files.what
     if not files.exists("oci-layout"):
-        raise InputError(f"{what}: not an OCI layout (no oci-layout file)")
+        raise _not_a_layout(files, "oci-layout file")
     where = f"{what}: oci-layout"
     layout = load_json(
         files.read_small("oci-layout", OCI_LAYOUT_LIMIT), where, limit=OCI_LAYOUT_LIMIT
     )
     req_str(obj(layout, where), "imageLayoutVersion", where)
     if not files.exists("index.json"):
-        raise InputError(f"{what}: not an OCI layout (no index.json)")
+        raise _not_a_layout(files, "index.json")
     index = Index.parse(
         files.read_small("index.json", INDEX_JSON_LIMIT),
         what=f"{what}: index.json",
         limit=INDEX_JSON_LIMIT,
     )
-    return _pick(index.manifests, ref.name, what)
+    if ref.digest is not None:
+        return _by_digest(files, index.manifests, ref.digest)
+    return _pick(index.manifests, ref, what)
 
 
 def _read_json_blob(files: _DirFiles | TarArchive, desc: Descriptor) -> bytes:
@@ -247,21 +281,136 @@ def _read_json_blob(files: _DirFiles | TarArchive, desc: Descriptor) -> bytes:
     return raw
 
 
-def _pick(manifests: Sequence[Descriptor], name: str | None, what: str) -> Descriptor:
-    names = sorted(
-        {one_line(d.annotations[REF_NAME], 80) for d in manifests if REF_NAME in d.annotations}
-    )
-    if name is not None:
-        for d in manifests:
-            if d.annotations.get(REF_NAME) == name:
-                return d
-        raise NotFoundError(f"{what}: no image named {quote(name)} (names: {summary(names)})")
+# -- selecting an image ---------------------------------------------------------------------
+#
+# index.json may name several entries alike: ``ctr image export`` and Docker >= 25's ``docker
+# save`` set ``org.opencontainers.image.ref.name`` to the bare tag (``1`` for ``a:1`` and
+# ``b:1``) and the full name in ``io.containerd.image.name``. A name selects every entry whose
+# ref name is it, or whose containerd name is it (as written, or in docker's familiar form:
+# ``busybox:latest`` for ``docker.io/library/busybox:latest``); entries of one digest are one
+# image, entries of several are refused as ambiguous. ``@N`` (index.json's N-th entry) and
+# ``@DIGEST`` (an entry, or a manifest an index of the layout lists) select any image.
+
+#: containerd's annotation of an index.json entry: the image's full name
+CONTAINERD_NAME = "io.containerd.image.name"
+#: manifests and indexes read while looking for a digest below index.json, at most
+MAX_DIGEST_SEARCH = 256
+
+
+def _names(d: Descriptor) -> list[str]:
+    return [d.annotations[k] for k in (REF_NAME, CONTAINERD_NAME) if k in d.annotations]
+
+
+def _is_named(d: Descriptor, name: str, key: str | None) -> bool:
+    """Whether entry ``d`` answers to ``name`` (``key``: its docker form, if it has one)."""
+    if d.annotations.get(REF_NAME) == name:
+        return True
+    full = d.annotations.get(CONTAINERD_NAME)
+    if full is None:
+        return False
+    return full == name or (key is not None and docker_name_key(full) == key)
+
+
+def _named_by(manifests: Sequence[Descriptor], name: str) -> list[int]:
+    key = docker_name_key(name)
+    return [i for i, d in enumerate(manifests) if _is_named(d, name, key)]
+
+
+def _shown(name: str) -> str:
+    """A name for a message: as is when it is a plain name, quoted when not."""
+    return name if _PLAIN_NAME.match(name) else quote(name, 80)
+
+
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9._:@/+-]{1,128}$")
+
+
+def _selecting_name(manifests: Sequence[Descriptor], i: int) -> str | None:
+    """A name that selects entry ``i`` (and only entries of its digest), if it has one."""
+    d = manifests[i]
+    candidates = _names(d)
+    full = d.annotations.get(CONTAINERD_NAME)
+    if full is not None and docker_name_key(full) is not None:
+        candidates.append(familiar_docker_name(full))  # shorter, and selects the same
+    for name in sorted(candidates, key=len):
+        if {manifests[j].digest for j in _named_by(manifests, name)} == {d.digest}:
+            return name
+    return None
+
+
+def _choices(manifests: Sequence[Descriptor], among: Sequence[int]) -> str:
+    """``@0 (name, sha256:...), @1 (sha256:...)``: each entry, and how to select it."""
+    parts = []
+    for i in among[:SHOWN_CHOICES]:
+        name = _selecting_name(manifests, i)
+        shown = f"{_shown(name)}, " if name is not None else ""
+        parts.append(f"@{i} ({shown}{manifests[i].digest})")
+    return summary(parts, total=len(among))
+
+
+def _all_names(manifests: Sequence[Descriptor]) -> str:
+    names = sorted({n for d in manifests for n in _names(d)})
+    return summary([_shown(n) for n in names])
+
+
+def _pick(manifests: Sequence[Descriptor], ref: Reference, what: str) -> Descriptor:
+    if ref.index is not None:
+        if ref.index >= len(manifests):
+            last = f" (@0 to @{len(manifests) - 1})" if manifests else ""
+            raise NotFoundError(
+                f"{what}: no image @{ref.index}; index.json lists "
+                f"{counted(len(manifests), 'image')}{last}"
+            )
+        return manifests[ref.index]
+    if ref.name is not None:
+        found = _named_by(manifests, ref.name)
+        if not found:
+            raise NotFoundError(
+                f"{what}: no image named {quote(ref.name)} (names: {_all_names(manifests)})"
+            )
+        if len({manifests[i].digest for i in found}) > 1:
+            raise AmbiguousImageError(
+                f"{what}: {len(found)} different images are named {quote(ref.name)}; select one "
+                f"as PATH@N or PATH@DIGEST: {_choices(manifests, found)}"
+            )
+        return manifests[found[0]]
     if len(manifests) == 1:
         return manifests[0]
     if not manifests:
         raise NotFoundError(f"{what}: the layout holds no image")
     raise AmbiguousImageError(
-        f"{what} holds {len(manifests)} images; name one as PATH:NAME (names: {summary(names)})"
+        f"{what} holds {len(manifests)} images; select one as PATH:NAME "
+        f"(names: {_all_names(manifests)}), PATH@N or PATH@DIGEST: "
+        f"{_choices(manifests, range(len(manifests)))}"
+    )
+
+
+def _by_digest(
+    files: _DirFiles | TarArchive, manifests: Sequence[Descriptor], digest: str
+) -> Descriptor:
+    """The entry of that digest, or the manifest of that digest an index of the layout lists
+    (a platform's, in a multi-platform index); breadth first, bounded."""
+    todo = list(manifests)
+    read = 0
+    while todo:
+        for d in todo:
+            if d.digest == digest:
+                return d
+        indexes = [d for d in todo if d.media_type in mt.INDEX_TYPES]
+        todo = []
+        for d in indexes:
+            read += 1
+            if read > MAX_DIGEST_SEARCH:
+                raise InputError(
+                    f"{files.what}: {digest} not found in the first {MAX_DIGEST_SEARCH} "
+                    f"indexes of the layout"
+                )
+            doc = parse_manifest_or_index(
+                _read_json_blob(files, d), d.media_type, f"{files.what}: {d.digest}"
+            )
+            if isinstance(doc, Index):
+                todo.extend(doc.manifests)
+    raise NotFoundError(
+        f"{files.what}: no image {digest} (neither in index.json nor in an index it lists)"
     )
 
 

@@ -11,6 +11,13 @@ from ..model.jsondoc import quote
 TRANSPORTS = ("oci", "oci-archive", "docker-archive", "docker-daemon", "docker")
 
 _INDEX_RE = re.compile(r"^(?P<path>.+?):?@(?P<index>\d+)$")
+#: ``PATH@N``, ``PATH@DIGEST`` (or ``PATH:@...``, skopeo's form) of an ``oci:``/``oci-archive:``
+#: reference. The path holds no ``:`` (the first one ends it), so ``PATH:NAME@1`` stays a name:
+#: OCI's ref name grammar allows ``@`` after the first character.
+#: Without the ``:``, a selector is digits or ``sha...:``, so a directory ``my@dir`` stays one.
+_LOOKS_SELECTED = re.compile(r"^(?:\d+$|sha\d+:)")
+_OCI_SELECT_RE = re.compile(r"^(?P<path>[^:]+?)(?P<sep>:?@)(?P<select>[^:@/]*(?::[^:@/]*)?)$")
+_SELECT_DIGEST_RE = re.compile(r"^(?:sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$")
 # A first component is a registry host only when it looks like one (a dot, a port or
 # ``localhost``), as skopeo and docker decide; otherwise it is part of the lowercase path.
 _DOCKER_NAME_RE = re.compile(
@@ -28,7 +35,8 @@ class Reference:
     transport: str
     path: str
     name: str | None = None  # oci ref name, or NAME:TAG in a docker-archive
-    index: int | None = None  # docker-archive @N
+    index: int | None = None  # @N: the N-th entry (0-based) of index.json or manifest.json
+    digest: str | None = None  # @DIGEST: the manifest (or index) of that digest in a layout
 
     def __str__(self) -> str:
         if self.transport == "docker":
@@ -39,7 +47,15 @@ class Reference:
             s += f":{self.name}"
         if self.index is not None:
             s += f"@{self.index}"
+        if self.digest is not None:
+            s += f"@{self.digest}"
         return s
+
+    @property
+    def selects(self) -> bool:
+        """Whether the reference selects a stored image by position or digest (a source's
+        business: a destination cannot be written at ``@N`` or ``@DIGEST``)."""
+        return self.index is not None or self.digest is not None
 
     @property
     def is_stdio(self) -> bool:
@@ -69,6 +85,9 @@ def parse_reference(text: str) -> Reference:
         from .daemon import parse_daemon
 
         return parse_daemon(text, rest)
+    m = _OCI_SELECT_RE.match(rest)
+    if m and (m.group("sep") == ":@" or _LOOKS_SELECTED.match(m.group("select"))):
+        return _oci_selection(text, transport, m.group("path"), m.group("select"))
     path, _, name = rest.partition(":")
     if not path:
         raise UsageError(f"invalid reference {quote(text)}: missing path")
@@ -77,6 +96,17 @@ def parse_reference(text: str) -> Reference:
     if not _OCI_REF_RE.match(name):
         raise UsageError(f"invalid reference {quote(text)}: bad image name {quote(name)}")
     return Reference(transport, path, name)
+
+
+def _oci_selection(text: str, transport: str, path: str, select: str) -> Reference:
+    if select.isdigit():
+        return Reference(transport, path, index=int(select))
+    if _SELECT_DIGEST_RE.match(select):
+        return Reference(transport, path, digest=select)
+    raise UsageError(
+        f"invalid reference {quote(text)}: after @ comes a position (@0, @1, ...) "
+        f"or a digest (@sha256:<64 hex digits>), not {quote(select)}"
+    )
 
 
 def _parse_docker_archive(text: str, rest: str) -> Reference:
@@ -149,6 +179,15 @@ def normalize_docker_name(name: str) -> str:
     elif first == "index.docker.io":
         repo = f"docker.io/{remainder}"
     return f"{repo}:{tag}"
+
+
+def docker_name_key(name: str) -> str | None:
+    """The full form of a docker image name (``busybox`` -> ``docker.io/library/busybox:latest``)
+    to compare it with another, or None if ``name`` is not a valid ``NAME[:TAG]``."""
+    full = name if ":" in name.rsplit("/", 1)[-1] else name + ":latest"
+    if not _DOCKER_NAME_RE.match(full):
+        return None
+    return normalize_docker_name(full)
 
 
 def familiar_docker_name(name: str) -> str:
