@@ -256,6 +256,7 @@ def short_engine_deadlines(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(daemon, "IDLE", 1.0, raising=False)
     monkeypatch.setattr(daemon, "MIN_RATE", 256 << 10, raising=False)
     monkeypatch.setattr(daemon, "LOAD_RATE", 64 << 20, raising=False)
+    monkeypatch.setattr(daemon, "VERSION_SECONDS", 2.0, raising=False)
 
 
 @pytest.fixture
@@ -319,13 +320,26 @@ def test_the_engines_error_is_bounded_and_quoted(fake_engine) -> None:
     assert _printable(line) and len(line) < 1000
 
 
+def _versioned(then: Callable[[Request], None]) -> Callable[[Request], None]:
+    """An engine that answers what version it is (as every engine does, before a copy
+    loads into it), and does ``then`` with anything else."""
+
+    def app(r: Request) -> None:
+        if r.command == "GET" and r.path.endswith("/version"):
+            r.answer(200, b'{"Version":"20.10.24","ApiVersion":"1.41"}')
+            return
+        then(r)
+
+    return app
+
+
 def _read_then(then: Callable[[Request], None]) -> Callable[[Request], None]:
     def app(r: Request) -> None:
         if r.command == "POST":
             r.read_body()
         then(r)
 
-    return app
+    return _versioned(app)
 
 
 def _events_forever(r: Request) -> None:
@@ -343,7 +357,7 @@ def _paced(event: bytes) -> Iterator[bytes]:
     ("app", "says"),
     [
         (_read_then(_stall), "silent"),
-        (lambda r: r.read_body_slowly(), "too slow"),
+        (_versioned(lambda r: r.read_body_slowly()), "too slow"),
         (_read_then(_events_forever), "within"),
     ],
     ids=["reads-then-stalls", "reads-slowly", "answers-forever"],
@@ -357,6 +371,17 @@ def test_a_load_the_engine_stalls_ends_in_one_line(
     result, took = _timed("copy", "-q", f"oci:{tmp_path / 'l'}:t", "docker-daemon:app:1")
     assert_one_line(result, contains=says)
     assert took < 15, took
+
+
+@pytest.mark.usefixtures("short_engine_deadlines")
+def test_an_engine_that_never_answers_ends_before_the_source_is_read(
+    fake_engine, tmp_path: Path
+) -> None:
+    write_layout(tmp_path / "l", [tar_bytes([file("a")])])
+    fake_engine(_stall)
+    result, took = _timed("copy", "-q", f"oci:{tmp_path / 'l'}:t", "docker-daemon:app:1")
+    assert_one_line(result, contains="docker-daemon:app:1: docker engine at")
+    assert "no answer" in result.stderr and took < 15, took
 
 
 def test_a_load_event_error_is_one_quoted_line(fake_engine, tmp_path: Path) -> None:

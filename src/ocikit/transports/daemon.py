@@ -50,6 +50,7 @@ from .httpstream import (
 from .reference import Reference
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
+VERSION_SECONDS = 10.0  # an engine's answer to "what version are you", before a load
 MAX_ERROR_BODY = 64 << 10  # what is read of an error answer (for its message)
 MAX_EVENT = SMALL_LIMIT  # one line of the JSON stream that answers a load
 TIMEOUT = httpx.Timeout(30.0, read=None)  # per socket operation; the budgets below cut them
@@ -293,12 +294,13 @@ class DaemonDestination(DockerArchiveDestination):
     """``docker load`` of the legacy archive, streamed to the engine as it is written."""
 
     writes_output = False  # to the engine, never to standard output
+    streams = False  # staged, then written to the engine's load at commit
 
     def ready(self) -> None:
-        """The engine answers (its version asked for, within 10 s)."""
+        """The engine answers (its version asked for, within ``VERSION_SECONDS``)."""
         engine = Engine()
         try:
-            engine.version()
+            engine.version(VERSION_SECONDS)
         except InputError as e:
             raise DestinationError(f"{self.ref}: {e}") from None
         finally:
