@@ -2,13 +2,15 @@
 # Install the Debian packages the test suite runs against; only those missing.
 #   docker.io        the engine whose `docker load` judges our docker-archives
 #   skopeo umoci oci-image-tool   cross-checkers of what we write
+#   podman                        another loader of our archives (containerd, whose ctr
+#                                 imports them, comes with docker.io)
 #   docker-registry apache2-utils a real registry, htpasswd for its auth
 #   crun runc bubblewrap          sandboxes for `run` steps
 #   squashfs-tools zstd           squashfs layers, zstd cross-checks
 #   busybox-static mmdebstrap     real root filesystems for test images
 #   diffoscope-minimal            says what differs when a reproducibility test fails
 set -euo pipefail
-packages=(docker.io skopeo umoci oci-image-tool docker-registry apache2-utils
+packages=(docker.io skopeo umoci oci-image-tool podman docker-registry apache2-utils
           crun runc bubblewrap squashfs-tools zstd busybox-static mmdebstrap golang-go
           diffoscope-minimal)
 missing=()

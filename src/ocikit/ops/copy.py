@@ -487,7 +487,7 @@ class _Copier:
         if taken is not None:
             result, writer = taken
         else:
-            writer = dest.new_blob()
+            writer = self._layer_writer(index, target)
             try:
                 with self.image.source.open_blob(src) as raw:
                     result = transcode(
@@ -506,6 +506,21 @@ class _Copier:
                 raise
         writer.commit(result.digest)
         return Descriptor(media_type, result.digest, result.size, src.annotations)
+
+    def _layer_writer(self, i: int, target: Compression) -> BlobWriter:
+        """Where layer ``i`` goes: the destination is told its place in the image, and its
+        digest and size where they are known before its bytes (a repair changes the diff_ids:
+        then nothing is told)."""
+        if self.plan is not None:
+            return self.dest.new_blob()
+        layer = self.image.layers[i]
+        diff_ids = self.image.config.diff_ids[: i + 1]
+        if target is layer.compression:
+            src = layer.descriptor
+            return self.dest.new_layer_blob(diff_ids, src.digest, src.size)
+        if target is Compression.NONE:
+            return self.dest.new_layer_blob(diff_ids, layer.diff_id, None)
+        return self.dest.new_layer_blob(diff_ids, None, None)
 
     def _speculated(
         self, layer: Layer, target: Compression

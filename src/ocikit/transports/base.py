@@ -126,6 +126,16 @@ class ImageDestination(ABC):
     @abstractmethod
     def new_blob(self) -> BlobWriter: ...
 
+    def new_layer_blob(
+        self, diff_ids: Sequence[Digest], digest: Digest | None, size: int | None
+    ) -> BlobWriter:
+        """A blob for the layer at position ``len(diff_ids) - 1`` of the image (``diff_ids``:
+        the config's up to it), with its ``digest`` and ``size`` here when known before its
+        bytes. A destination that streams one archive writes such a layer in place; the
+        others take ``new_blob``."""
+        del diff_ids, digest, size
+        return self.new_blob()
+
     #: ``put_blob_file`` takes a blob from its file, without a copy
     takes_files = False
 

@@ -10,20 +10,21 @@ which file is a layer. Writing produces the legacy form, which every engine load
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import re
 import sys
-import tarfile
 import tempfile
+import threading
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from tarfile import DIRTYPE, REGTYPE, SYMTYPE
 from typing import Any, BinaryIO
 
 from ..errors import (
     AmbiguousImageError,
+    DestinationError,
     InputError,
     NotFoundError,
     UsageError,
@@ -31,6 +32,7 @@ from ..errors import (
 )
 from ..layer.compress import detect
 from ..layer.streams import CHUNK, HashingReader
+from ..layer.tarwriter import BLOCK, RECORD, tar_header
 from ..model import Compression, Descriptor, Digest, ImageConfig, Manifest
 from ..model import mediatypes as mt
 from ..model.jsondoc import (
@@ -272,11 +274,125 @@ def _parse_manifest_json(raw: bytes, what: str) -> list[_Entry]:
 
 
 # -- writing -------------------------------------------------------------------------------
+#
+# The archive is written as the layers come, in the order of their positions: a layer whose
+# digest and size are known before its bytes (an uncompressed source layer) goes straight
+# into the archive; one whose size is known only at its end (being decompressed) is staged
+# in a private directory of $TMPDIR, then copied in and removed as soon as its turn comes,
+# so that a serial copy stages at most one layer. Configs, manifest.json and repositories
+# come last: docker load, podman, skopeo and ocikit read manifest.json wherever it is, and a
+# stream cut short never has one (no loader takes it for an image).
+
+
+def _v1_ids(diff_ids: Sequence[Digest]) -> list[str]:
+    """The directory of each layer position: a chain over the diff_ids, bottom first."""
+    ids, parent = [], ""
+    for diff_id in diff_ids:
+        parent = Digest.of(f"{parent} {diff_id}".encode()).hex
+        ids.append(parent)
+    return ids
+
+
+class _TarSink:
+    """The archive's bytes: deterministic headers, data pushed or copied, written in pieces
+    of at least ``CHUNK``."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self._buf = bytearray()
+        self._offset = 0
+
+    def header(self, name: str, kind: bytes = REGTYPE, size: int = 0, link: str = "") -> None:
+        mode = 0o755 if kind == DIRTYPE else 0o777 if kind == SYMTYPE else 0o644
+        self._put(tar_header(name, kind, size, mode, 0, 0, 0, link))
+
+    def data(self, data: bytes | bytearray | memoryview) -> None:
+        if len(self._buf) + len(data) < CHUNK:
+            self._put(data)
+        else:
+            self.flush()
+            self._out.write(data)
+            self._offset += len(data)
+
+    def pad(self, size: int) -> None:
+        self._put(bytes(-size % BLOCK))
+
+    def small(self, name: str, data: bytes) -> None:
+        self.header(name, size=len(data))
+        self._put(data)
+        self.pad(len(data))
+
+    def copy(self, f: BinaryIO, size: int, what: str) -> None:
+        left = size
+        while left:
+            chunk = f.read(min(CHUNK, left))
+            if not chunk:
+                raise DestinationError(f"{what}: a staged layer shrank")
+            self.data(chunk)
+            left -= len(chunk)
+        self.pad(size)
+
+    def finish(self) -> None:
+        self._put(bytes(2 * BLOCK))
+        self._put(bytes(-self._offset % RECORD))
+        self.flush()
+
+    def flush(self) -> None:
+        if self._buf:
+            self._out.write(self._buf)
+            self._buf = bytearray()
+
+    def _put(self, data: bytes | bytearray | memoryview) -> None:
+        self._buf += data
+        self._offset += len(data)
+        if len(self._buf) >= CHUNK:
+            self.flush()
+
+
+class _StreamedLayer(BlobWriter):
+    """A layer written straight into the archive: its ``layer.tar`` header (with the size
+    announced) is out already; exactly that many bytes must follow."""
+
+    def __init__(self, dest: DockerArchiveDestination, diff_ids: tuple[Digest, ...], size: int):
+        self._dest, self._diff_ids, self._size = dest, diff_ids, size
+        self._written = 0
+        self._done = False
+        self.file = self  # type: ignore[assignment]
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        n = len(data)
+        if self._written + n > self._size:
+            raise DestinationError(
+                f"{self._dest.ref}: layer {self._diff_ids[-1]} is longer than its "
+                f"{self._size} bytes"
+            )
+        self._dest.sink().data(data)
+        self._written += n
+        return n
+
+    def commit(self, digest: Digest) -> None:
+        if digest != self._diff_ids[-1] or self._written != self._size:
+            self.abort()
+            raise DestinationError(
+                f"{self._dest.ref}: layer {self._diff_ids[-1]}: got {digest}, "
+                f"{self._written} of {self._size} bytes"
+            )
+        self._done = True
+        self._dest.sink().pad(self._size)
+        self._dest.placed(self._diff_ids)
+        self._dest.release()
+
+    def abort(self) -> None:
+        if not self._done:
+            self._done = True
+            self._dest.broken = True  # the archive ends inside this member: it is lost
+            self._dest.release()
 
 
 class _StagedBlob(BlobWriter):
-    def __init__(self, dest: DockerArchiveDestination) -> None:
+    def __init__(self, dest: DockerArchiveDestination, diff_ids: tuple[Digest, ...] | None) -> None:
         self._dest = dest
+        self._diff_ids = diff_ids
         what = dest.staging_dir.what
         try:
             fd, self._path = tempfile.mkstemp(dir=dest.staging, prefix="blob-")
@@ -289,7 +405,7 @@ class _StagedBlob(BlobWriter):
         self._file.close()
         final = os.path.join(self._dest.staging, digest.replace(":", "-"))
         os.replace(self._path, final)
-        self._dest.blobs[digest] = final
+        self._dest.staged(digest, final, self._diff_ids)
 
     def abort(self) -> None:
         with contextlib.suppress(OSError):
@@ -298,10 +414,13 @@ class _StagedBlob(BlobWriter):
 
 
 class DockerArchiveDestination(ImageDestination):
-    """Writes the legacy ``docker save`` form; ``docker load`` gives the same image ID."""
+    """Writes the legacy ``docker save`` form (``<v1id>/layer.tar``, ``<imageid>.json``,
+    ``manifest.json``, ``repositories``), streamed; ``docker load`` gives the same image ID."""
 
     flavor = "docker"
-    concurrent = True  # each blob staged in its own file
+    concurrent = True  # a layer that cannot go into the archive at once is staged
+    #: the archive is written as the copy goes (False: staged whole, then ``_write_tar``)
+    streams = True
     writes_output = True  # the archive goes to the file or stdout ref names (not an engine)
 
     def __init__(self, ref: Reference, additional_tags: Sequence[str] = ()) -> None:
@@ -312,11 +431,23 @@ class DockerArchiveDestination(ImageDestination):
             check_archive_output(ref, ref.path, ref.is_stdio, "; name a file in it")
         self._tags = [ref.name] if ref.name else []
         self._tags += [_check_tag(t) for t in additional_tags]
-        #: blobs are staged in a private directory of $TMPDIR, reclaimed if this process dies
+        #: a layer that waits is staged in a private directory of $TMPDIR, reclaimed if
+        #: this process dies
         self.staging_dir = private_tmp_dir("docker-archive", ref.path)
         self.staging = self.staging_dir.path
-        self.blobs: dict[Digest, str] = {}
+        self._have: set[Digest] = set()  # blobs in the archive or staged
+        self._staged: dict[Digest, str] = {}  # staged, not in the archive yet: digest -> file
+        self._waiting: list[tuple[Digest, ...]] = []  # staged layers whose place is known
+        self._paths: set[str] = set()  # members written
+        self._layer_at: dict[Digest, str] = {}  # diff_id -> the layer.tar that holds it
+        self._busy = False  # a thread is writing the archive
+        self._cond = threading.Condition()
+        self._output = contextlib.ExitStack()
+        self._sink: _TarSink | None = None
+        self.broken = False
         self._images: list[tuple[Manifest, ImageConfig, list[str]]] = []
+        self._manifest_json: list[dict[str, Any]] = []
+        self._repositories: dict[str, dict[str, str]] = {}
 
     def layer_compression(self, source: Compression, requested: Compression | None) -> Compression:
         if source is Compression.SQUASHFS:
@@ -328,70 +459,223 @@ class DockerArchiveDestination(ImageDestination):
         return Compression.NONE
 
     def has_blob(self, digest: Digest) -> bool:
-        return digest in self.blobs
+        return digest in self._have
 
     def new_blob(self) -> BlobWriter:
-        return _StagedBlob(self)
+        return _StagedBlob(self, None)
+
+    def new_layer_blob(
+        self, diff_ids: Sequence[Digest], digest: Digest | None, size: int | None
+    ) -> BlobWriter:
+        chain = tuple(diff_ids)
+        if self.streams and digest == chain[-1] and size is not None:
+            with self._cond:
+                take = (
+                    not self._busy
+                    and not self.broken
+                    and chain[-1] not in self._layer_at
+                    and self._turn(chain)
+                )
+                self._busy = self._busy or take
+            if take:
+                try:
+                    path = self._open_position(chain)
+                    self.sink().header(path, size=size)
+                except BaseException:
+                    self.broken = True
+                    self.release()
+                    raise
+                return _StreamedLayer(self, chain, size)
+        return _StagedBlob(self, chain)
+
+    # -- the archive, written by one thread at a time (the one that set ``_busy``) ----------
+
+    def sink(self) -> _TarSink:
+        if self._sink is None:
+            if self.ref.is_stdio:
+                out = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=CHUNK)
+                self._output.callback(out.close)
+                self._sink = _TarSink(out)  # a reader gone: BrokenPipeError, as the CLI expects
+            else:
+                self._sink = _TarSink(self._output.enter_context(atomic_output(self.ref.path)))
+        return self._sink
+
+    def _turn(self, chain: tuple[Digest, ...]) -> bool:
+        """Whether every position below this layer's is in the archive, or can be written
+        now (a layer seen already: a symlink)."""
+        ids = _v1_ids(chain)
+        return all(
+            f"{v1id}/layer.tar" in self._paths or diff_id in self._layer_at
+            for v1id, diff_id in zip(ids[:-1], chain[:-1], strict=True)
+        )
+
+    def _open_position(self, chain: tuple[Digest, ...]) -> str:
+        """Write the positions below this layer's (symlinks to layers written), then its
+        directory; returns the path of its ``layer.tar``, to be written next."""
+        ids = _v1_ids(chain)
+        sink = self.sink()
+        for i, (v1id, diff_id) in enumerate(zip(ids, chain, strict=True)):
+            path = f"{v1id}/layer.tar"
+            if path in self._paths:
+                continue
+            sink.header(v1id, DIRTYPE)
+            sink.small(f"{v1id}/VERSION", b"1.0")
+            v1 = {"id": v1id, **({"parent": ids[i - 1]} if i else {})}
+            sink.small(f"{v1id}/json", json.dumps(v1).encode())
+            self._paths.add(path)
+            if i == len(chain) - 1:
+                return path
+            sink.header(path, SYMTYPE, link=f"../{self._layer_at[diff_id]}")
+        raise AssertionError("the position was written already")  # pragma: no cover
+
+    def placed(self, chain: tuple[Digest, ...]) -> None:
+        """The layer at the top of ``chain`` is in the archive."""
+        path = f"{_v1_ids(chain)[-1]}/layer.tar"
+        with self._cond:
+            self._have.add(chain[-1])
+            self._layer_at.setdefault(chain[-1], path)
+
+    def _write_staged(self, chain: tuple[Digest, ...]) -> None:
+        digest = chain[-1]
+        staged = self._staged[digest]
+        if f"{_v1_ids(chain)[-1]}/layer.tar" not in self._paths:  # else: written meanwhile
+            path = self._open_position(chain)
+            if digest in self._layer_at:  # written meanwhile, at another position
+                self.sink().header(path, SYMTYPE, link=f"../{self._layer_at[digest]}")
+            else:
+                with open(staged, "rb") as f:
+                    size = os.fstat(f.fileno()).st_size
+                    self.sink().header(path, size=size)
+                    self.sink().copy(f, size, self.staging_dir.what)
+                self.placed(chain)
+        with self._cond:
+            del self._staged[digest]
+        with contextlib.suppress(OSError):
+            os.unlink(staged)
+
+    def staged(self, digest: Digest, path: str, chain: tuple[Digest, ...] | None) -> None:
+        """A staged blob is complete: into the archive now if its turn has come."""
+        with self._cond:
+            self._have.add(digest)
+            self._staged[digest] = path
+            if chain is None or digest != chain[-1] or not self.streams:
+                return  # placed by put_manifest (or _write_tar), if a layer
+            self._waiting.append(chain)
+            if self._busy or self.broken:
+                return
+            self._busy = True
+        self.release()
+
+    def release(self) -> None:
+        """Done writing: first the staged layers whose turn has come, then let go."""
+        while True:
+            with self._cond:
+                ready = None
+                if not self.broken:
+                    ready = next((c for c in self._waiting if self._turn(c)), None)
+                if ready is None:
+                    self._busy = False
+                    self._cond.notify_all()
+                    return
+                self._waiting.remove(ready)
+            try:
+                self._write_staged(ready)
+            except BaseException:
+                with self._cond:
+                    self.broken = True
+                    self._busy = False
+                    self._cond.notify_all()
+                raise
+
+    def _acquire(self) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._busy)
+            if self.broken:
+                raise DestinationError(f"{self.ref}: a layer failed while it was written")
+            self._busy = True
+
+    # -- the image, then the archive's end ---------------------------------------------------
 
     def put_manifest(self, manifest: Manifest, config: ImageConfig, tags: Sequence[str]) -> None:
-        names = self._tags or list(tags)
-        self._images.append((manifest, config, [familiar_docker_name(t) for t in names]))
+        names = [familiar_docker_name(t) for t in (self._tags or list(tags))]
+        self._images.append((manifest, config, names))
+        if self.streams:
+            self._acquire()
+            try:
+                self._write_image(manifest, config, names)
+            except BaseException:
+                self.broken = True
+                raise
+            finally:
+                self.release()
+
+    def _write_image(self, manifest: Manifest, config: ImageConfig, names: list[str]) -> None:
+        """The image's positions not written yet, in order, then its config."""
+        diff_ids = list(config.diff_ids)
+        ids = _v1_ids(diff_ids)
+        for i, layer in enumerate(manifest.layers):
+            chain = tuple(diff_ids[: i + 1])
+            if f"{ids[i]}/layer.tar" in self._paths:
+                continue
+            if chain in self._waiting:
+                self._waiting.remove(chain)
+            if diff_ids[i] in self._layer_at:
+                self._open_position(chain)  # then a symlink, below
+                link = f"../{self._layer_at[diff_ids[i]]}"
+                self.sink().header(f"{ids[i]}/layer.tar", SYMTYPE, link=link)
+                continue
+            if layer.digest != diff_ids[i] or layer.digest not in self._staged:
+                raise DestinationError(f"{self.ref}: layer {layer.digest} was not written")
+            self._write_staged(chain)
+        config_name = f"{config.digest.hex}.json"
+        if config_name not in self._paths:
+            self.sink().small(config_name, config.raw)
+            self._paths.add(config_name)
+        self._manifest_json.append(
+            {
+                "Config": config_name,
+                "RepoTags": names or None,
+                "Layers": [f"{v1id}/layer.tar" for v1id in ids],
+            }
+        )
+        for tag in names:
+            repo, _, t = tag.rpartition(":")
+            self._repositories.setdefault(repo, {})[t] = ids[-1] if ids else ""
+
+    def _write_end(self) -> None:
+        sink = self.sink()
+        sink.small("manifest.json", json.dumps(self._manifest_json).encode())
+        if self._repositories:
+            sink.small("repositories", json.dumps(self._repositories).encode())
+        sink.finish()
+
+    def _write_tar(self, out: BinaryIO) -> None:
+        """The whole archive to ``out`` at once (a destination that does not stream:
+        everything was staged)."""
+        self._sink = _TarSink(out)
+        for image in self._images:
+            self._write_image(*image)
+        self._write_end()
 
     def commit(self) -> None:
         try:
-            if self.ref.is_stdio:
-                out = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=CHUNK)
-                with out:
-                    self._write_tar(out)
-            else:
-                with atomic_output(self.ref.path) as out:
-                    self._write_tar(out)
+            self._acquire()
+            self._write_end()
+            self._output.close()  # the file appears (renamed into place, synced)
+        except BaseException:
+            self.abort()
+            raise
         finally:
             self.staging_dir.remove()
 
     def abort(self) -> None:
-        self.staging_dir.remove()
-
-    def _write_tar(self, out: BinaryIO) -> None:
-        manifest_json: list[dict[str, Any]] = []
-        repositories: dict[str, dict[str, str]] = {}
-        written: dict[str, str] = {}  # v1id -> layer.tar path, for shared layers
-        by_diff_id: dict[Digest, str] = {}
-        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK) as tar:
-            tar.copybufsize = CHUNK  # type: ignore[attr-defined]
-            for manifest, config, tags in self._images:
-                config_name = f"{config.digest.hex}.json"
-                if config_name not in written:
-                    _add_bytes(tar, config_name, config.raw)
-                    written[config_name] = config_name
-                layer_paths = []
-                parent = ""
-                for layer, diff_id in zip(manifest.layers, config.diff_ids, strict=True):
-                    v1id = Digest.of(f"{parent} {diff_id}".encode()).hex
-                    path = f"{v1id}/layer.tar"
-                    if path not in written:
-                        _add_dir(tar, v1id)
-                        _add_bytes(tar, f"{v1id}/VERSION", b"1.0")
-                        v1 = {"id": v1id, **({"parent": parent} if parent else {})}
-                        _add_bytes(tar, f"{v1id}/json", json.dumps(v1).encode())
-                        first = by_diff_id.get(diff_id)
-                        if first is not None:
-                            _add_symlink(tar, path, f"../{first}")
-                        else:
-                            _add_file(tar, path, self.blobs[layer.digest])
-                            by_diff_id[diff_id] = path
-                        written[path] = path
-                    layer_paths.append(path)
-                    parent = v1id
-                manifest_json.append(
-                    {"Config": config_name, "RepoTags": tags or None, "Layers": layer_paths}
-                )
-                for tag in tags:
-                    repo, _, t = tag.rpartition(":")
-                    repositories.setdefault(repo, {})[t] = parent
-            _add_bytes(tar, "manifest.json", json.dumps(manifest_json).encode())
-            if repositories:
-                _add_bytes(tar, "repositories", json.dumps(repositories).encode())
+        self.broken = True
+        try:
+            aborted = DestinationError(f"{self.ref}: copy aborted")
+            with contextlib.suppress(Exception):
+                self._output.__exit__(DestinationError, aborted, None)  # the partial file goes
+        finally:
+            self.staging_dir.remove()
 
 
 def _check_tag(tag: str) -> str:
@@ -401,36 +685,6 @@ def _check_tag(tag: str) -> str:
     if not _DOCKER_NAME_RE.match(full):
         raise UsageError(f"invalid tag {quote(tag)}: expected NAME:TAG")
     return full
-
-
-def _info(name: str, type_: bytes = tarfile.REGTYPE, size: int = 0) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type = type_
-    info.size = size
-    info.mode = 0o755 if type_ == tarfile.DIRTYPE else 0o644
-    info.mtime = 0
-    info.uname = info.gname = ""
-    return info
-
-
-def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    tar.addfile(_info(name, size=len(data)), io.BytesIO(data))
-
-
-def _add_dir(tar: tarfile.TarFile, name: str) -> None:
-    tar.addfile(_info(name, tarfile.DIRTYPE))
-
-
-def _add_symlink(tar: tarfile.TarFile, name: str, target: str) -> None:
-    info = _info(name, tarfile.SYMTYPE)
-    info.linkname = target
-    info.mode = 0o777
-    tar.addfile(info)
-
-
-def _add_file(tar: tarfile.TarFile, name: str, path: str) -> None:
-    with open(path, "rb") as f:
-        tar.addfile(_info(name, size=os.fstat(f.fileno()).st_size), f)
 
 
 _BLOB_PATH_RE = re.compile(r"^(?:\./)?blobs/(sha256|sha512)/([0-9a-f]{64,128})$")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import re
 import stat
@@ -43,7 +44,7 @@ from ..errors import (
 )
 from ..layer.dirfd import same_file
 from ..layer.streams import CHUNK
-from ..model import Descriptor, Digest, ImageConfig, Index, Manifest, Platform
+from ..model import Compression, Descriptor, Digest, ImageConfig, Index, Manifest, Platform
 from ..model import mediatypes as mt
 from ..model.jsondoc import (
     INDEX_JSON_LIMIT,
@@ -988,13 +989,17 @@ class OciLayoutDestination(ImageDestination):
 
 class OciArchiveDestination(ImageDestination):
     """Builds a layout in a private directory of ``$TMPDIR``, then writes it as one tar,
-    atomically."""
+    atomically. Beside the layout, docker's ``manifest.json`` (and ``repositories`` when an
+    image has a docker name) points into ``blobs/``, as containerd's export and Docker >= 25's
+    save write: docker before 25 loads it too, and every OCI tool reads the layout."""
 
     concurrent = True
 
     def __init__(self, ref: Reference, additional_tags: Sequence[str] = ()) -> None:
         super().__init__(ref)
         check_archive_output(ref, ref.path, ref.is_stdio, " (did you mean oci:?)")
+        self._names = ([ref.name] if ref.name else []) + list(additional_tags)
+        self._docker: list[tuple[Manifest, list[str]]] = []  # images for manifest.json
         self._staging = private_tmp_dir("oci-archive", ref.path)
         try:
             staged = Reference("oci", os.path.join(self._staging.path, "layout"), ref.name)
@@ -1014,6 +1019,9 @@ class OciArchiveDestination(ImageDestination):
 
     def put_manifest(self, manifest: Manifest, config: ImageConfig, tags: Sequence[str]) -> None:
         self.layout.put_manifest(manifest, config, tags)
+        if all(mt.layer_compression(d.media_type) in _DOCKER_LOADS for d in manifest.layers):
+            names = self._names or list(tags)
+            self._docker.append((manifest, [n for n in map(_docker_tag, names) if n]))
 
     def put_child_manifest(self, manifest: Manifest) -> None:
         self.layout.put_child_manifest(manifest)
@@ -1024,6 +1032,7 @@ class OciArchiveDestination(ImageDestination):
     def commit(self) -> None:
         try:
             self.layout.commit()
+            self._write_docker_files()
             if self.ref.is_stdio:
                 with os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=CHUNK) as out:
                     write_layout_tar(self.layout.root, out)
@@ -1038,6 +1047,43 @@ class OciArchiveDestination(ImageDestination):
             self.layout.abort()
         finally:
             self._staging.remove()
+
+    def _write_docker_files(self) -> None:
+        """``manifest.json`` and ``repositories`` in the staged layout, beside ``index.json``."""
+        if not self._docker:
+            return
+        entries: list[dict[str, object]] = []
+        repositories: dict[str, dict[str, str]] = {}
+        for manifest, names in self._docker:
+            entries.append(
+                {
+                    "Config": blob_path(manifest.config.digest),
+                    "RepoTags": names or None,
+                    "Layers": [blob_path(d.digest) for d in manifest.layers],
+                }
+            )
+            for name in names:
+                repo, _, tag = name.rpartition(":")
+                repositories.setdefault(repo, {})[tag] = manifest.config.digest.hex
+        root, what = self.layout.root, self._staging.what
+        atomic_write_bytes(os.path.join(root, "manifest.json"), json.dumps(entries).encode(), what)
+        if repositories:
+            data = json.dumps(repositories).encode()
+            atomic_write_bytes(os.path.join(root, "repositories"), data, what)
+
+
+#: layers ``docker load`` takes (it decompresses them); squashfs layers it does not
+_DOCKER_LOADS = (Compression.NONE, Compression.GZIP, Compression.ZSTD)
+
+
+def _docker_tag(name: str) -> str | None:
+    """A reference name as docker's ``RepoTags`` has it (``NAME:TAG``, familiar), or None when
+    it is not one (``latest``, ``v1``: a tag alone, which docker would take for a name)."""
+    from .reference import _DOCKER_NAME_RE
+
+    if not _DOCKER_NAME_RE.match(name):
+        return None
+    return familiar_docker_name(name)
 
 
 def write_layout_tar(root: str, out: BinaryIO) -> None:
