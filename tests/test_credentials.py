@@ -11,6 +11,7 @@ import json
 import os
 import pty
 import select
+import socket
 import stat
 import sys
 import time
@@ -417,3 +418,24 @@ def test_login_prompts_on_terminal(auth_registry: Registry, tmp_path: Path) -> N
     data = json.loads(authfile.read_text())
     assert data["auths"][auth_registry.host] == {"auth": basic("alice", "s3cret")}
     assert stat.S_IMODE(authfile.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("command", ["check", "unpack", "export-layers"])
+def test_every_command_that_reads_a_registry_takes_its_credentials(
+    command: str, tmp_path: Path
+) -> None:
+    """check, unpack and export-layers read docker:// images as inspect does: --creds
+    (a password asked or read with --password-stdin), --authfile, --tls-verify."""
+    text = ok(command, "--help").stdout.decode()
+    for option in ("--creds", "--password-stdin", "--authfile", "--tls-verify"):
+        assert option in text, (command, option)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = [command, "--creds", "alice:secret", "--tls-verify", "false"]
+    args.append(f"docker://127.0.0.1:{port}/app:1")
+    if command != "check":
+        args.append(str(tmp_path / "out"))
+    proc = ocikit(*args)
+    assert proc.returncode == 2
+    assert "cannot reach 127.0.0.1" in proc.stderr.decode(), proc.stderr

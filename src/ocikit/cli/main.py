@@ -57,6 +57,37 @@ def _say(line: str, *, err: bool = True, limit: int = MESSAGE_LIMIT) -> None:
     click.echo(printable(line, limit), err=err)
 
 
+def registry_options(command: Any) -> Any:
+    """The options of a command that reads a ``docker://`` image: as ``inspect``'s."""
+    for option in reversed(
+        [
+            click.option(
+                "--creds",
+                metavar="USER[:PASS]",
+                help="Credentials for a docker:// reference (no :PASS: asked on the terminal).",
+            ),
+            credentials.password_stdin_option,
+            click.option("--authfile", metavar="FILE", help=AUTHFILE_HELP),
+            click.option(
+                "--tls-verify",
+                type=click.BOOL,
+                default=None,
+                help="Verify the registry's TLS (default true).",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def _registry(creds: str | None, authfile: str | None, tls_verify: bool | None) -> RegistryOptions:
+    return RegistryOptions(
+        credentials=Credentials.parse(creds, "--creds") if creds else None,
+        tls_verify=tls_verify,
+        authfile=authfile,
+    )
+
+
 quiet_option = click.option(
     "-q", "--quiet", is_flag=True, help="No progress bar and no messages on success."
 )
@@ -303,6 +334,7 @@ def _warn(progress: Any, line: str) -> None:
 )
 @click.option("--platform", help=PLATFORM_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@registry_options
 @quiet_option
 def export_layers(
     src: str,
@@ -311,6 +343,9 @@ def export_layers(
     v2metadata: str | None,
     platform: str | None,
     as_json: bool,
+    creds: str | None,
+    authfile: str | None,
+    tls_verify: bool | None,
     quiet: bool,
 ) -> None:
     """Write the per-layer files a build farm uploads: <layer_id>.tar.gz per layer, the
@@ -331,6 +366,7 @@ def export_layers(
         v2metadata=v2metadata,
         platform=platform,
         progress=reporter(quiet),
+        registry=_registry(creds, authfile, tls_verify),
     )
     if as_json:
         _print_json(result.to_json())
@@ -499,9 +535,18 @@ def inspect(
     help="A layer expanding beyond this many times its compressed size (and 64 MiB) is a "
     "decompression bomb.",
 )
+@registry_options
 @quiet_option
 def check(
-    ref: str, as_json: bool, strict: bool, platform: str | None, max_ratio: float, quiet: bool
+    ref: str,
+    as_json: bool,
+    strict: bool,
+    platform: str | None,
+    max_ratio: float,
+    creds: str | None,
+    authfile: str | None,
+    tls_verify: bool | None,
+    quiet: bool,
 ) -> None:
     """Find what consumers reject or break on in the image at REF.
 
@@ -513,7 +558,13 @@ def check(
       ocikit check oci:layout:app
       docker save app | ocikit check --json docker-archive:-
     """
-    report = check_op(ref, platform=platform, max_ratio=max_ratio, progress=reporter(quiet))
+    report = check_op(
+        ref,
+        platform=platform,
+        max_ratio=max_ratio,
+        progress=reporter(quiet),
+        registry=_registry(creds, authfile, tls_verify),
+    )
     if as_json:
         _print_json(report.to_json())
     else:
@@ -521,10 +572,15 @@ def check(
             _say(str(f), err=False)
         if not quiet or report.findings:
             verdict = "FAILED" if report.exit_code(strict) else "ok"
-            _say(
-                f"{verdict}: {report.reference}: {report.layers} layers, {report.entries} "
-                f"entries, {report.errors} errors, {report.warnings} warnings"
+            counts = ", ".join(
+                [
+                    counted(report.layers, "layer"),
+                    counted(report.entries, "entry", "entries"),
+                    counted(report.errors, "error"),
+                    counted(report.warnings, "warning"),
+                ]
             )
+            _say(f"{verdict}: {report.reference}: {counts}")
     sys.exit(report.exit_code(strict))
 
 
@@ -543,6 +599,7 @@ def check(
     help="Refuse a layer expanding beyond this many times its compressed size (and 64 MiB).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@registry_options
 @quiet_option
 def unpack(
     ref: str,
@@ -551,6 +608,9 @@ def unpack(
     devices: bool,
     max_ratio: float,
     as_json: bool,
+    creds: str | None,
+    authfile: str | None,
+    tls_verify: bool | None,
     quiet: bool,
 ) -> None:
     """Extract the root filesystem of the image at REF into DIRECTORY (new or empty).
@@ -567,6 +627,7 @@ def unpack(
         devices=devices,
         max_ratio=max_ratio,
         progress=reporter(quiet),
+        registry=_registry(creds, authfile, tls_verify),
     )
     if as_json:
         _print_json(result.to_json())

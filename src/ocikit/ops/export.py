@@ -32,7 +32,7 @@ from ..layer.streams import CHUNK
 from ..layer.transcode import transcode
 from ..model import Compression, Digest
 from ..model.jsondoc import load_json
-from ..transports import Image, Layer, Reference, as_reference, open_image
+from ..transports import Image, Layer, Reference, RegistryOptions, as_reference, open_image
 from ..transports.archive import TarArchive, normalize
 from ..transports.base import BlobWriter
 from ..transports.docker_archive import DockerArchiveSource, archive_entries
@@ -114,6 +114,7 @@ def export_layers(
     v2metadata: str | os.PathLike[str] | None = None,
     platform: str | None = None,
     progress: ProgressReporter | None = None,
+    registry: RegistryOptions | None = None,
 ) -> ExportResult:
     """Write the build-farm artifacts of every image of ``source`` into ``outdir``.
 
@@ -132,7 +133,7 @@ def export_layers(
     staging = _Staging(out)
     label = str(as_reference(source)) if isinstance(source, str | Reference) else "stream"
     try:
-        with _images(source, platform, staging, level, progress) as (images, speculator):
+        with _images(source, platform, staging, level, progress, registry) as (images, speculator):
             exporter = _Exporter(staging, level, progress, speculator, metadata)
             for image, layer_ids in images:
                 exporter.add(image, layer_ids)
@@ -156,6 +157,7 @@ def _images(
     staging: _Staging,
     level: int,
     progress: ProgressReporter,
+    registry: RegistryOptions | None = None,
 ) -> Iterator[tuple[list[tuple[Image, list[str]]], Speculator | None]]:
     """Every image to export with its layer ids; a speculator if the input was a pipe."""
     speculator: Speculator | None = None
@@ -165,7 +167,7 @@ def _images(
         if isinstance(source, str | Reference):
             ref = as_reference(source)
             if ref.transport != "docker-archive":
-                image = open_image(ref, platform)
+                image = open_image(ref, platform, registry=registry)
                 try:
                     image.require_tar_layers("export-layers")
                 except BaseException:

@@ -26,7 +26,7 @@ from ..layer.streams import CHUNK
 from ..layer.tarstream import BLKTYPE, CHRTYPE, FIFOTYPE, XGLTYPE, TarEntry, TarStream
 from ..model.jsondoc import quote
 from ..tempfiles import HIDDEN_TMP_PREFIX, PrivateDir, reclaim
-from ..transports import Image, Reference, as_reference, open_image
+from ..transports import Image, Reference, RegistryOptions, as_reference, open_image
 from .progress import NullProgress, ProgressReporter
 
 REFUSED = UNSAFE | {"absolute-path"}
@@ -63,6 +63,7 @@ def unpack(
     devices: bool = False,
     max_ratio: float = DEFAULT_MAX_RATIO,
     progress: ProgressReporter | None = None,
+    registry: RegistryOptions | None = None,
 ) -> UnpackResult:
     """Extract the image's root filesystem into ``directory`` (absent or empty).
 
@@ -80,7 +81,7 @@ def unpack(
     private = PrivateDir(str(parent), STAGING_PREFIX, f"cannot unpack into {parent}")
     staging = Path(private.path)
     try:
-        with open_image(ref, platform) as image:
+        with open_image(ref, platform, registry=registry) as image:
             image.require_tar_layers("unpack")
             result = UnpackResult(str(ref), str(target), image.digest, len(image.layers))
             with _Extractor(staging, devices, result) as ex:
