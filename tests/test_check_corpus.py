@@ -1117,7 +1117,7 @@ def test_repair_fixes(case: Case, tmp_path: Path) -> None:
 
 
 def _to_json(report: Any) -> dict[str, Any]:
-    data = report.to_json()
+    data = report.to_dict()
     return json.loads(data) if isinstance(data, str | bytes) else data
 
 

@@ -76,7 +76,7 @@ def test_vocabulary_in_help(command: str, shown: list[str], hidden: list[str]) -
 def _fake_export(calls: list[dict[str, Any]]) -> Any:
     def export(src: str, outdir: str, **kw: Any) -> Any:
         calls.append(kw)
-        return SimpleNamespace(images=[], outdir=outdir, to_json=dict)
+        return SimpleNamespace(images=[], outdir=outdir, to_dict=dict)
 
     return export
 
@@ -106,7 +106,7 @@ def _fake_build(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
     def fake(recipe: object, options: Any, *rest: Any) -> Any:
         seen.append(options)
-        return SimpleNamespace(to_json=dict)
+        return SimpleNamespace(to_dict=dict)
 
     monkeypatch.setattr(build_pkg, "build", fake)
     return seen

@@ -18,7 +18,7 @@ from support.dockerd import DockerEngine
 
 
 def _by_name(report: object) -> dict[str, dict[str, object]]:
-    data = report.to_json()  # type: ignore[attr-defined]
+    data = report.to_dict()  # type: ignore[attr-defined]
     return {t["name"]: t for t in data["tools"]}
 
 

@@ -80,11 +80,11 @@ def _multi_platform_layout(tmp_path: Path) -> Path:
     index = Index.build(
         [
             Descriptor.from_json(
-                {**amd64.descriptor.to_json(), "platform": {"os": "linux", "architecture": "amd64"}}
+                {**amd64.descriptor.to_dict(), "platform": {"os": "linux", "architecture": "amd64"}}
             ),
             Descriptor.from_json(
                 {
-                    **arm64.descriptor.to_json(),
+                    **arm64.descriptor.to_dict(),
                     "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"},
                 }
             ),

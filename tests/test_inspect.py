@@ -110,7 +110,7 @@ def test_inspect_rich(
         assert len(info["layers"]) == 11  # the repeated layer is listed twice
     result = lib.copy(f"docker-archive:{rich.path}", f"oci:{tmp_path}/l:t")
     assert result.config_digest == rich.image_id
-    assert result.to_json()["digest"] == result.manifest_digest
+    assert result.to_dict()["digest"] == result.manifest_digest
     image = read_layout(tmp_path / "l", "t")
     assert result.manifest_digest == image.manifest_digest
     oci = check_inspect(

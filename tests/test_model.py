@@ -53,7 +53,7 @@ def test_manifest_keeps_unknown_fields_and_bytes() -> None:
     m = parse_manifest_or_index(raw)
     assert isinstance(m, Manifest)
     assert m.raw == raw and m.digest == Digest.of(raw)
-    assert m.layers[0].to_json() == doc["layers"][0]
+    assert m.layers[0].to_dict() == doc["layers"][0]
     rebuilt = Manifest.build(m.config, m.layers)
     assert json.loads(rebuilt.raw) == doc
     assert Manifest.build(m.config, m.layers).raw == rebuilt.raw  # canonical
@@ -65,7 +65,7 @@ def test_descriptor_errors_name_the_place() -> None:
             json.dumps(
                 {
                     "schemaVersion": 2,
-                    "config": Descriptor(mt.OCI_CONFIG, Digest(f"sha256:{HEX}"), 1).to_json(),
+                    "config": Descriptor(mt.OCI_CONFIG, Digest(f"sha256:{HEX}"), 1).to_dict(),
                     "layers": [{"mediaType": mt.OCI_LAYER, "size": 1}],
                 }
             ).encode()
@@ -296,5 +296,5 @@ def test_weird_but_valid_documents_parse() -> None:
     assert config.diff_ids == [] and config.history == []
     platform = {"os": "windows", "architecture": "amd64", "os.features": ["win32k"]}
     desc = Descriptor.from_json({**GOOD_DESCRIPTOR, "platform": platform, "urls": None})
-    assert desc.to_json()["platform"] == platform
-    assert Descriptor.from_json(desc.to_json()) == desc
+    assert desc.to_dict()["platform"] == platform
+    assert Descriptor.from_json(desc.to_dict()) == desc

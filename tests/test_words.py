@@ -52,3 +52,30 @@ def test_debug_is_a_flag(
     assert cli_main._dispatch(["--debug", "inspect", "oci:x"]) == 3
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err and "RuntimeError: a bug" in err
+
+
+def test_results_are_named_for_what_they_return(tmp_path: Path) -> None:
+    """Every result's ``to_dict()`` is the JSON-ready dict ``--json`` prints (there is no
+    ``to_json`` that would return something other than JSON)."""
+    import json
+
+    import ocikit
+    from ocikit.build.engine import ImageResult
+    from ocikit.ops.doctor import DoctorReport
+    from ocikit.ops.export import ExportResult
+
+    classes = [
+        ocikit.CheckReport,
+        ocikit.CopyResult,
+        ocikit.GcResult,
+        ocikit.UnpackResult,
+        ocikit.BuildResult,
+        ExportResult,
+        ImageResult,
+        DoctorReport,
+    ]
+    for cls in classes:
+        assert hasattr(cls, "to_dict") and not hasattr(cls, "to_json"), cls
+    write_layout(tmp_path / "l", [tar_bytes([file("f", b"x")])], ref="t")
+    data = check(f"oci:{tmp_path / 'l'}:t").to_dict()
+    assert isinstance(data, dict) and json.loads(json.dumps(data)) == data

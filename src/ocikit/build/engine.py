@@ -68,7 +68,7 @@ class ImageResult:
     tag: str | None  # at the output; None for build_only
     layers: int = 0
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "layer_type": self.layer_type,
@@ -87,11 +87,11 @@ class BuildResult:
     output: str
     images: list[ImageResult] = field(default_factory=list)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "recipe": self.recipe,
             "output": self.output,
-            "images": [i.to_json() for i in self.images],
+            "images": [i.to_dict() for i in self.images],
         }
 
 

@@ -303,7 +303,7 @@ def copy(
         warn=lambda line: _warn(progress, line),
     )
     if as_json:
-        _print_json(result.to_json())
+        _print_json(result.to_dict())
     elif not quiet:
         for r in result.repaired or []:
             changes = ", ".join(f"{n} {k.replace(':', ' ')}" for k, n in r["entries"].items())
@@ -369,7 +369,7 @@ def export_layers(
         registry=_registry(creds, authfile, tls_verify),
     )
     if as_json:
-        _print_json(result.to_json())
+        _print_json(result.to_dict())
     elif not quiet:
         layers = sum(len(image.layers) for image in result.images)
         images = counted(len(result.images), "image")
@@ -413,7 +413,7 @@ def doctor(as_json: bool) -> None:
 
     report = doctor_op()
     if as_json:
-        _print_json(report.to_json())
+        _print_json(report.to_dict())
         return
     who = "root" if report.root else "not root: run steps need root"
     click.echo(f"ocikit {report.ocikit} (Python {report.python}, {who})")
@@ -457,7 +457,7 @@ def gc(paths: tuple[str, ...], unreferenced: bool, as_json: bool, quiet: bool) -
     """
     result = gc_op(paths, unreferenced=unreferenced)
     if as_json:
-        _print_json(result.to_json())
+        _print_json(result.to_dict())
     elif not quiet:
         click.echo(
             f"removed {counted(len(result.removed), 'item')}, {result.bytes / (1 << 20):.1f} MiB",
@@ -566,7 +566,7 @@ def check(
         registry=_registry(creds, authfile, tls_verify),
     )
     if as_json:
-        _print_json(report.to_json())
+        _print_json(report.to_dict())
     else:
         for f in report.findings:
             _say(str(f), err=False)
@@ -630,7 +630,7 @@ def unpack(
         registry=_registry(creds, authfile, tls_verify),
     )
     if as_json:
-        _print_json(result.to_json())
+        _print_json(result.to_dict())
     elif not quiet:
         skipped = (
             f" ({result.skipped_devices} device nodes skipped)" if result.skipped_devices else ""
@@ -818,7 +818,7 @@ def build(
     step_output = None if quiet else (lambda m: say(m, STEP_LINE_LIMIT))
     result = build_op(recipe, options, progress, log, step_output)
     if as_json:
-        _print_json(result.to_json())
+        _print_json(result.to_dict())
 
 
 @cli.command()

@@ -104,7 +104,7 @@ class Finding:
     def severity(self) -> str:
         return SEVERITY[self.rule]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """The finding as JSON. A path that is not UTF-8 reads as U+FFFD in ``paths`` (what
         ``json_text`` writes); ``paths_base64`` then gives every path's exact bytes."""
         out = {

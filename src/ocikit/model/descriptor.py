@@ -39,7 +39,7 @@ class Platform:
             features=tuple(str_list(data, "os.features", where) or ()),
         )
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"architecture": self.architecture, "os": self.os}
         if self.os_version:
             out["os.version"] = self.os_version
@@ -100,7 +100,7 @@ class Descriptor:
             extra={k: v for k, v in data.items() if k not in _KNOWN},
         )
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "mediaType": self.media_type,
             "digest": self.digest,
@@ -112,7 +112,7 @@ class Descriptor:
             out["annotations"] = dict(self.annotations)
         out.update(self.extra)
         if self.platform is not None:
-            out["platform"] = self.platform.to_json()
+            out["platform"] = self.platform.to_dict()
         return out
 
     def with_annotations(self, annotations: Mapping[str, str]) -> Descriptor:

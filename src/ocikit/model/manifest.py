@@ -114,8 +114,8 @@ class Manifest:
         doc: dict[str, Any] = {
             "schemaVersion": 2,
             "mediaType": media_type,
-            "config": config.to_json(),
-            "layers": [d.to_json() for d in layers],
+            "config": config.to_dict(),
+            "layers": [d.to_dict() for d in layers],
         }
         if annotations:
             doc["annotations"] = dict(annotations)
@@ -176,7 +176,7 @@ class Index:
         doc: dict[str, Any] = {
             "schemaVersion": 2,
             "mediaType": media_type,
-            "manifests": [d.to_json() for d in manifests],
+            "manifests": [d.to_dict() for d in manifests],
         }
         if annotations:
             doc["annotations"] = dict(annotations)

@@ -37,7 +37,7 @@ class CheckReport:
         """0 clean, 1 errors (or, ``strict``, warnings) found."""
         return 1 if self.errors or (strict and self.warnings) else 0
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "reference": self.reference,
             "digest": self.digest,
@@ -46,7 +46,7 @@ class CheckReport:
             "errors": self.errors,
             "warnings": self.warnings,
             "ok": self.errors == 0,
-            "findings": [f.to_json() for f in self.findings],
+            "findings": [f.to_dict() for f in self.findings],
         }
 
 

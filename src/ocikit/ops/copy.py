@@ -55,7 +55,7 @@ class CopyResult:
         """The ID docker shows for the image (its config's digest; classic image store)."""
         return self.config_digest
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         out = {
             "source": self.source,
             "destination": self.destination,
@@ -64,13 +64,13 @@ class CopyResult:
             "image_id": self.image_id,
             "media_type": self.media_type,
             "tags": self.tags,
-            "layers": [d.to_json() for d in self.layers],
+            "layers": [d.to_dict() for d in self.layers],
             "warnings": self.warnings,
         }
         if self.repaired is not None:
             out["repaired"] = self.repaired
         if self.manifests is not None:
-            out["manifests"] = [d.to_json() for d in self.manifests]
+            out["manifests"] = [d.to_dict() for d in self.manifests]
         return out
 
 

@@ -39,7 +39,7 @@ class DoctorReport:
     root: bool
     tools: list[ToolStatus] = field(default_factory=list)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "ocikit": self.ocikit,
             "python": self.python,

@@ -63,7 +63,7 @@ class ExportedLayer:
     file: str  # in OUTDIR
     size: int  # of the file
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "layer_id": self.layer_id,
             "diff_id": self.diff_id,
@@ -81,12 +81,12 @@ class ExportedImage:
     repo_tags: list[str]
     layers: list[ExportedLayer]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "config": self.config,
             "config_digest": self.config_digest,
             "repo_tags": self.repo_tags,
-            "layers": [layer.to_json() for layer in self.layers],
+            "layers": [layer.to_dict() for layer in self.layers],
         }
 
 
@@ -97,11 +97,11 @@ class ExportResult:
     images: list[ExportedImage]
     files: list[str] = field(default_factory=list)  # written into OUTDIR, in this order
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "source": self.source,
             "outdir": self.outdir,
-            "images": [image.to_json() for image in self.images],
+            "images": [image.to_dict() for image in self.images],
             "files": self.files,
         }
 

@@ -64,7 +64,7 @@ class GcResult:
             self.removed.append(path)
             self.bytes += size
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {"removed": self.removed, "bytes": self.bytes}
 
 

@@ -43,7 +43,7 @@ class UnpackResult:
     skipped_devices: int = 0
     warnings: list[str] = field(default_factory=list)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "reference": self.reference,
             "directory": self.directory,
