@@ -473,16 +473,7 @@ def gc(paths: tuple[str, ...], unreferenced: bool, as_json: bool, quiet: bool) -
     "--json", "as_json", is_flag=True, help="Print JSON (the default when stdout is no terminal)."
 )
 @click.option("--platform", help=PLATFORM_HELP)
-@click.option(
-    "--creds",
-    metavar="USER[:PASS]",
-    help="Credentials for a docker:// reference (no :PASS: asked on the terminal).",
-)
-@credentials.password_stdin_option
-@click.option("--authfile", metavar="FILE", help=AUTHFILE_HELP)
-@click.option(
-    "--tls-verify", type=click.BOOL, default=None, help="Verify the registry's TLS (default true)."
-)
+@registry_options
 @quiet_option
 def inspect(
     ref: str,
@@ -503,11 +494,7 @@ def inspect(
         _fail("--raw and --config exclude each other")
     if as_json and (raw or config):
         _fail("--json does not go with --raw or --config (they print exact bytes)")
-    registry = RegistryOptions(
-        credentials=Credentials.parse(creds, "--creds") if creds else None,
-        tls_verify=tls_verify,
-        authfile=authfile,
-    )
+    registry = _registry(creds, authfile, tls_verify)
     if raw or config:
         with open_image(ref, platform, registry=registry) as image:
             data = image.manifest_bytes if raw else image.config_bytes
