@@ -4,9 +4,12 @@ process: the command line's dispatcher with argv."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ocikit.cli import main as cli_main
+from support.layouts import file, tar_bytes, write_layout
 
 
 @pytest.mark.parametrize(
@@ -66,3 +69,31 @@ def test_usage_errors_in_our_words(
 ) -> None:
     assert cli_main._dispatch(argv) == 2
     assert capsys.readouterr().err == f"ocikit: error: {said}\n"
+
+
+def test_the_library_says_it_in_words(tmp_path: Path) -> None:
+    """A user's mistake through the library is an OcikitError of one line, in words: never a
+    raw OSError, never ``[Errno N]`` or a Python repr of the error."""
+    import ocikit
+
+    write_layout(tmp_path / "l", [tar_bytes([file("f", b"x")])], ref="t")
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "latin1.yaml").write_bytes(b"images: {caf\xe9: {from: scratch}}\n")
+    src = f"oci:{tmp_path / 'l'}:t"
+    calls = [
+        lambda: ocikit.copy(src, f"docker-archive:{tmp_path}"),
+        lambda: ocikit.copy(src, f"oci:{tmp_path / 'file'}"),
+        lambda: ocikit.unpack(src, tmp_path / "file"),
+        lambda: ocikit.export_layers(src, tmp_path / "file"),
+        lambda: ocikit.inspect(f"docker-archive:{tmp_path}"),
+        lambda: ocikit.check(f"oci:{tmp_path / 'file'}"),
+        lambda: ocikit.build(tmp_path),
+        lambda: ocikit.build(tmp_path / "latin1.yaml"),
+        lambda: ocikit.gc([str(tmp_path / "file")]),
+    ]
+    for call in calls:
+        with pytest.raises(ocikit.OcikitError) as caught:
+            call()
+        message = str(caught.value)
+        assert "\n" not in message and "[Errno" not in message and "Error(" not in message
+        assert not isinstance(caught.value, OSError), message

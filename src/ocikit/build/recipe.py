@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..errors import UsageError
 from ..model.jsondoc import quote, size_text
+from ..tempfiles import describe
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 SUBST_RE = re.compile(r"\$\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?::([^}]*))?\}\}")
@@ -284,8 +285,12 @@ def load_recipe(
         text = raw.decode()
     except FileNotFoundError:
         raise UsageError(f"{what}: no such recipe file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"{what}: cannot read the recipe ({e})") from None
+    except IsADirectoryError:
+        raise UsageError(f"{what}: is a directory, not a recipe file") from None
+    except OSError as e:
+        raise UsageError(f"{what}: cannot read the recipe ({describe(e)})") from None
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{what}: the recipe is not UTF-8 (byte {e.start})") from None
     problems: list[str] = []
     refused: set[str] = set()  # paths whose error is said: no follow-up there
     data = _parse(text, what, problems, refused)

@@ -97,6 +97,8 @@ def _one(text: str, unreferenced: bool, result: GcResult) -> None:
         result.add(reclaim(directory, (f"{HIDDEN_TMP_PREFIX}{base}-", f".{base}.tmp-")))
         return
     if not os.path.isdir(text):
+        if os.path.lexists(text):
+            raise UsageError(f"{text}: not a directory (gc takes a directory or a reference)")
         raise NotFoundError(f"{text}: no such directory")
     if os.path.isfile(os.path.join(text, "oci-layout")):
         _layout(text, unreferenced, result)
