@@ -10,6 +10,7 @@ import os
 import random
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
 from collections.abc import Iterator
@@ -148,10 +149,12 @@ def test_a_bad_layer_leaves_nothing(tmp_path: Path, private_tmp: Path) -> None:
     assert _bytes_under(private_tmp) == 0
 
 
-def test_a_stream_cut_short_holds_no_image(tmp_path: Path) -> None:
-    """``docker-archive:-`` whose last layer fails: the layers before it went out, but no
-    ``manifest.json`` (written last), so no loader takes the stream for an image; one line
-    on stderr, exit 2."""
+def test_a_stream_cut_short_holds_no_image(tmp_path: Path, docker_engine: DockerEngine) -> None:
+    """``docker-archive:-`` whose last layer fails: the layers before it went out, one line
+    on stderr, exit 2, and ``docker load`` of what went out loads nothing. (docker 20.10
+    loads a stream without ``manifest.json`` with its legacy loader, every ``<id>/json`` an
+    untagged image: the config and ``manifest.json`` go first, so a stream cut short names
+    layers it does not hold and the load fails before it makes anything.)"""
     layers = _layers(3)
     write_layout(tmp_path / "src", layers, compression="none")
     last = read_layout(tmp_path / "src", "t").manifest["layers"][2]["digest"].split(":")[1]
@@ -163,9 +166,69 @@ def test_a_stream_cut_short_holds_no_image(tmp_path: Path) -> None:
         "copy", "-q", f"oci:{tmp_path}/src:t", "docker-archive:-", env={"TMPDIR": str(tmp_path)}
     )
     assert proc.returncode == 2, proc.stderr
-    assert len(proc.stdout) > 2 * LAYER_BYTES and b"manifest.json" not in proc.stdout
+    assert len(proc.stdout) > 2 * LAYER_BYTES
     assert len(proc.stderr.decode().strip().splitlines()) == 1, proc.stderr
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("ocikit-tmp")]
+    before = docker_engine.docker("images", "-a", "-q", "--no-trunc").stdout
+    (tmp_path / "cut.tar").write_bytes(proc.stdout)
+    load = subprocess.run(
+        ["docker", "load", "-i", str(tmp_path / "cut.tar")],
+        env=docker_engine.env,
+        capture_output=True,
+        timeout=120,
+    )
+    assert load.returncode != 0
+    assert docker_engine.docker("images", "-a", "-q", "--no-trunc").stdout == before
+
+
+FAIL_AT_THE_END = """
+import sys
+from ocikit.errors import DestinationError
+from ocikit.transports import docker_archive
+
+def refuse(self, *args, **kwargs):
+    raise DestinationError("the copy failed after its last layer")
+
+docker_archive.DockerArchiveDestination.put_manifest = refuse
+from ocikit.cli.main import main
+main(sys.argv[1:])
+"""
+
+
+def test_a_stream_cut_between_members_holds_no_image(
+    tmp_path: Path, docker_engine: DockerEngine
+) -> None:
+    """The same when the copy fails once every layer went out whole (the stream ends between
+    two members, as a complete tar would): ``docker load`` still loads nothing."""
+    # layers of exactly 5 MiB: copied in whole chunks, each member ends on a write's end
+    exact = [tar_bytes([file(n, os.urandom((5 << 20) - 1536))]) for n in ("a", "b")]
+    assert all(len(layer) == 5 << 20 for layer in exact)
+    write_layout(tmp_path / "src", exact, compression="none")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            FAIL_AT_THE_END,
+            "copy",
+            "-q",
+            f"oci:{tmp_path}/src:t",
+            "docker-archive:-",
+        ],
+        capture_output=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stdout) > 2 * LAYER_BYTES
+    before = docker_engine.docker("images", "-a", "-q", "--no-trunc").stdout
+    (tmp_path / "cut.tar").write_bytes(proc.stdout)
+    load = subprocess.run(
+        ["docker", "load", "-i", str(tmp_path / "cut.tar")],
+        env=docker_engine.env,
+        capture_output=True,
+        timeout=120,
+    )
+    assert load.returncode != 0
+    assert docker_engine.docker("images", "-a", "-q", "--no-trunc").stdout == before
 
 
 # ---------------------------------------------------------------------------- both forms
@@ -305,3 +368,24 @@ def test_ctr_imports_an_oci_archive(
     assert "ex/both:1" in listed, listed
     assert containerd.ctr("images", "ls", "-q").returncode == 0
     del image_id
+
+
+def test_a_load_that_fails_midway_leaves_no_image(
+    tmp_path: Path, docker_engine: DockerEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docker-daemon: the archive streamed into the engine's load fails after its last
+    layer: the engine is told the stream is broken, and makes nothing of it."""
+    from ocikit.transports import docker_archive
+
+    exact = [tar_bytes([file(n, os.urandom((5 << 20) - 1536))]) for n in ("a", "b")]
+    write_layout(tmp_path / "src", exact, compression="none")
+
+    def fail(self: Any) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(docker_archive.DockerArchiveDestination, "_write_end", fail)
+    monkeypatch.setenv("DOCKER_HOST", docker_engine.env["DOCKER_HOST"])
+    before = docker_engine.docker("images", "-a", "-q", "--no-trunc").stdout
+    with pytest.raises((OSError, ocikit.OcikitError)):
+        ocikit.copy(f"oci:{tmp_path}/src:t", "docker-daemon:ocikit-midway:1")
+    assert docker_engine.docker("images", "-a", "-q", "--no-trunc").stdout == before

@@ -320,7 +320,13 @@ class DaemonDestination(DockerArchiveDestination):
         def write() -> None:
             try:
                 with os.fdopen(write_fd, "wb", buffering=CHUNK) as out:
-                    self._write_tar(out)
+                    try:
+                        self._write_tar(out)
+                    except BaseException:
+                        if self._sink is not None:  # the engine must not load what went
+                            with contextlib.suppress(Exception):  # (see _TarSink.poison)
+                                self._sink.poison()
+                        raise
             except BaseException as e:  # BrokenPipe if the engine gave up: its error wins
                 failure.append(e)
 

@@ -293,6 +293,10 @@ def _v1_ids(diff_ids: Sequence[Digest]) -> list[str]:
     return ids
 
 
+# the end of a stream that failed: a header block that is not one (see ``_TarSink.poison``)
+POISON = b"ocikit: this archive is incomplete: the copy that wrote it failed\n".ljust(BLOCK, b"!")
+
+
 class _TarSink:
     """The archive's bytes: deterministic headers, data pushed or copied, written in pieces
     of at least ``CHUNK``."""
@@ -331,6 +335,16 @@ class _TarSink:
             self.data(chunk)
             left -= len(chunk)
         self.pad(size)
+
+    def poison(self) -> None:
+        """End a stream cut short by a failure with a block no tar reader takes for a header
+        (its checksum field is not a number), whatever was written so far: a loader fails
+        on it rather than take what went out for an archive. (A stream that merely stopped
+        between two members reads as a complete tar: docker 20.10 then loads every
+        ``<id>/json`` with its legacy loader, as untagged images.) What is buffered goes."""
+        self._buf.clear()
+        self._out.write(POISON)
+        self._out.flush()
 
     def finish(self) -> None:
         self._put(bytes(2 * BLOCK))
@@ -671,6 +685,9 @@ class DockerArchiveDestination(ImageDestination):
     def abort(self) -> None:
         self.broken = True
         try:
+            if self._sink is not None and self.ref.is_stdio:  # a file never appears
+                with contextlib.suppress(Exception):
+                    self._sink.poison()
             aborted = DestinationError(f"{self.ref}: copy aborted")
             with contextlib.suppress(Exception):
                 self._output.__exit__(DestinationError, aborted, None)  # the partial file goes
