@@ -149,6 +149,17 @@ def test_a_bad_layer_leaves_nothing(tmp_path: Path, private_tmp: Path) -> None:
     assert _bytes_under(private_tmp) == 0
 
 
+def _docker_loads_nothing(engine: DockerEngine, where: Path, stream: bytes) -> None:
+    """``docker load`` of ``stream`` fails, and the engine holds no image more."""
+    before = engine.docker("images", "-a", "-q", "--no-trunc").stdout
+    where.write_bytes(stream)
+    load = subprocess.run(
+        ["docker", "load", "-i", str(where)], env=engine.env, capture_output=True, timeout=120
+    )
+    assert load.returncode != 0
+    assert engine.docker("images", "-a", "-q", "--no-trunc").stdout == before
+
+
 def test_a_stream_cut_short_holds_no_image(tmp_path: Path, docker_engine: DockerEngine) -> None:
     """``docker-archive:-`` whose last layer fails: the layers before it went out, one line
     on stderr, exit 2, and ``docker load`` of what went out loads nothing. (docker 20.10
@@ -169,16 +180,7 @@ def test_a_stream_cut_short_holds_no_image(tmp_path: Path, docker_engine: Docker
     assert len(proc.stdout) > 2 * LAYER_BYTES
     assert len(proc.stderr.decode().strip().splitlines()) == 1, proc.stderr
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("ocikit-tmp")]
-    before = docker_engine.docker("images", "-a", "-q", "--no-trunc").stdout
-    (tmp_path / "cut.tar").write_bytes(proc.stdout)
-    load = subprocess.run(
-        ["docker", "load", "-i", str(tmp_path / "cut.tar")],
-        env=docker_engine.env,
-        capture_output=True,
-        timeout=120,
-    )
-    assert load.returncode != 0
-    assert docker_engine.docker("images", "-a", "-q", "--no-trunc").stdout == before
+    _docker_loads_nothing(docker_engine, tmp_path / "cut.tar", proc.stdout)
 
 
 FAIL_AT_THE_END = """
@@ -219,16 +221,7 @@ def test_a_stream_cut_between_members_holds_no_image(
     )
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stdout) > 2 * LAYER_BYTES
-    before = docker_engine.docker("images", "-a", "-q", "--no-trunc").stdout
-    (tmp_path / "cut.tar").write_bytes(proc.stdout)
-    load = subprocess.run(
-        ["docker", "load", "-i", str(tmp_path / "cut.tar")],
-        env=docker_engine.env,
-        capture_output=True,
-        timeout=120,
-    )
-    assert load.returncode != 0
-    assert docker_engine.docker("images", "-a", "-q", "--no-trunc").stdout == before
+    _docker_loads_nothing(docker_engine, tmp_path / "cut.tar", proc.stdout)
 
 
 # ---------------------------------------------------------------------------- both forms
