@@ -82,10 +82,10 @@ def _fake_export(calls: list[dict[str, Any]]) -> Any:
 
 
 def test_export_level_alias(monkeypatch: pytest.MonkeyPatch) -> None:
-    import ocikit.cli.main as cli
+    export_module = importlib.import_module("ocikit.ops.export")  # the command imports it
 
     calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(cli, "export_op", _fake_export(calls))
+    monkeypatch.setattr(export_module, "export_layers", _fake_export(calls))
     result = run("export-layers", "-q", "--dest-compress-level", "7", "oci:x", "out")
     assert result.code == 0 and result.stderr == "", result.stderr
     assert calls[-1]["level"] == 7

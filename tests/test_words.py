@@ -42,7 +42,9 @@ def test_debug_is_a_flag(
         raise RuntimeError("a bug")
 
     monkeypatch.delenv("OCIKIT_DEBUG", raising=False)
-    monkeypatch.setattr(cli_main, "inspect_op", broken)
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("ocikit.ops.inspect"), "inspect", broken)
     monkeypatch.setattr(cli_main, "_debug", {"on": False})
     assert cli_main._dispatch(["inspect", "oci:x"]) == 3
     err = capsys.readouterr().err

@@ -28,7 +28,6 @@ from click.core import ParameterSource
 
 from ..errors import OcikitError, UsageError
 from ..model.jsondoc import quote
-from ..transports.reference import parse_reference
 
 TTY = "/dev/tty"
 MAX_PASSWORD = 8 << 10  # bytes (registry tokens used as passwords reach a few KiB)
@@ -135,6 +134,8 @@ def refuse_stdin_image(ctx: click.Context) -> None:
         if not isinstance(value, str):
             continue
         try:
+            from ..transports.reference import parse_reference
+
             reads_stdin = parse_reference(value).is_stdio
         except OcikitError:  # said by the command, with the rest of what it checks
             continue

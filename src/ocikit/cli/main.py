@@ -11,26 +11,24 @@ import os
 import signal
 import sys
 import traceback
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from .. import __version__
 from ..errors import OcikitError
-from ..layer.scan import DEFAULT_MAX_RATIO
+from ..layer.bounds import DEFAULT_MAX_RATIO
 from ..model.jsondoc import MESSAGE_LIMIT, counted, json_text, printable
-from ..ops import check as check_op
-from ..ops import copy as copy_op
-from ..ops import export_layers as export_op
-from ..ops import inspect as inspect_op
-from ..ops import unpack as unpack_op
-from ..ops.gc import gc as gc_op
-from ..transports import Credentials, RegistryOptions, open_image
-from ..transports.fsutil import describe
-from ..transports.registry import DEFAULT_JOBS
+from ..tempfiles import describe
 from . import credentials, params
 from .progress import reporter, say_through
 from .summary import SUMMARY_LINE_LIMIT, copied_line, inspect_summary
+
+if TYPE_CHECKING:
+    from ..transports import RegistryOptions
+
+# Each command imports the operation it runs when it runs: `ocikit --help`, a usage error or
+# `ocikit gc` never load the registry client, the build engine or the compressors.
 
 PLATFORM_HELP = "OS/ARCH[/VARIANT] to pick from a multi-platform image"
 AUTHFILE_HELP = (
@@ -81,6 +79,8 @@ def registry_options(command: Any) -> Any:
 
 
 def _registry(creds: str | None, authfile: str | None, tls_verify: bool | None) -> RegistryOptions:
+    from ..transports import Credentials, RegistryOptions
+
     return RegistryOptions(
         credentials=Credentials.parse(creds, "--creds") if creds else None,
         tls_verify=tls_verify,
@@ -275,6 +275,10 @@ def copy(
     """
     if (as_json and dst.endswith(":-")) or (as_json and dst.split(":", 1)[-1].startswith("-:")):
         _fail("--json prints on stdout, which the destination already uses")
+    from ..ops.copy import copy as copy_op
+    from ..transports import Credentials, RegistryOptions
+    from ..transports.registry import DEFAULT_JOBS
+
     result = copy_op(
         src,
         dst,
@@ -359,6 +363,8 @@ def export_layers(
 
     V2 is docker's image/overlay2/distribution/v2metadata-by-diffid directory.
     """
+    from ..ops.export import export_layers as export_op
+
     result = export_op(
         src,
         outdir,
@@ -455,6 +461,8 @@ def gc(paths: tuple[str, ...], unreferenced: bool, as_json: bool, quiet: bool) -
       ocikit gc oci:images out/                # and a layout, an export directory
       ocikit gc --unreferenced oci:images      # and every blob no tag reaches
     """
+    from ..ops.gc import gc as gc_op
+
     result = gc_op(paths, unreferenced=unreferenced)
     if as_json:
         _print_json(result.to_dict())
@@ -494,6 +502,9 @@ def inspect(
         _fail("--raw and --config exclude each other")
     if as_json and (raw or config):
         _fail("--json does not go with --raw or --config (they print exact bytes)")
+    from ..ops.inspect import inspect as inspect_op
+    from ..transports import open_image
+
     registry = _registry(creds, authfile, tls_verify)
     if raw or config:
         with open_image(ref, platform, registry=registry) as image:
@@ -545,6 +556,8 @@ def check(
       ocikit check oci:layout:app
       docker save app | ocikit check --json docker-archive:-
     """
+    from ..ops.check import check as check_op
+
     report = check_op(
         ref,
         platform=platform,
@@ -607,6 +620,8 @@ def unpack(
     malformed whiteouts, a decompression bomb) stops the unpack with exit 2 and DIRECTORY is
     left as it was.
     """
+    from ..ops.unpack import unpack as unpack_op
+
     result = unpack_op(
         ref,
         directory,
@@ -766,6 +781,7 @@ def build(
     )
     from ..build import build as build_op
     from ..model import Compression
+    from ..transports import Credentials, RegistryOptions
 
     if print_schema:
         _print_json(recipe_schema())
@@ -841,6 +857,7 @@ def login(
       ocikit login registry.example.com
       echo "$TOKEN" | ocikit login -u ci --password-stdin registry.example.com:5000
     """
+    from ..transports import Credentials
     from ..transports.auth import login as login_op
     from ..transports.auth import registry_host
 

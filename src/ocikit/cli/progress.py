@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 from ..model.jsondoc import printable
-from ..ops.progress import NullProgress, ProgressReporter
+
+if TYPE_CHECKING:  # (the operations load when a command runs one)
+    from ..ops.progress import ProgressReporter
 
 
 class RichProgress:
@@ -74,6 +77,8 @@ class RichProgress:
 
 def reporter(quiet: bool) -> ProgressReporter:
     if quiet or not sys.stderr.isatty():
+        from ..ops.progress import NullProgress
+
         return NullProgress()
     return RichProgress()
 

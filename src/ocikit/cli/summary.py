@@ -7,11 +7,13 @@ Every value may come from a hostile image: the caller prints each line through
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..model import Compression
 from ..model import mediatypes as mt
-from ..ops.copy import CopyResult
+
+if TYPE_CHECKING:
+    from ..ops.copy import CopyResult
 
 SHOWN = 50  # env entries, labels or layers listed before "... N more"
 VALUE_LIMIT = 300  # characters of one value (an env entry, a label, a command)

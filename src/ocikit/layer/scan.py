@@ -20,13 +20,12 @@ from typing import BinaryIO
 
 from ..errors import InputError, VerificationError
 from ..model import Compression, Descriptor, Digest
+from .bounds import BOMB_FLOOR, DEFAULT_MAX_RATIO
 from .compress import decompressing_reader, detect
 from .streams import CHUNK, HashingReader, Progress
 from .tarstream import TarEntry, TarStream
 
-BOMB_FLOOR = 64 << 20
 SMALL_BLOB = 256 << 10  # inflated without a worker thread
-DEFAULT_MAX_RATIO = 500.0
 
 EntryHandler = Callable[[int, TarEntry, TarStream], None]
 
