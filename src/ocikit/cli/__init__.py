@@ -6,8 +6,9 @@ import sys
 
 
 def run() -> None:
-    """The console script. The program loads first (0.3 s or more); a Ctrl-C meanwhile ends
-    it with one line and exit 130, like one during the work, never with a traceback."""
+    """The console script. The command line loads first (0.05 s; a command loads its
+    operation when it runs); a Ctrl-C meanwhile ends it with one line and exit 130, like one
+    during the work, never with a traceback."""
     try:
         from .main import main
     except KeyboardInterrupt:
