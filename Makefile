@@ -26,6 +26,7 @@ system-deps:
 lint: venv
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy
 
 test: system-deps venv lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

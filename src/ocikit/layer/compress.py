@@ -23,6 +23,9 @@ from isal import igzip, igzip_threaded, isal_zlib
 from ..errors import InputError, UsageError
 from ..model.mediatypes import Compression
 
+# isal's stubs type ``isal_zlib.error`` as a value, not as the exception class it is
+_ISAL_ERROR: type[Exception] = isal_zlib.error  # type: ignore[assignment]
+
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
@@ -195,7 +198,7 @@ class _GzipReader(io.RawIOBase):
     def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
         try:
             return self._gz.readinto(buffer)
-        except (igzip.BadGzipFile, isal_zlib.error, zlib.error) as e:
+        except (igzip.BadGzipFile, _ISAL_ERROR, zlib.error) as e:
             raise InputError(f"corrupt gzip stream: {e}") from None
         except EOFError:
             raise InputError("corrupt gzip stream: truncated") from None

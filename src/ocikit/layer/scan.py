@@ -16,7 +16,7 @@ import hashlib
 import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from ..errors import InputError, VerificationError
 from ..model import Compression, Descriptor, Digest
@@ -178,7 +178,7 @@ def _name(c: Compression) -> str:
     return "uncompressed" if c is Compression.NONE else c.value
 
 
-def _drain(stream: io.RawIOBase | io.BufferedReader) -> None:
+def _drain(stream: io.RawIOBase | io.BufferedReader[Any]) -> None:
     buf = bytearray(64 << 10)  # what is left is usually a few blocks of padding, or nothing
     while stream.readinto(buf):
         pass

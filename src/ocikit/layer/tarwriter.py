@@ -45,9 +45,9 @@ def tar_header(
         pax["linkpath"] = raw_link
         raw_link = raw_link[:100]
     numbers = {"size": size, "uid": uid, "gid": gid, "mtime": max(0, mtime)}
-    for key, value in numbers.items():
-        if value > _USTAR_MAX[key]:
-            pax[key] = str(value)
+    for key, number in numbers.items():
+        if number > _USTAR_MAX[key]:
+            pax[key] = str(number)
             numbers[key] = 0
     head = b""
     if pax:

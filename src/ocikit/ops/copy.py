@@ -241,19 +241,20 @@ def _copy_index(
                 f"{top.ref}: the index names another index ({desc.digest}); ocikit copies "
                 f"one level of index"
             )
-        source = top.open_child(desc)
+        child = top.open_child(desc)
+        owned: ImageSource | None = child  # closed here unless an Image takes it
         try:
-            if _is_image(source.manifest()):
-                image = Image(source)
-                source = None  # the image closes it
+            if _is_image(child.manifest()):
+                image = Image(child)
+                owned = None  # the image closes it
                 with image:
                     copier = _Copier(image, dest, requested, level, progress, None, None, jobs)
                     manifest = copier.run(child=True)
             else:  # an artifact (an attestation, a signature): its blobs as they are
-                manifest = _copy_artifact(source, dest, progress)
+                manifest = _copy_artifact(child, dest, progress)
         finally:
-            if source is not None:
-                source.close()
+            if owned is not None:
+                owned.close()
         written.append(
             Descriptor(
                 manifest.media_type,

@@ -13,7 +13,7 @@ import io
 import json
 import tarfile
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from ..errors import UnsafeInputError
 from ..layer.analyze import Action, Edit, Finding, LayerAnalyzer, Tree
@@ -74,7 +74,7 @@ def rewrite_layer(
     image: Image,
     layer: Layer,
     edits: dict[int, Edit],
-    out: io.RawIOBase | Any,
+    out: BinaryIO,
     target: Compression,
     level: int | None,
     progress: ProgressReporter,
@@ -86,7 +86,7 @@ def rewrite_layer(
             plain = decompressing_reader(raw, layer.compression)  # type: ignore[arg-type]
             try:
                 stream = TarStream(
-                    io.BufferedReader(plain, CHUNK),  # type: ignore[arg-type]
+                    io.BufferedReader(cast(io.RawIOBase, plain), CHUNK),
                     what=f"layer {layer.descriptor.digest}",
                     keep_raw=True,
                 )

@@ -12,6 +12,7 @@ tag: until then no tag points at the new image.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import tempfile
@@ -279,8 +280,8 @@ class RegistryDestination(ImageDestination):
         options = options or RegistryOptions()
         self.host, self.repo = split(ref)
         self.client = _client(ref, options)
-        self.mount_from = [self._repo_of(r) for r in options.mount_from]
-        self.mount_from = [r for r in self.mount_from if r and r != self.repo]
+        repos = [self._repo_of(r) for r in options.mount_from]
+        self.mount_from = [r for r in repos if r and r != self.repo]
         self.scopes = (
             f"repository:{self.repo}:pull,push",
             *(f"repository:{r}:pull" for r in self.mount_from),
@@ -448,7 +449,7 @@ class RegistryDestination(ImageDestination):
                         "Content-Range": f"{start}-{start + n - 1}",
                         "Content-Length": str(n),
                     },
-                    body=lambda s=start, k=n: _chunks(path, s, k),
+                    body=functools.partial(_chunks, path, start, n),
                     what=what,
                     budget=budget,
                 )
