@@ -78,13 +78,22 @@ def registry_options(command: Any) -> Any:
     return command
 
 
-def _registry(creds: str | None, authfile: str | None, tls_verify: bool | None) -> RegistryOptions:
+def _registry(
+    creds: str | None,
+    authfile: str | None,
+    tls_verify: bool | None,
+    option: str = "--creds",
+    **more: Any,
+) -> RegistryOptions:
+    """How to reach a registry, from the options a command was given (``option``: the one
+    that gave ``creds``, for its error; ``more``: other fields of RegistryOptions)."""
     from ..transports import Credentials, RegistryOptions
 
     return RegistryOptions(
-        credentials=Credentials.parse(creds, "--creds") if creds else None,
+        credentials=Credentials.parse(creds, option) if creds else None,
         tls_verify=tls_verify,
         authfile=authfile,
+        **more,
     )
 
 
@@ -276,7 +285,6 @@ def copy(
     if (as_json and dst.endswith(":-")) or (as_json and dst.split(":", 1)[-1].startswith("-:")):
         _fail("--json prints on stdout, which the destination already uses")
     from ..ops.copy import copy as copy_op
-    from ..transports import Credentials, RegistryOptions
     from ..transports.registry import DEFAULT_JOBS
 
     result = copy_op(
@@ -289,15 +297,12 @@ def copy(
         progress=(progress := reporter(quiet)),
         repair=repair,
         drop_unsafe=drop_unsafe,
-        src_registry=RegistryOptions(
-            credentials=Credentials.parse(src_creds, "--src-creds") if src_creds else None,
-            tls_verify=src_tls_verify,
-            authfile=authfile,
-        ),
-        dest_registry=RegistryOptions(
-            credentials=Credentials.parse(dest_creds, "--dest-creds") if dest_creds else None,
-            tls_verify=dest_tls_verify,
-            authfile=authfile,
+        src_registry=_registry(src_creds, authfile, src_tls_verify, "--src-creds"),
+        dest_registry=_registry(
+            dest_creds,
+            authfile,
+            dest_tls_verify,
+            "--dest-creds",
             mount_from=mount_from,
             jobs=jobs or DEFAULT_JOBS,
         ),
@@ -781,7 +786,6 @@ def build(
     )
     from ..build import build as build_op
     from ..model import Compression
-    from ..transports import Credentials, RegistryOptions
 
     if print_schema:
         _print_json(recipe_schema())
@@ -797,16 +801,8 @@ def build(
         cache_dir=cache_dir,
         no_cache=no_cache,
         epoch=None if timestamp == "now" else source_date_epoch(),
-        registry=RegistryOptions(
-            credentials=Credentials.parse(src_creds, "--src-creds") if src_creds else None,
-            tls_verify=src_tls_verify,
-            authfile=authfile,
-        ),
-        dest_registry=RegistryOptions(
-            credentials=Credentials.parse(dest_creds, "--dest-creds") if dest_creds else None,
-            tls_verify=dest_tls_verify,
-            authfile=authfile,
-        ),
+        registry=_registry(src_creds, authfile, src_tls_verify, "--src-creds"),
+        dest_registry=_registry(dest_creds, authfile, dest_tls_verify, "--dest-creds"),
         runtime=runtime,
     )
     progress = reporter(quiet)
