@@ -13,8 +13,10 @@ the reader, a device is the host's).
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import stat
+from collections.abc import Iterator
 
 from ..errors import InputError, UnsafeInputError
 from .paths import split_target
@@ -152,9 +154,10 @@ def remove_tree_at(
         return _unlink(dir_fd, name, st, strict)
     top = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
     mount = _mount_id(top) if same_mount else None
-    chain: list[tuple[int, str, int, _Lister]] = [(dir_fd, name, top, _Lister(top))]
+    # only the top directory takes names while it is gone through (what is moved up)
+    chain: list[tuple[int, str, int, _Lister]] = [(dir_fd, name, top, _Lister(top, again=True))]
     size = 0
-    moved = 0
+    fresh = itertools.count(1)  # names for directories moved up
     try:
         while chain:
             parent, dname, fd, lister = chain[-1]
@@ -180,10 +183,8 @@ def remove_tree_at(
                 size += max(0, removed)
                 continue
             if len(chain) >= HELD_DIRS:  # moved up, removed from there later
-                moved = _move_up(fd, child, top, moved, strict)
-                if moved < 0:
+                if not _move_up(fd, child, top, fresh, strict):
                     lister.keep(child)
-                    moved = -moved
                 continue
             try:
                 sub = os.open(child, DIR_FLAGS, dir_fd=fd)
@@ -204,30 +205,31 @@ def remove_tree_at(
 
 
 class _Lister:
-    """A directory's names, listed again once they have been gone through (names were
-    moved into it meanwhile), until a listing finds nothing but the names ``kept`` (what
-    could not be removed, and stays)."""
+    """A directory's names but those ``kept`` (what could not be removed, and stays), listed
+    once; with ``again``, listed again each time they have been gone through, until a
+    listing finds none (names were moved into it meanwhile)."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, again: bool = False) -> None:
         self.fd = fd
-        self.names: list[str] = []
+        self.again = again
+        self.names: list[str] | None = None  # None: to be listed
         self.kept: set[str] = set()
-        self.done = False
 
     def keep(self, name: str) -> None:
         self.kept.add(name)
 
     def next(self) -> str | None:
-        if not self.names and not self.done:
+        if self.names is None:
             self.names = [n for n in os.listdir(self.fd) if n not in self.kept]
             self.names.reverse()
-            self.done = not self.names
+            if not self.names:
+                return None
         if not self.names:
-            return None
-        name = self.names.pop()
-        if not self.names:
-            self.done = False  # look again: what was moved in while these were removed
-        return name
+            if not self.again:
+                return None
+            self.names = None  # look again: what was moved in while these were removed
+            return self.next()
+        return self.names.pop()
 
 
 def _unlink(dir_fd: int, name: str, st: os.stat_result, strict: bool) -> int:
@@ -241,22 +243,20 @@ def _unlink(dir_fd: int, name: str, st: os.stat_result, strict: bool) -> int:
     return st.st_size if stat.S_ISREG(st.st_mode) else 0
 
 
-def _move_up(fd: int, name: str, top: int, moved: int, strict: bool) -> int:
-    """``name`` moved into ``top`` under a fresh name; the count of names used (negative:
-    it could not be moved, and stays)."""
+def _move_up(fd: int, name: str, top: int, fresh: Iterator[int], strict: bool) -> bool:
+    """``name`` moved into ``top`` under a fresh name; False if it could not be (it stays)."""
     for _ in range(100):
-        moved += 1
         try:
-            os.rename(name, f".ocikit-rm-{moved}", src_dir_fd=fd, dst_dir_fd=top)
-            return moved
+            os.rename(name, f".ocikit-rm-{next(fresh)}", src_dir_fd=fd, dst_dir_fd=top)
+            return True
         except OSError as e:
             if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                 if strict:
                     raise
-                return -moved
+                return False
     if strict:
         raise OSError(errno.EEXIST, "no free name to move a directory to", name)
-    return -moved
+    return False
 
 
 def _mount_id(fd: int) -> int | None:
