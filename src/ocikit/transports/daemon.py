@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -43,6 +42,7 @@ from .httpstream import (
     Budget,
     ResponseStream,
     connection_failure,
+    error_words,
     install_deadlines,
     one_line,
     read_bounded,
@@ -218,12 +218,6 @@ class Engine:
         return f"cannot reach the docker engine at {self.host}: {why}"
 
 
-def _reason(e: Exception) -> str:
-    text = (str(e) or type(e).__name__).splitlines()[0]
-    text = re.sub(r"^\[Errno \d+\] ", "", text)
-    return f"cannot connect: {text}" if isinstance(e, httpx.ConnectError) else text
-
-
 def _lines(response: httpx.Response, what: str) -> Iterator[bytes]:
     """The lines of a streamed answer, none longer than ``MAX_EVENT``."""
     pending = b""
@@ -261,7 +255,7 @@ def _response_stream(response: httpx.Response, what: str, budget: Budget) -> Res
     def broke(_offset: int, error: httpx.HTTPError) -> httpx.Response:
         if budget.expired:
             raise InputError(f"{what}: {_stream_reason()}") from None
-        raise InputError(f"{what}: the engine's stream broke: {_reason(error)}") from None
+        raise InputError(f"{what}: the engine's stream broke: {error_words(error)}") from None
 
     return ResponseStream(response, broke, budget)
 

@@ -39,6 +39,7 @@ __all__ = [
     "Budget",
     "ResponseStream",
     "connection_failure",
+    "error_words",
     "install_deadlines",
     "one_line",
     "read_bounded",
@@ -241,9 +242,9 @@ def connection_failure(error: BaseException, peer: str) -> tuple[str, bool]:
     if isinstance(cause, socket.gaierror):
         if cause.errno in _NO_SUCH_NAME:
             return f"cannot resolve {host}: no such host", False
-        return f"cannot resolve {host}: {_words(cause)}", True
+        return f"cannot resolve {host}: {error_words(cause)}", True
     if isinstance(cause, ssl.SSLCertVerificationError):
-        reason = one_line(getattr(cause, "verify_message", "") or _words(cause), 200)
+        reason = one_line(getattr(cause, "verify_message", "") or error_words(cause), 200)
         reason = f"certificate verify failed: {reason}" if "verify failed" not in reason else reason
         return (
             f"cannot reach {peer}: its TLS certificate is not trusted ({reason}); "
@@ -251,7 +252,7 @@ def connection_failure(error: BaseException, peer: str) -> tuple[str, bool]:
             False,
         )
     if isinstance(cause, ssl.SSLError):
-        return f"cannot reach {peer}: the TLS handshake failed ({_words(cause)})", False
+        return f"cannot reach {peer}: the TLS handshake failed ({error_words(cause)})", False
     if isinstance(cause, ConnectionRefusedError):
         return f"cannot reach {peer}: connection refused", host not in LOOPBACK
     if isinstance(cause, FileNotFoundError):
@@ -261,9 +262,9 @@ def connection_failure(error: BaseException, peer: str) -> tuple[str, bool]:
     if isinstance(error, httpx.TimeoutException) or isinstance(cause, TimeoutError):
         return f"cannot reach {peer}: no answer (timed out)", True
     if isinstance(error, httpx.ConnectError) or isinstance(cause, OSError):
-        return f"cannot reach {peer}: {_words(cause or error)}", True
+        return f"cannot reach {peer}: {error_words(cause or error)}", True
     # the connection was made, then broke (a reset, an answer cut short)
-    return f"the connection to {peer} broke: {_words(cause or error)}", True
+    return f"the connection to {peer} broke: {error_words(cause or error)}", True
 
 
 def _socket_error(error: BaseException) -> BaseException | None:
@@ -278,7 +279,7 @@ def _socket_error(error: BaseException) -> BaseException | None:
     return None
 
 
-def _words(error: BaseException) -> str:
+def error_words(error: BaseException) -> str:
     """An error's text without ``[Errno N]``, lowercase first letter: ``no route to host``."""
     if isinstance(error, OSError) and error.strerror and not isinstance(error, ssl.SSLError):
         text = error.strerror

@@ -45,7 +45,14 @@ import httpx
 
 from ..errors import InputError, NotFoundError, UsageError
 from ..model.jsondoc import SMALL_LIMIT, counted, load_json, size_text
-from .httpstream import Budget, connection_failure, install_deadlines, one_line, read_bounded
+from .httpstream import (
+    Budget,
+    connection_failure,
+    error_words,
+    install_deadlines,
+    one_line,
+    read_bounded,
+)
 
 RETRIES = 6
 RETRY_SECONDS = 60.0
@@ -215,7 +222,7 @@ class RegistryClient:
             elif isinstance(e, httpx.TransportError):
                 reason = connection_failure(e, _peer(realm))[0]
             else:
-                reason = _reason(e)
+                reason = error_words(e)
             raise AuthError(f"{self.host}: token server {one_line(realm, 100)}: {reason}") from None
         if status in (401, 403):
             raise AuthError(f"{self.host}: the token server refused the credentials")
@@ -433,11 +440,6 @@ def _peer(url: str) -> str:
         return urlsplit(url).netloc or url
     host = f"[{host}]" if ":" in host else host
     return f"{host}:{port}" if port is not None else host
-
-
-def _reason(e: Exception) -> str:
-    text = (str(e) or type(e).__name__).splitlines()[0]
-    return re.sub(r"^\[Errno \d+\] ", "", text)
 
 
 def error_message(response: httpx.Response) -> str:
