@@ -31,45 +31,43 @@ def _words(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + f" or {items[-1]}"
 
 
-class Choice(click.Choice):
+class _Expects:
+    """A click type whose refusal says what was expected (``expected(message)``, from
+    click's own message where it tells more)."""
+
+    def expected(self, message: str) -> str:
+        raise NotImplementedError
+
     def convert(self, value: Any, param: Any, ctx: Any) -> Any:
         try:
-            return super().convert(value, param, ctx)
-        except click.BadParameter:
-            expected = _words([str(c) for c in self.choices])
-            raise Worded(value, f"expected {expected}", ctx, param) from None
+            return super().convert(value, param, ctx)  # type: ignore[misc]
+        except click.BadParameter as e:
+            raise Worded(value, self.expected(e.message), ctx, param) from None
 
 
-class Bool(click.types.BoolParamType):
-    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
-        try:
-            return super().convert(value, param, ctx)
-        except click.BadParameter:
-            raise Worded(value, "expected true or false", ctx, param) from None
+class Choice(_Expects, click.Choice):
+    def expected(self, message: str) -> str:
+        return f"expected {_words([str(c) for c in self.choices])}"
 
 
-class Int(click.types.IntParamType):
-    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
-        try:
-            return super().convert(value, param, ctx)
-        except click.BadParameter:
-            raise Worded(value, "expected a whole number", ctx, param) from None
+class Bool(_Expects, click.types.BoolParamType):
+    def expected(self, message: str) -> str:
+        return "expected true or false"
 
 
-class IntRange(click.IntRange):
-    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
-        try:
-            return super().convert(value, param, ctx)
-        except click.BadParameter:
-            raise Worded(value, f"expected a whole number{_range(self)}", ctx, param) from None
+class Int(_Expects, click.types.IntParamType):
+    def expected(self, message: str) -> str:
+        return "expected a whole number"
 
 
-class FloatRange(click.FloatRange):
-    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
-        try:
-            return super().convert(value, param, ctx)
-        except click.BadParameter:
-            raise Worded(value, f"expected a number{_range(self)}", ctx, param) from None
+class IntRange(_Expects, click.IntRange):
+    def expected(self, message: str) -> str:
+        return f"expected a whole number{_range(self)}"
+
+
+class FloatRange(_Expects, click.FloatRange):
+    def expected(self, message: str) -> str:
+        return f"expected a number{_range(self)}"
 
 
 def _range(t: click.IntRange | click.FloatRange) -> str:
@@ -83,12 +81,9 @@ def _range(t: click.IntRange | click.FloatRange) -> str:
     return ""
 
 
-class Path(click.Path):
-    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
-        try:
-            return super().convert(value, param, ctx)
-        except click.BadParameter as e:
-            raise Worded(value, _path_why(e.message), ctx, param) from None
+class Path(_Expects, click.Path):
+    def expected(self, message: str) -> str:
+        return _path_why(message)
 
 
 def _path_why(message: str) -> str:
@@ -106,7 +101,7 @@ def _path_why(message: str) -> str:
 
 
 def _worded_type(t: click.ParamType) -> click.ParamType:
-    if isinstance(t, Worded | Choice | Bool | Int | IntRange | FloatRange | Path):
+    if isinstance(t, _Expects):  # worded already
         return t
     if isinstance(t, click.Choice):
         return Choice(list(t.choices), case_sensitive=t.case_sensitive)
