@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import traceback
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
@@ -21,6 +22,7 @@ from ..layer.bounds import DEFAULT_MAX_RATIO
 from ..model.jsondoc import MESSAGE_LIMIT, counted, json_text, printable
 from ..tempfiles import describe
 from . import credentials, params
+from .credentials import F
 from .progress import reporter, say_through
 from .summary import SUMMARY_LINE_LIMIT, copied_line, inspect_summary
 
@@ -55,27 +57,43 @@ def _say(line: str, *, err: bool = True, limit: int = MESSAGE_LIMIT) -> None:
     click.echo(printable(line, limit), err=err)
 
 
-def registry_options(command: Any) -> Any:
-    """The options of a command that reads a ``docker://`` image: as ``inspect``'s."""
-    for option in reversed(
-        [
-            click.option(
-                "--creds",
-                metavar="USER[:PASS]",
-                help="Credentials for a docker:// reference (no :PASS: asked on the terminal).",
-            ),
-            credentials.password_stdin_option,
-            click.option("--authfile", metavar="FILE", help=AUTHFILE_HELP),
-            click.option(
-                "--tls-verify",
-                type=click.BOOL,
-                default=None,
-                help="Verify the registry's TLS (default true).",
-            ),
-        ]
-    ):
-        command = option(command)
-    return command
+def registries(*sides: tuple[str, str]) -> Callable[[F], F]:
+    """The options saying how a command reaches registries: ``--PREFIXcreds`` for each
+    (prefix, what it is for) side, ``--password-stdin``, ``--authfile``, then
+    ``--PREFIXtls-verify`` for each side (``_registry`` makes them a RegistryOptions)."""
+    options = [
+        click.option(
+            f"--{prefix}creds",
+            metavar="USER[:PASS]",
+            help=f"Credentials for {what} (no :PASS: asked on the terminal).",
+        )
+        for prefix, what in sides
+    ]
+    options += [
+        credentials.password_stdin_option,
+        click.option("--authfile", metavar="FILE", help=AUTHFILE_HELP),
+    ]
+    options += [
+        click.option(
+            f"--{prefix}tls-verify",
+            type=click.BOOL,
+            default=None,
+            help=f"Verify the TLS of the registry of {what} (default true; localhost speaks "
+            "plain HTTP).",
+        )
+        for prefix, what in sides
+    ]
+
+    def apply(command: F) -> F:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
+
+
+#: the options of a command that reads a ``docker://`` image (inspect, check, unpack)
+registry_options = registries(("", "a docker:// reference"))
 
 
 def _registry(
@@ -208,30 +226,7 @@ _debug = {"on": False}
     is_flag=True,
     help="With --repair: drop entries that cannot be repaired safely instead of failing.",
 )
-@click.option(
-    "--src-creds",
-    metavar="USER[:PASS]",
-    help="Credentials for a docker:// source (no :PASS: asked on the terminal).",
-)
-@click.option(
-    "--dest-creds",
-    metavar="USER[:PASS]",
-    help="Credentials for a docker:// destination (no :PASS: asked on the terminal).",
-)
-@credentials.password_stdin_option
-@click.option("--authfile", metavar="FILE", help=AUTHFILE_HELP)
-@click.option(
-    "--src-tls-verify",
-    type=click.BOOL,
-    default=None,
-    help="Verify the source registry's TLS (default true; localhost speaks plain HTTP).",
-)
-@click.option(
-    "--dest-tls-verify",
-    type=click.BOOL,
-    default=None,
-    help="Verify the destination registry's TLS (default true; localhost speaks plain HTTP).",
-)
+@registries(("src-", "a docker:// source"), ("dest-", "a docker:// destination"))
 @click.option(
     "--mount-from",
     multiple=True,
@@ -716,24 +711,7 @@ def unpack(
     show_default=True,
     help="Times in the image: $SOURCE_DATE_EPOCH (default 0), mtimes clamped to it; or now.",
 )
-@click.option(
-    "--src-creds",
-    metavar="USER[:PASS]",
-    help="Credentials for docker:// bases (no :PASS: asked on the terminal).",
-)
-@click.option(
-    "--dest-creds",
-    metavar="USER[:PASS]",
-    help="Credentials for a docker:// --output (no :PASS: asked on the terminal).",
-)
-@credentials.password_stdin_option
-@click.option("--authfile", metavar="FILE", help=AUTHFILE_HELP)
-@click.option(
-    "--src-tls-verify", type=click.BOOL, default=None, help="Verify the bases' registries' TLS."
-)
-@click.option(
-    "--dest-tls-verify", type=click.BOOL, default=None, help="Verify the output registry's TLS."
-)
+@registries(("src-", "docker:// bases"), ("dest-", "a docker:// --output"))
 @credentials.deprecated("--creds", "src_creds", "dest_creds")
 @credentials.deprecated("--tls-verify", "src_tls_verify", "dest_tls_verify", type=click.BOOL)
 @click.option(

@@ -31,7 +31,7 @@ def _words(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + f" or {items[-1]}"
 
 
-class _Expects:
+class _Expects(click.ParamType):
     """A click type whose refusal says what was expected (``expected(message)``, from
     click's own message where it tells more)."""
 
@@ -40,7 +40,7 @@ class _Expects:
 
     def convert(self, value: Any, param: Any, ctx: Any) -> Any:
         try:
-            return super().convert(value, param, ctx)  # type: ignore[misc]
+            return super().convert(value, param, ctx)
         except click.BadParameter as e:
             raise Worded(value, self.expected(e.message), ctx, param) from None
 

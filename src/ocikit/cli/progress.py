@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 from ..model.jsondoc import printable
 
 if TYPE_CHECKING:  # (the operations load when a command runs one)
+    from rich.progress import TaskID
+
     from ..ops.progress import ProgressReporter
 
 
@@ -34,7 +36,7 @@ class RichProgress:
             transient=True,
             redirect_stdout=False,  # data on stdout is never moved to stderr
         )
-        self._task: int | None = None
+        self._task: TaskID | None = None
         self._lock = threading.Lock()  # a line printed never races the bar's start or stop
 
     def begin(self, total: int, description: str) -> None:
@@ -44,17 +46,17 @@ class RichProgress:
             if self._task is None:
                 self._progress.start()
             else:  # a new task, not a reset: a reset keeps the last total when it is unknown
-                self._progress.remove_task(self._task)  # type: ignore[arg-type]
+                self._progress.remove_task(self._task)
             self._task = self._progress.add_task(description, total=total or None)
 
     def step(self, description: str) -> None:
         if self._task is not None:
             description = printable(description, 80)
-            self._progress.update(self._task, description=description)  # type: ignore[arg-type]
+            self._progress.update(self._task, description=description)
 
     def advance(self, n: int) -> None:
         if self._task is not None:
-            self._progress.advance(self._task, n)  # type: ignore[arg-type]
+            self._progress.advance(self._task, n)
 
     def end(self) -> None:
         """Stop and erase the bar (a later ``begin`` starts a new one)."""
@@ -62,7 +64,7 @@ class RichProgress:
             task, self._task = self._task, None
             self._progress.stop()
             if task is not None:
-                self._progress.remove_task(task)  # type: ignore[arg-type]
+                self._progress.remove_task(task)
 
     def print(self, line: str) -> bool:
         """``line`` (printable already) above the bar, whole; False if no bar is drawn."""

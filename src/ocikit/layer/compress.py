@@ -15,13 +15,17 @@ import os
 import queue
 import threading
 import zlib
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import zstandard
 from isal import igzip, igzip_threaded, isal_zlib
 
 from ..errors import InputError, UsageError
 from ..model.mediatypes import Compression
+from .streams import binary
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer  # collections.abc.Buffer from Python 3.12
 
 # isal's stubs type ``isal_zlib.error`` as a value, not as the exception class it is
 _ISAL_ERROR: type[Exception] = isal_zlib.error  # type: ignore[assignment]
@@ -73,9 +77,10 @@ class _ZlibGzipWriter(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data: bytes | memoryview | bytearray) -> int:  # type: ignore[override]
-        self._out.write(self._z.compress(data))
-        return len(data)
+    def write(self, data: Buffer) -> int:
+        view = memoryview(data)
+        self._out.write(self._z.compress(view))
+        return view.nbytes
 
     def close(self) -> None:
         if not self.closed:
@@ -91,9 +96,10 @@ class _Passthrough(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data: bytes | memoryview | bytearray) -> int:  # type: ignore[override]
-        self._out.write(data)
-        return len(data)
+    def write(self, data: Buffer) -> int:
+        view = memoryview(data)
+        self._out.write(view)
+        return view.nbytes
 
 
 def abort_writer(writer: BinaryIO) -> None:
@@ -157,15 +163,17 @@ def compressing_writer(
     level = check_level(compression, level)
     threads = threads or cpu_count()
     if compression is Compression.NONE:
-        return _Passthrough(out)  # type: ignore[return-value]
+        return binary(_Passthrough(out))
     if compression is Compression.GZIP:
         if level <= ISAL_MAX_LEVEL:
-            return igzip_threaded.open(  # type: ignore[return-value]
+            writer: BinaryIO = igzip_threaded.open(
                 out, "wb", compresslevel=level, threads=threads, block_size=BLOCK
             )
-        return _ZlibGzipWriter(out, level)  # type: ignore[return-value]
+            return writer
+        return binary(_ZlibGzipWriter(out, level))
     cctx = zstandard.ZstdCompressor(level=level, threads=max(1, threads))
-    return cctx.stream_writer(out, closefd=False)  # type: ignore[return-value]
+    # a binary stream (write, flush, close) that zstandard's stubs type as a class of its own
+    return cast(BinaryIO, cctx.stream_writer(out, closefd=False))
 
 
 class _ZstdReader(io.RawIOBase):
@@ -176,7 +184,7 @@ class _ZstdReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+    def readinto(self, buffer: Buffer) -> int:
         try:
             return self._r.readinto(buffer)
         except zstandard.ZstdError as e:
@@ -195,7 +203,7 @@ class _GzipReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+    def readinto(self, buffer: Buffer) -> int:
         try:
             return self._gz.readinto(buffer)
         except (igzip.BadGzipFile, _ISAL_ERROR, zlib.error) as e:
@@ -256,7 +264,7 @@ class _ThreadedReader(io.RawIOBase):
         except BaseException as e:  # handed to the reader, raised there
             self._queue.put(e)
 
-    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+    def readinto(self, buffer: Buffer) -> int:
         if not self._cur:
             if self._eof:
                 return 0
@@ -271,8 +279,9 @@ class _ThreadedReader(io.RawIOBase):
                 return 0
             self._block, n = item
             self._cur = memoryview(self._block)[:n]
-        n = min(len(buffer), len(self._cur))
-        buffer[:n] = self._cur[:n]
+        view = memoryview(buffer)
+        n = min(view.nbytes, len(self._cur))
+        view[:n] = self._cur[:n]
         self._cur = self._cur[n:]
         return n
 
@@ -304,8 +313,8 @@ def decompressing_reader(
     ``threaded``: gzip is inflated on a worker thread (not worth it for a small blob)."""
     if compression is Compression.GZIP:
         if not threaded:
-            return _GzipReader(raw)  # type: ignore[return-value]
-        return _ThreadedReader(_GzipReader(raw))  # type: ignore[return-value]
+            return binary(_GzipReader(raw))
+        return binary(_ThreadedReader(_GzipReader(raw)))
     if compression is Compression.ZSTD:
-        return _ZstdReader(raw)  # type: ignore[return-value]
+        return binary(_ZstdReader(raw))
     return raw

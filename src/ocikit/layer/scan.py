@@ -16,14 +16,17 @@ import hashlib
 import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..errors import InputError, VerificationError
 from ..model import Compression, Descriptor, Digest
 from .bounds import BOMB_FLOOR, DEFAULT_MAX_RATIO
 from .compress import decompressing_reader, detect
-from .streams import CHUNK, HashingReader, Progress
+from .streams import CHUNK, HashingReader, Progress, readinto
 from .tarstream import TarEntry, TarStream
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer  # collections.abc.Buffer from Python 3.12
 
 SMALL_BLOB = 256 << 10  # inflated without a worker thread
 
@@ -48,8 +51,8 @@ class _Budget(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
-        n = self._raw.readinto(buffer)  # type: ignore[attr-defined]
+    def readinto(self, buffer: Buffer) -> int:
+        n = readinto(self._raw, buffer)
         if n:
             self.size += n
             if self._limit is not None and self.size > self._limit:
@@ -57,7 +60,7 @@ class _Budget(io.RawIOBase):
                     f"{self._what} expands beyond {self._limit} bytes; reading stopped"
                 )
             self.hash.update(memoryview(buffer)[:n])
-        return n or 0
+        return n
 
     @property
     def digest(self) -> Digest:
@@ -94,7 +97,7 @@ def scan_layer(
     """
     what = f"layer {descriptor.digest}"
     hashed = HashingReader(raw, what=what, progress=progress)
-    buffered = io.BufferedReader(hashed, CHUNK)  # type: ignore[arg-type]
+    buffered = io.BufferedReader(hashed, CHUNK)
     actual = detect(buffered.peek(4)[:4])
     problems: list[tuple[str, str]] = []
     if declared is not None and actual is not declared:
@@ -110,9 +113,9 @@ def scan_layer(
         limit = max(BOMB_FLOOR, int(max_ratio * descriptor.size))
     # a small blob is inflated on this thread: a worker costs more than it saves there
     threaded = descriptor.size > SMALL_BLOB
-    plain = decompressing_reader(buffered, actual, threaded=threaded)  # type: ignore[arg-type]
+    plain = decompressing_reader(buffered, actual, threaded=threaded)
     budget = _Budget(plain, limit, what)
-    stream = TarStream(io.BufferedReader(budget, CHUNK), what=what)  # type: ignore[arg-type]
+    stream = TarStream(io.BufferedReader(budget, CHUNK), what=what)
     entries = 0
     complete = False
     try:

@@ -27,8 +27,9 @@ from ..errors import DestinationError, InputError, UsageError
 from ..model import Compression, Descriptor, Digest
 from ..model.jsondoc import printable
 from ..tempfiles import private_tmp_dir
+from .bounds import BOMB_FLOOR, DEFAULT_MAX_RATIO
 from .overlay import normalize_tree
-from .scan import BOMB_FLOOR, DEFAULT_MAX_RATIO, DecompressionBomb, ScanResult, blob_problems
+from .scan import DecompressionBomb, ScanResult, blob_problems
 from .squashfs_format import MAGIC, SquashfsImage
 from .squashfs_format import entries as format_entries
 from .streams import HashingReader, Progress
@@ -144,7 +145,7 @@ def scan(
     spool = os.path.join(private.path, "layer")
     try:
         with open(spool, "xb") as out:
-            hashed = HashingReader(raw, what=what, sink=out, progress=progress)  # type: ignore[arg-type]
+            hashed = HashingReader(raw, what=what, sink=out, progress=progress)
             hashed.drain()
         count = 0
         with open(spool, "rb") as f:

@@ -228,6 +228,7 @@ class SquashfsImage:
     def _position(self, start: int, index: int, entry_size: int) -> int:
         """Where the metadata block holding entry ``index`` of an indexed table (ids,
         fragments, xattr ids) starts: the table at ``start`` lists them, 8 bytes each."""
+        position: int
         (position,) = struct.unpack(
             "<Q", self._pread(8, start + 8 * (index * entry_size // METADATA_SIZE))
         )

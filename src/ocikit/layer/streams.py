@@ -6,14 +6,34 @@ import hashlib
 import io
 import os
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Protocol, cast
 
 from ..errors import InputError, VerificationError
 from ..model.digest import Digest
 
+if TYPE_CHECKING:
+    from typing_extensions import Buffer  # collections.abc.Buffer from Python 3.12
+
 CHUNK = 1 << 20
 
 Progress = Callable[[int], None]
+
+
+class _ReadsInto(Protocol):
+    def readinto(self, buffer: Buffer, /) -> int | None: ...
+
+
+def readinto(stream: BinaryIO | io.RawIOBase, buffer: Buffer) -> int:
+    """``stream.readinto(buffer)``, 0 at the end. Every binary stream given here has it
+    (files, io's raw and buffered streams, the transports' bodies); ``typing.BinaryIO``
+    does not declare it."""
+    return cast(_ReadsInto, stream).readinto(buffer) or 0
+
+
+def binary(stream: io.IOBase) -> BinaryIO:
+    """An io stream where a ``BinaryIO`` is asked: it is one at run time, but
+    ``typing.BinaryIO`` is a class of its own that io's classes do not derive from."""
+    return cast(BinaryIO, stream)
 
 
 class HashingReader(io.RawIOBase):
@@ -50,10 +70,10 @@ class HashingReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+    def readinto(self, buffer: Buffer) -> int:
         if self._done:
             return 0
-        n = self._raw.readinto(buffer)  # type: ignore[attr-defined]
+        n = readinto(self._raw, buffer)
         if not n:
             self._finish()
             return 0
@@ -104,10 +124,11 @@ class HashingWriter(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data: bytes | memoryview | bytearray) -> int:  # type: ignore[override]
-        self._hash.update(data)
-        self._out.write(data)
-        n = len(data)
+    def write(self, data: Buffer) -> int:
+        view = memoryview(data)
+        self._hash.update(view)
+        self._out.write(view)
+        n = view.nbytes
         self.size += n
         return n
 
@@ -131,11 +152,12 @@ class LimitedReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
-        want = min(len(buffer), self._end - self._pos)
+    def readinto(self, buffer: Buffer) -> int:
+        view = memoryview(buffer)
+        want = min(view.nbytes, self._end - self._pos)
         if want <= 0:
             return 0
-        n = os.preadv(self._fd, [memoryview(buffer)[:want]], self._pos)
+        n = os.preadv(self._fd, [view[:want]], self._pos)
         if not n:
             raise InputError("archive is truncated")
         self._pos += n
@@ -148,7 +170,7 @@ def copy_stream(src: BinaryIO | io.RawIOBase, dst: BinaryIO | io.RawIOBase) -> i
     view = memoryview(buf)
     total = 0
     while True:
-        n = src.readinto(view)  # type: ignore[union-attr]
+        n = readinto(src, view)
         if not n:
             return total
         dst.write(view[:n])

@@ -47,6 +47,7 @@ from typing import BinaryIO
 
 from ..errors import InputError
 from ..model.jsondoc import quote
+from .streams import readinto
 
 BLOCK = 512
 MAX_SPECIAL = 1 << 20  # a PAX header, GNU long name or long link (Go's maxSpecialFileSize)
@@ -177,7 +178,7 @@ class TarStream:
             self._skip_buf = memoryview(bytearray(1 << 20))
         view = self._skip_buf
         while n > 0:
-            got = self._raw.readinto(view[: min(n, len(view))])  # type: ignore[attr-defined]
+            got = readinto(self._raw, view[: min(n, len(view))])
             if not got:
                 raise self._truncated()
             n -= got
@@ -196,7 +197,7 @@ class TarStream:
         if self._remaining <= 0:
             return 0
         view = memoryview(buffer)[: min(len(buffer), self._remaining)]
-        got = self._raw.readinto(view)  # type: ignore[attr-defined]
+        got = readinto(self._raw, view)
         if not got:
             raise self._truncated()
         self._remaining -= got
@@ -205,7 +206,7 @@ class TarStream:
 
     def _physical_into(self, view: memoryview) -> None:
         while view:
-            got = self._raw.readinto(view)  # type: ignore[attr-defined]
+            got = readinto(self._raw, view)
             if not got:
                 raise self._truncated()
             self._remaining -= got
@@ -252,7 +253,7 @@ class TarStream:
         buf = bytearray(min(self._remaining, 1 << 20) or 1)
         view = memoryview(buf)
         while self._remaining > 0:
-            got = self._raw.readinto(view[: min(len(view), self._remaining)])  # type: ignore[attr-defined]
+            got = readinto(self._raw, view[: min(len(view), self._remaining)])
             if not got:
                 raise self._truncated()
             self._remaining -= got
@@ -640,7 +641,7 @@ def _checksum_ok(block: bytes) -> bool:
     unsigned = total - sum(field) + 256
     if stored == unsigned:
         return True
-    signed = sum(struct.unpack_from("148b8x356b", block)) + 256
+    signed: int = sum(struct.unpack_from("148b8x356b", block)) + 256
     return stored == signed
 
 

@@ -11,13 +11,16 @@ import hashlib
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from ..errors import InputError, VerificationError
 from ..model import Compression, Descriptor, Digest
 from .compress import abort_writer, compressing_writer, decompressing_reader
-from .streams import CHUNK, HashingReader, HashingWriter, Progress
+from .streams import CHUNK, HashingReader, HashingWriter, Progress, binary, readinto
 from .tarstream import TarEntry, TarStream
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer  # collections.abc.Buffer from Python 3.12
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ class LayerEncoder:
         hash_input: bool = True,
     ) -> None:
         self._writer = HashingWriter(out)
-        self._encoder = compressing_writer(self._writer, target, level, threads)  # type: ignore[arg-type]
+        self._encoder = compressing_writer(binary(self._writer), target, level, threads)
         self._diff = hashlib.sha256() if hash_input else None
         self.uncompressed_size = 0
 
@@ -88,15 +91,15 @@ class _Tap(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+    def readinto(self, buffer: Buffer) -> int:
         try:
-            n = self._raw.readinto(buffer)  # type: ignore[attr-defined]
+            n = readinto(self._raw, buffer)
             if n:
                 self._sink(memoryview(buffer)[:n])
         except BaseException:
             self.failed = True
             raise
-        return n or 0
+        return n
 
 
 def _walk(
@@ -105,7 +108,7 @@ def _walk(
     """Read ``plain`` through the tar reader, each byte to ``sink`` once, entries to
     ``watch``, until the archive ends (or is found malformed); the caller reads the rest."""
     tap = _Tap(plain, sink)
-    stream = TarStream(io.BufferedReader(tap, CHUNK), what=what)  # type: ignore[arg-type]
+    stream = TarStream(io.BufferedReader(tap, CHUNK), what=what)
     try:
         for entry in stream:
             watch.entry(entry)
@@ -153,7 +156,8 @@ def transcode(
         encoder = LayerEncoder(
             out, target, level=level, threads=threads, hash_input=source is not Compression.NONE
         )
-    plain = decompressing_reader(reader, source)  # type: ignore[arg-type]
+    hashed = binary(reader)
+    plain = decompressing_reader(hashed, source)
     diff_hash = hashlib.sha256() if passthrough and source is not Compression.NONE else None
     usize = 0
 
@@ -169,8 +173,8 @@ def transcode(
     view = memoryview(buf)
     try:
         if watch is not None:
-            _walk(plain, consume, watch, what)  # type: ignore[arg-type]
-        while n := plain.readinto(view):  # type: ignore[attr-defined]
+            _walk(plain, consume, watch, what)
+        while n := readinto(plain, view):
             consume(view[:n])
         reader.drain()  # trailing bytes after the compressed stream still count
     except InputError as e:
@@ -184,7 +188,7 @@ def transcode(
             encoder.abort()
         raise
     finally:
-        if plain is not reader:
+        if plain is not hashed:
             plain.close()
     if encoder is not None:
         result = encoder.finish(reader.digest if source is Compression.NONE else None)

@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import TYPE_CHECKING, Protocol
 
 from ..errors import InputError
 from .jsondoc import quote
 
+if TYPE_CHECKING:
+    from typing_extensions import Buffer  # collections.abc.Buffer from Python 3.12
+
 _HEX_LENGTH = {"sha256": 64, "sha512": 128}
 _DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-f0-9]+)$")
+
+
+class Hasher(Protocol):
+    """What ``hashlib.new`` returns (hashlib names no public type for it)."""
+
+    def update(self, data: Buffer, /) -> None: ...
+
+    def hexdigest(self) -> str: ...
 
 
 class Digest(str):
@@ -34,20 +46,8 @@ class Digest(str):
         return self.split(":", 1)[1]
 
     @classmethod
-    def from_hex(cls, hex_: str, algorithm: str = "sha256") -> Digest:
-        return cls(f"{algorithm}:{hex_}")
-
-    @classmethod
     def of(cls, data: bytes, algorithm: str = "sha256") -> Digest:
         return cls(f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}")
 
-    def new_hasher(self) -> hashlib._Hash:
+    def new_hasher(self) -> Hasher:
         return hashlib.new(self.algorithm)
-
-
-def is_digest(value: str) -> bool:
-    try:
-        Digest(value)
-    except InputError:
-        return False
-    return True

@@ -11,7 +11,6 @@ OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 OCI_LAYER_GZIP = OCI_LAYER + "+gzip"
 OCI_LAYER_ZSTD = OCI_LAYER + "+zstd"
 OCI_LAYER_NONDIST = "application/vnd.oci.image.layer.nondistributable.v1.tar"
-OCI_LAYOUT_VERSION = "1.0.0"
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"

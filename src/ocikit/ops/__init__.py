@@ -1,5 +1,7 @@
 """Whole operations over images."""
 
+from typing import Any
+
 from .check import CheckReport, check
 from .copy import CopyResult, copy
 from .export import ExportResult, export_layers
@@ -9,7 +11,7 @@ from .progress import NullProgress, ProgressReporter
 from .unpack import UnpackResult, unpack
 
 
-def repair(src: str, dst: str, *, drop_unsafe: bool = False, **kwargs) -> CopyResult:  # type: ignore[no-untyped-def]
+def repair(src: str, dst: str, *, drop_unsafe: bool = False, **kwargs: Any) -> CopyResult:
     """``copy(src, dst, repair=True)``: rewrite only the layers that need it (help/check.md)."""
     return copy(src, dst, repair=True, drop_unsafe=drop_unsafe, **kwargs)
 

@@ -9,7 +9,8 @@ from typing import Any
 from ..errors import InputError, NotFoundError
 from ..layer import squashfs
 from ..layer.analyze import ERROR, WARNING, Finding, LayerAnalyzer, Tree
-from ..layer.scan import DEFAULT_MAX_RATIO, scan_layer
+from ..layer.bounds import DEFAULT_MAX_RATIO
+from ..layer.scan import scan_layer
 from ..layer.tarstream import TarEntry, TarStream
 from ..model import Compression
 from ..model.jsondoc import counted
@@ -169,7 +170,7 @@ def analyze_layer(
     try:
         if layer.compression is Compression.SQUASHFS:
             result = squashfs.scan(
-                raw,  # type: ignore[arg-type]
+                raw,
                 desc,
                 layer.diff_id,
                 lambda i, entry, _none: analyzer.feed(i, entry),

@@ -19,9 +19,10 @@ from typing import Any
 
 from ..errors import DestinationError, UnsafeInputError, UsageError
 from ..layer.analyze import UNSAFE, LayerAnalyzer, Tree
+from ..layer.bounds import DEFAULT_MAX_RATIO
 from ..layer.dirfd import DIR_FLAGS, lstat_at, open_dir, rmtree_at, walk
 from ..layer.paths import OPAQUE, WHITEOUT, clean
-from ..layer.scan import DEFAULT_MAX_RATIO, scan_layer
+from ..layer.scan import scan_layer
 from ..layer.streams import CHUNK
 from ..layer.tarstream import BLKTYPE, CHRTYPE, FIFOTYPE, XGLTYPE, TarEntry, TarStream
 from ..model.jsondoc import quote
@@ -160,7 +161,7 @@ def _extract(
 
     with image.source.open_blob(desc) as raw:
         scan_layer(
-            raw,  # type: ignore[arg-type]
+            raw,
             desc,
             layer.compression,
             layer.diff_id,
