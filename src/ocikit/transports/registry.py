@@ -19,7 +19,7 @@ import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO
 from urllib.parse import quote
 
@@ -71,6 +71,8 @@ class RegistryOptions:
     authfile: str | None = None
     mount_from: tuple[str, ...] = ()  # repositories (HOST/REPO or REPO) to mount blobs from
     jobs: int = DEFAULT_JOBS
+    #: the HTTP transport (httpx's by default; tests give an ``httpx.MockTransport``)
+    transport: httpx.BaseTransport | None = field(default=None, compare=False, repr=False)
 
 
 def split(ref: Reference) -> tuple[str, str]:
@@ -85,6 +87,7 @@ def _client(ref: Reference, options: RegistryOptions) -> RegistryClient:
         credentials=options.credentials,
         tls_verify=options.tls_verify,
         authfile=options.authfile,
+        transport=options.transport,
     )
 
 
