@@ -80,6 +80,7 @@ class FakeRegistry:
     faults: list[tuple[re.Pattern[str], list[Fault | None]]] = field(default_factory=list)
     issued: int = 0
     refuse_tokens: set[str] = field(default_factory=set)
+    realm: str = "https://auth.test/token"
 
     # -- the test's side ---------------------------------------------------------------------
     def options(self, **kw: object) -> RegistryOptions:
@@ -188,7 +189,7 @@ class FakeRegistry:
                 and auth[7:] not in self.refuse_tokens
             )
             if not valid:
-                header = f'Bearer realm="https://auth.test/token",service="{HOST}"'
+                header = f'Bearer realm="{self.realm}",service="{HOST}"'
                 return httpx.Response(401, headers={"WWW-Authenticate": header})
         return None
 
@@ -353,6 +354,21 @@ def test_a_refused_token_is_renewed_once() -> None:
     with pytest.raises(AuthError, match="authentication failed"):
         client.request("GET", "/v2/", scopes=("s",))
     assert reg.issued == 3, "one new token per refusal, not a loop"
+
+
+def test_a_plain_http_realm_of_an_https_registry_gets_no_credentials() -> None:
+    """The registry is spoken to over HTTPS but names a token realm on plain HTTP: the
+    password would cross the network in clear. Refused before anything is sent there;
+    anonymous tokens are still fetched."""
+    reg = FakeRegistry(auth="bearer", realm="http://auth.test/token")
+    with pytest.raises(AuthError, match="plain HTTP"):
+        reg.client(credentials=Credentials(USER, PASSWORD)).request("GET", "/v2/", scopes=("s",))
+    assert reg.on("auth.test") == [], "the token server saw nothing"
+    anonymous = FakeRegistry(auth="bearer", realm="http://auth.test/token")
+    assert (
+        anonymous.client(authfile="/dev/null").request("GET", "/v2/", scopes=("s",)).status_code
+        == 200
+    )
 
 
 def test_basic_auth() -> None:

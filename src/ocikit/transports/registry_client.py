@@ -9,7 +9,8 @@
   looked up when the registry first asks for credentials.
 - Only the registry's own challenges are answered: a ``401`` from another host (the storage
   a blob download is redirected to, an upload location elsewhere) fails the request, and
-  its realm gets nothing. The token realm the registry names may be anywhere.
+  its realm gets nothing. The token realm the registry names may be anywhere, but a
+  registry spoken to over HTTPS never gets its credentials sent to a plain-HTTP realm.
 - Retries with exponential backoff on connection errors, ``429`` and ``5xx``: at most
   ``RETRIES`` attempts and ``RETRY_SECONDS`` in all per request (``Retry-After`` honoured).
   A request that ran out of time is not retried.
@@ -207,6 +208,11 @@ class RegistryClient:
         query += [("scope", s) for s in scopes]
         headers = {}
         if self._credentials is not None:
+            if self.scheme == "https" and not realm.lower().startswith("https://"):
+                raise AuthError(
+                    f"{self.host}: its token server {one_line(realm, 100)} is plain HTTP; "
+                    f"the credentials are not sent there in clear"
+                )
             headers["Authorization"] = self._credentials.basic()
         what = f"{self.host}: the token server's answer"
         budget = Budget(DEADLINE)
