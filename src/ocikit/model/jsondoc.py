@@ -30,9 +30,11 @@ import re
 import reprlib
 import unicodedata
 from collections.abc import Mapping, Sequence
-from typing import Any, BinaryIO, NoReturn
+from typing import Any, BinaryIO, NoReturn, TypeVar
 
 from ..errors import InputError
+
+T = TypeVar("T")
 
 MANIFEST_LIMIT = 4 << 20  # manifests and indexes (what registries accept; skopeo's too)
 CONFIG_LIMIT = 8 << 20  # image configs (skopeo: 4 MiB)
@@ -324,19 +326,24 @@ def obj(value: Any, where: str) -> Mapping[str, Any]:
     return value
 
 
-def opt_obj(data: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any] | None:
+def _opt(data: Mapping[str, Any], key: str, where: str, kind: type[T], wanted: str) -> T | None:
+    """The value at ``key`` if it is a ``kind``; None if absent or null; else ``wrong``."""
     value = data.get(key)
-    if value is not None and not isinstance(value, Mapping):
-        wrong(where, key, "an object", value)
-    return value
+    if value is None or isinstance(value, kind):
+        return value
+    wrong(where, key, wanted, value)
+
+
+def opt_obj(data: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any] | None:
+    value = data.get(key)  # (not ``_opt``: Mapping is abstract, no ``type[T]``)
+    if value is None or isinstance(value, Mapping):
+        return value
+    wrong(where, key, "an object", value)
 
 
 def opt_str(data: Mapping[str, Any], key: str, where: str) -> str | None:
     """The string at ``key``; None if absent or null."""
-    value = data.get(key)
-    if value is not None and not isinstance(value, str):
-        wrong(where, key, "a string", value)
-    return value
+    return _opt(data, key, where, str, "a string")
 
 
 def req_str(data: Mapping[str, Any], key: str, where: str) -> str:
@@ -349,17 +356,11 @@ def req_str(data: Mapping[str, Any], key: str, where: str) -> str:
 
 
 def opt_bool(data: Mapping[str, Any], key: str, where: str) -> bool | None:
-    value = data.get(key)
-    if value is not None and not isinstance(value, bool):
-        wrong(where, key, "true or false", value)
-    return value
+    return _opt(data, key, where, bool, "true or false")
 
 
 def opt_list(data: Mapping[str, Any], key: str, where: str) -> list[Any] | None:
-    value = data.get(key)
-    if value is not None and not isinstance(value, list):
-        wrong(where, key, "a list", value)
-    return value
+    return _opt(data, key, where, list, "a list")
 
 
 def str_list(data: Mapping[str, Any], key: str, where: str) -> list[str] | None:

@@ -39,8 +39,12 @@ def canonical_json(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _document(data: Any, what: str, kind: str) -> Mapping[str, Any]:
-    """The top of a schema 2 manifest or index: an object whose ``schemaVersion`` is 2."""
+def _document(
+    data: Any, what: str, kind: str, given: str | None, default: str, known: frozenset[str]
+) -> tuple[Mapping[str, Any], str]:
+    """The top of a schema 2 manifest or index: an object whose ``schemaVersion`` is 2, and
+    its media type (its ``mediaType``, else ``given``: the one it was served with, else
+    ``default``), one of ``known``."""
     if not isinstance(data, Mapping):
         raise InputError(f"{what}: not a schema 2 image {kind} (not a JSON object)")
     version = data.get("schemaVersion")
@@ -49,7 +53,27 @@ def _document(data: Any, what: str, kind: str) -> Mapping[str, Any]:
     opt_str(data, "artifactType", what)
     if data.get("subject") is not None:
         Descriptor.from_json(data["subject"], f"{what}: subject")
-    return data
+    media_type = opt_str(data, "mediaType", what) or given or default
+    if media_type not in known:
+        raise InputError(f"{what}: unsupported {kind} media type {show(media_type)}")
+    return data, media_type
+
+
+def _descriptors(data: Mapping[str, Any], key: str, what: str) -> tuple[Descriptor, ...]:
+    """The required list of descriptors at ``key`` (``layers``, ``manifests``)."""
+    items = opt_list(data, key, what)
+    if items is None:
+        raise InputError(f"{what}: '{key}' is missing")
+    return tuple(Descriptor.from_json(d, f"{what}: {key}[{i}]") for i, d in enumerate(items))
+
+
+def _written(media_type: str, body: dict[str, Any], annotations: Mapping[str, str] | None) -> bytes:
+    """A manifest or index as ocikit writes it: ``schemaVersion``, ``mediaType``, ``body``,
+    then the annotations if there are any."""
+    doc: dict[str, Any] = {"schemaVersion": 2, "mediaType": media_type, **body}
+    if annotations:
+        doc["annotations"] = dict(annotations)
+    return canonical_json(doc)
 
 
 @dataclass(frozen=True)
@@ -84,22 +108,17 @@ class Manifest:
 
     @classmethod
     def _from_data(cls, raw: bytes, data: Any, media_type: str | None, what: str) -> Manifest:
-        data = _document(data, what, "manifest")
-        media_type = opt_str(data, "mediaType", what) or media_type or mt.OCI_MANIFEST
-        if media_type not in mt.MANIFEST_TYPES:
-            raise InputError(f"{what}: unsupported manifest media type {show(media_type)}")
+        data, media_type = _document(
+            data, what, "manifest", media_type, mt.OCI_MANIFEST, mt.MANIFEST_TYPES
+        )
         if "config" not in data:
             raise InputError(f"{what}: missing 'config'")
-        layers = opt_list(data, "layers", what)
-        if layers is None:
-            raise InputError(f"{what}: 'layers' is missing")
+        layers = _descriptors(data, "layers", what)
         return cls(
             raw=raw,
             media_type=media_type,
             config=Descriptor.from_json(data["config"], f"{what}: config"),
-            layers=tuple(
-                Descriptor.from_json(d, f"{what}: layers[{i}]") for i, d in enumerate(layers)
-            ),
+            layers=layers,
             annotations=str_map(data, "annotations", what),
         )
 
@@ -111,15 +130,9 @@ class Manifest:
         annotations: Mapping[str, str] | None = None,
         media_type: str = mt.OCI_MANIFEST,
     ) -> Manifest:
-        doc: dict[str, Any] = {
-            "schemaVersion": 2,
-            "mediaType": media_type,
-            "config": config.to_dict(),
-            "layers": [d.to_dict() for d in layers],
-        }
-        if annotations:
-            doc["annotations"] = dict(annotations)
-        return cls(canonical_json(doc), media_type, config, tuple(layers), dict(annotations or {}))
+        body = {"config": config.to_dict(), "layers": [d.to_dict() for d in layers]}
+        raw = _written(media_type, body, annotations)
+        return cls(raw, media_type, config, tuple(layers), dict(annotations or {}))
 
 
 @dataclass(frozen=True)
@@ -150,19 +163,11 @@ class Index:
 
     @classmethod
     def _from_data(cls, raw: bytes, data: Any, media_type: str | None, what: str) -> Index:
-        data = _document(data, what, "index")
-        media_type = opt_str(data, "mediaType", what) or media_type or mt.OCI_INDEX
-        if media_type not in mt.INDEX_TYPES:
-            raise InputError(f"{what}: unsupported index media type {show(media_type)}")
-        manifests = opt_list(data, "manifests", what)
-        if manifests is None:
-            raise InputError(f"{what}: 'manifests' is missing")
+        data, media_type = _document(data, what, "index", media_type, mt.OCI_INDEX, mt.INDEX_TYPES)
         return cls(
             raw=raw,
             media_type=media_type,
-            manifests=tuple(
-                Descriptor.from_json(d, f"{what}: manifests[{i}]") for i, d in enumerate(manifests)
-            ),
+            manifests=_descriptors(data, "manifests", what),
             annotations=str_map(data, "annotations", what),
         )
 
@@ -173,14 +178,8 @@ class Index:
         annotations: Mapping[str, str] | None = None,
         media_type: str = mt.OCI_INDEX,
     ) -> Index:
-        doc: dict[str, Any] = {
-            "schemaVersion": 2,
-            "mediaType": media_type,
-            "manifests": [d.to_dict() for d in manifests],
-        }
-        if annotations:
-            doc["annotations"] = dict(annotations)
-        return cls(canonical_json(doc), media_type, tuple(manifests), dict(annotations or {}))
+        raw = _written(media_type, {"manifests": [d.to_dict() for d in manifests]}, annotations)
+        return cls(raw, media_type, tuple(manifests), dict(annotations or {}))
 
 
 def parse_manifest_or_index(
