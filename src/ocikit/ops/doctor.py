@@ -40,12 +40,8 @@ class DoctorReport:
     tools: list[ToolStatus] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "ocikit": self.ocikit,
-            "python": self.python,
-            "root": self.root,
-            "tools": [asdict(t) for t in self.tools],
-        }
+        """The fields (each tool's too), as ``--json`` prints them."""
+        return asdict(self)
 
 
 # name, what ocikit needs it for, its Debian package, the argument that prints its version

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,15 +45,8 @@ class UnpackResult:
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "reference": self.reference,
-            "directory": self.directory,
-            "digest": self.digest,
-            "layers": self.layers,
-            "entries": self.entries,
-            "skipped_devices": self.skipped_devices,
-            "warnings": self.warnings,
-        }
+        """The fields, as ``--json`` prints them."""
+        return asdict(self)
 
 
 def unpack(
