@@ -46,3 +46,27 @@ def test_a_short_command_imports_only_what_it_uses(args: tuple[str, ...]) -> Non
     names = _imported(*args)
     heavy = sorted(n for n in names if n.split(".")[0] in HEAVY or n.startswith(HEAVY))
     assert heavy == [], f"ocikit {' '.join(args)} imports {heavy[:10]}"
+
+
+def test_parsing_a_reference_loads_no_transport_implementation() -> None:
+    """Every transport parses its reference (and says what it is) without its implementation:
+    the registry client (httpx), the engine's, the layout's and the archives' modules load
+    when an image is opened."""
+    code = (
+        "import sys\n"
+        "from ocikit.transports import parse_reference\n"
+        "for text in ('oci:d:t', 'oci-archive:a.tar@0', 'docker-archive:-', "
+        "'docker-daemon:busybox', 'docker://busybox'):\n"
+        "    ref = parse_reference(text)\n"
+        "    str(ref), ref.kind, ref.properties, ref.streamed\n"
+        "print('\\n'.join(sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    names = set(proc.stdout.decode().split())
+    implementations = {
+        f"ocikit.transports.{m}"
+        for m in ("registry", "registry_client", "daemon", "oci_layout", "docker_archive")
+    }
+    loaded = sorted(n for n in names if n.split(".")[0] in HEAVY or n in implementations)
+    assert loaded == [], loaded

@@ -677,7 +677,7 @@ def _check_reference(text: str, where: str, directory: Path) -> list[str]:
         return [f"{where}: {e}"]
     if ref.is_stdio:
         return [f"{where}: a base cannot be read from standard input"]
-    if ref.transport in ("oci", "oci-archive", "docker-archive"):
+    if ref.properties.local_path:
         path = Path(ref.path)
         if not path.is_absolute():
             path = directory / path

@@ -166,7 +166,7 @@ def _images(
     try:
         if isinstance(source, str | Reference):
             ref = as_reference(source)
-            if ref.transport != "docker-archive":
+            if not ref.properties.docker_save:
                 image = open_image(ref, platform, registry=registry)
                 try:
                     image.require_tar_layers("export-layers")

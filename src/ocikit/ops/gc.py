@@ -41,8 +41,8 @@ from ..tempfiles import (
     temp_root,
     try_lock,
 )
+from ..transports.kinds import find_transport, parse_reference
 from ..transports.oci_layout import collect_layout
-from ..transports.reference import parse_reference
 
 #: what versions that did not lock their temporary files named them
 _LEGACY_TMP = (
@@ -82,12 +82,13 @@ def gc(paths: list[str] | tuple[str, ...] = (), *, unreferenced: bool = False) -
 
 
 def _one(text: str, unreferenced: bool, result: GcResult) -> None:
-    transport, sep, _ = text.partition(":")
-    if sep and transport in ("oci", "oci-archive", "docker-archive"):
+    name, sep, _ = text.partition(":")
+    kind = find_transport(name) if sep else None
+    if kind is not None and kind.properties.local_path:
         ref = parse_reference(text)
         if ref.is_stdio:
             raise UsageError(f"{text}: gc takes a directory or a file, not a stream")
-        if transport == "oci":
+        if ref.properties.layout_directory:
             _layout(ref.path, unreferenced, result)
             return
         directory = os.path.dirname(os.path.abspath(ref.path))

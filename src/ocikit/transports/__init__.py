@@ -1,20 +1,47 @@
-"""Where images live. A reference string opens an ImageSource or an ImageDestination."""
+"""Where images live. A reference string opens an ImageSource or an ImageDestination.
+
+Each transport is a type registered by name (``kinds.py``): it parses its own reference and
+opens its own source, index and destination. Parsing a reference loads no transport's
+implementation (the registry client pulls in httpx): the names below that live in one load on
+first use."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
-from ..model import Descriptor, Platform
-from .archive import Tee, TeeSink
+from ..model import Platform
 from .base import BlobWriter, ImageDestination, ImageSource, IndexSource
-from .daemon import DaemonDestination, DaemonSource
-from .docker_archive import DockerArchiveDestination, DockerArchiveSource
-from .image import Image, Layer
-from .oci_layout import OciArchiveDestination, OciIndex, OciLayoutDestination, OciLayoutSource
-from .reference import TRANSPORTS, Reference, parse_reference
-from .registry import RegistryDestination, RegistryIndex, RegistryOptions, RegistrySource
-from .registry_client import Credentials
+from .kinds import TRANSPORTS, Reference, Transport, TransportProperties, parse_reference
+
+if TYPE_CHECKING:  # loaded on first use
+    from .archive import Tee, TeeSink
+    from .image import Image, Layer
+    from .registry import RegistryOptions
+    from .registry_client import Credentials
+
+_LAZY = {
+    "Credentials": "registry_client",
+    "Image": "image",
+    "Layer": "image",
+    "RegistryOptions": "registry",
+    "Tee": "archive",
+    "TeeSink": "archive",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 
 def as_reference(ref: str | Reference) -> Reference:
@@ -30,33 +57,14 @@ def open_source(
     """``tee`` sees the members of an archive read from a pipe as they stream by;
     ``registry``: credentials and TLS for ``docker://``."""
     ref = as_reference(ref)
-    if ref.transport == "docker":
-        return RegistrySource(ref, platform, registry)
-    if ref.transport == "docker-archive":
-        return DockerArchiveSource(ref, tee)
-    if ref.transport == "docker-daemon":
-        return DaemonSource(ref, tee)
-    return OciLayoutSource(ref, platform)
+    return ref.kind.open_source(ref, platform, tee, registry)
 
 
 def open_index(ref: str | Reference, registry: RegistryOptions | None = None) -> IndexSource:
     """What the reference names before a platform is picked (``index`` None: one image);
     a docker-archive or an engine holds no index."""
     ref = as_reference(ref)
-    if ref.transport == "docker":
-        return RegistryIndex(ref, registry)
-    if ref.transport in ("oci", "oci-archive"):
-        return OciIndex(ref)
-    return _NoIndex(ref)
-
-
-class _NoIndex(IndexSource):
-    def __init__(self, ref: Reference) -> None:
-        self.ref = ref
-        self.index = None
-
-    def open_child(self, descriptor: Descriptor) -> ImageSource:  # pragma: no cover
-        raise AssertionError("no index")
+    return ref.kind.open_index(ref, registry)
 
 
 def open_image(
@@ -69,6 +77,8 @@ def open_image(
 ) -> Image:
     """Open one image for reading (a context manager); every blob it streams is verified
     (``lenient``: see ``Image``)."""
+    from .image import Image
+
     if isinstance(platform, str):
         platform = Platform.parse(platform)
     source = open_source(ref, platform, tee, registry)
@@ -90,15 +100,7 @@ def open_destination(
             f"{ref}: @N and @DIGEST select a stored image to read; a destination is named "
             f"PATH or PATH:NAME"
         )
-    if ref.transport == "docker":
-        return RegistryDestination(ref, additional_tags, registry)
-    if ref.transport == "docker-archive":
-        return DockerArchiveDestination(ref, additional_tags)
-    if ref.transport == "docker-daemon":
-        return DaemonDestination(ref, additional_tags)
-    if ref.transport == "oci-archive":
-        return OciArchiveDestination(ref, additional_tags)
-    return OciLayoutDestination(ref, additional_tags)
+    return ref.kind.open_destination(ref, additional_tags, registry)
 
 
 __all__ = [
@@ -114,6 +116,8 @@ __all__ = [
     "RegistryOptions",
     "Tee",
     "TeeSink",
+    "Transport",
+    "TransportProperties",
     "as_reference",
     "open_destination",
     "open_image",

@@ -344,17 +344,3 @@ class DaemonDestination(DockerArchiveDestination):
         finally:
             engine.close()
             self.abort()  # the staged blobs
-
-
-def parse_daemon(text: str, rest: str) -> Reference:
-    """``docker-daemon:NAME[:TAG]`` (``:latest`` added) or ``docker-daemon:sha256:<id>``."""
-    from .reference import _DOCKER_NAME_RE
-
-    if rest.startswith("sha256:"):
-        if len(rest) != 71 or any(c not in "0123456789abcdef" for c in rest[7:]):
-            raise UsageError(f"invalid reference {show(text)}: bad image ID")
-        return Reference("docker-daemon", rest)
-    name = rest if ":" in rest.rsplit("/", 1)[-1] else rest + ":latest"
-    if not _DOCKER_NAME_RE.match(name):
-        raise UsageError(f"invalid reference {show(text)}: {show(rest)} is not a valid NAME[:TAG]")
-    return Reference("docker-daemon", name)

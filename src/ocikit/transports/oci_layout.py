@@ -210,7 +210,7 @@ class OciIndex(IndexSource):
 
 
 def open_layout_files(ref: Reference) -> _DirFiles | TarArchive:
-    if ref.transport == "oci":
+    if ref.properties.layout_directory:
         if os.path.exists(ref.path) and not os.path.isdir(ref.path):
             raise InputError(f"{ref.path}: not an OCI layout directory{_file_hint(ref.path)}")
         if not os.path.isdir(ref.path):
