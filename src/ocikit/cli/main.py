@@ -279,33 +279,37 @@ def copy(
     """
     if (as_json and dst.endswith(":-")) or (as_json and dst.split(":", 1)[-1].startswith("-:")):
         _fail("--json prints on stdout, which the destination already uses")
+    from ..errors import UsageError
+    from ..ops.copy import CopyOptions, CopyOptionsError
     from ..ops.copy import copy as copy_op
     from ..transports.registry import DEFAULT_JOBS
 
-    result = copy_op(
-        src,
-        dst,
-        dest_compress_format=dest_compress_format,
-        dest_compress_level=dest_compress_level,
-        platform=platform,
-        additional_tags=additional_tags,
-        progress=(progress := reporter(quiet)),
-        repair=repair,
-        drop_unsafe=drop_unsafe,
-        src_registry=_registry(src_creds, authfile, src_tls_verify, "--src-creds"),
-        dest_registry=_registry(
-            dest_creds,
-            authfile,
-            dest_tls_verify,
-            "--dest-creds",
-            mount_from=mount_from,
-            jobs=jobs or DEFAULT_JOBS,
-        ),
-        jobs=jobs,
-        all_platforms=all_platforms,
-        verify_existing=verify_existing,
-        warn=lambda line: _warn(progress, line),
-    )
+    try:
+        options = CopyOptions(
+            compression=dest_compress_format,  # type: ignore[arg-type]  # a name: parsed
+            compression_level=dest_compress_level,
+            platform=platform,  # type: ignore[arg-type]  # OS/ARCH: parsed
+            additional_tags=additional_tags,
+            progress=(progress := reporter(quiet)),
+            repair=repair,
+            drop_unsafe=drop_unsafe,
+            src_registry=_registry(src_creds, authfile, src_tls_verify, "--src-creds"),
+            dest_registry=_registry(
+                dest_creds,
+                authfile,
+                dest_tls_verify,
+                "--dest-creds",
+                mount_from=mount_from,
+                jobs=jobs or DEFAULT_JOBS,
+            ),
+            jobs=jobs,
+            all_platforms=all_platforms,
+            verify_existing=verify_existing,
+            warn=lambda line: _warn(progress, line),
+        )
+        result = copy_op(src, dst, options)
+    except CopyOptionsError as e:  # the library names its fields: said as flags here
+        raise UsageError(e.worded(_COPY_FLAGS)) from None
     if as_json:
         _print_json(result.to_dict())
     elif not quiet:
@@ -313,6 +317,20 @@ def copy(
             changes = ", ".join(f"{n} {k.replace(':', ' ')}" for k, n in r["entries"].items())
             _say(f"repaired layer {r['layer']}: {changes}")
         _say(copied_line(result))
+
+
+#: the copy options the library names in its errors, as ``ocikit copy`` spells them
+_COPY_FLAGS = {
+    "compression": "--dest-compress-format",
+    "compression_level": "--dest-compress-level",
+    "platform": "--platform",
+    "all_platforms": "--all",
+    "repair": "--repair",
+    "drop_unsafe": "--drop-unsafe",
+    "jobs": "--jobs",
+    "verify_existing": "--verify-existing",
+    "additional_tags": "--additional-tag",
+}
 
 
 def _warn(progress: Any, line: str) -> None:

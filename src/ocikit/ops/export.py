@@ -20,15 +20,12 @@ import os
 import re
 import shutil
 import stat
-import tempfile
-from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from ..errors import DestinationError, InputError
 from ..layer.compress import check_level
-from ..layer.streams import CHUNK
 from ..layer.transcode import transcode
 from ..model import Compression, Digest
 from ..model.jsondoc import load_json
@@ -36,14 +33,8 @@ from ..transports import Image, Layer, Reference, RegistryOptions, as_reference,
 from ..transports.archive import TarArchive, normalize
 from ..transports.base import BlobWriter
 from ..transports.docker_archive import DockerArchiveSource, archive_entries
-from ..transports.fsutil import (
-    HIDDEN_TMP_PREFIX,
-    GuardedFile,
-    PrivateDir,
-    fsync_dir,
-    reclaim,
-    write_error,
-)
+from ..transports.fsutil import HIDDEN_TMP_PREFIX, PrivateDir, fsync_dir, reclaim, write_error
+from ..transports.tempblob import Durability, TempBlob
 from .progress import NullProgress, ProgressReporter
 from .speculate import Speculator
 
@@ -307,28 +298,23 @@ class _Exporter:
 
     def _compress(self, image: Image, layer: Layer) -> _Blob:
         taken = self.speculator.take_layer(layer) if self.speculator is not None else None
-        if taken is not None:
+        if taken is not None:  # committed, verified
             result, writer = taken
         else:
             desc = layer.descriptor
-            writer = self.staging.new_blob()
-            try:
-                with image.source.open_blob(desc) as raw:
-                    result = transcode(
-                        raw,
-                        desc,
-                        layer.compression,
-                        writer.file,
-                        Compression.GZIP,
-                        expected_diff_id=layer.diff_id,
-                        level=self.level,
-                        progress=self.progress.advance,
-                    )
-            except BaseException:
-                writer.abort()
-                raise
-        writer.commit(result.digest)
-        assert isinstance(writer, _StagedBlob)
+            with self.staging.new_blob() as writer, image.source.open_blob(desc) as raw:
+                result = transcode(
+                    raw,
+                    desc,
+                    layer.compression,
+                    writer.file,
+                    Compression.GZIP,
+                    expected_diff_id=layer.diff_id,
+                    level=self.level,
+                    progress=self.progress.advance,
+                )
+                writer.commit(result.digest)
+        assert isinstance(writer, TempBlob)
         return _Blob(writer.path, result.digest, result.size)
 
     def _registry_record(self, diff_id: Digest) -> tuple[str, str] | None:
@@ -365,37 +351,6 @@ class _Exporter:
 # -- the staging directory ---------------------------------------------------------------------
 
 
-class _StagedBlob(BlobWriter):
-    def __init__(self, staging: _Staging) -> None:
-        try:
-            fd, self.path = tempfile.mkstemp(dir=staging.path, prefix=".blob-")
-            os.fchmod(fd, 0o644)
-        except OSError as e:
-            raise write_error(staging.outdir, e) from None
-        self._file = GuardedFile(os.fdopen(fd, "wb", buffering=CHUNK), staging.outdir)
-        self.file = self._file  # type: ignore[assignment]
-        self._staging = staging
-
-    def commit(self, digest: Digest) -> None:
-        """Flush now; fsync on the staging's I/O thread (overlaps the next layer)."""
-        del digest  # the file keeps its temporary name: only its links are published
-        self._file.flush()
-        self._staging.background(self._finish)
-
-    def _finish(self) -> None:
-        try:
-            os.fsync(self._file.fileno())
-        except OSError as e:
-            self.abort()
-            raise write_error(self._staging.outdir, e) from None
-        self._file.close()
-
-    def abort(self) -> None:
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)  # first: closing may fail again on a full disk
-        self._file.discard()
-
-
 class _Staging:
     """A hidden directory inside OUTDIR (so that moving files out of it is a rename):
     ``.ocikit-tmp-export-*``, locked while the export runs, so that one killed is
@@ -419,24 +374,12 @@ class _Staging:
             self._remove_outdir()
             raise
         self.path = self._dir.path
-        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocikit-fsync")
-        self._pending: list[Future[None]] = []
+        self._durability = Durability(outdir)  # layers' fsyncs, off the hot path
 
     def new_blob(self) -> BlobWriter:
-        return _StagedBlob(self)
-
-    def background(self, fn: Callable[[], None]) -> None:
-        self._pending.append(self._io.submit(fn))
-
-    def _drain(self) -> None:
-        """Wait for every blob's fsync; the first failure is raised."""
-        pending, self._pending = self._pending, []
-        for future in pending:
-            error = future.exception()
-            if isinstance(error, DestinationError):
-                raise error
-            if error is not None:
-                raise DestinationError(f"{self.outdir}: cannot write a layer: {error}") from error
+        """A blob in the staging directory; at commit flushed, then fsynced on the I/O
+        thread. It keeps its temporary name: only its links are published."""
+        return TempBlob(self.path, self.outdir, durable=self._durability, prefix=".blob-")
 
     def link(self, blob: str, name: str) -> None:
         """``name`` in the staging directory: the blob's file under another name."""
@@ -466,7 +409,7 @@ class _Staging:
         """Move ``names`` into OUTDIR in order (an earlier export's manifest.json and
         digests.json are removed first: no stale manifest ever describes new files)."""
         try:
-            self._drain()
+            self._durability.wait()
             for stale in (MANIFEST, DIGESTS):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(os.path.join(self.outdir, stale))
@@ -483,9 +426,7 @@ class _Staging:
         return names
 
     def discard(self, failed: bool = True) -> None:
-        with contextlib.suppress(Exception):
-            self._drain()
-        self._io.shutdown(wait=True)
+        self._durability.settle()
         self._dir.remove()
         if failed:
             self._remove_outdir()

@@ -114,23 +114,22 @@ class Speculator:
 
     def take_layer(self, layer: Layer) -> tuple[TranscodeResult, BlobWriter] | None:
         """The blob compressed from this (uncompressed) layer while the pipe was read,
-        verified like any other: its size and diff_id. None if there is none."""
+        verified like any other (its size and diff_id), then committed. None if there is
+        none."""
         if layer.compression is not Compression.NONE:
             return None
         taken = self.take(layer.descriptor.digest)
         if taken is None:
             return None
         result, writer = taken
-        try:
+        with writer:  # aborted unless it passes
             if result.uncompressed_size != layer.descriptor.size:
                 raise VerificationError(
                     f"layer {layer.descriptor.digest}: {result.uncompressed_size} bytes, "
                     f"declared {layer.descriptor.size}"
                 )
             check_diff_id(f"layer {layer.descriptor.digest}", result.diff_id, layer.diff_id)
-        except BaseException:
-            writer.abort()
-            raise
+            writer.commit(result.digest)
         return taken
 
     def discard(self) -> None:

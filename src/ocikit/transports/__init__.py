@@ -93,14 +93,18 @@ def open_destination(
     ref: str | Reference,
     additional_tags: Sequence[str] = (),
     registry: RegistryOptions | None = None,
+    *,
+    verify_existing: bool = False,
 ) -> ImageDestination:
+    """``verify_existing``: re-hash every blob found at the destination before relying on it
+    (an OCI layout; a damaged one is replaced)."""
     ref = as_reference(ref)
     if ref.selects:
         raise UsageError(
             f"{ref}: @N and @DIGEST select a stored image to read; a destination is named "
             f"PATH or PATH:NAME"
         )
-    return ref.kind.open_destination(ref, additional_tags, registry)
+    return ref.kind.open_destination(ref, additional_tags, registry, verify_existing)
 
 
 __all__ = [

@@ -4,20 +4,54 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import BinaryIO
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import BinaryIO, Self
 
 from ..errors import UsageError
+from ..layer.streams import copy_stream
 from ..model import Compression, Descriptor, Digest, ImageConfig, Index, Manifest, Platform
 from .reference import Reference
+
+
+class Flavor(StrEnum):
+    """The media types a destination stores."""
+
+    OCI = "oci"
+    DOCKER = "docker"
+    #: as the source has them (a registry-to-registry copy keeps every digest)
+    SOURCE = "source"
+
+
+@dataclass(frozen=True)
+class SourceProperties:
+    """What a source can do, fixed when it is opened: callers ask this, never a name."""
+
+    #: blobs may be opened and read from several threads at once
+    concurrent: bool = False
+    #: the manifest was made up by ocikit (docker-archive), not read from the source
+    synthesized: bool = False
+
+
+@dataclass(frozen=True)
+class DestinationProperties:
+    """What a destination can do, fixed when it is opened: callers ask this, never a name
+    (containers/image's ``imagedestination/impl.Properties``)."""
+
+    #: the media types written
+    flavor: Flavor = Flavor.OCI
+    #: blobs may be written from several threads at once
+    concurrent: bool = False
+    #: ``put_blob_file`` sends the file itself (no copy): worth it when a source has one
+    takes_files: bool = False
+    #: ``put_child_manifest`` and ``put_index`` store an image index
+    holds_index: bool = False
 
 
 class ImageSource(ABC):
     """One image (a manifest, its config and blobs) at a reference."""
 
-    #: blobs may be opened and read from several threads at once
-    concurrent = False
-    #: the manifest was made up by ocikit (docker-archive), not read from the source
-    synthesized = False
+    properties = SourceProperties()
 
     def __init__(self, ref: Reference) -> None:
         self.ref = ref
@@ -68,24 +102,52 @@ class IndexSource(ABC):
 
 
 class BlobWriter(ABC):
-    """A blob being written; nothing is visible at its final place until ``commit``."""
+    """A blob being written; nothing is visible at its final place until ``commit``.
+
+    A context manager: leaving the block without ``commit`` (an exception, a return)
+    aborts, so ``with dest.new_blob() as w: ...; w.commit(digest)`` is the whole protocol.
+    ``commit`` and ``abort`` are each done once; ``abort`` after ``commit`` does nothing, and
+    a ``commit`` that fails has aborted."""
 
     file: BinaryIO
+    _state: str | None = None  # None, "committing", "committed", "aborted"
+
+    def commit(self, digest: Digest) -> None:
+        """Store the blob as ``digest`` (a mismatch with what was written is an error)."""
+        if self._state is not None:
+            raise RuntimeError(f"blob writer {self._state} already")
+        self._state = "committing"
+        try:
+            self._commit(digest)
+        except BaseException:
+            self.abort()
+            raise
+        self._state = "committed"
+
+    def abort(self) -> None:
+        """Remove what was written; never raises for a cleanup that fails."""
+        if self._state in ("committed", "aborted"):
+            return
+        self._state = "aborted"
+        self._abort()
 
     @abstractmethod
-    def commit(self, digest: Digest) -> None: ...
+    def _commit(self, digest: Digest) -> None: ...
 
     @abstractmethod
-    def abort(self) -> None: ...
+    def _abort(self) -> None: ...
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.abort()  # nothing if committed
 
 
 class ImageDestination(ABC):
     """Somewhere images are written. Blobs first, then ``put_manifest``, then ``commit``."""
 
-    #: media types the destination stores: "oci", "docker", or "source": as the source has them
-    flavor = "oci"
-    #: blobs may be written from several threads at once
-    concurrent = False
+    properties = DestinationProperties()
 
     def __init__(self, ref: Reference) -> None:
         self.ref = ref
@@ -99,9 +161,6 @@ class ImageDestination(ABC):
             return requested
         return Compression.GZIP if source is Compression.NONE else source
 
-    #: re-hash every blob found present before reusing it, not only small ones
-    verify_existing = False
-
     def ready(self) -> None:
         """Fail now, in one line, if the destination cannot take an image (a registry or an
         engine that does not answer, credentials refused): called before the source is
@@ -114,8 +173,8 @@ class ImageDestination(ABC):
 
     def reuse_blob(self, digest: Digest, size: int) -> bool:
         """Whether the destination holds this blob intact, as far as it can tell cheaply (an
-        OCI layout: its size, and its digest if small or ``verify_existing``); a copy may
-        then skip it. A damaged blob is not reused: writing it again replaces it."""
+        OCI layout: its size, and its digest if small or opened with ``verify_existing``);
+        a copy may then skip it. A damaged blob is not reused: writing it again replaces it."""
         return self.has_blob(digest)
 
     def known_layers(self, config: Digest) -> Sequence[Descriptor] | None:
@@ -124,7 +183,8 @@ class ImageDestination(ABC):
         return None
 
     @abstractmethod
-    def new_blob(self) -> BlobWriter: ...
+    def new_blob(self) -> BlobWriter:
+        """A blob to write (a context manager: see ``BlobWriter``)."""
 
     def new_layer_blob(
         self, diff_ids: Sequence[Digest], digest: Digest | None, size: int | None
@@ -136,17 +196,29 @@ class ImageDestination(ABC):
         del diff_ids, digest, size
         return self.new_blob()
 
-    #: ``put_blob_file`` takes a blob from its file, without a copy
-    takes_files = False
-
     def put_blob_file(self, path: str, digest: Digest) -> None:
         """Store the blob in ``path`` (the file stays the caller's). The caller verifies it
-        meanwhile and aborts the destination if it fails: nothing may name it until commit."""
-        raise NotImplementedError
+        meanwhile and aborts the destination if it fails: nothing may name it until commit.
+        Here a copy; ``properties.takes_files`` says that a destination sends the file
+        itself, which is then worth it."""
+        with open(path, "rb") as f, self.new_blob() as writer:
+            copy_stream(f, writer.file)
+            writer.commit(digest)
 
-    def put_small_blob(self, data: bytes, digest: Digest) -> None:
-        """With ``takes_files``: store a small blob (a config) from memory."""
-        raise NotImplementedError
+    def put_blob_bytes(self, data: bytes) -> Digest:
+        """Store a small blob (a config, a manifest) from memory, unless it is here; its
+        digest."""
+        digest = Digest.of(data)
+        if not self.reuse_blob(digest, len(data)):
+            with self.new_blob() as writer:
+                writer.file.write(data)
+                writer.commit(digest)
+        return digest
+
+    def flush(self) -> None:
+        """Every blob committed so far is stored (an OCI layout: fsynced and renamed into
+        ``blobs/``, where a reader of the layout finds it); nothing is tagged yet."""
+        return None  # stored when committed
 
     @abstractmethod
     def put_manifest(
@@ -154,17 +226,14 @@ class ImageDestination(ABC):
     ) -> None: ...
 
     def put_child_manifest(self, manifest: Manifest) -> None:
-        """Store an image manifest an index will name (untagged; its blobs are here)."""
-        raise UsageError(
-            f"{self.ref}: cannot hold an image index; copy one platform with --platform"
-        )
+        """Store an image manifest an index will name (untagged; its blobs are here). Only
+        where ``properties.holds_index``: elsewhere a refusal."""
+        raise UsageError(f"{self.ref}: cannot hold an image index")
 
     def put_index(self, index: Index, tags: Sequence[str]) -> None:
         """Store an index whose manifests were stored with ``put_child_manifest``; it gets
-        the tags a single image would."""
-        raise UsageError(
-            f"{self.ref}: cannot hold an image index; copy one platform with --platform"
-        )
+        the tags a single image would. Only where ``properties.holds_index``."""
+        raise UsageError(f"{self.ref}: cannot hold an image index")
 
     @abstractmethod
     def commit(self) -> None:

@@ -287,8 +287,8 @@ class DaemonSource(DockerArchiveSource):
 class DaemonDestination(DockerArchiveDestination):
     """``docker load`` of the legacy archive, streamed to the engine as it is written."""
 
-    writes_output = False  # to the engine, never to standard output
-    streams = False  # staged, then written to the engine's load at commit
+    _writes_output = False  # to the engine, never to standard output
+    _streams = False  # staged, then written to the engine's load at commit
 
     def ready(self) -> None:
         """The engine answers (its version asked for, within ``VERSION_SECONDS``)."""

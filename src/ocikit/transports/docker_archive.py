@@ -14,7 +14,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
@@ -53,9 +52,17 @@ from ..model.jsondoc import (
     wrong,
 )
 from .archive import TarArchive, Tee, image_format
-from .base import BlobWriter, ImageDestination, ImageSource
-from .fsutil import GuardedFile, atomic_output, check_archive_output, private_tmp_dir, write_error
+from .base import (
+    BlobWriter,
+    DestinationProperties,
+    Flavor,
+    ImageDestination,
+    ImageSource,
+    SourceProperties,
+)
+from .fsutil import atomic_output, check_archive_output, private_tmp_dir, write_error
 from .reference import Reference, familiar_docker_name, normalize_docker_name
+from .tempblob import TempBlob
 
 
 @dataclass(frozen=True)
@@ -110,8 +117,8 @@ class DockerArchiveSource(ImageSource):
         entry: int | None = None,
     ) -> None:
         super().__init__(ref)
-        self.synthesized = True
-        self.concurrent = not ref.is_stdio  # members read with pread; a pipe is read once
+        # members read with pread, but a pipe is read once; the manifest is ocikit's
+        self.properties = SourceProperties(concurrent=not ref.is_stdio, synthesized=True)
         self._owned = archive is None
         self.archive = archive if archive is not None else TarArchive.open(ref.path, tee=tee)
         try:
@@ -370,7 +377,6 @@ class _StreamedLayer(BlobWriter):
     def __init__(self, dest: DockerArchiveDestination, diff_ids: tuple[Digest, ...], size: int):
         self._dest, self._diff_ids, self._size = dest, diff_ids, size
         self._written = 0
-        self._done = False
         self.file = self  # type: ignore[assignment]
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
@@ -384,64 +390,37 @@ class _StreamedLayer(BlobWriter):
         self._written += n
         return n
 
-    def commit(self, digest: Digest) -> None:
+    def _commit(self, digest: Digest) -> None:
         if digest != self._diff_ids[-1] or self._written != self._size:
-            self.abort()
             raise DestinationError(
                 f"{self._dest.ref}: layer {self._diff_ids[-1]}: got {digest}, "
                 f"{self._written} of {self._size} bytes"
             )
-        self._done = True
         self._dest.sink().pad(self._size)
         self._dest.placed(self._diff_ids)
         self._dest.release()
 
-    def abort(self) -> None:
-        if not self._done:
-            self._done = True
-            self._dest.broken = True  # the archive ends inside this member: it is lost
-            self._dest.release()
-
-
-class _StagedBlob(BlobWriter):
-    def __init__(self, dest: DockerArchiveDestination, diff_ids: tuple[Digest, ...] | None) -> None:
-        self._dest = dest
-        self._diff_ids = diff_ids
-        what = dest.staging_dir.what
-        try:
-            fd, self._path = tempfile.mkstemp(dir=dest.staging, prefix="blob-")
-        except OSError as e:
-            raise write_error(what, e) from None
-        self._file = GuardedFile(os.fdopen(fd, "wb", buffering=CHUNK), what)
-        self.file = self._file  # type: ignore[assignment]
-
-    def commit(self, digest: Digest) -> None:
-        self._file.close()
-        final = os.path.join(self._dest.staging, digest.replace(":", "-"))
-        os.replace(self._path, final)
-        self._dest.staged(digest, final, self._diff_ids)
-
-    def abort(self) -> None:
-        with contextlib.suppress(OSError):
-            os.unlink(self._path)  # first: closing may fail again on a full disk
-        self._file.discard()
+    def _abort(self) -> None:
+        self._dest.broken = True  # the archive ends inside this member: it is lost
+        self._dest.release()
 
 
 class DockerArchiveDestination(ImageDestination):
     """Writes the legacy ``docker save`` form (``<v1id>/layer.tar``, ``<imageid>.json``,
     ``manifest.json``, ``repositories``), streamed; ``docker load`` gives the same image ID."""
 
-    flavor = "docker"
-    concurrent = True  # a layer that cannot go into the archive at once is staged
+    #: a layer that cannot go into the archive at once is staged: several may be written
+    properties = DestinationProperties(flavor=Flavor.DOCKER, concurrent=True)
     #: the archive is written as the copy goes (False: staged whole, then ``_write_tar``)
-    streams = True
-    writes_output = True  # the archive goes to the file or stdout ref names (not an engine)
+    _streams = True
+    #: the archive goes to the file or stdout ref names (False: to an engine)
+    _writes_output = True
 
     def __init__(self, ref: Reference, additional_tags: Sequence[str] = ()) -> None:
         super().__init__(ref)
         if ref.index is not None:
             raise UsageError(f"{ref}: @N selects an image to read; it cannot name one to write")
-        if self.writes_output:
+        if self._writes_output:
             check_archive_output(ref, ref.path, ref.is_stdio, "; name a file in it")
         self._tags = [ref.name] if ref.name else []
         self._tags += [_check_tag(t) for t in additional_tags]
@@ -476,13 +455,27 @@ class DockerArchiveDestination(ImageDestination):
         return digest in self._have
 
     def new_blob(self) -> BlobWriter:
-        return _StagedBlob(self, None)
+        return self._staged_blob(None)
+
+    def _staged_blob(self, chain: tuple[Digest, ...] | None) -> BlobWriter:
+        """A blob written in the staging directory (``chain``: a layer's place, if known)."""
+
+        def store(path: str, digest: Digest, size: int) -> None:
+            del size
+            final = os.path.join(self.staging, digest.replace(":", "-"))
+            try:
+                os.replace(path, final)
+            except OSError as e:
+                raise write_error(self.staging_dir.what, e) from None
+            self.staged(digest, final, chain)
+
+        return TempBlob(self.staging, self.staging_dir.what, store)
 
     def new_layer_blob(
         self, diff_ids: Sequence[Digest], digest: Digest | None, size: int | None
     ) -> BlobWriter:
         chain = tuple(diff_ids)
-        if self.streams and digest == chain[-1] and size is not None:
+        if self._streams and digest == chain[-1] and size is not None:
             with self._cond:
                 take = (
                     not self._busy
@@ -500,7 +493,7 @@ class DockerArchiveDestination(ImageDestination):
                     self.release()
                     raise
                 return _StreamedLayer(self, chain, size)
-        return _StagedBlob(self, chain)
+        return self._staged_blob(chain)
 
     # -- the archive, written by one thread at a time (the one that set ``_busy``) ----------
 
@@ -572,7 +565,7 @@ class DockerArchiveDestination(ImageDestination):
         with self._cond:
             self._have.add(digest)
             self._staged[digest] = path
-            if chain is None or digest != chain[-1] or not self.streams:
+            if chain is None or digest != chain[-1] or not self._streams:
                 return  # placed by put_manifest (or _write_tar), if a layer
             self._waiting.append(chain)
             if self._busy or self.broken:
@@ -613,7 +606,7 @@ class DockerArchiveDestination(ImageDestination):
     def put_manifest(self, manifest: Manifest, config: ImageConfig, tags: Sequence[str]) -> None:
         names = [familiar_docker_name(t) for t in (self._tags or list(tags))]
         self._images.append((manifest, config, names))
-        if self.streams:
+        if self._streams:
             self._acquire()
             try:
                 self._write_image(manifest, config, names)

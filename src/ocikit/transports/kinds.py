@@ -101,6 +101,13 @@ class Reference:
         """``HOST[:PORT]`` of a registry reference (None for any other transport)."""
         return self.path.partition("/")[0] if self.properties.registry else None
 
+    @property
+    def manifest_digest(self) -> str | None:
+        """The digest the reference names its manifest (or index) by, if it names one:
+        a layout's ``@DIGEST``, a registry's ``REPO@DIGEST`` (an engine's image ID is its
+        config's digest: not one)."""
+        return self.kind.manifest_digest(self)
+
 
 def _format(ref: Reference) -> str:
     s = f"{ref.transport}:{ref.path}"
@@ -127,6 +134,10 @@ class Transport(ABC):
         """The text ``parse`` reads back as ``ref``."""
         return _format(ref)
 
+    def manifest_digest(self, ref: Reference) -> str | None:
+        """See ``Reference.manifest_digest``."""
+        return ref.digest
+
     @abstractmethod
     def open_source(
         self,
@@ -148,8 +159,11 @@ class Transport(ABC):
         ref: Reference,
         additional_tags: Sequence[str],
         registry: RegistryOptions | None,
+        verify_existing: bool = False,
     ) -> ImageDestination:
-        """Where an image is written (``ref`` selects no stored image: checked before)."""
+        """Where an image is written (``ref`` selects no stored image: checked before);
+        ``verify_existing``: blobs found there are re-hashed before they are relied on (a
+        destination that keeps no blobs ignores it)."""
 
     def __repr__(self) -> str:
         return f"<transport {self.name}>"
@@ -264,10 +278,11 @@ class OciTransport(_Layout):
         ref: Reference,
         additional_tags: Sequence[str],
         registry: RegistryOptions | None,
+        verify_existing: bool = False,
     ) -> ImageDestination:
         from .oci_layout import OciLayoutDestination
 
-        return OciLayoutDestination(ref, additional_tags)
+        return OciLayoutDestination(ref, additional_tags, verify_existing=verify_existing)
 
 
 class OciArchiveTransport(_Layout):
@@ -282,10 +297,11 @@ class OciArchiveTransport(_Layout):
         ref: Reference,
         additional_tags: Sequence[str],
         registry: RegistryOptions | None,
+        verify_existing: bool = False,
     ) -> ImageDestination:
         from .oci_layout import OciArchiveDestination
 
-        return OciArchiveDestination(ref, additional_tags)
+        return OciArchiveDestination(ref, additional_tags, verify_existing=verify_existing)
 
 
 class DockerArchiveTransport(Transport):
@@ -331,6 +347,7 @@ class DockerArchiveTransport(Transport):
         ref: Reference,
         additional_tags: Sequence[str],
         registry: RegistryOptions | None,
+        verify_existing: bool = False,
     ) -> ImageDestination:
         from .docker_archive import DockerArchiveDestination
 
@@ -375,6 +392,7 @@ class DaemonTransport(Transport):
         ref: Reference,
         additional_tags: Sequence[str],
         registry: RegistryOptions | None,
+        verify_existing: bool = False,
     ) -> ImageDestination:
         from .daemon import DaemonDestination
 
@@ -428,6 +446,9 @@ class DockerTransport(Transport):
         sep = "@" if ":" in ref.name else ":"
         return f"docker://{ref.path}{sep}{ref.name}"
 
+    def manifest_digest(self, ref: Reference) -> str | None:
+        return ref.name if ref.name and ":" in ref.name else None  # a tag holds no ':'
+
     def open_source(
         self,
         ref: Reference,
@@ -449,6 +470,7 @@ class DockerTransport(Transport):
         ref: Reference,
         additional_tags: Sequence[str],
         registry: RegistryOptions | None,
+        verify_existing: bool = False,
     ) -> ImageDestination:
         from .registry import RegistryDestination
 

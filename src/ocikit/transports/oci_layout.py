@@ -28,9 +28,7 @@ import re
 import stat
 import sys
 import tarfile
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
 from typing import BinaryIO, Protocol
 
 from ..errors import (
@@ -60,11 +58,18 @@ from ..model.jsondoc import (
 )
 from ..model.manifest import parse_manifest_or_index
 from .archive import TarArchive, image_format
-from .base import BlobWriter, ImageDestination, ImageSource, IndexSource, select_platform
+from .base import (
+    BlobWriter,
+    DestinationProperties,
+    ImageDestination,
+    ImageSource,
+    IndexSource,
+    SourceProperties,
+    select_platform,
+)
 from .fsutil import (
     HIDDEN_TMP_PREFIX,
     RUN_PREFIX,
-    GuardedFile,
     PrivateDir,
     atomic_output,
     atomic_write_bytes,
@@ -78,6 +83,7 @@ from .fsutil import (
     write_error,
 )
 from .reference import Reference, docker_name_key, familiar_docker_name
+from .tempblob import Durability, TempBlob
 
 REF_NAME = "org.opencontainers.image.ref.name"
 MAX_JSON = INDEX_JSON_LIMIT
@@ -128,7 +134,7 @@ def blob_path(digest: Digest) -> str:
 class OciLayoutSource(ImageSource):
     """Reads an image from a layout directory, or from an archive of one."""
 
-    concurrent = True  # files opened per blob, or an archive read with pread
+    properties = SourceProperties(concurrent=True)  # a file per blob, or pread of an archive
 
     def __init__(
         self,
@@ -640,44 +646,19 @@ def _blob_dirs(root: str) -> list[str]:
         return []
 
 
-class _LayoutBlob(BlobWriter):
-    def __init__(self, dest: OciLayoutDestination) -> None:
-        self._dest = dest
-        try:
-            fd, self._tmp = tempfile.mkstemp(dir=dest.work.path, prefix="blob-")
-            os.fchmod(fd, 0o644)  # blobs are world-readable, as every OCI tool writes them
-        except OSError as e:
-            raise write_error(dest.what, e) from None
-        self._file = GuardedFile(os.fdopen(fd, "wb", buffering=CHUNK), dest.what)
-        self.file = self._file  # type: ignore[assignment]
-
-    def commit(self, digest: Digest) -> None:
-        """Flush now; fsync and rename on the destination's I/O thread (overlaps the next blob)."""
-        self._file.flush()
-        self._dest.background(self._finish, digest)
-
-    def _finish(self, digest: Digest) -> None:
-        try:
-            os.fsync(self._file.fileno())
-            size = os.fstat(self._file.fileno()).st_size
-        except OSError as e:
-            self.abort()
-            raise write_error(self._dest.what, e) from None
-        self._file.close()
-        self._dest.place(self._tmp, digest, size)
-
-    def abort(self) -> None:
-        with contextlib.suppress(OSError):
-            os.unlink(self._tmp)  # first: closing may fail again on a full disk
-        self._file.discard()
-
-
 class OciLayoutDestination(ImageDestination):
-    concurrent = True
+    properties = DestinationProperties(concurrent=True, holds_index=True)
 
     def __init__(
-        self, ref: Reference, additional_tags: Sequence[str] = (), *, what: str | None = None
+        self,
+        ref: Reference,
+        additional_tags: Sequence[str] = (),
+        *,
+        what: str | None = None,
+        verify_existing: bool = False,
     ) -> None:
+        """``verify_existing``: re-hash every blob found present before relying on it, not
+        only small ones (a damaged one is replaced)."""
         super().__init__(ref)
         if ref.is_stdio:
             raise UsageError(
@@ -686,13 +667,11 @@ class OciLayoutDestination(ImageDestination):
         self.root = ref.path
         self.what = what or ref.path
         self.layout = _Layout(self.root, self.what)
-        #: re-hash every blob found present, not only small ones
-        self.verify_existing = False
+        self._verify_existing = verify_existing
         self.created: set[Digest] = set()
         self._claimed: set[str] = set()
         self._needs: dict[Digest, int] = {}  # what the new index entries name, and sizes
-        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocikit-fsync")
-        self._io_pending: list[Future[None]] = []
+        self._durability = Durability(self.what)  # blobs on their way to disk
         self._made_root = False
         self._done = False
         self._pending: list[Descriptor] = []
@@ -708,7 +687,6 @@ class OciLayoutDestination(ImageDestination):
                 self.work.remove()
                 raise write_error(self.what, e) from None
         except BaseException:
-            self._io.shutdown()
             work = getattr(self, "work", None)
             if work is not None:
                 work.remove()
@@ -773,7 +751,7 @@ class OciLayoutDestination(ImageDestination):
             return False
         if not stat.S_ISREG(st.st_mode) or (size is not None and st.st_size != size):
             return False
-        if st.st_size > SMALL_BLOB and not self.verify_existing:
+        if st.st_size > SMALL_BLOB and not self._verify_existing:
             return True
         return _hash_file(path, digest)
 
@@ -808,7 +786,9 @@ class OciLayoutDestination(ImageDestination):
             self.created.add(digest)
 
     def new_blob(self) -> BlobWriter:
-        return _LayoutBlob(self)
+        """Written in this writer's directory; at commit flushed, then fsynced and renamed
+        into ``blobs/`` (``place``) on the I/O thread while the next blob is written."""
+        return TempBlob(self.work.path, self.what, self.place, durable=self._durability)
 
     def known_layers(self, config: Digest) -> Sequence[Descriptor] | None:
         for manifest in self._manifests():
@@ -840,36 +820,9 @@ class OciLayoutDestination(ImageDestination):
             else:
                 todo.extend(doc.manifests)
 
-    def background(self, fn: Callable[[Digest], None], digest: Digest) -> None:
-        self._io_pending.append(self._io.submit(fn, digest))
-
-    def _drain_io(self) -> None:
-        """Wait for every blob's fsync and rename; the first failure is raised."""
-        pending, self._io_pending = self._io_pending, []
-        errors = [f.exception() for f in pending]
-        for e in errors:
-            if isinstance(e, OcikitError):
-                raise e
-            if isinstance(e, OSError):
-                raise write_error(self.what, e) from e
-            if e is not None:
-                raise DestinationError(f"{self.what}: cannot write a blob: {e}") from e
-
     def flush(self) -> None:
-        """Every blob written so far is in place (fsynced, renamed); the index is untouched."""
-        self._drain_io()
-
-    def put_blob_bytes(self, data: bytes) -> Digest:
-        digest = Digest.of(data)
-        if not self.reuse_blob(digest, len(data)):
-            w = self.new_blob()
-            try:
-                w.file.write(data)
-            except BaseException:
-                w.abort()
-                raise
-            w.commit(digest)
-        return digest
+        """Every blob committed so far is in place (fsynced, renamed); the index is untouched."""
+        self._durability.wait()
 
     def _need(self, manifest: Manifest) -> None:
         self._needs[manifest.digest] = len(manifest.raw)
@@ -906,8 +859,7 @@ class OciLayoutDestination(ImageDestination):
         return self.layout.read_index()
 
     def commit(self) -> None:
-        self._drain_io()
-        self._io.shutdown()
+        self._durability.wait()  # before the lock: the I/O thread takes it to rename
         try:
             for algo_dir in {d.algorithm for d in self.created}:
                 fsync_dir(os.path.join(self.root, "blobs", algo_dir))
@@ -949,9 +901,7 @@ class OciLayoutDestination(ImageDestination):
         empty. Never raises for a cleanup that fails (a full disk): the first error stands."""
         if self._done:
             return
-        with contextlib.suppress(Exception):
-            self._drain_io()
-        self._io.shutdown()
+        self._durability.settle()
         try:
             if os.path.isdir(self.root):
                 with self.layout.locked():
@@ -993,9 +943,15 @@ class OciArchiveDestination(ImageDestination):
     image has a docker name) points into ``blobs/``, as containerd's export and Docker >= 25's
     save write: docker before 25 loads it too, and every OCI tool reads the layout."""
 
-    concurrent = True
+    properties = DestinationProperties(concurrent=True, holds_index=True)
 
-    def __init__(self, ref: Reference, additional_tags: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        ref: Reference,
+        additional_tags: Sequence[str] = (),
+        *,
+        verify_existing: bool = False,
+    ) -> None:
         super().__init__(ref)
         check_archive_output(ref, ref.path, ref.is_stdio, " (did you mean oci:?)")
         self._names = ([ref.name] if ref.name else []) + list(additional_tags)
@@ -1003,7 +959,9 @@ class OciArchiveDestination(ImageDestination):
         self._staging = private_tmp_dir("oci-archive", ref.path)
         try:
             staged = Reference("oci", os.path.join(self._staging.path, "layout"), ref.name)
-            self.layout = OciLayoutDestination(staged, additional_tags, what=self._staging.what)
+            self.layout = OciLayoutDestination(
+                staged, additional_tags, what=self._staging.what, verify_existing=verify_existing
+            )
         except BaseException:
             self._staging.remove()
             raise
@@ -1016,6 +974,9 @@ class OciArchiveDestination(ImageDestination):
 
     def new_blob(self) -> BlobWriter:
         return self.layout.new_blob()
+
+    def flush(self) -> None:
+        self.layout.flush()
 
     def put_manifest(self, manifest: Manifest, config: ImageConfig, tags: Sequence[str]) -> None:
         self.layout.put_manifest(manifest, config, tags)

@@ -15,7 +15,6 @@ import contextlib
 import functools
 import io
 import os
-import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,8 +37,17 @@ from ..model import mediatypes as mt
 from ..model.jsondoc import MANIFEST_LIMIT, show
 from ..model.manifest import parse_manifest_or_index
 from . import registry_client as rc
-from .base import BlobWriter, ImageDestination, ImageSource, IndexSource, select_platform
-from .fsutil import GuardedFile, PrivateDir, private_tmp_dir, write_error
+from .base import (
+    BlobWriter,
+    DestinationProperties,
+    Flavor,
+    ImageDestination,
+    ImageSource,
+    IndexSource,
+    SourceProperties,
+    select_platform,
+)
+from .fsutil import PrivateDir, private_tmp_dir
 from .httpstream import Budget, ResponseStream
 from .reference import Reference
 from .registry_client import (
@@ -52,6 +60,7 @@ from .registry_client import (
     raise_for,
     read_error,
 )
+from .tempblob import TempBlob
 
 MAX_MANIFEST = MANIFEST_LIMIT
 MONOLITHIC_MAX = 32 << 20  # blobs up to this size go in one PUT
@@ -95,7 +104,7 @@ def _client(ref: Reference, options: RegistryOptions) -> RegistryClient:
 
 
 class RegistrySource(ImageSource):
-    concurrent = True
+    properties = SourceProperties(concurrent=True)
 
     def __init__(
         self,
@@ -245,33 +254,11 @@ class RegistryIndex(IndexSource):
 # -- push --------------------------------------------------------------------------------------
 
 
-class _StagedBlob(BlobWriter):
-    """A blob written to a temporary file, uploaded when committed (the file is the retry
-    buffer: nothing is held in memory)."""
-
-    def __init__(self, dest: RegistryDestination) -> None:
-        self._dest = dest
-        staging = dest.staging()
-        try:
-            fd, self.path = tempfile.mkstemp(dir=staging.path, prefix="blob-")
-        except OSError as e:
-            raise write_error(staging.what, e) from None
-        self._file = GuardedFile(os.fdopen(fd, "wb", buffering=CHUNK), staging.what)
-        self.file = self._file  # type: ignore[assignment]
-
-    def commit(self, digest: Digest) -> None:
-        self._file.close()
-        self._dest.upload(self.path, digest)
-
-    def abort(self) -> None:
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)  # first: closing may fail again on a full disk
-        self._file.discard()
-
-
 class RegistryDestination(ImageDestination):
-    concurrent = True
-    flavor = "source"  # a registry-to-registry copy keeps every digest
+    #: a registry-to-registry copy keeps every digest; a source's file is sent as it is
+    properties = DestinationProperties(
+        flavor=Flavor.SOURCE, concurrent=True, takes_files=True, holds_index=True
+    )
 
     def __init__(
         self,
@@ -361,17 +348,20 @@ class RegistryDestination(ImageDestination):
         return False
 
     def new_blob(self) -> BlobWriter:
-        return _StagedBlob(self)
-
-    takes_files = True
+        """Written to a temporary file, uploaded when committed (the file is the retry
+        buffer: nothing is held in memory)."""
+        staging = self.staging()
+        return TempBlob(staging.path, staging.what, lambda path, d, _size: self.upload(path, d))
 
     def put_blob_file(self, path: str, digest: Digest) -> None:
         """Upload a source's own blob file in the background (it is not removed)."""
         self._uploads.append(self._pool.submit(self._upload, path, digest, False))
 
-    def put_small_blob(self, data: bytes, digest: Digest) -> None:
+    def put_blob_bytes(self, data: bytes) -> Digest:
         """Upload a small blob (a config) from memory, in the background."""
+        digest = Digest.of(data)
         self._uploads.append(self._pool.submit(self._upload, data, digest, False))
+        return digest
 
     def upload(self, path: str, digest: Digest) -> None:
         """Upload the staged file ``path`` (then removed) in the background."""

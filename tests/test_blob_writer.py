@@ -1,0 +1,191 @@
+"""The one blob writer (transports/tempblob.py) and BlobWriter as a context manager.
+
+In-process, on files in tmp_path: commit, abort, an exception inside ``with``, a wrong
+digest, a failing fsync or store, the fsync before the rename, and nothing left behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from ocikit.errors import DestinationError
+from ocikit.model import Digest
+from ocikit.tempfiles import PrivateDir
+from ocikit.transports import Reference
+from ocikit.transports import tempblob as tb
+from ocikit.transports.oci_layout import OciLayoutDestination, blob_path
+from ocikit.transports.tempblob import Durability, TempBlob
+
+DATA = b"some blob bytes\n" * 1000
+DIGEST = Digest.of(DATA)
+
+
+@pytest.fixture
+def private(tmp_path: Path):
+    d = PrivateDir(str(tmp_path), ".ocikit-tmp-", str(tmp_path))
+    yield d
+    d.remove()
+
+
+def _stored() -> tuple[list[tuple[str, Digest, int, bytes]], tb.Store]:
+    got: list[tuple[str, Digest, int, bytes]] = []
+
+    def store(path: str, digest: Digest, size: int) -> None:
+        with open(path, "rb") as f:
+            got.append((path, digest, size, f.read()))
+        os.unlink(path)
+
+    return got, store
+
+
+def test_commit_hands_the_file_on(private: PrivateDir) -> None:
+    got, store = _stored()
+    with TempBlob(private.path, "here", store) as writer:
+        writer.file.write(DATA[:100])
+        writer.file.write(memoryview(DATA)[100:])
+        writer.commit(DIGEST)
+    assert [(d, n, b) for _, d, n, b in got] == [(DIGEST, len(DATA), DATA)]
+    assert os.listdir(private.path) == []
+    writer.abort()  # after commit: nothing
+    assert len(got) == 1
+
+
+def test_leaving_without_commit_aborts(private: PrivateDir) -> None:
+    got, store = _stored()
+    with TempBlob(private.path, "here", store) as writer:
+        writer.file.write(DATA)
+    assert got == [] and os.listdir(private.path) == []
+
+
+def test_an_exception_inside_aborts(private: PrivateDir) -> None:
+    got, store = _stored()
+    with pytest.raises(KeyError), TempBlob(private.path, "here", store) as writer:
+        writer.file.write(DATA)
+        raise KeyError("boom")
+    assert got == [] and os.listdir(private.path) == []
+
+
+def test_a_wrong_digest_is_refused_and_aborts(private: PrivateDir) -> None:
+    got, store = _stored()
+    with (
+        pytest.raises(DestinationError, match="holds sha256:"),
+        TempBlob(private.path, "here", store) as writer,
+    ):
+        writer.file.write(DATA)
+        writer.commit(Digest.of(b"other"))
+    assert got == [] and os.listdir(private.path) == []
+    with pytest.raises(RuntimeError):
+        writer.commit(DIGEST)  # once
+
+
+def test_a_failing_store_leaves_nothing(private: PrivateDir) -> None:
+    def store(path: str, digest: Digest, size: int) -> None:
+        raise DestinationError("refused")
+
+    with (
+        pytest.raises(DestinationError, match="refused"),
+        TempBlob(private.path, "here", store) as writer,
+    ):
+        writer.file.write(DATA)
+        writer.commit(DIGEST)
+    assert os.listdir(private.path) == []
+
+
+def test_durable_fsyncs_before_store_off_the_callers_thread(
+    private: PrivateDir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``commit`` returns before the fsync (it waits on the I/O thread: the caller writes
+    the next blob meanwhile); the fsync comes before the store (the rename); ``wait``
+    returns when both are done."""
+    events: list[tuple[str, str]] = []
+    release = threading.Event()
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        assert release.wait(30)
+        events.append(("fsync", threading.current_thread().name))
+        real_fsync(fd)
+
+    def store(path: str, digest: Digest, size: int) -> None:
+        events.append(("store", threading.current_thread().name))
+        os.unlink(path)
+
+    monkeypatch.setattr(tb.os, "fsync", fsync)
+    durable = Durability("here")
+    with TempBlob(private.path, "here", store, durable=durable) as writer:
+        writer.file.write(DATA)
+        writer.commit(DIGEST)
+    assert events == []  # committed; its fsync still waits
+    release.set()
+    durable.wait()
+    assert [e for e, _ in events] == ["fsync", "store"]
+    assert all(name.startswith("ocikit-fsync") for _, name in events)
+    assert os.listdir(private.path) == []
+
+
+def test_a_failing_fsync_is_one_line_and_leaves_nothing(
+    private: PrivateDir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fsync(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    got, store = _stored()
+    monkeypatch.setattr(tb.os, "fsync", fsync)
+    durable = Durability("the layout")
+    with TempBlob(private.path, "the layout", store, durable=durable) as writer:
+        writer.file.write(DATA)
+        writer.commit(DIGEST)
+    with pytest.raises(DestinationError, match=r"^the layout: no space left on device$"):
+        durable.wait()
+    assert got == [] and os.listdir(private.path) == []
+    durable.settle()  # nothing pending: quiet
+
+
+def test_layout_blob_durable_before_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An OCI layout: the blob is fsynced, then renamed into blobs/, and index.json is
+    written only after that; with no commit, nothing of the copy stays."""
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append("fsync")
+        real_fsync(fd)
+
+    def replace(src: str, dst: str) -> None:
+        events.append(f"rename {os.path.relpath(dst, tmp_path)}")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(tb.os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    layout = tmp_path / "layout"
+    dest = OciLayoutDestination(Reference("oci", str(layout), "t"))
+    try:
+        with dest.new_blob() as writer:
+            writer.file.write(DATA)
+            writer.commit(DIGEST)
+        dest.flush()
+        assert (layout / blob_path(DIGEST)).read_bytes() == DATA
+        dest.commit()
+    except BaseException:
+        dest.abort()
+        raise
+    blob = f"rename layout/{blob_path(DIGEST)}"
+    assert events.index("fsync") < events.index(blob) < events.index("rename layout/index.json")
+    assert sorted(os.listdir(layout)) == ["blobs", "index.json", "oci-layout"]
+
+
+def test_layout_abort_leaves_nothing(tmp_path: Path) -> None:
+    layout = tmp_path / "layout"
+    dest = OciLayoutDestination(Reference("oci", str(layout), "t"))
+    with dest.new_blob() as writer:
+        writer.file.write(DATA)
+        writer.commit(DIGEST)
+    with dest.new_blob() as unfinished:
+        unfinished.file.write(b"half")
+    dest.abort()
+    assert not layout.exists()
