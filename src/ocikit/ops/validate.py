@@ -133,7 +133,7 @@ def require_valid(
 
 def _known_digest(ref: Reference) -> Digest | None:
     """The digest the reference names its manifest by, if it names one."""
-    text = ref.digest or (ref.name if ref.transport == "docker" else None)
+    text = ref.manifest_digest
     if text and text.startswith(("sha256:", "sha512:")):
         return Digest(text)
     return None

@@ -159,11 +159,8 @@ class Transport(ABC):
         ref: Reference,
         additional_tags: Sequence[str],
         registry: RegistryOptions | None,
-        verify_existing: bool = False,
     ) -> ImageDestination:
-        """Where an image is written (``ref`` selects no stored image: checked before);
-        ``verify_existing``: blobs found there are re-hashed before they are relied on (a
-        destination that keeps no blobs ignores it)."""
+        """Where an image is written (``ref`` selects no stored image: checked before)."""
 
     def __repr__(self) -> str:
         return f"<transport {self.name}>"
@@ -278,11 +275,10 @@ class OciTransport(_Layout):
         ref: Reference,
         additional_tags: Sequence[str],
         registry: RegistryOptions | None,
-        verify_existing: bool = False,
     ) -> ImageDestination:
         from .oci_layout import OciLayoutDestination
 
-        return OciLayoutDestination(ref, additional_tags, verify_existing=verify_existing)
+        return OciLayoutDestination(ref, additional_tags)
 
 
 class OciArchiveTransport(_Layout):
@@ -297,11 +293,10 @@ class OciArchiveTransport(_Layout):
         ref: Reference,
         additional_tags: Sequence[str],
         registry: RegistryOptions | None,
-        verify_existing: bool = False,
     ) -> ImageDestination:
         from .oci_layout import OciArchiveDestination
 
-        return OciArchiveDestination(ref, additional_tags, verify_existing=verify_existing)
+        return OciArchiveDestination(ref, additional_tags)
 
 
 class DockerArchiveTransport(Transport):
@@ -347,7 +342,6 @@ class DockerArchiveTransport(Transport):
         ref: Reference,
         additional_tags: Sequence[str],
         registry: RegistryOptions | None,
-        verify_existing: bool = False,
     ) -> ImageDestination:
         from .docker_archive import DockerArchiveDestination
 
@@ -392,7 +386,6 @@ class DaemonTransport(Transport):
         ref: Reference,
         additional_tags: Sequence[str],
         registry: RegistryOptions | None,
-        verify_existing: bool = False,
     ) -> ImageDestination:
         from .daemon import DaemonDestination
 
@@ -470,7 +463,6 @@ class DockerTransport(Transport):
         ref: Reference,
         additional_tags: Sequence[str],
         registry: RegistryOptions | None,
-        verify_existing: bool = False,
     ) -> ImageDestination:
         from .registry import RegistryDestination
 
