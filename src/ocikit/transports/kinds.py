@@ -159,8 +159,11 @@ class Transport(ABC):
         ref: Reference,
         additional_tags: Sequence[str],
         registry: RegistryOptions | None,
+        verify_existing: bool = False,
     ) -> ImageDestination:
-        """Where an image is written (``ref`` selects no stored image: checked before)."""
+        """Where an image is written (``ref`` selects no stored image: checked before);
+        ``verify_existing``: blobs found there are re-hashed before they are relied on (a
+        destination that keeps no blobs ignores it)."""
 
     def __repr__(self) -> str:
         return f"<transport {self.name}>"
@@ -275,10 +278,11 @@ class OciTransport(_Layout):
         ref: Reference,
         additional_tags: Sequence[str],
         registry: RegistryOptions | None,
+        verify_existing: bool = False,
     ) -> ImageDestination:
         from .oci_layout import OciLayoutDestination
 
-        return OciLayoutDestination(ref, additional_tags)
+        return OciLayoutDestination(ref, additional_tags, verify_existing=verify_existing)
 
 
 class OciArchiveTransport(_Layout):
@@ -293,10 +297,11 @@ class OciArchiveTransport(_Layout):
         ref: Reference,
         additional_tags: Sequence[str],
         registry: RegistryOptions | None,
+        verify_existing: bool = False,
     ) -> ImageDestination:
         from .oci_layout import OciArchiveDestination
 
-        return OciArchiveDestination(ref, additional_tags)
+        return OciArchiveDestination(ref, additional_tags, verify_existing=verify_existing)
 
 
 class DockerArchiveTransport(Transport):
@@ -342,6 +347,7 @@ class DockerArchiveTransport(Transport):
         ref: Reference,
         additional_tags: Sequence[str],
         registry: RegistryOptions | None,
+        verify_existing: bool = False,
     ) -> ImageDestination:
         from .docker_archive import DockerArchiveDestination
 
@@ -386,6 +392,7 @@ class DaemonTransport(Transport):
         ref: Reference,
         additional_tags: Sequence[str],
         registry: RegistryOptions | None,
+        verify_existing: bool = False,
     ) -> ImageDestination:
         from .daemon import DaemonDestination
 
@@ -463,6 +470,7 @@ class DockerTransport(Transport):
         ref: Reference,
         additional_tags: Sequence[str],
         registry: RegistryOptions | None,
+        verify_existing: bool = False,
     ) -> ImageDestination:
         from .registry import RegistryDestination
 
