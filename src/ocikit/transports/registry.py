@@ -49,6 +49,7 @@ from .base import (
 )
 from .fsutil import PrivateDir, private_tmp_dir
 from .httpstream import Budget, ResponseStream
+from .kinds import REGISTRY_JOBS
 from .reference import Reference
 from .registry_client import (
     AuthError,
@@ -65,7 +66,7 @@ from .tempblob import TempBlob
 MAX_MANIFEST = MANIFEST_LIMIT
 MONOLITHIC_MAX = 32 << 20  # blobs up to this size go in one PUT
 UPLOAD_CHUNK = 16 << 20
-DEFAULT_JOBS = 4
+DEFAULT_JOBS = REGISTRY_JOBS  # the registry transport's default_jobs
 SESSIONS = 3  # upload sessions tried per blob
 RESUMES = 5  # a broken download goes on from where it stopped, this many times
 ACCEPT = ", ".join([mt.OCI_MANIFEST, mt.OCI_INDEX, mt.DOCKER_MANIFEST, mt.DOCKER_MANIFEST_LIST])
