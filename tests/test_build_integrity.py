@@ -37,7 +37,7 @@ import ocikit
 from ocikit.build import engine
 from ocikit.build import imports as imports_mod
 from ocikit.build.imports import INLINE_MAX, read_import
-from ocikit.build.layer import place, write_tar
+from ocikit.build.placement import place, write_tar
 from ocikit.build.recipe import Import
 from ocikit.errors import InputError, OcikitError
 from ocikit.layer.analyze import Tree

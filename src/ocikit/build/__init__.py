@@ -4,9 +4,15 @@ recipe (YAML) -> load_recipe (validated whole) -> plan_build (pure) -> build (ex
 """
 
 from .engine import BuildOptions, BuildResult, ImageResult, build, source_date_epoch
-from .layer import BuildError
 from .plan import BuildPlan, plan_build
-from .recipe import LoadedRecipe, RecipeError, load_recipe, parse_substitutions, recipe_schema
+from .recipe import (
+    BuildError,
+    LoadedRecipe,
+    RecipeError,
+    load_recipe,
+    parse_substitutions,
+    recipe_schema,
+)
 
 __all__ = [
     "BuildError",

@@ -58,7 +58,7 @@ from typing import Any, TextIO
 from ..errors import InputError, UsageError, VerificationError
 from ..layer.dirfd import DIR_FLAGS, lstat_at, open_dir, remove_at, same_file
 from ..layer.streams import CHUNK
-from ..model import Descriptor, Digest, Index
+from ..model import Descriptor, Digest, Index, canonical_json
 from ..model.jsondoc import INDEX_JSON_LIMIT, load_json, quote
 from ..tempfiles import HIDDEN_TMP_PREFIX, reclaim, write_error
 
@@ -87,7 +87,8 @@ def _identity(st: os.stat_result) -> Identity:
 
 
 def _canonical(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+    """A seal's bytes, as seals were first written (their MACs cover them)."""
+    return canonical_json(obj, sort_keys=True, ascii_only=True)
 
 
 @dataclass

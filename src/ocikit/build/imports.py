@@ -238,7 +238,7 @@ def read_import(
             content.anchor, parent_fd = Anchor(parent_fd), -1
             source = ContextFile(content.anchor, (leaf,), st)
             if extract:
-                content.entries, sha, size = _tarball(fd, spec, uid, gid, epoch, origin, content)
+                content.entries, sha, size = _tarball(fd, content, (uid, gid), epoch)
                 content.raw = Entry(
                     (), "file", _file_mode(st.st_mode, spec), 0, 0, _mtime(st, epoch), size,
                     sha, source=source,
@@ -414,21 +414,17 @@ class _HashingFile(io.RawIOBase):
 
 
 def _tarball(
-    fd: int,
-    spec: Import,
-    uid: int,
-    gid: int,
-    epoch: int | None,
-    origin: str,
-    content: ImportContent,
+    fd: int, content: ImportContent, owner: tuple[int, int], epoch: int | None
 ) -> tuple[list[Entry], str, int]:
     """A tarball's members (read safely: no name leaves the dest, links stay inside), from
     one read of ``fd`` (closed here) that also hashes it whole: the pin is checked against
-    the bytes that were extracted. Returns the entries, the tarball's sha256 and size."""
+    the bytes that were extracted. Returns the entries, the tarball's sha256 and size.
+    ``owner``: the import's (uid, gid), for members when it names one."""
+    spec, origin = content.spec, content.origin
     raw = _HashingFile(fd)
     try:
         try:
-            entries = _members(raw, spec, uid, gid, epoch, origin, content)
+            entries = _members(raw, content, owner, epoch)
         except (InputError, UsageError):
             if spec.sha256 is not None:  # a tarball that is not the one pinned: say that
                 raw.drain()
@@ -449,14 +445,10 @@ def _check_pin(raw: _HashingFile, spec: Import, origin: str) -> None:
 
 
 def _members(
-    raw: _HashingFile,
-    spec: Import,
-    uid: int,
-    gid: int,
-    epoch: int | None,
-    origin: str,
-    content: ImportContent,
+    raw: _HashingFile, content: ImportContent, owner: tuple[int, int], epoch: int | None
 ) -> list[Entry]:
+    spec, origin = content.spec, content.origin
+    uid, gid = owner
     private = private_tmp_dir("import", f"{origin}: {spec.src}")
     content.spools.append(private)
     fd = os.open(

@@ -25,10 +25,6 @@ class PlannedImage:
 class BuildPlan:
     order: tuple[PlannedImage, ...]
 
-    @property
-    def names(self) -> list[str]:
-        return [p.name for p in self.order]
-
 
 def plan_build(recipe: LoadedRecipe, targets: Sequence[str] = ()) -> BuildPlan:
     images = recipe.images

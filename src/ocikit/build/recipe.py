@@ -41,6 +41,10 @@ VALUES_LIMIT = 200_000  # values in a recipe, aliases expanded (``*a`` counts a'
 SHOWN_PROBLEMS = 100  # problems listed; the rest are counted
 
 
+class BuildError(UsageError):
+    """The recipe cannot be built as written."""
+
+
 class RecipeError(UsageError):
     """The recipe is invalid; ``problems`` lists every error as ``path: message``. Its
     message is one line for one problem; for several, a header and one line per problem."""

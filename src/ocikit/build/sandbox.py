@@ -74,6 +74,21 @@ class Mount:
     writable: bool = False
 
 
+@dataclass(frozen=True)
+class _Process:
+    """What runs in the container, and as whom (``run_step``'s arguments)."""
+
+    args: Sequence[str]
+    env: Sequence[str]
+    cwd: str
+    uid: int
+    gid: int
+    groups: Sequence[int]
+    mounts: Sequence[Mount]
+    network_host: bool
+    hostname: str
+
+
 @dataclass
 class StepResult:
     exit_code: int
@@ -184,7 +199,8 @@ def run_step(
     state = ["--root", str(work / "state")]
     try:
         (work / "runtime").write_text(runtime)  # for reclaim_runs, should this process die
-        config = _config(rootfs, args, env, cwd, uid, gid, groups, mounts, network_host, hostname)
+        process = _Process(args, env, cwd, uid, gid, groups, mounts, network_host, hostname)
+        config = _config(rootfs, process)
         (work / "config.json").write_text(json.dumps(config, indent=1))
         tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         with subprocess.Popen(
@@ -270,24 +286,14 @@ def _result(work: Path, runtime: str, helper: int, tail: list[str]) -> StepResul
         )
 
 
-def _config(
-    rootfs: Path,
-    args: Sequence[str],
-    env: Sequence[str],
-    cwd: str,
-    uid: int,
-    gid: int,
-    groups: Sequence[int],
-    mounts: Sequence[Mount],
-    network_host: bool,
-    hostname: str,
-) -> dict[str, object]:
-    caps = CAPABILITIES if uid == 0 else []
+def _config(rootfs: Path, p: _Process) -> dict[str, object]:
+    """The runtime's ``config.json``."""
+    caps = CAPABILITIES if p.uid == 0 else []
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]  # a container cannot go above it
     if nofile == resource.RLIM_INFINITY or nofile > 1 << 20:
         nofile = 1 << 20
     namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
-    if not network_host:
+    if not p.network_host:
         namespaces.append({"type": "network"})
     base_mounts: list[dict[str, object]] = [
         {"destination": "/proc", "type": "proc", "source": "proc"},
@@ -316,7 +322,7 @@ def _config(
             "options": ["nosuid", "nodev", "mode=1777"],
         },
     ]
-    for m in mounts:
+    for m in p.mounts:
         base_mounts.append(
             {
                 "destination": m.destination,
@@ -329,16 +335,16 @@ def _config(
         "ociVersion": "1.0.2",
         "process": {
             "terminal": False,
-            "user": {"uid": uid, "gid": gid, "additionalGids": list(groups)},
-            "args": list(args),
-            "env": list(env),
-            "cwd": cwd,
+            "user": {"uid": p.uid, "gid": p.gid, "additionalGids": list(p.groups)},
+            "args": list(p.args),
+            "env": list(p.env),
+            "cwd": p.cwd,
             "capabilities": {k: caps for k in ("bounding", "effective", "permitted")},
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
             "noNewPrivileges": False,
         },
         "root": {"path": str(rootfs), "readonly": False},
-        "hostname": hostname,
+        "hostname": p.hostname,
         "mounts": base_mounts,
         "linux": {
             "namespaces": namespaces,

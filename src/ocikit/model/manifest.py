@@ -34,9 +34,14 @@ from .jsondoc import (
 __all__ = ["ImageConfig", "Index", "Manifest", "canonical_json", "load_json"]
 
 
-def canonical_json(obj: Any) -> bytes:
-    """Compact JSON in the key order given; what ocikit writes for manifests and indexes."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+def canonical_json(obj: Any, *, sort_keys: bool = False, ascii_only: bool = False) -> bytes:
+    """The one way ocikit writes JSON: compact, UTF-8, in the key order given (manifests,
+    indexes) or sorted (``sort_keys``: configs the build makes, cache keys, seals).
+    ``ascii_only`` escapes every non-ASCII character (``\\u00e9``), as cache keys and seals
+    were first written: their bytes must never change. A lone surrogate (kept from an
+    escape in a document read) is written back as that escape, never an encoding error."""
+    text = json.dumps(obj, sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=ascii_only)
+    return text.encode("utf-8", "backslashreplace")
 
 
 def _document(

@@ -21,7 +21,7 @@ from ..layer.compress import decompressing_reader
 from ..layer.streams import CHUNK
 from ..layer.tarstream import BLOCK, TarEntry, TarStream
 from ..layer.transcode import LayerEncoder, TranscodeResult
-from ..model import Compression, ImageConfig
+from ..model import Compression, ImageConfig, canonical_json, mutate
 from ..transports import Image, Layer
 from .check import analyze_layer
 from .progress import ProgressReporter
@@ -148,11 +148,11 @@ def _header(entry: TarEntry, edit: Edit, size: int) -> bytes:
 
 
 def repaired_config(config: ImageConfig, diff_ids: dict[int, str]) -> ImageConfig:
-    """The config with the rewritten layers' diff_ids; every other byte of meaning kept."""
+    """The config with the rewritten layers' diff_ids; every other byte of meaning kept
+    (its keys in their order; a lone surrogate, an escape like \\ud800 in the source, goes
+    back as that escape: ``canonical_json``)."""
     data = json.loads(config.raw)  # bounded and validated when the config was parsed
-    ids = data["rootfs"]["diff_ids"]
+    ids = list(data["rootfs"]["diff_ids"])
     for i, d in diff_ids.items():
         ids[i] = d
-    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-    # a lone surrogate (an escape like \\ud800 in the source) goes back as that escape
-    return ImageConfig.parse(text.encode("utf-8", "backslashreplace"), "repaired config")
+    return mutate.to_config(canonical_json(mutate.with_diff_ids(data, ids)), "repaired config")

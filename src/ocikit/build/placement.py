@@ -19,18 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import UsageError
 from ..layer.analyze import Kind, Node, Tree
 from ..layer.paths import clean
 from ..layer.streams import CHUNK
 from ..layer.tarwriter import TarOutput, tar_header
 from .imports import Entry, ImportContent, open_data
+from .recipe import BuildError
 
 NEW = 1 << 30  # the layer index of nodes this layer adds
-
-
-class BuildError(UsageError):
-    """The recipe cannot be built as written."""
 
 
 @dataclass
