@@ -31,8 +31,10 @@ lint: venv
 test: system-deps venv lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
+# Every row of the performance table, ocikit beside its peer (bench/README.md); as root.
+# BENCH_ARGS=--quick checks the harness in a few minutes.
 bench: venv
-	$(PY) bench/bench_copy.py
+	$(PY) bench/bench_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DEMO) build src/*.egg-info

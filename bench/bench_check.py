@@ -120,25 +120,28 @@ class LayoutInfo:
         )
 
 
-def ensure_layout(archive: Path, ocikit: Path, regenerate: bool) -> LayoutInfo:
+def ensure_layout(
+    archive: Path, ocikit: Path, regenerate: bool, layout: Path = LAYOUT
+) -> LayoutInfo:
     """The archive as an OCI layout with gzip layers, made once by ``ocikit copy`` and cached
-    (remade when the archive is newer); written aside and renamed, so a failure is not cached."""
-    index = LAYOUT / "index.json"
+    at ``layout`` (remade when the archive is newer); written aside and renamed, so a failure
+    is not cached."""
+    index = layout / "index.json"
     stale = not index.exists() or index.stat().st_mtime < archive.stat().st_mtime
     if regenerate or stale:
-        log(f"converting {archive.name} to {LAYOUT} (gzip) ...")
-        partial = LAYOUT.with_name(LAYOUT.name + ".partial")
+        log(f"converting {archive.name} to {layout} (gzip) ...")
+        partial = layout.with_name(layout.name + ".partial")
         remove(partial)
         argv = [str(ocikit), "copy", "-q", "--dest-compress-format", "gzip"]
         subprocess.run([*argv, f"docker-archive:{archive}", f"oci:{partial}:{TAG}"], check=True)
         check_gzip_layout(partial, describe_archive(archive).layers)
-        remove(LAYOUT)
-        partial.replace(LAYOUT)
+        remove(layout)
+        partial.replace(layout)
     blobs = []
-    for layer in layout_layers(LAYOUT):
+    for layer in layout_layers(layout):
         algo, hexdigest = layer["digest"].split(":", 1)
-        blobs.append(LAYOUT / "blobs" / algo / hexdigest)
-    return LayoutInfo(LAYOUT, tuple(blobs), sum(p.stat().st_size for p in blobs))
+        blobs.append(layout / "blobs" / algo / hexdigest)
+    return LayoutInfo(layout, tuple(blobs), sum(p.stat().st_size for p in blobs))
 
 
 def remove(path: Path) -> None:
