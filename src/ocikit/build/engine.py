@@ -124,9 +124,10 @@ def source_date_epoch() -> int:
 def _output_ref(output: str) -> Reference:
     ref = as_reference(output)
     tagged = ref.name is not None or ref.selects
-    if ref.transport == "docker":  # a repository prefix: no tag or digest written
+    if ref.properties.registry:  # a repository prefix: no tag or digest written
         tagged = "@" in output or ":" in output.rsplit("/", 1)[-1]
-    if ref.transport not in ("oci", "docker") or ref.is_stdio or tagged:
+    p = ref.properties
+    if not (p.layout_directory or p.registry) or ref.is_stdio or tagged:
         raise UsageError(
             f"--output {output}: builds go to an OCI layout (oci:DIR) or a registry "
             f"repository prefix (docker://HOST/PREFIX), each image tagged by name; "
@@ -136,7 +137,7 @@ def _output_ref(output: str) -> Reference:
 
 
 def _destination(output: Reference, tag: str) -> str:
-    if output.transport == "oci":
+    if output.properties.layout_directory:
         return f"oci:{output.path}:{tag}"
     return f"docker://{output.path}/{tag}:latest"
 
@@ -351,7 +352,7 @@ class _Builder:
         dest = open_destination(ref, (), self.options.dest_registry or self.options.registry)
         try:
             with self.store.open(tag) as image:
-                jobs = 4 if ref.transport == "docker" else 1
+                jobs = ref.properties.default_jobs  # as copy's default
                 ImageCopier(image, dest, progress=self._counted(), jobs=jobs).run()
             dest.commit()
         except BaseException:
@@ -377,7 +378,7 @@ class _Builder:
             digest = image.digest
             tag = f"base-{self.options.compress.value}-{digest.hex}"
             if self.store.lookup(tag) is None:
-                jobs = 4 if as_reference(ref).transport == "docker" else 1  # as copy's default
+                jobs = as_reference(ref).properties.default_jobs  # as copy's default
                 self._store_base(image, tag, bool(self.store.why), jobs)
         self._bases[ref] = (digest, tag)
         return digest, tag
@@ -393,9 +394,7 @@ class _Builder:
 
     def _resolve_path(self, text: str) -> str:
         ref = as_reference(text)
-        if ref.transport in ("oci", "oci-archive", "docker-archive") and not os.path.isabs(
-            ref.path
-        ):
+        if ref.properties.local_path and not os.path.isabs(ref.path):
             path = str(self.recipe.directory / ref.path)  # as validation found it
             return str(replace(ref, path=path))
         return text
