@@ -149,15 +149,21 @@ def test_a_bad_layer_leaves_nothing(tmp_path: Path, private_tmp: Path) -> None:
     assert _bytes_under(private_tmp) == 0
 
 
+def _image_ids(engine: DockerEngine) -> list[str]:
+    """The engine's images, one ID per name, sorted: ``docker images`` orders images of one
+    creation time (reproducible images) differently from one call to the next."""
+    return sorted(engine.docker("images", "-a", "-q", "--no-trunc").stdout.decode().split())
+
+
 def _docker_loads_nothing(engine: DockerEngine, where: Path, stream: bytes) -> None:
     """``docker load`` of ``stream`` fails, and the engine holds no image more."""
-    before = engine.docker("images", "-a", "-q", "--no-trunc").stdout
+    before = _image_ids(engine)
     where.write_bytes(stream)
     load = subprocess.run(
         ["docker", "load", "-i", str(where)], env=engine.env, capture_output=True, timeout=120
     )
     assert load.returncode != 0
-    assert engine.docker("images", "-a", "-q", "--no-trunc").stdout == before
+    assert _image_ids(engine) == before
 
 
 def test_a_stream_cut_short_holds_no_image(tmp_path: Path, docker_engine: DockerEngine) -> None:
@@ -378,7 +384,7 @@ def test_a_load_that_fails_midway_leaves_no_image(
 
     monkeypatch.setattr(docker_archive.DockerArchiveDestination, "_write_end", fail)
     monkeypatch.setenv("DOCKER_HOST", docker_engine.env["DOCKER_HOST"])
-    before = docker_engine.docker("images", "-a", "-q", "--no-trunc").stdout
+    before = _image_ids(docker_engine)
     with pytest.raises((OSError, ocikit.OcikitError)):
         ocikit.copy(f"oci:{tmp_path}/src:t", "docker-daemon:ocikit-midway:1")
-    assert docker_engine.docker("images", "-a", "-q", "--no-trunc").stdout == before
+    assert _image_ids(docker_engine) == before

@@ -1,7 +1,8 @@
 """The one blob writer (transports/tempblob.py) and BlobWriter as a context manager.
 
-In-process, on files in tmp_path: commit, abort, an exception inside ``with``, a wrong
-digest, a failing fsync or store, the fsync before the rename, and nothing left behind.
+In-process, on files in tmp_path: commit, abort, an exception inside ``with``, a failing
+fsync or store, the fsync before the rename, a file copied as a blob verified, and nothing
+left behind.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ocikit.errors import DestinationError
+from ocikit.errors import DestinationError, VerificationError
 from ocikit.model import Digest
 from ocikit.tempfiles import PrivateDir
 from ocikit.transports import Reference
@@ -70,17 +71,14 @@ def test_an_exception_inside_aborts(private: PrivateDir) -> None:
     assert got == [] and os.listdir(private.path) == []
 
 
-def test_a_wrong_digest_is_refused_and_aborts(private: PrivateDir) -> None:
+def test_commit_and_abort_are_once(private: PrivateDir) -> None:
     got, store = _stored()
-    with (
-        pytest.raises(DestinationError, match="holds sha256:"),
-        TempBlob(private.path, "here", store) as writer,
-    ):
+    with TempBlob(private.path, "here", store) as writer:
         writer.file.write(DATA)
-        writer.commit(Digest.of(b"other"))
-    assert got == [] and os.listdir(private.path) == []
+        writer.commit(DIGEST)
     with pytest.raises(RuntimeError):
-        writer.commit(DIGEST)  # once
+        writer.commit(DIGEST)
+    assert len(got) == 1
 
 
 def test_a_failing_store_leaves_nothing(private: PrivateDir) -> None:
@@ -177,6 +175,24 @@ def test_layout_blob_durable_before_index(tmp_path: Path, monkeypatch: pytest.Mo
     blob = f"rename layout/{blob_path(DIGEST)}"
     assert events.index("fsync") < events.index(blob) < events.index("rename layout/index.json")
     assert sorted(os.listdir(layout)) == ["blobs", "index.json", "oci-layout"]
+
+
+def test_put_blob_file_verifies_what_it_copies(tmp_path: Path) -> None:
+    """The default ``put_blob_file`` (a copy): a file that is not the digest is refused and
+    nothing of it stays."""
+    src = tmp_path / "blob"
+    src.write_bytes(DATA)
+    layout = tmp_path / "layout"
+    dest = OciLayoutDestination(Reference("oci", str(layout), "t"))
+    try:
+        with pytest.raises(VerificationError):
+            dest.put_blob_file(str(src), Digest.of(b"other"))
+        dest.put_blob_file(str(src), DIGEST)
+        dest.flush()
+        assert (layout / blob_path(DIGEST)).read_bytes() == DATA
+    finally:
+        dest.abort()
+    assert not layout.exists() and src.read_bytes() == DATA
 
 
 def test_layout_abort_leaves_nothing(tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 
 The public API, in a few names:
 
-    ocikit.copy(src, dst, ...)       move an image between any two references
+    ocikit.copy(src, dst, ...)       move an image between any two references (keyword
+                                     arguments, or an ocikit.CopyOptions)
     ocikit.inspect(ref)              what an image is, as JSON-ready data
     ocikit.check(ref)                what consumers reject or break on (a CheckReport)
     ocikit.repair(src, dst)          copy, rewriting only the layers that need it
@@ -42,7 +43,7 @@ if TYPE_CHECKING:  # the names below load on first use: a command imports what i
     from .model import Compression, Descriptor, Digest, ImageConfig, Index, Manifest, Platform
     from .ops import repair  # type: ignore[no-redef]  # (mypy mixes it up with ocikit.ops.repair, the module)
     from .ops.check import CheckReport, check
-    from .ops.copy import CopyResult, copy
+    from .ops.copy import CopyOptions, CopyOptionsError, CopyResult, copy
     from .ops.export import ExportResult, export_layers
     from .ops.gc import GcResult, gc
     from .ops.inspect import inspect
@@ -79,6 +80,8 @@ _LAZY = {
     **dict.fromkeys(
         (
             "CheckReport",
+            "CopyOptions",
+            "CopyOptionsError",
             "CopyResult",
             "ExportResult",
             "GcResult",
@@ -147,6 +150,8 @@ __all__ = [
     "BuildResult",
     "CheckReport",
     "Compression",
+    "CopyOptions",
+    "CopyOptionsError",
     "CopyResult",
     "Credentials",
     "Descriptor",

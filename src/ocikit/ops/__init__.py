@@ -3,7 +3,7 @@
 from typing import Any
 
 from .check import CheckReport, check
-from .copy import CopyResult, copy
+from .copy import CopyOptions, CopyOptionsError, CopyResult, copy
 from .export import ExportResult, export_layers
 from .gc import GcResult, gc
 from .inspect import inspect
@@ -18,6 +18,8 @@ def repair(src: str, dst: str, *, drop_unsafe: bool = False, **kwargs: Any) -> C
 
 __all__ = [
     "CheckReport",
+    "CopyOptions",
+    "CopyOptionsError",
     "CopyResult",
     "ExportResult",
     "GcResult",

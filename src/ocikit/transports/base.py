@@ -9,7 +9,7 @@ from enum import StrEnum
 from typing import BinaryIO, Self
 
 from ..errors import UsageError
-from ..layer.streams import copy_stream
+from ..layer.streams import HashingReader
 from ..model import Compression, Descriptor, Digest, ImageConfig, Index, Manifest, Platform
 from .reference import Reference
 
@@ -201,8 +201,8 @@ class ImageDestination(ABC):
         meanwhile and aborts the destination if it fails: nothing may name it until commit.
         Here a copy; ``properties.takes_files`` says that a destination sends the file
         itself, which is then worth it."""
-        with open(path, "rb") as f, self.new_blob() as writer:
-            copy_stream(f, writer.file)
+        with open(path, "rb", buffering=0) as f, self.new_blob() as writer:
+            HashingReader(f, what=path, expected_digest=digest, sink=writer.file).drain()
             writer.commit(digest)
 
     def put_blob_bytes(self, data: bytes) -> Digest:
