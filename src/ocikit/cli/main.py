@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
@@ -27,6 +27,7 @@ from .progress import reporter, say_through
 from .summary import SUMMARY_LINE_LIMIT, copied_line, inspect_summary
 
 if TYPE_CHECKING:
+    from ..ops.copy import CopyResult
     from ..transports import RegistryOptions
 
 # Each command imports the operation it runs when it runs: `ocikit --help`, a usage error or
@@ -55,6 +56,16 @@ def _say(line: str, *, err: bool = True, limit: int = MESSAGE_LIMIT) -> None:
     """One line about the input, as a terminal shows it: every control character escaped,
     at most ``limit`` characters (messages quote names already: this is the net)."""
     click.echo(printable(line, limit), err=err)
+
+
+def _report(result: Any, as_json: bool, quiet: bool, lines: Callable[[], Iterable[str]]) -> None:
+    """A command's result: its JSON on stdout with ``--json``; else, unless ``-q``, the
+    ``lines`` saying it on stderr (made only when said)."""
+    if as_json:
+        _print_json(result.to_dict())
+    elif not quiet:
+        for line in lines():
+            _say(line)
 
 
 def registries(*sides: tuple[str, str]) -> Callable[[F], F]:
@@ -282,7 +293,7 @@ def copy(
     from ..errors import UsageError
     from ..ops.copy import CopyOptions, CopyOptionsError
     from ..ops.copy import copy as copy_op
-    from ..transports.registry import DEFAULT_JOBS
+    from ..transports.kinds import REGISTRY_JOBS
 
     try:
         options = CopyOptions(
@@ -300,7 +311,7 @@ def copy(
                 dest_tls_verify,
                 "--dest-creds",
                 mount_from=mount_from,
-                jobs=jobs or DEFAULT_JOBS,
+                jobs=jobs or REGISTRY_JOBS,
             ),
             jobs=jobs,
             all_platforms=all_platforms,
@@ -310,13 +321,14 @@ def copy(
         result = copy_op(src, dst, options)
     except CopyOptionsError as e:  # the library names its fields: said as flags here
         raise UsageError(e.worded(_COPY_FLAGS)) from None
-    if as_json:
-        _print_json(result.to_dict())
-    elif not quiet:
-        for r in result.repaired or []:
-            changes = ", ".join(f"{n} {k.replace(':', ' ')}" for k, n in r["entries"].items())
-            _say(f"repaired layer {r['layer']}: {changes}")
-        _say(copied_line(result))
+    _report(result, as_json, quiet, lambda: _copied_lines(result))
+
+
+def _copied_lines(result: CopyResult) -> Iterator[str]:
+    for r in result.repaired or []:
+        changes = ", ".join(f"{n} {k.replace(':', ' ')}" for k, n in r["entries"].items())
+        yield f"repaired layer {r['layer']}: {changes}"
+    yield copied_line(result)
 
 
 #: the copy options the library names in its errors, as ``ocikit copy`` spells them
@@ -392,12 +404,14 @@ def export_layers(
         progress=reporter(quiet),
         registry=_registry(creds, authfile, tls_verify),
     )
-    if as_json:
-        _print_json(result.to_dict())
-    elif not quiet:
-        layers = sum(len(image.layers) for image in result.images)
-        images = counted(len(result.images), "image")
-        _say(f"exported {images}, {counted(layers, 'layer')} to {result.outdir}")
+    layers = sum(len(image.layers) for image in result.images)
+    images = counted(len(result.images), "image")
+    _report(
+        result,
+        as_json,
+        quiet,
+        lambda: [f"exported {images}, {counted(layers, 'layer')} to {result.outdir}"],
+    )
 
 
 @cli.command("help")
@@ -482,13 +496,14 @@ def gc(paths: tuple[str, ...], unreferenced: bool, as_json: bool, quiet: bool) -
     from ..ops.gc import gc as gc_op
 
     result = gc_op(paths, unreferenced=unreferenced)
-    if as_json:
-        _print_json(result.to_dict())
-    elif not quiet:
-        click.echo(
-            f"removed {counted(len(result.removed), 'item')}, {result.bytes / (1 << 20):.1f} MiB",
-            err=True,
-        )
+    _report(
+        result,
+        as_json,
+        quiet,
+        lambda: [
+            f"removed {counted(len(result.removed), 'item')}, {result.bytes / (1 << 20):.1f} MiB"
+        ],
+    )
 
 
 @cli.command()
@@ -649,16 +664,16 @@ def unpack(
         progress=reporter(quiet),
         registry=_registry(creds, authfile, tls_verify),
     )
-    if as_json:
-        _print_json(result.to_dict())
-    elif not quiet:
-        skipped = (
-            f" ({result.skipped_devices} device nodes skipped)" if result.skipped_devices else ""
-        )
-        _say(
+    skipped = f" ({result.skipped_devices} device nodes skipped)" if result.skipped_devices else ""
+    _report(
+        result,
+        as_json,
+        quiet,
+        lambda: [
             f"unpacked {result.digest} into {result.directory}: {result.layers} layers, "
             f"{result.entries} entries{skipped}"
-        )
+        ],
+    )
 
 
 @cli.command()
