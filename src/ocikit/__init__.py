@@ -9,6 +9,8 @@ The public API, in a few names:
     ocikit.repair(src, dst)          copy, rewriting only the layers that need it
     ocikit.unpack(ref, directory)    the root filesystem, extracted safely
     ocikit.export_layers(src, dir)   build-farm artifacts: <layer_id>.tar.gz, digests.json, ...
+    ocikit.validate_image(ref)       every broken structural invariant (digests, diff_ids,
+                                     media types, an index's platforms), as a list
     ocikit.gc(paths)                 reclaim what killed or interrupted runs left behind
     ocikit.build(recipe, options)    images from a recipe (``ocikit.load_recipe(path)``)
     ocikit.open_image(ref)           read an image: manifest, config, verified blob streams
@@ -48,6 +50,7 @@ if TYPE_CHECKING:  # the names below load on first use: a command imports what i
     from .ops.gc import GcResult, gc
     from .ops.inspect import inspect
     from .ops.unpack import UnpackResult, unpack
+    from .ops.validate import ValidationError, validate_image
     from .transports import (
         Credentials,
         Image,
@@ -86,6 +89,7 @@ _LAZY = {
             "ExportResult",
             "GcResult",
             "UnpackResult",
+            "ValidationError",
             "check",
             "copy",
             "export_layers",
@@ -93,6 +97,7 @@ _LAZY = {
             "inspect",
             "repair",
             "unpack",
+            "validate_image",
         ),
         "ops",
     ),
@@ -172,6 +177,7 @@ __all__ = [
     "UnpackResult",
     "UnsafeInputError",
     "UsageError",
+    "ValidationError",
     "VerificationError",
     "__version__",
     "build",
@@ -185,4 +191,5 @@ __all__ = [
     "parse_reference",
     "repair",
     "unpack",
+    "validate_image",
 ]
