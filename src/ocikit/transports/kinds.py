@@ -5,17 +5,18 @@ image source, index source and destination.
 One registry holds them by name (``transport_named``, ``TRANSPORTS`` in registration order);
 ``parse_reference`` looks the name up and lets that transport parse the rest. This module is
 light on purpose: parsing a reference imports no transport's implementation (the registry
-client pulls in httpx); each ``open_*`` imports its module when first called.
+client pulls in httpx); each ``open_*`` imports its module when first called (``Implementation``).
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import UsageError
 from ..model.jsondoc import quote, show
@@ -109,6 +110,23 @@ class Reference:
         return self.kind.manifest_digest(self)
 
 
+@dataclass(frozen=True, slots=True)
+class Implementation:
+    """Where a transport's source, index or destination class lives (imported when first
+    opened, so that naming a transport costs nothing) and which of the opening's arguments
+    it takes after the reference, in order (``verify_existing`` by keyword)."""
+
+    module: str
+    cls: str
+    takes: tuple[str, ...] = ()
+
+    def open(self, ref: Reference, **opening: object) -> Any:
+        module = importlib.import_module(f".{self.module}", __package__)
+        args = [opening[n] for n in self.takes if n != "verify_existing"]
+        keywords = {n: opening[n] for n in self.takes if n == "verify_existing"}
+        return getattr(module, self.cls)(ref, *args, **keywords)
+
+
 def _format(ref: Reference) -> str:
     s = f"{ref.transport}:{ref.path}"
     if ref.name is not None:
@@ -138,7 +156,11 @@ class Transport(ABC):
         """See ``Reference.manifest_digest``."""
         return ref.digest
 
-    @abstractmethod
+    #: the classes that open it (``index`` None: it holds one image per reference)
+    source: ClassVar[Implementation]
+    index: ClassVar[Implementation | None] = None
+    destination: ClassVar[Implementation]
+
     def open_source(
         self,
         ref: Reference,
@@ -148,12 +170,16 @@ class Transport(ABC):
     ) -> ImageSource:
         """One image: ``platform`` picks it from an index; ``tee`` sees the members of an
         archive read from a pipe; ``registry``: credentials and TLS for a registry."""
+        source: ImageSource = self.source.open(ref, platform=platform, tee=tee, registry=registry)
+        return source
 
     def open_index(self, ref: Reference, registry: RegistryOptions | None) -> IndexSource:
         """What the reference names before a platform is picked (``index`` None: one image)."""
-        return _no_index_class()(ref)
+        if self.index is None:
+            return _no_index_class()(ref)
+        index: IndexSource = self.index.open(ref, registry=registry)
+        return index
 
-    @abstractmethod
     def open_destination(
         self,
         ref: Reference,
@@ -164,6 +190,13 @@ class Transport(ABC):
         """Where an image is written (``ref`` selects no stored image: checked before);
         ``verify_existing``: blobs found there are re-hashed before they are relied on (a
         destination that keeps no blobs ignores it)."""
+        destination: ImageDestination = self.destination.open(
+            ref,
+            additional_tags=additional_tags,
+            registry=registry,
+            verify_existing=verify_existing,
+        )
+        return destination
 
     def __repr__(self) -> str:
         return f"<transport {self.name}>"
@@ -225,6 +258,9 @@ class _Layout(Transport):
     ``name`` is an image's ``org.opencontainers.image.ref.name`` in ``index.json`` (None:
     the only image); ``index`` and ``digest`` select an entry of ``index.json``."""
 
+    source = Implementation("oci_layout", "OciLayoutSource", ("platform",))
+    index = Implementation("oci_layout", "OciIndex")
+
     def parse(self, text: str, rest: str) -> Reference:
         if not rest:
             raise _missing_path(text)
@@ -250,39 +286,15 @@ class _Layout(Transport):
             f"or a digest (@sha256:<64 hex digits>), not {quote(select)}"
         )
 
-    def open_source(
-        self,
-        ref: Reference,
-        platform: Platform | None,
-        tee: Tee | None,
-        registry: RegistryOptions | None,
-    ) -> ImageSource:
-        from .oci_layout import OciLayoutSource
-
-        return OciLayoutSource(ref, platform)
-
-    def open_index(self, ref: Reference, registry: RegistryOptions | None) -> IndexSource:
-        from .oci_layout import OciIndex
-
-        return OciIndex(ref)
-
 
 class OciTransport(_Layout):
     """``oci:DIR[:NAME]``: an OCI image layout directory; ``path`` is the directory."""
 
     name = "oci"
     properties = TransportProperties(local_path=True, layout_directory=True, holds_index=True)
-
-    def open_destination(
-        self,
-        ref: Reference,
-        additional_tags: Sequence[str],
-        registry: RegistryOptions | None,
-        verify_existing: bool = False,
-    ) -> ImageDestination:
-        from .oci_layout import OciLayoutDestination
-
-        return OciLayoutDestination(ref, additional_tags, verify_existing=verify_existing)
+    destination = Implementation(
+        "oci_layout", "OciLayoutDestination", ("additional_tags", "verify_existing")
+    )
 
 
 class OciArchiveTransport(_Layout):
@@ -291,17 +303,9 @@ class OciArchiveTransport(_Layout):
 
     name = "oci-archive"
     properties = TransportProperties(local_path=True, holds_index=True)
-
-    def open_destination(
-        self,
-        ref: Reference,
-        additional_tags: Sequence[str],
-        registry: RegistryOptions | None,
-        verify_existing: bool = False,
-    ) -> ImageDestination:
-        from .oci_layout import OciArchiveDestination
-
-        return OciArchiveDestination(ref, additional_tags, verify_existing=verify_existing)
+    destination = Implementation(
+        "oci_layout", "OciArchiveDestination", ("additional_tags", "verify_existing")
+    )
 
 
 class DockerArchiveTransport(Transport):
@@ -311,6 +315,8 @@ class DockerArchiveTransport(Transport):
 
     name = "docker-archive"
     properties = TransportProperties(local_path=True, docker_save=True, streamed_from_stdin=True)
+    source = Implementation("docker_archive", "DockerArchiveSource", ("tee",))
+    destination = Implementation("docker_archive", "DockerArchiveDestination", ("additional_tags",))
 
     def parse(self, text: str, rest: str) -> Reference:
         if not rest:
@@ -331,28 +337,6 @@ class DockerArchiveTransport(Transport):
             )
         return Reference(self.name, path, name)
 
-    def open_source(
-        self,
-        ref: Reference,
-        platform: Platform | None,
-        tee: Tee | None,
-        registry: RegistryOptions | None,
-    ) -> ImageSource:
-        from .docker_archive import DockerArchiveSource
-
-        return DockerArchiveSource(ref, tee)
-
-    def open_destination(
-        self,
-        ref: Reference,
-        additional_tags: Sequence[str],
-        registry: RegistryOptions | None,
-        verify_existing: bool = False,
-    ) -> ImageDestination:
-        from .docker_archive import DockerArchiveDestination
-
-        return DockerArchiveDestination(ref, additional_tags)
-
 
 class DaemonTransport(Transport):
     """``docker-daemon:NAME[:TAG]`` or ``docker-daemon:sha256:<id>``: an image of the docker
@@ -361,6 +345,8 @@ class DaemonTransport(Transport):
 
     name = "docker-daemon"
     properties = TransportProperties(streamed=True)
+    source = Implementation("daemon", "DaemonSource", ("tee",))
+    destination = Implementation("daemon", "DaemonDestination", ("additional_tags",))
 
     def parse(self, text: str, rest: str) -> Reference:
         if not rest:
@@ -376,28 +362,6 @@ class DaemonTransport(Transport):
             )
         return Reference(self.name, name)
 
-    def open_source(
-        self,
-        ref: Reference,
-        platform: Platform | None,
-        tee: Tee | None,
-        registry: RegistryOptions | None,
-    ) -> ImageSource:
-        from .daemon import DaemonSource
-
-        return DaemonSource(ref, tee)
-
-    def open_destination(
-        self,
-        ref: Reference,
-        additional_tags: Sequence[str],
-        registry: RegistryOptions | None,
-        verify_existing: bool = False,
-    ) -> ImageDestination:
-        from .daemon import DaemonDestination
-
-        return DaemonDestination(ref, additional_tags)
-
 
 #: blobs a copy moves at once to or from a registry when not told (``RegistryOptions.jobs``)
 REGISTRY_JOBS = 4
@@ -410,6 +374,9 @@ class DockerTransport(Transport):
 
     name = "docker"
     properties = TransportProperties(holds_index=True, registry=True, default_jobs=REGISTRY_JOBS)
+    source = Implementation("registry", "RegistrySource", ("platform", "registry"))
+    index = Implementation("registry", "RegistryIndex", ("registry",))
+    destination = Implementation("registry", "RegistryDestination", ("additional_tags", "registry"))
 
     def parse(self, text: str, rest: str) -> Reference:
         if not rest.startswith("//"):
@@ -448,33 +415,6 @@ class DockerTransport(Transport):
 
     def manifest_digest(self, ref: Reference) -> str | None:
         return ref.name if ref.name and ":" in ref.name else None  # a tag holds no ':'
-
-    def open_source(
-        self,
-        ref: Reference,
-        platform: Platform | None,
-        tee: Tee | None,
-        registry: RegistryOptions | None,
-    ) -> ImageSource:
-        from .registry import RegistrySource
-
-        return RegistrySource(ref, platform, registry)
-
-    def open_index(self, ref: Reference, registry: RegistryOptions | None) -> IndexSource:
-        from .registry import RegistryIndex
-
-        return RegistryIndex(ref, registry)
-
-    def open_destination(
-        self,
-        ref: Reference,
-        additional_tags: Sequence[str],
-        registry: RegistryOptions | None,
-        verify_existing: bool = False,
-    ) -> ImageDestination:
-        from .registry import RegistryDestination
-
-        return RegistryDestination(ref, additional_tags, registry)
 
 
 # -- the registry ----------------------------------------------------------------------------
