@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..model.jsondoc import exact_bytes, quote
-from .paths import OPAQUE, WHITEOUT, clean, go_clean, split_target
+from .paths import OPAQUE, WHITEOUT, CleanName, clean, go_clean, split_target
 from .tarstream import (
     BLKTYPE,
     CHRTYPE,
@@ -300,7 +300,7 @@ class Edit:
     reason: str = ""
 
 
-@dataclass
+@dataclass(slots=True)
 class _Seen:
     index: int
     name: str
@@ -370,10 +370,10 @@ class LayerAnalyzer:
     def feed(self, index: int, entry: TarEntry) -> None:
         self.entries += 1
         name = entry.name
-        first = self._same_name(index, entry)
+        cn = clean(name)
+        first = self._same_name(index, entry, _go_key(name, cn))
         if entry.type == XGLTYPE:
             return  # extraction ignores it; only its name counts (above)
-        cn = clean(name)
         if cn.escapes:
             self._unsafe(index, "path-traversal", f"{quote(name)} leads outside the root", name)
             return
@@ -430,10 +430,10 @@ class LayerAnalyzer:
             if len(self._parents) >= MAX_PARENTS:
                 self._parents.clear()
             self._parents[parent_parts] = parent
-        where = [*parent.parts, base]
-        landing = "/".join(where)
+        # where it lands, as a path: for a finding or a repair only (most entries need none)
+        landing = "/".join([*parent.parts, base]) if self.repair or parent.via is not None else ""
         link_target: str | None = None
-        if entry.islnk():
+        if entry.type == LNKTYPE:
             link_target = self._hardlink(index, entry)
             if link_target is None:
                 return
@@ -450,14 +450,15 @@ class LayerAnalyzer:
             if parent.node and parent.node.children is not None
             else None
         )
-        kind = kind_of(entry)
+        kind = _KINDS.get(entry.type, Kind.FILE)
         if (
             existing is not None
             and existing.kind is Kind.SYMLINK
             and kind is not Kind.SYMLINK
             and existing.layer < self.layer
-            and self._is_dir_link(where)
+            and self._is_dir_link([*parent.parts, base])
         ):
+            landing = "/".join([*parent.parts, base])
             what = "directory" if kind is Kind.DIR else type_name(entry)
             self._find(
                 "replaces-symlinked-dir",
@@ -482,7 +483,8 @@ class LayerAnalyzer:
                     return
                 self.unsafe.append(f)
         replaces_dir = existing is not None and existing.kind is Kind.DIR and kind is not Kind.DIR
-        self._duplicates(index, entry, landing, kind, replaces_dir)
+        if self.repair:
+            self._duplicates(index, entry, landing, kind, replaces_dir)
         # the tree as extraction leaves it
         assert parent.node is not None and parent.node.children is not None
         if existing is not None and existing.kind is Kind.DIR and kind is Kind.DIR:
@@ -619,11 +621,11 @@ class LayerAnalyzer:
                 return True
         return () in self._opaque_dirs and len(parts) > 0
 
-    def _same_name(self, index: int, entry: TarEntry) -> _Seen | None:
+    def _same_name(self, index: int, entry: TarEntry, key: str) -> _Seen | None:
         """Report a name seen before in this layer, as docker's loader compares names
-        (``filepath.Clean``: ``./a``, ``a/`` and ``a`` are one name, ``/a`` another; a global
-        PAX header's name counts too). Repair drops a global header whose name collides."""
-        key = go_clean(entry.name)
+        (``key``, its ``filepath.Clean``: ``./a``, ``a/`` and ``a`` are one name, ``/a``
+        another; a global PAX header's name counts too). Repair drops a global header whose
+        name collides."""
         first = self._names.get(key)
         if first is None:
             self._names[key] = _Seen(index, entry.name, entry.type, entry.isdir())
@@ -764,8 +766,25 @@ MAX_PATH = 4095
 MAX_COMPONENT = 255
 
 
+def _go_key(name: str, cn: CleanName) -> str:
+    """``go_clean(name)``, from its ``clean`` when that tells it: the two agree but on a
+    ``..`` above the root (Go keeps it in a relative name, drops it in an absolute one)."""
+    if cn.escapes:
+        return go_clean(name)
+    if cn.absolute:
+        return "/" + "/".join(cn.parts)
+    return "/".join(cn.parts) or "."
+
+
 def _too_long(parts: tuple[str, ...], entry: TarEntry) -> str | None:
     """Why the entry cannot be extracted on Linux, by the length of its names (None: it can)."""
+    name, linkname = entry.name, entry.linkname
+    # the usual case, without encoding: a character is at most 4 bytes in UTF-8 (one when
+    # ASCII, or a surrogate-escaped byte), and the cleaned parts are no longer than the name
+    if (len(name) <= 63 or (len(name) <= MAX_COMPONENT and name.isascii())) and (
+        len(linkname) <= MAX_PATH // 4 or not (entry.issym() or entry.islnk())
+    ):
+        return None
     size = sum(len(p.encode("utf-8", "surrogateescape")) + 1 for p in parts)
     if size > MAX_PATH:
         return f"a path of {size} bytes (Linux takes {MAX_PATH})"

@@ -15,6 +15,7 @@ import os
 import queue
 import threading
 import zlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import zstandard
@@ -22,7 +23,7 @@ from isal import igzip, igzip_threaded, isal_zlib
 
 from ..errors import InputError, UsageError
 from ..model.mediatypes import Compression
-from .streams import binary
+from .streams import BlockSource, StreamBlocks, binary, readinto
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer  # collections.abc.Buffer from Python 3.12
@@ -37,6 +38,13 @@ DEFAULT_LEVEL = {Compression.GZIP: 2, Compression.ZSTD: 3, Compression.NONE: 0}
 LEVEL_RANGE = {Compression.GZIP: (0, 9), Compression.ZSTD: (1, 19), Compression.NONE: (0, 0)}
 ISAL_MAX_LEVEL = 3
 BLOCK = 1 << 20
+GZIP_READ_SIZE = 1 << 20  # compressed bytes the gzip reader asks its input for at once
+#: what ``ThreadedBlocks`` hands over: a block is ~2 ms of inflating, so the worker threads
+#: need the GIL (to hand a block on, to read their input) a few hundred times a second at
+#: most (every wait for it can last a switch interval while the consumer runs Python)
+INFLATE_BLOCK = 2 << 20
+INFLATE_DEPTH = 4  # blocks in flight per stream: 8 MiB at most
+READ_BLOCK = 1 << 20  # compressed input read ahead, INFLATE_DEPTH blocks of it at most
 
 
 def cpu_count() -> int:
@@ -198,7 +206,14 @@ class _GzipReader(io.RawIOBase):
 
     def __init__(self, raw: BinaryIO) -> None:
         super().__init__()
-        self._gz = igzip.IGzipFile(fileobj=raw, mode="rb")
+        # isal's C reader (what IGzipFile reads through) without IGzipFile's buffered and
+        # Python layers above it: one C call a block; IGzipFile where it is not there
+        c_reader = getattr(isal_zlib, "_GzipReader", None)
+        self._gz: isal_zlib._GzipReader | igzip.IGzipFile = (
+            igzip.IGzipFile(fileobj=raw, mode="rb")
+            if c_reader is None
+            else c_reader(raw, GZIP_READ_SIZE)
+        )
 
     def readable(self) -> bool:
         return True
@@ -304,6 +319,181 @@ class _ThreadedReader(io.RawIOBase):
     def _stop_waited(self) -> bool:
         self._waits = getattr(self, "_waits", 0) + 1
         return self._waits > 40  # two seconds
+
+
+_Item = tuple[bytearray, int] | BaseException | None
+
+
+class ThreadedBlocks:
+    """A ``BlockSource`` of ``inner`` (a readable stream) read on a worker thread into a few
+    large blocks that go round between the threads and the consumer, never copied.
+
+    Decompression runs on the reader thread (isal and zstandard release the GIL), with the
+    hashing of its input; ``on_block``, given each block in order before the consumer (to
+    hash and count it), on a second thread: three threads that each spend most of their
+    time in C, so the cores share the work whichever part is the heaviest. An error of
+    either thread reaches the consumer in its place in the stream. At most ``depth`` blocks
+    of ``size`` bytes exist.
+    """
+
+    def __init__(
+        self,
+        inner: io.RawIOBase | BinaryIO,
+        on_block: Callable[[memoryview], object] | None = None,
+        *,
+        size: int = INFLATE_BLOCK,
+        depth: int = INFLATE_DEPTH,
+        name: str = "ocikit-inflate",
+        close_inner: bool = True,
+        upstream: BlockSource | None = None,
+    ) -> None:
+        self._inner = inner
+        self._close_inner = close_inner
+        self._upstream = upstream  # what ``inner`` reads from: closed with this
+        self._on_block = on_block
+        self._size = size
+        self._filled: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self._ready = self._filled if on_block is None else queue.SimpleQueue()
+        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        self._depth, self._made = max(2, depth), 0
+        self._stop = threading.Event()
+        self._held: bytearray | None = None  # the block the consumer has
+        self._done = False
+        self._threads = [threading.Thread(target=self._read, name=name, daemon=True)]
+        if on_block is not None:
+            self._threads.append(
+                threading.Thread(target=self._stage, name="ocikit-hash", daemon=True)
+            )
+        for t in self._threads:
+            t.start()
+
+    def _read(self) -> None:
+        try:
+            while not self._stop.is_set():
+                try:
+                    block = self._free.get_nowait()
+                except queue.Empty:
+                    if self._made < self._depth:
+                        self._made += 1
+                        block = bytearray(self._size)
+                    else:
+                        try:
+                            block = self._free.get(timeout=0.1)
+                        except queue.Empty:
+                            continue
+                n = readinto(self._inner, block)
+                if not n:
+                    break
+                self._filled.put((block, n))
+        except BaseException as e:  # handed to the consumer, raised there
+            self._filled.put(e)
+        else:  # the end, or stopped: a consumer waiting is let go
+            self._filled.put(None)
+
+    def _stage(self) -> None:
+        assert self._on_block is not None
+        while True:
+            item = self._filled.get()
+            if isinstance(item, tuple) and not self._stop.is_set():
+                try:
+                    self._on_block(memoryview(item[0])[: item[1]])
+                except BaseException as e:
+                    self._ready.put(e)
+                    return
+            self._ready.put(item)
+            if not isinstance(item, tuple):
+                return
+
+    def next_block(self) -> memoryview | None:
+        if self._held is not None:
+            self._free.put(self._held)
+            self._held = None
+        if self._done:
+            return None
+        item = self._ready.get()
+        if item is None or isinstance(item, BaseException):
+            self._done = True
+            if item is not None:
+                raise item
+            return None
+        self._held, n = item
+        return memoryview(self._held)[:n]
+
+    def close(self) -> None:
+        """Stop the threads (at their next block) and close ``inner``; a reader blocked on
+        its input (a pipe that says nothing) is left to the process's end after two seconds."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._done = True
+        self._held = None
+        self._filled.put(None)  # wakes the stage thread, which then stops
+        if self._upstream is not None:
+            self._upstream.close()  # a reader waiting for its input gets its end
+        for _ in range(40):
+            for q in (self._filled, self._ready):
+                with contextlib.suppress(queue.Empty):
+                    while True:
+                        q.get_nowait()
+            if self._on_block is not None:
+                self._filled.put(None)
+            for t in self._threads:
+                t.join(0.05 / len(self._threads))
+            if not any(t.is_alive() for t in self._threads):
+                if self._close_inner:
+                    self._inner.close()
+                return
+
+
+class BlocksReader(io.RawIOBase):
+    """A readable stream of a ``BlockSource``'s blocks (copied out as they are read)."""
+
+    def __init__(self, source: BlockSource) -> None:
+        super().__init__()
+        self._source = source
+        self._cur = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Buffer) -> int:
+        if not self._cur:
+            block = self._source.next_block()
+            if block is None:
+                return 0
+            self._cur = block
+        view = memoryview(buffer)
+        n = min(view.nbytes, len(self._cur))
+        view[:n] = self._cur[:n]
+        self._cur = self._cur[n:]
+        return n
+
+
+def decompressing_blocks(
+    raw: BinaryIO,
+    compression: Compression,
+    on_block: Callable[[memoryview], object] | None = None,
+    *,
+    threaded: bool,
+) -> BlockSource:
+    """``raw``'s uncompressed bytes as a ``BlockSource``, each block shown to ``on_block``
+    before it is handed over (errors it raises reach the consumer in the block's place);
+    ``threaded``: decompressed, and shown, on worker threads (not worth it for a small blob,
+    nor for a stream that is not compressed)."""
+    if not threaded:
+        if compression is Compression.GZIP:
+            return StreamBlocks(_GzipReader(raw), on_block)
+        if compression is Compression.ZSTD:
+            return StreamBlocks(_ZstdReader(raw), on_block)
+        return StreamBlocks(raw, on_block)
+    # ``raw`` is read (and hashed, when it is a HashingReader) on a thread of its own, ahead
+    # of the decompressor: the thread that decompresses does nothing else
+    read = ThreadedBlocks(raw, size=READ_BLOCK, name="ocikit-read", close_inner=False)
+    if compression is Compression.NONE:
+        return ThreadedBlocks(BlocksReader(read), on_block, upstream=read)
+    reader = binary(BlocksReader(read))
+    inner = _GzipReader(reader) if compression is Compression.GZIP else _ZstdReader(reader)
+    return ThreadedBlocks(inner, on_block, upstream=read)
 
 
 def decompressing_reader(

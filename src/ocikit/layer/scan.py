@@ -2,8 +2,11 @@
 
 The compressed bytes are hashed (blob digest) as they are read, the uncompressed bytes
 (diff_id) as they are decompressed, and the tar is parsed from the same stream: one pass,
-a few buffers of memory. Decompression runs on a worker thread (isal releases the GIL), so
-the entries are walked on one core while the other inflates.
+a few buffers of memory. A layer of any size works on three threads besides the caller's,
+each in C most of the time with the GIL released: one reads and hashes the blob, one
+inflates it, one hashes the uncompressed blocks; the caller's walks the tar entries out of
+those blocks, without copying them (``BlockTarStream``). Both cores are busy from the
+first block to the last, whichever part is the heaviest.
 
 A layer that expands beyond ``max_ratio`` times its compressed size (and beyond
 ``BOMB_FLOOR``) stops being read: a decompression bomb costs nothing.
@@ -16,17 +19,14 @@ import hashlib
 import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
 from ..errors import InputError, VerificationError
 from ..model import Compression, Descriptor, Digest
 from .bounds import BOMB_FLOOR, DEFAULT_MAX_RATIO
-from .compress import decompressing_reader, detect
-from .streams import CHUNK, HashingReader, Progress, readinto
-from .tarstream import TarEntry, TarStream
-
-if TYPE_CHECKING:
-    from typing_extensions import Buffer  # collections.abc.Buffer from Python 3.12
+from .compress import decompressing_blocks, detect
+from .streams import CHUNK, HashingReader, Progress
+from .tarstream import BlockTarStream, TarEntry, TarStream
 
 SMALL_BLOB = 256 << 10  # inflated without a worker thread
 
@@ -37,30 +37,23 @@ class DecompressionBomb(InputError):
     """A layer expands far beyond its compressed size."""
 
 
-class _Budget(io.RawIOBase):
-    """Hashes (diff_id) and counts the uncompressed stream; stops a bomb."""
+class _Budget:
+    """Shown every uncompressed block in order: hashes (diff_id) and counts them; stops a
+    bomb (raising before the block is handed on)."""
 
-    def __init__(self, raw: BinaryIO, limit: int | None, what: str) -> None:
-        super().__init__()
-        self._raw = raw
+    def __init__(self, limit: int | None, what: str) -> None:
         self._limit = limit
         self._what = what
         self.hash = hashlib.sha256()
         self.size = 0
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Buffer) -> int:
-        n = readinto(self._raw, buffer)
-        if n:
-            self.size += n
-            if self._limit is not None and self.size > self._limit:
-                raise DecompressionBomb(
-                    f"{self._what} expands beyond {self._limit} bytes; reading stopped"
-                )
-            self.hash.update(memoryview(buffer)[:n])
-        return n
+    def __call__(self, view: memoryview) -> None:
+        self.size += len(view)
+        if self._limit is not None and self.size > self._limit:
+            raise DecompressionBomb(
+                f"{self._what} expands beyond {self._limit} bytes; reading stopped"
+            )
+        self.hash.update(view)  # large blocks: hashlib lets the other threads run meanwhile
 
     @property
     def digest(self) -> Digest:
@@ -113,9 +106,9 @@ def scan_layer(
         limit = max(BOMB_FLOOR, int(max_ratio * descriptor.size))
     # a small blob is inflated on this thread: a worker costs more than it saves there
     threaded = descriptor.size > SMALL_BLOB
-    plain = decompressing_reader(buffered, actual, threaded=threaded)
-    budget = _Budget(plain, limit, what)
-    stream = TarStream(io.BufferedReader(budget, CHUNK), what=what)
+    budget = _Budget(limit, what)
+    blocks = decompressing_blocks(buffered, actual, budget, threaded=threaded)
+    stream = BlockTarStream(blocks, what=what)
     entries = 0
     complete = False
     try:
@@ -123,7 +116,8 @@ def scan_layer(
             if on_entry is not None:
                 on_entry(entries, entry, stream)
             entries += 1
-        _drain(budget)  # what follows the end-of-archive blocks is part of the diff_id
+        while blocks.next_block() is not None:
+            pass  # what follows the end-of-archive blocks is part of the diff_id
         complete = True
     except DecompressionBomb as e:
         if strict:
@@ -134,8 +128,7 @@ def scan_layer(
             raise
         problems.append(("layer-unreadable", f"{what}: {e}"))
     finally:
-        if plain is not buffered:
-            plain.close()
+        blocks.close()  # stops the worker threads, leaves ``buffered`` open
     with contextlib.suppress(InputError):  # the blob digest tells what went wrong
         _drain(buffered)
     result = ScanResult(
@@ -181,7 +174,7 @@ def _name(c: Compression) -> str:
     return "uncompressed" if c is Compression.NONE else c.value
 
 
-def _drain(stream: io.RawIOBase | io.BufferedReader[Any]) -> None:
+def _drain(stream: io.BufferedReader[Any]) -> None:
     buf = bytearray(64 << 10)  # what is left is usually a few blocks of padding, or nothing
     while stream.readinto(buf):
         pass

@@ -30,6 +30,46 @@ def readinto(stream: BinaryIO | io.RawIOBase, buffer: Buffer) -> int:
     return cast(_ReadsInto, stream).readinto(buffer) or 0
 
 
+class BlockSource(Protocol):
+    """A stream handed over in large blocks, without copies: ``next_block`` returns the next
+    block, valid until the next call (its memory is reused), or None at the end; errors of
+    the stream are raised there. ``close`` stops it (any thread it runs is ended)."""
+
+    def next_block(self) -> memoryview | None: ...
+
+    def close(self) -> None: ...
+
+
+class StreamBlocks:
+    """The blocks of a readable stream, read on the caller's thread into one buffer; each
+    shown to ``on_block`` before it is returned."""
+
+    def __init__(
+        self,
+        stream: BinaryIO | io.RawIOBase,
+        on_block: Callable[[memoryview], object] | None = None,
+        size: int = CHUNK,
+    ) -> None:
+        self._stream = stream
+        self._on_block = on_block
+        self._view = memoryview(bytearray(size))
+        self._done = False
+
+    def next_block(self) -> memoryview | None:
+        if self._done:
+            return None
+        n = readinto(self._stream, self._view)
+        if not n:
+            self._done = True
+            return None
+        if self._on_block is not None:
+            self._on_block(self._view[:n])
+        return self._view[:n]
+
+    def close(self) -> None:
+        self._done = True
+
+
 def binary(stream: io.IOBase) -> BinaryIO:
     """An io stream where a ``BinaryIO`` is asked: it is one at run time, but
     ``typing.BinaryIO`` is a class of its own that io's classes do not derive from."""

@@ -38,16 +38,22 @@ Where Go sets no bound, ocikit does: a sparse file has at most ``MAX_SPARSE`` fr
 
 from __future__ import annotations
 
+import io
 import re
 import struct
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
 
 from ..errors import InputError
 from ..model.jsondoc import quote
-from .streams import readinto
+from .streams import BlockSource, readinto
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer  # collections.abc.Buffer from Python 3.12
+
+_T = TypeVar("_T")
 
 BLOCK = 512
 MAX_SPECIAL = 1 << 20  # a PAX header, GNU long name or long link (Go's maxSpecialFileSize)
@@ -331,7 +337,8 @@ class TarStream:
             if size < 0:
                 raise self._corrupt(start, f"a negative size for {quote(entry.name)}")
             self._remaining, self._padding = size, -size % BLOCK
-            self._sparse_map(entry, block, start)
+            if entry.type == GNU_SPARSE or entry.pax is not None:  # else: not sparse
+                self._sparse_map(entry, block, start)
             self._recording = False
             return entry
 
@@ -504,6 +511,128 @@ class TarStream:
         return [(token(), token()) for _ in range(count)]
 
 
+class BlockTarStream(TarStream):
+    """A ``TarStream`` over a ``BlockSource`` (large blocks handed over without copies, as a
+    decompressing worker thread produces them): headers are sliced out of the blocks, and
+    data nobody reads is skipped by arithmetic, never copied. Everything else is
+    ``TarStream``'s: the same parsing, the same verdicts; only where the bytes come from
+    differs. ``copy_raw`` hands ``write`` views of a block, valid during the call only.
+    """
+
+    def __init__(self, source: BlockSource, what: str = "archive", keep_raw: bool = False) -> None:
+        super().__init__(_NO_INPUT, what, keep_raw)
+        self._source = source
+        self._view = memoryview(b"")
+        self._pos = 0  # in _view
+        self._eof = False
+
+    def _more(self) -> bool:
+        """The next non-empty block (the current one is given up); False at the end."""
+        while not self._eof:
+            view = self._source.next_block()
+            if view is None:
+                self._eof = True
+                break
+            if view:
+                self._view, self._pos = view, 0
+                return True
+        self._view, self._pos = memoryview(b""), 0
+        return False
+
+    def _read(self, n: int) -> bytes:
+        pos = self._pos
+        end = pos + n
+        if end <= len(self._view):
+            data = self._view[pos:end].tobytes()
+            self._pos = end
+        else:
+            parts = bytearray(self._view[pos:])
+            self._pos = len(self._view)
+            while len(parts) < n and self._more():
+                take = min(n - len(parts), len(self._view))
+                parts += self._view[:take]
+                self._pos = take
+            data = bytes(parts)
+        self.offset += len(data)
+        if self._recording:
+            self.raw_header += data
+        return data
+
+    def _skip(self, n: int) -> None:
+        while n > 0:
+            avail = len(self._view) - self._pos
+            if n <= avail:
+                self._pos += n
+                self.offset += n
+                return
+            self._pos += avail
+            self.offset += avail
+            n -= avail
+            if not self._more():
+                raise self._truncated()
+
+    def _finish_entry(self) -> bool:
+        if self._sparse is None and not self._recording:
+            end = self._pos + self._remaining + self._padding
+            if end <= len(self._view):  # the usual case: the rest is in this block
+                self.offset += end - self._pos
+                self._pos = end
+                self._remaining = self._padding = 0
+                return True
+        return super()._finish_entry()
+
+    def _take(self, want: int) -> memoryview:
+        """Up to ``want`` (> 0) bytes of the current entry's stored data, from one block."""
+        if self._pos >= len(self._view) and not self._more():
+            raise self._truncated()
+        pos = self._pos
+        n = min(want, len(self._view) - pos)
+        self._pos = pos + n
+        self._remaining -= n
+        self.offset += n
+        return self._view[pos : pos + n]
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:
+        if self._sparse is not None:
+            return self._sparse_readinto(buffer)
+        if self._remaining <= 0:
+            return 0
+        if not len(buffer):
+            raise self._truncated()  # as a read into nothing is for TarStream
+        data = self._take(min(len(buffer), self._remaining))
+        n = len(data)
+        memoryview(buffer)[:n] = data
+        return n
+
+    def _physical_into(self, view: memoryview) -> None:
+        while view:
+            data = self._take(len(view))
+            view[: len(data)] = data
+            view = view[len(data) :]
+
+    def copy_raw(self, write: Callable[[memoryview], object]) -> None:
+        if self._sparse is not None:
+            self._sparse.check(self._remaining, self.what)
+            self._sparse = None
+        while self._remaining > 0:
+            write(self._take(self._remaining))
+        if self._padding:
+            pad = self._read(self._padding)
+            self._padding = 0
+            if pad:
+                write(memoryview(pad))
+
+
+class _NoInput(io.RawIOBase):
+    """What a ``BlockTarStream`` hands ``TarStream`` as its input: never read."""
+
+    def readinto(self, buffer: Buffer) -> int:
+        raise AssertionError("BlockTarStream reads its blocks only")
+
+
+_NO_INPUT = cast(BinaryIO, _NoInput())
+
+
 @dataclass(slots=True)
 class _SparseState:
     name: str
@@ -548,7 +677,6 @@ def _validated(fragments: list[tuple[int, int]], size: int) -> tuple[tuple[int, 
 # -- fields ------------------------------------------------------------------------------------
 
 _ZERO_BLOCK = bytes(BLOCK)
-_HEADER = struct.Struct("100s8s8s8s12s12s8sc100s6s2s32s32s8s8s155s")
 _ADLER_MOD = 65521
 _V7, _USTAR, _GNU, _STAR = 1, 2, 8, 16
 _DECIMAL = re.compile(r"[+-]?[0-9]+", re.ASCII)
@@ -585,6 +713,33 @@ def _numeric(field: bytes) -> int:
     if value >> 63:
         raise _Bad("a base-256 number beyond 63 bits")
     return ~value if negative else value
+
+
+#: fields seen before, parsed: a layer's headers repeat their modes, owners, times and names
+#: of owners; a pure function of the field's bytes, so a hit is what a parse would give
+_CACHE_MAX = 4096
+_NUMBERS: dict[bytes, int] = {}
+_STRINGS: dict[bytes, str] = {}
+
+
+def _cached_numeric(field: bytes) -> int:
+    value = _NUMBERS.get(field)
+    if value is None:
+        value = _numeric(field)  # a malformed field raises, and is not kept
+        if len(_NUMBERS) >= _CACHE_MAX:
+            _NUMBERS.clear()
+        _NUMBERS[field] = value
+    return value
+
+
+def _cached_cstr(field: bytes) -> str:
+    value = _STRINGS.get(field)
+    if value is None:
+        value = _cstr(field)
+        if len(_STRINGS) >= _CACHE_MAX:
+            _STRINGS.clear()
+        _STRINGS[field] = value
+    return value
 
 
 def _int64(text: str) -> int:
@@ -646,47 +801,27 @@ def _checksum_ok(block: bytes) -> bool:
 
 
 def _parse_header(block: bytes) -> TarEntry:
-    """One 512-byte header as Go's reader reads it (PAX and long names not yet applied)."""
+    """One 512-byte header as Go's reader reads it (PAX and long names not yet applied).
+
+    The fields are parsed in the order Go's reader parses them (the first malformed one is
+    the one reported), through caches: a layer's headers repeat their owners, modes, times
+    and device numbers."""
     if not _checksum_ok(block):
         raise _Bad("bad checksum")
     fmt = _format(block)
-    (
-        name_f,
-        mode_f,
-        uid_f,
-        gid_f,
-        size_f,
-        mtime_f,
-        _chksum,
-        typeflag,
-        linkname_f,
-        _magic,
-        _version,
-        uname_f,
-        gname_f,
-        devmajor_f,
-        devminor_f,
-        prefix_f,
-    ) = _HEADER.unpack_from(block)
-    name = name_f.partition(b"\0")[0]
+    name = block[:100].partition(b"\0")[0]
+    size = _cached_numeric(block[124:136])
+    linkname = _cached_cstr(block[157:257])
+    mode, uid, gid = _cached_group(block[100:124], _numeric_triple)
     entry = TarEntry(
-        "",
-        typeflag,
-        _numeric(size_f),
-        _cstr(linkname_f),
-        _numeric(mode_f),
-        _numeric(uid_f),
-        _numeric(gid_f),
-        _numeric(mtime_f),
+        "", block[156:157], size, linkname, mode, uid, gid, _cached_numeric(block[136:148])
     )
     if fmt != _V7:
-        entry.uname = _cstr(uname_f)
-        entry.gname = _cstr(gname_f)
-        entry.devmajor = _numeric(devmajor_f)
-        entry.devminor = _numeric(devminor_f)
+        entry.uname, entry.gname = _cached_group(block[265:329], _owner_names)
+        entry.devmajor, entry.devminor = _cached_group(block[329:345], _numeric_pair)
         prefix = b""
         if fmt == _USTAR:
-            prefix = prefix_f.partition(b"\0")[0]
+            prefix = block[345:500].partition(b"\0")[0]
         elif fmt == _STAR:
             prefix = block[345:476].partition(b"\0")[0]
             _numeric(block[476:488])  # atime and ctime: read, and must be well formed
@@ -698,13 +833,42 @@ def _parse_header(block: bytes) -> TarEntry:
                 if block[357]:
                     _numeric(block[357:369])
             except _Bad:
-                candidate = prefix_f.partition(b"\0")[0]
+                candidate = block[345:500].partition(b"\0")[0]
                 if candidate.isascii():
                     prefix = candidate
         if prefix:
             name = prefix + b"/" + name
     entry.name = name.decode("utf-8", "surrogateescape")
     return entry
+
+
+def _numeric_triple(field: bytes) -> tuple[int, ...]:
+    """Mode, uid and gid, in that order."""
+    return _numeric(field[:8]), _numeric(field[8:16]), _numeric(field[16:24])
+
+
+def _numeric_pair(field: bytes) -> tuple[int, ...]:
+    """The device's major and minor numbers."""
+    return _numeric(field[:8]), _numeric(field[8:16])
+
+
+def _owner_names(field: bytes) -> tuple[str, ...]:
+    """The owner's user and group names."""
+    return _cstr(field[:32]), _cstr(field[32:64])
+
+
+_GROUPS: dict[bytes, tuple[Any, ...]] = {}
+
+
+def _cached_group(field: bytes, parse: Callable[[bytes], tuple[_T, ...]]) -> tuple[_T, ...]:
+    """``parse(field)``, kept (the fields differ in length: a key names one group only)."""
+    value = _GROUPS.get(field)
+    if value is None:
+        value = parse(field)
+        if len(_GROUPS) >= _CACHE_MAX:
+            _GROUPS.clear()
+        _GROUPS[field] = value
+    return value
 
 
 _SPARSE_OFFSET, _SPARSE_NUMBYTES = "GNU.sparse.offset", "GNU.sparse.numbytes"
