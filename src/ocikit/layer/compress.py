@@ -486,11 +486,11 @@ def decompressing_blocks(
         if compression is Compression.ZSTD:
             return StreamBlocks(_ZstdReader(raw), on_block)
         return StreamBlocks(raw, on_block)
+    if compression is Compression.NONE:  # read (and hashed) on one thread, shown on another
+        return ThreadedBlocks(raw, on_block, name="ocikit-read", close_inner=False)
     # ``raw`` is read (and hashed, when it is a HashingReader) on a thread of its own, ahead
     # of the decompressor: the thread that decompresses does nothing else
     read = ThreadedBlocks(raw, size=READ_BLOCK, name="ocikit-read", close_inner=False)
-    if compression is Compression.NONE:
-        return ThreadedBlocks(BlocksReader(read), on_block, upstream=read)
     reader = binary(BlocksReader(read))
     inner = _GzipReader(reader) if compression is Compression.GZIP else _ZstdReader(reader)
     return ThreadedBlocks(inner, on_block, upstream=read)
