@@ -125,3 +125,23 @@ def test_the_cli_says_its_flags(
     assert code == 2
     assert err.strip().splitlines() == [f"ocikit: error: {cli}"], err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_cancelled_copy_leaves_the_destination_as_it_was(tmp_path: Path) -> None:
+    """``cancel`` is asked at every block a copy moves: set, the copy stops with
+    CancelledError and the destination is aborted (here: a layout it created, gone)."""
+    from concurrent.futures import CancelledError
+
+    from ocikit.ops.copy import Cancellation
+    from support.layouts import file, tar_bytes, write_layout
+
+    write_layout(tmp_path / "src", [tar_bytes([file("a", b"x" * 4096)])], compression="none")
+    cancel = Cancellation()
+    cancel.set()
+    with pytest.raises(CancelledError):
+        ocikit.copy(f"oci:{tmp_path}/src:t", f"oci:{tmp_path}/out:t", cancel=cancel)
+    assert not (tmp_path / "out").exists()
+    child = Cancellation().child()
+    assert not child.is_set()
+    ocikit.copy(f"oci:{tmp_path}/src:t", f"oci:{tmp_path}/out:t", cancel=child)
+    assert (tmp_path / "out" / "index.json").exists()
