@@ -59,7 +59,7 @@ def _raising(error: Exception) -> httpx.MockTransport:
         (
             ssl.SSLCertVerificationError(1, "certificate verify failed: self-signed certificate"),
             "cannot reach registry.test:443: its TLS certificate is not trusted "
-            "(certificate verify failed: self-signed certificate); --tls-verify=false "
+            "(certificate verify failed: self-signed certificate); tls_verify=False "
             "accepts it",
             False,
         ),
@@ -84,6 +84,9 @@ def test_connection_failures_in_words(
     with pytest.raises(RegistryError) as e:
         client.request("GET", "/v2/", scopes=())
     assert str(e.value) == f"registry.test: {message}"
+    assert "--" not in str(e.value), "the library says its own names, not the CLI's flags"
+    said = e.value.worded({"tls_verify=False": "--tls-verify=false"})
+    assert said == f"registry.test: {message}".replace("tls_verify=False", "--tls-verify=false")
     assert (client.requests > 1) is retried
     assert bool(slept) is retried
 

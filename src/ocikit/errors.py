@@ -8,16 +8,44 @@ Exit codes (documented in the README):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Option:
+    """A parameter of a library call named in an error's message (``platform``, ``repair``):
+    the library says its own name, the command line its flag (``--platform``)."""
+
+    name: str
+
 
 class OcikitError(Exception):
-    """Base of every error ocikit raises on purpose. ``str(err)`` is one line for the user;
-    ``lines()`` what the command line prints: that line, or (a recipe's errors) a header and
-    one line per problem."""
+    """Base of every error ocikit raises on purpose. ``str(err)`` is one line for the user,
+    made of ``parts``: text, and ``Option``s said by their library names; ``worded(names)``
+    says the options as a caller calls them (the command line: its flags). ``lines()`` is
+    what the command line prints: that line, or (a recipe's errors) a header and one line
+    per problem."""
 
     exit_code = 2
 
-    def lines(self) -> list[str]:
-        return [str(self)]
+    def __init__(self, *parts: object) -> None:
+        self.parts = parts
+        super().__init__(self.worded({}))
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The names of the options the message names, in order."""
+        return tuple(p.name for p in self.parts if isinstance(p, Option))
+
+    def worded(self, names: Mapping[str, str]) -> str:
+        """The message, each option said as ``names`` calls it (else by its own name)."""
+        return "".join(
+            names.get(p.name, p.name) if isinstance(p, Option) else str(p) for p in self.parts
+        )
+
+    def lines(self, names: Mapping[str, str] | None = None) -> list[str]:
+        return [self.worded(names or {})]
 
 
 class UsageError(OcikitError):

@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..errors import InputError, UsageError, VerificationError
+from ..errors import InputError, Option, UsageError, VerificationError
 from ..layer.dirfd import DIR_FLAGS, lstat_at, open_dir, remove_at, same_file
 from ..layer.streams import CHUNK
 from ..model import Descriptor, Digest, Index, canonical_json
@@ -146,7 +146,8 @@ class Cache:
             if foreign:  # someone's directory, not a cache: nothing is written there
                 raise UsageError(
                     f"build cache {self.path}: not empty and not an OCI layout "
-                    f"(it holds {quote(foreign[0])}); choose another --cache-dir"
+                    f"(it holds {quote(foreign[0])}); choose another ",
+                    Option("cache_dir"),
                 )
         for name in ("blobs", "layers", "logs", "seals"):  # checked if there, made when needed
             self._ensure_dir(self.fd, name, private=name in PRIVATE, make=False)

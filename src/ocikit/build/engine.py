@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..errors import OcikitError, UsageError
+from ..errors import OcikitError, Option, UsageError
 from ..layer.analyze import Tree
 from ..layer.compress import check_level
 from ..layer.transcode import LayerEncoder
@@ -129,9 +129,10 @@ def _output_ref(output: str) -> Reference:
     p = ref.properties
     if not (p.layout_directory or p.registry) or ref.is_stdio or tagged:
         raise UsageError(
-            f"--output {output}: builds go to an OCI layout (oci:DIR) or a registry "
+            Option("output"),
+            f" {output}: builds go to an OCI layout (oci:DIR) or a registry "
             f"repository prefix (docker://HOST/PREFIX), each image tagged by name; "
-            f"copy them elsewhere with ocikit copy"
+            f"copy them elsewhere with ocikit copy",
         )
     return ref
 
@@ -165,7 +166,9 @@ def build(
     log = log or (lambda _m: None)
     for t in options.layer_types:
         if t not in LAYER_TYPES:
-            raise UsageError(f"--layer-type {t}: expected one of {', '.join(LAYER_TYPES)}")
+            raise UsageError(
+                Option("layer_types"), f" {t}: expected one of {', '.join(LAYER_TYPES)}"
+            )
     if options.level is not None:
         check_level(options.compress, options.level)
     output = _output_ref(options.output)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..errors import UsageError
+from ..errors import Option, UsageError
 from .recipe import Built, ImageSpec, LoadedRecipe
 
 
@@ -31,7 +31,8 @@ def plan_build(recipe: LoadedRecipe, targets: Sequence[str] = ()) -> BuildPlan:
     for t in targets:
         if t not in images:
             raise UsageError(
-                f"--target {t}: no such image in {recipe.path} (images: {', '.join(images)})"
+                Option("targets"),
+                f" {t}: no such image in {recipe.path} (images: {', '.join(images)})",
             )
     base = {
         name: spec.from_.built if isinstance(spec.from_, Built) else None

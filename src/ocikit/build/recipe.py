@@ -25,7 +25,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..errors import UsageError
+from ..errors import Option, UsageError
 from ..model.jsondoc import quote, size_text
 from ..tempfiles import describe
 
@@ -54,7 +54,8 @@ class RecipeError(UsageError):
         self.what = what
         super().__init__("\n".join(self.lines()))
 
-    def lines(self) -> list[str]:
+    def lines(self, names: Mapping[str, str] | None = None) -> list[str]:
+        del names  # the problems name no option
         if len(self.problems) == 1:
             return [f"{self.what}: {self.problems[0]}"]
         shown = [f"  {p}" for p in self.problems[:SHOWN_PROBLEMS]]
@@ -250,21 +251,21 @@ def parse_substitutions(pairs: list[str], files: list[str]) -> dict[str, str]:
         try:
             text = Path(path).read_text()
         except OSError as e:
-            raise UsageError(f"--substitute-file {path}: {e.strerror or e}") from None
+            raise UsageError(Option("substitute_files"), f" {path}: {e.strerror or e}") from None
         for n, line in enumerate(text.splitlines(), 1):
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
             _put(values, line, f"{path}:{n}")
     for pair in pairs:
-        _put(values, pair, "--substitute")
+        _put(values, pair, Option("substitutions"))
     return values
 
 
-def _put(values: dict[str, str], pair: str, what: str) -> None:
+def _put(values: dict[str, str], pair: str, what: str | Option) -> None:
     name, sep, value = pair.partition("=")
     if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-        raise UsageError(f"{what}: expected VAR=VALUE, got {quote(pair)}")
+        raise UsageError(what, f": expected VAR=VALUE, got {quote(pair)}")
     values[name] = value
 
 

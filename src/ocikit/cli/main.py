@@ -192,9 +192,11 @@ def cli(debug: bool) -> None:
     """
     if debug:
         _debug["on"] = True
+    _invoked["command"] = click.get_current_context().invoked_subcommand
 
 
 _debug = {"on": False}
+_invoked: dict[str, str | None] = {"command": None}
 
 
 @cli.command()
@@ -290,37 +292,33 @@ def copy(
     """
     if (as_json and dst.endswith(":-")) or (as_json and dst.split(":", 1)[-1].startswith("-:")):
         _fail("--json prints on stdout, which the destination already uses")
-    from ..errors import UsageError
-    from ..ops.copy import CopyOptions, CopyOptionsError
+    from ..ops.copy import CopyOptions
     from ..ops.copy import copy as copy_op
     from ..transports.kinds import REGISTRY_JOBS
 
-    try:
-        options = CopyOptions(
-            compression=dest_compress_format,  # type: ignore[arg-type]  # a name: parsed
-            compression_level=dest_compress_level,
-            platform=platform,  # type: ignore[arg-type]  # OS/ARCH: parsed
-            additional_tags=additional_tags,
-            progress=(progress := reporter(quiet)),
-            repair=repair,
-            drop_unsafe=drop_unsafe,
-            src_registry=_registry(src_creds, authfile, src_tls_verify, "--src-creds"),
-            dest_registry=_registry(
-                dest_creds,
-                authfile,
-                dest_tls_verify,
-                "--dest-creds",
-                mount_from=mount_from,
-                jobs=jobs or REGISTRY_JOBS,
-            ),
-            jobs=jobs,
-            all_platforms=all_platforms,
-            verify_existing=verify_existing,
-            warn=lambda line: _warn(progress, line),
-        )
-        result = copy_op(src, dst, options)
-    except CopyOptionsError as e:  # the library names its fields: said as flags here
-        raise UsageError(e.worded(_COPY_FLAGS)) from None
+    options = CopyOptions(
+        compression=dest_compress_format,  # type: ignore[arg-type]  # a name: parsed
+        compression_level=dest_compress_level,
+        platform=platform,  # type: ignore[arg-type]  # OS/ARCH: parsed
+        additional_tags=additional_tags,
+        progress=(progress := reporter(quiet)),
+        repair=repair,
+        drop_unsafe=drop_unsafe,
+        src_registry=_registry(src_creds, authfile, src_tls_verify, "--src-creds"),
+        dest_registry=_registry(
+            dest_creds,
+            authfile,
+            dest_tls_verify,
+            "--dest-creds",
+            mount_from=mount_from,
+            jobs=jobs or REGISTRY_JOBS,
+        ),
+        jobs=jobs,
+        all_platforms=all_platforms,
+        verify_existing=verify_existing,
+        warn=lambda line: _warn(progress, line),
+    )
+    result = copy_op(src, dst, options)
     _report(result, as_json, quiet, lambda: _copied_lines(result))
 
 
@@ -332,17 +330,44 @@ def _copied_lines(result: CopyResult) -> Iterator[str]:
 
 
 #: the copy options the library names in its errors, as ``ocikit copy`` spells them
-_COPY_FLAGS = {
-    "compression": "--dest-compress-format",
-    "compression_level": "--dest-compress-level",
+_FLAGS = {
     "platform": "--platform",
-    "all_platforms": "--all",
     "repair": "--repair",
     "drop_unsafe": "--drop-unsafe",
     "jobs": "--jobs",
     "verify_existing": "--verify-existing",
     "additional_tags": "--additional-tag",
+    "credentials": "--creds",
+    "tls_verify=False": "--tls-verify=false",
+    "layer_types": "--layer-type",
+    "output": "--output",
+    "targets": "--target",
+    "cache_dir": "--cache-dir",
+    "substitutions": "--substitute",
+    "substitute_files": "--substitute-file",
 }
+#: the library's option names as each command's flags say them, where they differ
+_COMMAND_FLAGS = {
+    "copy": {
+        "compression": "--dest-compress-format",
+        "compression_level": "--dest-compress-level",
+        "all_platforms": "--all",
+        "credentials": "--src-creds or --dest-creds",
+        "tls_verify=False": "--src-tls-verify=false or --dest-tls-verify=false",
+    },
+    "build": {
+        "credentials": "--src-creds or --dest-creds",
+        "tls_verify=False": "--src-tls-verify=false or --dest-tls-verify=false",
+    },
+}
+#: ``copy``'s flags for the library's option names
+_COPY_FLAGS = {**_FLAGS, **_COMMAND_FLAGS["copy"]}
+
+
+def _flags() -> dict[str, str]:
+    """The flags of the command running, by the library's names for them (an error the
+    library raises names options: the user reads them as flags)."""
+    return {**_FLAGS, **_COMMAND_FLAGS.get(_invoked["command"] or "", {})}
 
 
 def _warn(progress: Any, line: str) -> None:
@@ -975,7 +1000,7 @@ def _dispatch(argv: list[str] | None) -> int:
     except click.exceptions.Abort:
         _interrupted(signal.SIGINT)
     except OcikitError as e:  # one line; a recipe's errors one per line, after a header
-        return _error(*e.lines(), code=e.exit_code)
+        return _error(*e.lines(_flags()), code=e.exit_code)
     except (BrokenPipeError, _BrokenPipe):  # quietly, as `yes | head` ends
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return BROKEN_PIPE

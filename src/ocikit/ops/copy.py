@@ -9,11 +9,11 @@ each image, each artifact, then the index) and ``copy_blob`` (blobs as they are)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..errors import DestinationError, UsageError
+from ..errors import DestinationError, Option, UsageError
 from ..layer.compress import check_level
 from ..model import Compression, Descriptor, Digest, Platform
 from ..transports import (
@@ -35,17 +35,8 @@ from .speculate import Speculator
 
 
 class CopyOptionsError(UsageError):
-    """Options that do not go together, or a value out of range. ``options`` are the
-    ``CopyOptions`` fields at fault; ``worded`` says the message with other names for them
-    (the CLI's flags), ``str()`` with the fields' own names."""
-
-    def __init__(self, template: str, *options: str) -> None:
-        self.template = template
-        self.options = options
-        super().__init__(self.worded({}))
-
-    def worded(self, names: Mapping[str, str]) -> str:
-        return self.template.format(*(names.get(o, o) for o in self.options))
+    """Options that do not go together, or a value out of range; the ``CopyOptions`` fields
+    at fault are its ``options`` (the CLI says its flags)."""
 
 
 @dataclass(frozen=True)
@@ -108,17 +99,19 @@ class CopyOptions:
         if self.compression_level is not None:
             check_level(self.compression or Compression.GZIP, self.compression_level)
         if self.drop_unsafe and not self.repair:
-            raise CopyOptionsError("{} only applies with {}", "drop_unsafe", "repair")
+            raise CopyOptionsError(Option("drop_unsafe"), " only applies with ", Option("repair"))
         if self.all_platforms and self.platform is not None:
             raise CopyOptionsError(
-                "{} copies every platform; it does not go with {}", "all_platforms", "platform"
+                Option("all_platforms"),
+                " copies every platform; it does not go with ",
+                Option("platform"),
             )
         if self.all_platforms and self.repair:
             raise CopyOptionsError(
-                "{} works on one image; copy one platform with {}", "repair", "platform"
+                Option("repair"), " works on one image; copy one platform with ", Option("platform")
             )
         if self.jobs is not None and self.jobs < 1:
-            raise CopyOptionsError(f"{{}} must be at least 1, got {self.jobs}", "jobs")
+            raise CopyOptionsError(Option("jobs"), f" must be at least 1, got {self.jobs}")
 
 
 # the keyword arguments ``copy`` took before CopyOptions, and the fields they are now
@@ -246,8 +239,8 @@ class _Copy:
     def _index(self, top: IndexSource, dest: ImageDestination) -> CopyResult:
         if not dest.properties.holds_index:
             raise CopyOptionsError(
-                f"{dest.ref}: cannot hold an image index; copy one platform with {{}}",
-                "platform",
+                f"{dest.ref}: cannot hold an image index; copy one platform with ",
+                Option("platform"),
             )
         o = self.options
         index = copy_index(

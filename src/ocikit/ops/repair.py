@@ -15,7 +15,7 @@ import tarfile
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, cast
 
-from ..errors import UnsafeInputError
+from ..errors import Option, UnsafeInputError
 from ..layer.analyze import Action, Edit, Finding, LayerAnalyzer, Tree
 from ..layer.compress import decompressing_reader
 from ..layer.streams import CHUNK
@@ -60,8 +60,9 @@ def plan_repair(image: Image, *, drop_unsafe: bool, progress: ProgressReporter) 
             f = analyzer.unsafe[0]
             more = f" (and {len(analyzer.unsafe) - 1} more)" if len(analyzer.unsafe) > 1 else ""
             raise UnsafeInputError(
-                f"cannot repair layer {i} safely: {f.rule}: {f.message}{more}; "
-                f"--drop-unsafe drops such entries"
+                f"cannot repair layer {i} safely: {f.rule}: {f.message}{more}; ",
+                Option("drop_unsafe"),
+                " drops such entries",
             )
         edits = {k: e for k, e in analyzer.edits.items() if e.action is not Action.KEEP}
         if edits:

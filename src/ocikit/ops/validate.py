@@ -76,7 +76,8 @@ class ValidationError(VerificationError):
         tail = f" (and {counted(more, 'other problem')})" if more > 0 else ""
         super().__init__(f"{what}: {first}{tail}")
 
-    def lines(self) -> list[str]:
+    def lines(self, names: Mapping[str, str] | None = None) -> list[str]:
+        del names  # the problems name no option
         header = f"{self.what}: {counted(len(self.problems), 'problem')}"
         return [header, *(f"  {p}" for p in self.problems)]
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from ..errors import InputError, UsageError
+from ..errors import InputError, Option, UsageError
 from ..model.jsondoc import SMALL_LIMIT, load_json, one_line, quote, read_limited
 from ..tools import run
 from .fsutil import atomic_output
@@ -248,8 +248,9 @@ def helper_get(name: str, host: str, where: str) -> Credentials | None:
         raise UsageError(f"{program} get {host}: not an answer with Username and Secret")
     if user == "<token>":
         raise UsageError(
-            f"{program} holds an identity token for {host}, which ocikit cannot use; "
-            f"give --creds USER:PASSWORD"
+            f"{program} holds an identity token for {host}, which ocikit cannot use; give ",
+            Option("credentials"),
+            " USER:PASSWORD",
         )
     if not user:
         return None

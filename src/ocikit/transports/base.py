@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import BinaryIO, Self
 
-from ..errors import UsageError
+from ..errors import Option, UsageError
 from ..layer.streams import HashingReader
 from ..model import Compression, Descriptor, Digest, ImageConfig, Index, Manifest, Platform
 from .reference import Reference
@@ -264,7 +264,9 @@ def select_platform(
         if d.platform is not None and d.platform.matches(host):
             return d
     have = summary([str(d.platform) for d in candidates if d.platform])
-    raise AmbiguousImageError(f"{what}: several platforms ({have}); choose one with --platform")
+    raise AmbiguousImageError(
+        f"{what}: several platforms ({have}); choose one with ", Option("platform")
+    )
 
 
 def host_platform() -> Platform:

@@ -246,11 +246,7 @@ def connection_failure(error: BaseException, peer: str) -> tuple[str, bool]:
     if isinstance(cause, ssl.SSLCertVerificationError):
         reason = one_line(getattr(cause, "verify_message", "") or error_words(cause), 200)
         reason = f"certificate verify failed: {reason}" if "verify failed" not in reason else reason
-        return (
-            f"cannot reach {peer}: its TLS certificate is not trusted ({reason}); "
-            "--tls-verify=false accepts it",
-            False,
-        )
+        return f"cannot reach {peer}: its TLS certificate is not trusted ({reason})", False
     if isinstance(cause, ssl.SSLError):
         return f"cannot reach {peer}: the TLS handshake failed ({error_words(cause)})", False
     if isinstance(cause, ConnectionRefusedError):
@@ -265,6 +261,11 @@ def connection_failure(error: BaseException, peer: str) -> tuple[str, bool]:
         return f"cannot reach {peer}: {error_words(cause or error)}", True
     # the connection was made, then broke (a reset, an answer cut short)
     return f"the connection to {peer} broke: {error_words(cause or error)}", True
+
+
+def untrusted_certificate(error: BaseException) -> bool:
+    """Whether ``error`` is a TLS certificate that did not verify (``tls_verify`` helps)."""
+    return isinstance(_socket_error(error), ssl.SSLCertVerificationError)
 
 
 def _socket_error(error: BaseException) -> BaseException | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import InputError, UsageError, VerificationError
+from ..errors import InputError, Option, UsageError, VerificationError
 from ..layer.streams import HashingReader, Progress
 from ..model import Compression, Descriptor, Digest, ImageConfig, Manifest
 from ..model.jsondoc import CONFIG_LIMIT, counted, quote
@@ -93,7 +93,9 @@ class Image:
             if layer.compression is Compression.SQUASHFS:
                 raise UsageError(
                     f"{self.source.ref}: layer {i} is squashfs; {what} reads tar layers "
-                    f"(build the image with --layer-type tar)"
+                    f"(build the image with ",
+                    Option("layer_types"),
+                    " tar)",
                 )
 
     def open_blob(

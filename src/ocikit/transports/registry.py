@@ -28,6 +28,7 @@ from ..errors import (
     DestinationError,
     InputError,
     NotFoundError,
+    Option,
     UsageError,
     VerificationError,
 )
@@ -291,7 +292,9 @@ class RegistryDestination(ImageDestination):
         self._tags = [ref.name] if ref.name else []
         for tag in additional_tags:
             if not tag or "/" in tag or ":" in tag:
-                raise UsageError(f"{ref}: --additional-tag takes a tag here, got {show(tag)}")
+                raise UsageError(
+                    f"{ref}: ", Option("additional_tags"), f" takes a tag here, got {show(tag)}"
+                )
             self._tags.append(tag)
         self.stats = {"uploaded_bytes": 0, "mounted": 0, "skipped": 0}
 

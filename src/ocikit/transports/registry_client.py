@@ -44,7 +44,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from ..errors import InputError, NotFoundError, UsageError
+from ..errors import InputError, NotFoundError, Option, UsageError
 from ..model.jsondoc import SMALL_LIMIT, counted, load_json, size_text
 from .httpstream import (
     Budget,
@@ -53,6 +53,7 @@ from .httpstream import (
     install_deadlines,
     one_line,
     read_bounded,
+    untrusted_certificate,
 )
 
 RETRIES = 6
@@ -229,7 +230,9 @@ class RegistryClient:
                 reason = connection_failure(e, _peer(realm))[0]
             else:
                 reason = error_words(e)
-            raise AuthError(f"{self.host}: token server {one_line(realm, 100)}: {reason}") from None
+            raise AuthError(
+                f"{self.host}: token server {one_line(realm, 100)}: {reason}", *_tls_hint(e)
+            ) from None
         if status in (401, 403):
             raise AuthError(f"{self.host}: the token server refused the credentials")
         if status != 200:
@@ -299,7 +302,7 @@ class RegistryClient:
                 reason, may_help = connection_failure(e, _peer(url))
                 if may_help and self._retry(attempt, started, None):
                     continue
-                raise RegistryError(f"{what}: {reason}") from None
+                raise RegistryError(f"{what}: {reason}", *_tls_hint(e)) from None
             except httpx.InvalidURL as e:
                 raise RegistryError(
                     f"{what}: the registry sent an invalid URL ({one_line(str(e), 200)})"
@@ -390,6 +393,13 @@ class RegistryClient:
             return False
         time.sleep(pause)
         return True
+
+
+def _tls_hint(error: BaseException) -> tuple[object, ...]:
+    """The option that accepts a certificate that did not verify, after its message."""
+    if untrusted_certificate(error):
+        return ("; ", Option("tls_verify=False"), " accepts it")
+    return ()
 
 
 def _same_host(url: str, base: str) -> bool:
