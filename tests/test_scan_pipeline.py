@@ -390,3 +390,19 @@ def test_analyzer_findings_unchanged_on_a_varied_layer() -> None:
         "through-symlink",
         "name-too-long",
     ]
+
+
+def test_gzip_without_isals_c_reader(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An isal without its C reader (a private name): IGzipFile reads, with the same result."""
+    from isal import isal_zlib
+
+    monkeypatch.delattr(isal_zlib, "_GzipReader")
+    tar = _tar(60, 20_000, seed=5)
+    blob = gzip.compress(tar, compresslevel=1)
+    diff_id = Digest(f"sha256:{hashlib.sha256(tar).hexdigest()}")
+    result = scan_layer(io.BytesIO(blob), _descriptor(blob, GZIP), None, diff_id, None, strict=True)  # type: ignore[arg-type]
+    assert (result.diff_id, result.entries) == (diff_id, 60)
+    damaged = blob[: len(blob) // 2]
+    result = scan_layer(io.BytesIO(damaged), _descriptor(damaged, GZIP), None, None, None)  # type: ignore[arg-type]
+    assert [rule for rule, _ in result.problems] == ["layer-unreadable"]
+    _no_workers_left()
