@@ -5,7 +5,7 @@ PY      = $(VENV)/bin/python
 OCIKIT  = $(VENV)/bin/ocikit
 DEMO   ?= demo
 
-.PHONY: venv demo test lint system-deps bench clean
+.PHONY: venv demo test test-fast lint system-deps bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,15 @@ lint: venv
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy
 
+# The whole suite on every core (pytest-xdist: each worker has its own engine, registries and
+# temporary directories: tests/conftest.py). TEST_JOBS=0 runs it in one process.
+TEST_JOBS ?= auto
 test: system-deps venv lint
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(TEST_JOBS) $(PYTEST_ARGS)
+
+# The inner loop: the in-process unit tests only (-m unit), no lint, under a minute.
+test-fast: venv
+	$(VENV)/bin/pytest -q -n $(TEST_JOBS) -m unit $(PYTEST_ARGS)
 
 # Every row of the performance table, ocikit beside its peer (bench/README.md); as root.
 # BENCH_ARGS=--quick checks the harness in a few minutes.

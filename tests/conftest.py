@@ -3,6 +3,13 @@ Docker >= 25 forms, and broken archives made from them.
 
 Tests that need the engine are marked ``docker``. Where dockerd cannot run (not root, not
 installed) they are skipped, except in CI (``CI`` set): there a skip is a failure.
+
+Under pytest-xdist (``make test``: ``-n auto``) every fixture is private to its worker: a
+session fixture is set up once in each worker that needs it (the engine, on its own socket,
+data root and exec root, and the archives it made; the Go oracle, in its own directory);
+a registry listens on a free port of its own, per module; ``tmp_path`` is per worker. Two
+workers never share a port, a path or a name. ``unit`` marks the in-process tests of
+``FAST`` (``make test-fast``).
 """
 
 from __future__ import annotations
@@ -31,9 +38,9 @@ from support.archives import (
     make_bad_archives,
     read_manifest_json,
 )
-from support.cli import ok
 from support.docker25 import convert
 from support.dockerd import DockerEngine, EngineError, can_run
+from support.inprocess import ok
 from support.registry import Registry
 from support.registry import can_run as registry_can_run
 
@@ -44,13 +51,54 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 
 
+# Test files (or single tests: ``file::name``) that run in this process, without a daemon,
+# a registry or a real tool beyond a few command runs: ``make test-fast`` (``-m unit``), the
+# inner loop, well under a minute. A test of them that needs a session fixture below is not.
+FAST = (
+    "test_archive_links.py",
+    "test_blob_writer.py",
+    "test_build_integrity.py",
+    "test_build_store.py",
+    "test_check_corpus.py::test_analyzer_alone",
+    "test_check_corpus.py::test_check_broken_image",
+    "test_check_corpus.py::test_check_reports_rule",
+    "test_cli_errors.py",
+    "test_copy_options.py",
+    "test_credentials.py",
+    "test_image_names.py",
+    "test_inprocess.py",
+    "test_model.py",
+    "test_mutate.py",
+    "test_network_errors.py",
+    "test_recipe_errors.py",
+    "test_registry_client.py",
+    "test_remove_tree.py",
+    "test_tarstream.py",
+    "test_tarwriter.py",
+    "test_transport_types.py",
+    "test_validate.py",
+    "test_words.py",
+)
+# fixtures that start a daemon or build a tool: not for the inner loop
+NOT_UNIT = {"docker_engine", "oracle", "registry"}
+
+
+def _is_fast(item: pytest.Item) -> bool:
+    name = item.path.name
+    test = f"{name}::{getattr(item, 'originalname', item.name)}"
+    fixtures = set(getattr(item, "fixturenames", ()))
+    return (name in FAST or test in FAST) and not NOT_UNIT & fixtures
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test that uses the engine is a ``docker`` test, marked or not."""
+    """A test that uses the engine is a ``docker`` test, marked or not; the fast in-process
+    ones are ``unit``."""
     for item in items:
-        if "docker_engine" in getattr(item, "fixturenames", ()) and not item.get_closest_marker(
-            "docker"
-        ):
+        fixtures = getattr(item, "fixturenames", ())
+        if "docker_engine" in fixtures and not item.get_closest_marker("docker"):
             item.add_marker(pytest.mark.docker)
+        if _is_fast(item):
+            item.add_marker(pytest.mark.unit)
 
 
 @pytest.hookimpl(hookwrapper=True)

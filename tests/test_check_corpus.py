@@ -5,13 +5,20 @@ Every hostile case aims at something real inside the test's own directory: a sen
 next to the unpack target (``work/sentinel``, next to ``work/root``), or a path that must not
 come to exist (``tmp_path/x``). The whole of ``tmp_path`` is compared before and after: a
 refused unpack changes nothing at all, a successful one only ``work/root``.
+
+The cases are judged in this process (``support.inprocess``: ``main`` with its messages and
+exit codes, a fresh ``$TMPDIR`` per run); ``test_as_a_process`` runs the same tests through
+the real command for a sample of cases (each exit code and output form), and the clean image,
+bad references and stdin pipes always go through it.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import stat
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,8 +29,11 @@ from typing import Any, Literal
 import pytest
 
 import ocikit
+from ocikit.layer.analyze import Finding, LayerAnalyzer, Tree
+from ocikit.layer.tarstream import TarStream
 from support.cli import assert_one_line_error, ok
-from support.cli import ocikit as run_ocikit
+from support.cli import ocikit as cli_ocikit
+from support.inprocess import ocikit as run_ocikit
 from support.layouts import (
     LAYER_GZIP,
     LAYER_ZSTD,
@@ -871,8 +881,13 @@ def build(case: Case, tmp_path: Path) -> Scene:
     return s
 
 
-def check_json(ref: str, *args: str, env: dict[str, str] | None = None) -> tuple[int, dict]:
-    proc = run_ocikit("check", "--json", *args, ref, env=env)
+Runner = Callable[..., subprocess.CompletedProcess[bytes]]
+
+
+def check_json(
+    ref: str, *args: str, env: dict[str, str] | None = None, run: Runner = run_ocikit
+) -> tuple[int, dict]:
+    proc = run("check", "--json", *args, ref, env=env)
     err = proc.stderr.decode(errors="replace")
     assert proc.returncode in (0, 1), f"check exit {proc.returncode}: {err}"
     assert "Traceback" not in err, err
@@ -930,8 +945,14 @@ def assert_reported(
     return found[0]
 
 
-def repair(src: str, dst_layout: Path, *args: str, env: dict[str, str] | None = None):
-    return run_ocikit("copy", "-q", "--repair", *args, src, f"oci:{dst_layout}:t", env=env)
+def repair(
+    src: str,
+    dst_layout: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    run: Runner = run_ocikit,
+):
+    return run("copy", "-q", "--repair", *args, src, f"oci:{dst_layout}:t", env=env)
 
 
 def assert_untouched(s: Scene, before: dict, passwd: os.stat_result) -> None:
@@ -963,9 +984,9 @@ def assert_only_dest_changed(s: Scene, before: dict) -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=ids)
-def test_check_reports_rule(case: Case, tmp_path: Path) -> None:
+def test_check_reports_rule(case: Case, tmp_path: Path, run: Runner = run_ocikit) -> None:
     s = build(case, tmp_path)
-    code, report = check_json(s.ref)
+    code, report = check_json(s.ref, run=run)
     assert_report_shape(report, s.ref, s.layout)
     found = assert_reported(report, case.rule, case.layer, case.alt)
     assert found["severity"] == case.severity
@@ -980,33 +1001,66 @@ def test_check_reports_rule(case: Case, tmp_path: Path) -> None:
         assert code == 1 and report["ok"] is False
     else:
         assert code == 0 and report["ok"] is True, report
-        strict, _ = check_json(s.ref, "--strict")
+        strict, _ = check_json(s.ref, "--strict", run=run)
         assert strict == 1, "--strict: a warning must fail the check"
 
 
 @pytest.mark.parametrize("case", CASES, ids=ids)
-def test_check_human_output(case: Case, tmp_path: Path) -> None:
+def test_check_human_output(case: Case, tmp_path: Path, run: Runner = run_ocikit) -> None:
     s = build(case, tmp_path)
-    _, report = check_json(s.ref)
-    proc = run_ocikit("check", s.ref)
+    _, report = check_json(s.ref, run=run)
+    proc = run("check", s.ref)
     assert proc.returncode == (1 if report["errors"] else 0)
     out = proc.stdout.decode()
     lines = [line for line in out.splitlines() if line.strip()]
     assert len(lines) == len(report["findings"]), out
     assert any(rule in out for rule in (case.rule, *case.alt)), out
     assert "Traceback" not in proc.stderr.decode()
-    quiet = run_ocikit("check", "-q", s.ref)
+    quiet = run("check", "-q", s.ref)
     assert quiet.returncode == proc.returncode
+
+
+def analyze(layers: list[bytes]) -> list[Finding]:
+    """The analyzer alone on the layers' entries (read by ``TarStream``), as ``check`` feeds
+    it: one tree, one ``LayerAnalyzer`` per layer, finished in order."""
+    tree, findings = Tree(), []
+    for i, layer in enumerate(layers):
+        analyzer = LayerAnalyzer(tree, i)
+        for n, entry in enumerate(TarStream(io.BytesIO(layer))):
+            analyzer.feed(n, entry)
+        analyzer.finish()
+        findings += analyzer.findings
+    return findings
+
+
+@pytest.mark.parametrize("case", CASES, ids=ids)
+def test_analyzer_alone(case: Case, tmp_path: Path) -> None:
+    """The table of ``test_check_reports_rule`` on ``LayerAnalyzer`` itself: no layout, no
+    compression, no command; the same rule, layer, paths and nothing beyond."""
+    work = tmp_path / "work"
+    layers = [tar_bytes(entries, format=case.format) for entries in case.layers(work)]
+    findings = analyze(layers)
+    summary = [(f.rule, f.layer, f.paths) for f in findings]
+    found = [f for f in findings if f.rule in (case.rule, *case.alt) and f.layer == case.layer]
+    assert found, f"no {case.rule} on layer {case.layer}: {summary}"
+    assert found[0].severity == case.severity
+    if case.paths is not None:
+        assert [p.rstrip("/") for p in found[0].paths] == [p.rstrip("/") for p in case.paths]
+    if case.resolved is not None:
+        assert found[0].resolved == case.resolved, summary
+    expected_rules = {case.rule, *case.also, *case.alt}
+    unexpected = [f for f in summary if f[0] not in expected_rules]
+    assert not unexpected, f"findings beyond {expected_rules}: {unexpected}"
 
 
 # ---------------------------------------------------------------------------- unpack
 
 
 @pytest.mark.parametrize("case", REFUSED, ids=[c.id for c in REFUSED])
-def test_unpack_refuses_hostile(case: Case, tmp_path: Path) -> None:
+def test_unpack_refuses_hostile(case: Case, tmp_path: Path, run: Runner = run_ocikit) -> None:
     s = build(case, tmp_path)
     before, passwd = tree(s.tmp), os.stat("/etc/passwd")
-    proc = run_ocikit("unpack", s.ref, str(s.dest), env=s.env)
+    proc = run("unpack", s.ref, str(s.dest), env=s.env)
     assert_one_line_error(proc)
     assert_untouched(s, before, passwd)
     assert not (s.tmp / "x").exists() and not (s.tmp / "sentinel-target").exists()
@@ -1030,10 +1084,10 @@ NOT_REFUSED = [c for c in CASES if c.unpack != "refuse"]
 
 
 @pytest.mark.parametrize("case", NOT_REFUSED, ids=[c.id for c in NOT_REFUSED])
-def test_unpack_other_cases(case: Case, tmp_path: Path) -> None:
+def test_unpack_other_cases(case: Case, tmp_path: Path, run: Runner = run_ocikit) -> None:
     s = build(case, tmp_path)
     before, passwd = tree(s.tmp), os.stat("/etc/passwd")
-    proc = run_ocikit("unpack", "-q", s.ref, str(s.dest), env=s.env)
+    proc = run("unpack", "-q", s.ref, str(s.dest), env=s.env)
     if case.unpack == "ok" or proc.returncode == 0:
         assert proc.returncode == 0, proc.stderr.decode()
         assert_only_dest_changed(s, before)
@@ -1059,30 +1113,30 @@ def _unchanged_layers(src: Path, dst: Path, report: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("case", UNSAFE, ids=[c.id for c in UNSAFE])
-def test_repair_stops_on_unsafe(case: Case, tmp_path: Path) -> None:
+def test_repair_stops_on_unsafe(case: Case, tmp_path: Path, run: Runner = run_ocikit) -> None:
     s = build(case, tmp_path)
     out = tmp_path / "repaired"
-    proc = repair(s.ref, out, env=s.env)
+    proc = repair(s.ref, out, env=s.env, run=run)
     assert_one_line_error(proc)
     assert not out.exists(), "a destination was left behind"
     assert list(s.tmpdir.iterdir()) == []
 
 
 @pytest.mark.parametrize("case", UNSAFE, ids=[c.id for c in UNSAFE])
-def test_repair_drop_unsafe(case: Case, tmp_path: Path) -> None:
+def test_repair_drop_unsafe(case: Case, tmp_path: Path, run: Runner = run_ocikit) -> None:
     s = build(case, tmp_path)
-    _, report = check_json(s.ref)
+    _, report = check_json(s.ref, run=run)
     out = tmp_path / "repaired"
-    proc = repair(s.ref, out, "--drop-unsafe", env=s.env)
+    proc = repair(s.ref, out, "--drop-unsafe", env=s.env, run=run)
     assert proc.returncode == 0, proc.stderr.decode()
     ref = f"oci:{out}:t"
-    code, fixed = check_json(ref)
+    code, fixed = check_json(ref, run=run)
     assert code == 0, fixed["findings"]
     assert not findings_of(fixed, case.rule) or case.severity == "warning"
     _unchanged_layers(s.layout, out, report)
     # the result unpacks, and nothing goes anywhere else
     before = tree(s.tmp)
-    done = run_ocikit("unpack", "-q", ref, str(s.dest), env=s.env)
+    done = run("unpack", "-q", ref, str(s.dest), env=s.env)
     assert done.returncode == 0, done.stderr.decode()
     assert_only_dest_changed(s, before)
 
@@ -1091,18 +1145,18 @@ SAFE = [c for c in CASES if c.repair != "unsafe"]
 
 
 @pytest.mark.parametrize("case", SAFE, ids=[c.id for c in SAFE])
-def test_repair_fixes(case: Case, tmp_path: Path) -> None:
+def test_repair_fixes(case: Case, tmp_path: Path, run: Runner = run_ocikit) -> None:
     s = build(case, tmp_path)
-    _, report = check_json(s.ref)
+    _, report = check_json(s.ref, run=run)
     out = tmp_path / "repaired"
-    proc = repair(s.ref, out, env=s.env)
+    proc = repair(s.ref, out, env=s.env, run=run)
     assert proc.returncode == 0, proc.stderr.decode()
     ref = f"oci:{out}:t"
-    code, fixed = check_json(ref)
+    code, fixed = check_json(ref, run=run)
     assert code == 0, fixed["findings"]
     if case.repair == "fixed":
         assert fixed["findings"] == [], fixed["findings"]
-        strict, _ = check_json(ref, "--strict")
+        strict, _ = check_json(ref, "--strict", run=run)
         assert strict == 0
         _unchanged_layers(s.layout, out, report)
     else:  # kept: nothing rewritten at all
@@ -1259,10 +1313,10 @@ BROKEN = [
 
 
 @pytest.mark.parametrize("broken", BROKEN, ids=[b.id for b in BROKEN])
-def test_check_broken_image(broken: Broken, tmp_path: Path) -> None:
+def test_check_broken_image(broken: Broken, tmp_path: Path, run: Runner = run_ocikit) -> None:
     s = scene(tmp_path)
     broken.make(s.layout)
-    code, report = check_json(s.ref)
+    code, report = check_json(s.ref, run=run)
     assert_report_shape(report, s.ref, s.layout)
     assert code == 1, report
     assert_reported(report, broken.rule, broken.layer)
@@ -1271,14 +1325,16 @@ def test_check_broken_image(broken: Broken, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("broken", [b for b in BROKEN if b.unreadable], ids=lambda b: b.id)
-def test_unpack_and_repair_refuse_broken_image(broken: Broken, tmp_path: Path) -> None:
+def test_unpack_and_repair_refuse_broken_image(
+    broken: Broken, tmp_path: Path, run: Runner = run_ocikit
+) -> None:
     s = scene(tmp_path)
     broken.make(s.layout)
     before, passwd = tree(s.tmp), os.stat("/etc/passwd")
-    assert_one_line_error(run_ocikit("unpack", s.ref, str(s.dest), env=s.env))
+    assert_one_line_error(run("unpack", s.ref, str(s.dest), env=s.env))
     assert_untouched(s, before, passwd)
     out = tmp_path / "repaired"
-    assert_one_line_error(repair(s.ref, out, env=s.env))
+    assert_one_line_error(repair(s.ref, out, env=s.env, run=run))
     assert not out.exists()
 
 
@@ -1380,20 +1436,21 @@ HISTORY = [
 
 @pytest.mark.parametrize("compression", ["gzip", "zstd", "none"])
 def test_clean_image(compression: str, tmp_path: Path) -> None:
+    run = cli_ocikit if compression == "gzip" else run_ocikit  # each output form as a process
     s = scene(tmp_path)
     layers = clean_layers()
     write_layout(s.layout, layers, compression=compression, history=HISTORY)
 
-    code, report = check_json(s.ref, "--strict")
+    code, report = check_json(s.ref, "--strict", run=run)
     assert_report_shape(report, s.ref, s.layout)
     assert code == 0, report["findings"]
     assert report["findings"] == [] and report["ok"] is True
     assert report["entries"] == sum(len(read_entries(layer)) for layer in layers)
-    human = run_ocikit("check", s.ref)
+    human = run("check", s.ref)
     assert human.returncode == 0 and human.stdout.strip() == b"", human.stdout
 
     before = tree(s.tmp)
-    proc = run_ocikit("unpack", "--json", s.ref, str(s.dest), env=s.env)
+    proc = run("unpack", "--json", s.ref, str(s.dest), env=s.env)
     assert proc.returncode == 0, proc.stderr.decode()
     json.loads(proc.stdout)
     assert_only_dest_changed(s, before)
@@ -1429,7 +1486,7 @@ def test_clean_image(compression: str, tmp_path: Path) -> None:
 
     # nothing to repair: the same image
     out = tmp_path / "repaired"
-    assert repair(s.ref, out).returncode == 0
+    assert repair(s.ref, out, run=run).returncode == 0
     src, dst = read_layout(s.layout, "t"), read_layout(out, "t")
     if compression == "none":  # copy gzips uncompressed layers: same config, other blobs
         assert dst.manifest["config"] == src.manifest["config"]
@@ -1521,7 +1578,7 @@ def test_unpack_into_non_empty_dir(tmp_path: Path) -> None:
     s.dest.mkdir()
     (s.dest / "keep").write_text("keep\n")
     before = tree(s.tmp)
-    proc = run_ocikit("unpack", s.ref, str(s.dest), env=s.env)
+    proc = cli_ocikit("unpack", s.ref, str(s.dest), env=s.env)
     assert_one_line_error(proc)
     assert tree(s.tmp) == before
 
@@ -1535,13 +1592,13 @@ def test_unpack_into_empty_dir(tmp_path: Path) -> None:
 
 
 def test_check_bad_reference(tmp_path: Path) -> None:
-    assert_one_line_error(run_ocikit("check", f"oci:{tmp_path}/nothing:t"))
-    assert_one_line_error(run_ocikit("check", "--json", f"oci:{tmp_path}/nothing:t"))
-    assert_one_line_error(run_ocikit("check", "nope:x"))
+    assert_one_line_error(cli_ocikit("check", f"oci:{tmp_path}/nothing:t"))
+    assert_one_line_error(cli_ocikit("check", "--json", f"oci:{tmp_path}/nothing:t"))
+    assert_one_line_error(cli_ocikit("check", "nope:x"))
     s = scene(tmp_path)
     write_layout(s.layout, clean_layers())
-    assert_one_line_error(run_ocikit("check", f"oci:{s.layout}:other"))
-    assert_one_line_error(run_ocikit("unpack", f"oci:{s.layout}:other", str(s.dest)))
+    assert_one_line_error(cli_ocikit("check", f"oci:{s.layout}:other"))
+    assert_one_line_error(cli_ocikit("unpack", f"oci:{s.layout}:other", str(s.dest)))
     assert not s.dest.exists()
 
 
@@ -1757,7 +1814,7 @@ def test_docker_archive_from_a_pipe(case: Case, tmp_path: Path) -> None:
     ok("copy", "-q", s.ref, f"docker-archive:{archive}:corpus/{case.id}:1")
     _, from_oci = check_json(s.ref)
     with archive.open("rb") as f:
-        proc = run_ocikit("check", "--json", "docker-archive:-", input=f.read())
+        proc = cli_ocikit("check", "--json", "docker-archive:-", input=f.read())
     assert proc.returncode == (1 if from_oci["errors"] else 0), proc.stderr.decode()
     piped = json.loads(proc.stdout)
 
@@ -1770,14 +1827,56 @@ def test_docker_archive_from_a_pipe(case: Case, tmp_path: Path) -> None:
     if case.unpack == "refuse":
         before, passwd = tree(s.tmp), os.stat("/etc/passwd")
         with archive.open("rb") as f:
-            unpacked = run_ocikit("unpack", "docker-archive:-", str(s.dest), stdin=f, env=s.env)
+            unpacked = cli_ocikit("unpack", "docker-archive:-", str(s.dest), stdin=f, env=s.env)
         assert_one_line_error(unpacked)
         assert_untouched(s, before, passwd)
     # copy --repair from the pipe to an OCI layout
     out = tmp_path / "repaired"
     with archive.open("rb") as f:
         args = ["copy", "-q", "--repair", "--drop-unsafe", "docker-archive:-", f"oci:{out}:t"]
-        repaired = run_ocikit(*args, stdin=f, env=s.env)
+        repaired = cli_ocikit(*args, stdin=f, env=s.env)
     assert repaired.returncode == 0, repaired.stderr.decode()
     code, fixed = check_json(f"oci:{out}:t")
     assert code == 0, fixed["findings"]
+
+
+# ---------------------------------------------------------------------------- as a process
+
+
+def _case(case_id: str) -> Case:
+    (case,) = [c for c in CASES if c.id == case_id]
+    return case
+
+
+def _broken(broken_id: str) -> Broken:
+    (broken,) = [b for b in BROKEN if b.id == broken_id]
+    return broken
+
+
+# the tests above, through the real command for a sample: an error that is refused (exit 1
+# from check, 2 from unpack and copy --repair), a warning (exit 0, 1 with --strict) that
+# repair fixes and unpack takes, a warning repair keeps, a broken image
+AS_A_PROCESS = [
+    (test_check_reports_rule, "name-traversal"),
+    (test_check_reports_rule, "through-symlink"),
+    (test_check_human_output, "name-traversal"),
+    (test_check_human_output, "through-symlink"),
+    (test_unpack_refuses_hostile, "name-traversal"),
+    (test_unpack_other_cases, "through-symlink"),
+    (test_repair_stops_on_unsafe, "name-traversal"),
+    (test_repair_drop_unsafe, "name-traversal"),
+    (test_repair_fixes, "through-symlink"),
+    (test_repair_fixes, "whiteout-same-layer"),
+    (test_check_broken_image, "blob-digest"),
+    (test_unpack_and_repair_refuse_broken_image, "blob-digest"),
+]
+
+
+@pytest.mark.parametrize(
+    ("test", "which"),
+    AS_A_PROCESS,
+    ids=[f"{test.__name__.removeprefix('test_')}-{which}" for test, which in AS_A_PROCESS],
+)
+def test_as_a_process(test: Callable[..., None], which: str, tmp_path: Path) -> None:
+    subject: Case | Broken = _broken(which) if which == "blob-digest" else _case(which)
+    test(subject, tmp_path, cli_ocikit)

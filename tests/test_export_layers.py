@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 import ocikit
+from support import inprocess
 from support.archives import Archive, BadInput, read_manifest_json, tree
 from support.cli import assert_one_line_error, ocikit_from_pipe, ok
 from support.cli import ocikit as run_ocikit
@@ -312,16 +313,17 @@ def test_bad_input(
     case: str,
     mode: str,
 ) -> None:
-    """Exit 2, one line; an earlier export in OUTDIR stays whole, nothing else appears."""
+    """Exit 2, one line; an earlier export in OUTDIR stays whole, nothing else appears.
+    In this process, but from a pipe: the command as a process."""
     bad = bad_archives[case]
     out = tmp_path / "out"
-    export(legacy_archive_rich.path, out, "file")
+    inprocess.ok("export-layers", "--json", f"docker-archive:{legacy_archive_rich.path}", str(out))
     before = tree(out)
     tmpdir = tmp_path / "tmpdir"
     tmpdir.mkdir()
     env = {"TMPDIR": str(tmpdir)}
     if mode == "file":
-        proc = run_ocikit("export-layers", f"docker-archive:{bad.path}", str(out), env=env)
+        proc = inprocess.ocikit("export-layers", f"docker-archive:{bad.path}", str(out), env=env)
     else:
         proc = ocikit_from_pipe(
             ["cat", str(bad.path)], "export-layers", "docker-archive:-", str(out), env=env
@@ -331,7 +333,7 @@ def test_bad_input(
     assert list(tmpdir.iterdir()) == []
     # and into a new directory: nothing that looks like a result
     fresh = tmp_path / "fresh"
-    proc = run_ocikit("export-layers", f"docker-archive:{bad.path}", str(fresh), env=env)
+    proc = inprocess.ocikit("export-layers", f"docker-archive:{bad.path}", str(fresh), env=env)
     assert_one_line_error(proc)
     assert not (fresh / "manifest.json").exists() and not (fresh / "digests.json").exists()
     assert not fresh.exists() or list(fresh.iterdir()) == []

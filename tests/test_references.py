@@ -1,5 +1,6 @@
 """References and usage on the command line and in the API: malformed or unknown -> exit 2 with
-one line (UsageError from the API), nothing written. Needs no engine: the shipped sample."""
+one line (UsageError from the API), nothing written. Needs no engine: the shipped sample.
+The tables run the command in this process (``support.inprocess``); the others as a process."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 
 import ocikit as lib
 from ocikit.errors import AmbiguousImageError, NotFoundError, OcikitError, UsageError
+from support import inprocess
 from support.archives import SAMPLE, SAMPLE_TAG
 from support.cli import assert_one_line_error, ocikit, ok
 from support.verify import read_layout
@@ -33,7 +35,7 @@ MALFORMED = [
 
 @pytest.mark.parametrize("ref", UNKNOWN_TRANSPORT + MALFORMED)
 def test_bad_source_reference(ref: str, tmp_path: Path) -> None:
-    proc = ocikit("copy", ref, f"oci:{tmp_path}/l:t")
+    proc = inprocess.ocikit("copy", ref, f"oci:{tmp_path}/l:t")
     assert_one_line_error(proc)
     assert proc.stdout == b""
     assert not (tmp_path / "l").exists()
@@ -42,7 +44,8 @@ def test_bad_source_reference(ref: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize("ref", [*UNKNOWN_TRANSPORT, *MALFORMED, "docker-archive:out.tar@1"])
 def test_bad_destination_reference(ref: str, tmp_path: Path) -> None:
     before = set(os.listdir(tmp_path))
-    proc = ocikit("copy", f"docker-archive:{SAMPLE}", ref, cwd=tmp_path)  # relative paths land here
+    # relative paths land here
+    proc = inprocess.ocikit("copy", f"docker-archive:{SAMPLE}", ref, cwd=tmp_path)
     assert_one_line_error(proc)
     assert set(os.listdir(tmp_path)) == before
 
@@ -50,14 +53,16 @@ def test_bad_destination_reference(ref: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize("ref", UNKNOWN_TRANSPORT + MALFORMED)
 def test_bad_reference_to_inspect(ref: str) -> None:
     for args in ([ref], ["--raw", ref], ["--config", ref]):
-        proc = ocikit("inspect", *args)
+        proc = inprocess.ocikit("inspect", *args)
         assert_one_line_error(proc)
         assert proc.stdout == b""
 
 
 def test_unknown_transport_is_named() -> None:
+    """As a process (the tables run in this one): copy and inspect, exit 2, one line."""
     line = assert_one_line_error(ocikit("copy", "nope:x", "oci:/nonexistent/l"))
     assert "nope" in line
+    assert "nope" in assert_one_line_error(ocikit("inspect", "nope:x"))
 
 
 @pytest.mark.parametrize("ref", UNKNOWN_TRANSPORT + MALFORMED)
@@ -89,12 +94,12 @@ def test_api_raises_usage_error(ref: str, tmp_path: Path) -> None:
     ids=lambda a: " ".join(a)[:60],
 )
 def test_bad_usage(args: list[str], tmp_path: Path) -> None:
-    assert_one_line_error(ocikit(*args, cwd=tmp_path))
+    assert_one_line_error(inprocess.ocikit(*args, cwd=tmp_path))
     assert os.listdir(tmp_path) == []
 
 
 def test_missing_things_are_one_line(tmp_path: Path) -> None:
-    ok("copy", "-q", f"docker-archive:{SAMPLE}", f"oci:{tmp_path}/l:hello")
+    inprocess.ok("copy", "-q", f"docker-archive:{SAMPLE}", f"oci:{tmp_path}/l:hello")
     for args, word in (
         (["copy", f"docker-archive:{tmp_path}/missing.tar", f"oci:{tmp_path}/x"], "missing.tar"),
         (["copy", f"oci:{tmp_path}/l:nope", f"oci:{tmp_path}/x"], "nope"),
@@ -104,7 +109,7 @@ def test_missing_things_are_one_line(tmp_path: Path) -> None:
         (["inspect", f"oci:{tmp_path}/l:nope"], "nope"),
         (["copy", f"oci:{tmp_path}", f"oci:{tmp_path}/x"], str(tmp_path)),  # not a layout
     ):
-        assert_one_line_error(ocikit(*args), contains=word)
+        assert_one_line_error(inprocess.ocikit(*args), contains=word)
     assert not (tmp_path / "x").exists()
     with pytest.raises(NotFoundError):
         lib.inspect(f"oci:{tmp_path}/l:nope")
@@ -113,7 +118,9 @@ def test_missing_things_are_one_line(tmp_path: Path) -> None:
 def test_destination_that_is_not_a_layout(tmp_path: Path) -> None:
     (tmp_path / "stuff").mkdir()
     (tmp_path / "stuff" / "precious.txt").write_text("mine")
-    assert_one_line_error(ocikit("copy", f"docker-archive:{SAMPLE}", f"oci:{tmp_path}/stuff:t"))
+    assert_one_line_error(
+        inprocess.ocikit("copy", f"docker-archive:{SAMPLE}", f"oci:{tmp_path}/stuff:t")
+    )
     assert os.listdir(tmp_path / "stuff") == ["precious.txt"]
 
 
@@ -128,7 +135,7 @@ def test_destination_that_is_not_a_layout(tmp_path: Path) -> None:
     ],
 )
 def test_good_source_references(src: str, tmp_path: Path) -> None:
-    ok("copy", "-q", src, f"oci:{tmp_path}/l:v1.0")
+    inprocess.ok("copy", "-q", src, f"oci:{tmp_path}/l:v1.0")
     image = read_layout(tmp_path / "l", "v1.0")
     assert image.config["rootfs"]["diff_ids"]
 

@@ -25,6 +25,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def listens(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds the socket listening on 127.0.0.1:``port`` (another
+    process, an xdist worker's registry say, may have taken the port meanwhile)."""
+    wanted = f"0100007F:{port:04X}"
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[1] == wanted and fields[3] == "0A":  # LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    for fd in Path(f"/proc/{pid}/fd").glob("*"):
+        with contextlib.suppress(OSError):
+            if os.readlink(fd) in inodes:
+                return True
+    return False
+
+
+class _PortTaken(Exception):
+    pass
+
+
 class Registry:
     """``docker-registry serve CONFIG`` on 127.0.0.1:PORT, storage in a temp directory."""
 
@@ -39,6 +60,16 @@ class Registry:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> Registry:
+        """Start it; on a port another process took first, again on another port."""
+        for _ in range(5):
+            try:
+                return self._start()
+            except _PortTaken:
+                self.stop(remove=False)
+                self.port = free_port()
+        raise RuntimeError(f"docker-registry found no free port: {self.log_tail()}")
+
+    def _start(self) -> Registry:
         auth = ""
         if self.users:
             lines = []
@@ -59,24 +90,24 @@ class Registry:
             "  delete:\n    enabled: true\n"
             f"http:\n  addr: 127.0.0.1:{self.port}\n" + auth
         )
-        log = (self.dir / "registry.log").open("wb")
-        self._proc = subprocess.Popen([REGISTRY, "serve", str(config)], stdout=log, stderr=log)
+        with (self.dir / "registry.log").open("wb") as log:
+            self._proc = subprocess.Popen([REGISTRY, "serve", str(config)], stdout=log, stderr=log)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
+                if "address already in use" in self.log_tail():
+                    raise _PortTaken()
                 raise RuntimeError(f"docker-registry exited: {self.log_tail()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.1)
+            if listens(self._proc.pid, self.port):
+                return self
+            time.sleep(0.1)
         raise RuntimeError(f"docker-registry did not start: {self.log_tail()}")
 
     def log_tail(self, size: int = 3000) -> str:
         path = self.dir / "registry.log"
         return path.read_text(errors="replace")[-size:] if path.exists() else ""
 
-    def stop(self) -> None:
+    def stop(self, remove: bool = True) -> None:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.terminate()
             try:
@@ -84,7 +115,9 @@ class Registry:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self._proc = None
+        if remove:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> Registry:
         return self.start()
