@@ -7,7 +7,7 @@ The tools of a table run in turn, round after round (interleaved), the best of e
 
     python bench/bench_check.py [--archive PATH] [--size-gb 1.2] [--regenerate] [--keep]
                                 [--runs N] [--skip-baseline] [--skip-unpack] [--ocikit PATH]
-                                [--umoci-rootless] [--json]
+                                [--compare PATH] [--umoci-rootless] [--json]
 
 The layout is made once from the benchmark's `docker save` archive (see bench_copy.py) with
 `ocikit copy -q --dest-compress-format gzip docker-archive:ARCHIVE oci:LAYOUT:bench` and cached
@@ -50,6 +50,7 @@ from common import (
 
 LAYOUT = WORK / "check-layout"
 LIMIT_TOOL = "igzip+openssl"
+COMPARE_TOOL = "compared check"
 TAG = "bench"
 TARGET_CHECK_MB_S = 280.0  # of compressed input (issue 16: the igzip+openssl limit ~310 here)
 
@@ -308,7 +309,9 @@ def read_result(expected: Callable[[dict[str, Any]], str | None]) -> Callable[..
     return validate
 
 
-def check_cases(layout: LayoutInfo, ocikit: Path, baseline: bool) -> list[Case]:
+def check_cases(
+    layout: LayoutInfo, ocikit: Path, baseline: bool, compare: Path | None = None
+) -> list[Case]:
     blobs = [str(p) for p in layout.blobs]
     ref = f"oci:{layout.path}:{TAG}"
 
@@ -324,6 +327,8 @@ def check_cases(layout: LayoutInfo, ocikit: Path, baseline: bool) -> list[Case]:
         ),
         Case("ocikit check", lambda out, result: [str(ocikit), "check", "-q", ref]),
     ]
+    if compare is not None:  # another ocikit (an older commit), in the same rounds
+        found.append(Case(COMPARE_TOOL, lambda out, result: [str(compare), "check", "-q", ref]))
     if shutil.which("igzip") and shutil.which("openssl"):
         found.insert(1, Case(LIMIT_TOOL, lambda out, result: ["bash", "-c", LIMIT, "bash", *blobs]))
     if baseline:
@@ -500,6 +505,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--skip-unpack", action="store_true", help="measure check only")
     parser.add_argument("--ocikit", type=Path, default=OCIKIT, help="the ocikit to measure")
     parser.add_argument(
+        "--compare",
+        type=Path,
+        help="another ocikit (say, of an older commit) whose check runs in the same rounds",
+    )
+    parser.add_argument(
         "--umoci-rootless",
         action="store_true",
         help="umoci unpack --rootless (the default unless root)",
@@ -523,7 +533,7 @@ def main() -> None:
     rootless = args.umoci_rootless or os.geteuid() != 0
     umoci_mode = "with --rootless" if rootless else "as root (no --rootless)"
 
-    cases = check_cases(layout, args.ocikit, not args.skip_baseline)
+    cases = check_cases(layout, args.ocikit, not args.skip_baseline, args.compare)
     log(f"running {', '.join(c.tool for c in cases)}, {args.runs} rounds interleaved ...")
     checks = run_cases(cases, args.runs, args.keep)
     decompressor = find_row(checks, "decompressor")
