@@ -43,7 +43,6 @@ if TYPE_CHECKING:  # the names below load on first use: a command imports what i
         VerificationError,
     )
     from .model import Compression, Descriptor, Digest, ImageConfig, Index, Manifest, Platform
-    from .ops import repair  # type: ignore[no-redef]  # (mypy mixes it up with ocikit.ops.repair, the module)
     from .ops.check import CheckReport, check
     from .ops.copy import CopyOptions, CopyOptionsError, CopyResult, copy
     from .ops.export import ExportResult, export_layers
@@ -80,27 +79,13 @@ _LAZY = {
         ("Compression", "Descriptor", "Digest", "ImageConfig", "Index", "Manifest", "Platform"),
         "model",
     ),
-    **dict.fromkeys(
-        (
-            "CheckReport",
-            "CopyOptions",
-            "CopyOptionsError",
-            "CopyResult",
-            "ExportResult",
-            "GcResult",
-            "UnpackResult",
-            "ValidationError",
-            "check",
-            "copy",
-            "export_layers",
-            "gc",
-            "inspect",
-            "repair",
-            "unpack",
-            "validate_image",
-        ),
-        "ops",
-    ),
+    **dict.fromkeys(("CheckReport", "check"), "ops.check"),
+    **dict.fromkeys(("CopyOptions", "CopyOptionsError", "CopyResult", "copy"), "ops.copy"),
+    **dict.fromkeys(("ExportResult", "export_layers"), "ops.export"),
+    **dict.fromkeys(("GcResult", "gc"), "ops.gc"),
+    "inspect": "ops.inspect",
+    **dict.fromkeys(("UnpackResult", "unpack"), "ops.unpack"),
+    **dict.fromkeys(("ValidationError", "validate_image"), "ops.validate"),
     **dict.fromkeys(
         (
             "Credentials",
@@ -116,6 +101,13 @@ _LAZY = {
 _SUBPACKAGES = frozenset(
     ("build", "cli", "errors", "layer", "model", "ops", "tempfiles", "transports")
 )
+
+
+def repair(src: str, dst: str, *, drop_unsafe: bool = False, **kwargs: Any) -> CopyResult:
+    """``copy(src, dst, repair=True)``: rewrite only the layers that need it (help/check.md)."""
+    from .ops.copy import copy  # on first use, as every operation
+
+    return copy(src, dst, repair=True, drop_unsafe=drop_unsafe, **kwargs)
 
 
 def __getattr__(name: str) -> Any:

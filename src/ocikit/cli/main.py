@@ -20,7 +20,6 @@ from .. import __version__
 from ..errors import OcikitError
 from ..layer.bounds import DEFAULT_MAX_RATIO
 from ..model.jsondoc import MESSAGE_LIMIT, counted, json_text, printable
-from ..tempfiles import describe
 from . import credentials, params
 from .credentials import F
 from .progress import reporter, say_through
@@ -1007,6 +1006,8 @@ def _dispatch(argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         _interrupted(signal.SIGINT)
     except OSError as e:
+        from ..tempfiles import describe  # here: help and usage errors load no file handling
+
         return _error(f"{e.filename}: {describe(e)}" if e.filename else describe(e))
     except Exception as e:  # a bug: say so in one line; the traceback on request
         if _debug["on"] or os.environ.get("OCIKIT_DEBUG"):

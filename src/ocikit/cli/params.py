@@ -9,7 +9,6 @@ commands are defined: the decorators stay click's own.
 
 from __future__ import annotations
 
-import difflib
 import re
 from typing import Any
 
@@ -153,6 +152,8 @@ def usage_message(e: click.UsageError) -> str:
         return f"{head} {quote(str(e.value))}: {e.why}"
     if isinstance(e, click.NoSuchOption):
         hint = f"see ocikit {command} --help" if command else "see ocikit --help"
+        import difflib  # here, as below: only a mistyped name needs suggestions
+
         close = difflib.get_close_matches(e.option_name, e.possibilities or [], n=1)
         if close:
             hint = f"did you mean {close[0]}?"
@@ -199,6 +200,8 @@ class Group(click.Group):
         name = args[0] if args else ""
         if name and not name.startswith("-") and self.get_command(ctx, name) is None:
             names = sorted(self.list_commands(ctx))
+            import difflib
+
             close = difflib.get_close_matches(name, names, n=1)
             hint = (
                 f" (did you mean {close[0]}?)" if close else f"; the commands: {', '.join(names)}"

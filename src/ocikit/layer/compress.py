@@ -23,6 +23,7 @@ from isal import igzip, igzip_threaded, isal_zlib
 
 from ..errors import InputError, UsageError
 from ..model.mediatypes import Compression
+from ..model.mediatypes import detect as detect  # where it was: a stream's first bytes
 from .streams import BlockSource, StreamBlocks, binary, readinto
 
 if TYPE_CHECKING:
@@ -30,9 +31,6 @@ if TYPE_CHECKING:
 
 # isal's stubs type ``isal_zlib.error`` as a value, not as the exception class it is
 _ISAL_ERROR: type[Exception] = isal_zlib.error  # type: ignore[assignment]
-
-GZIP_MAGIC = b"\x1f\x8b"
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 DEFAULT_LEVEL = {Compression.GZIP: 2, Compression.ZSTD: 3, Compression.NONE: 0}
 LEVEL_RANGE = {Compression.GZIP: (0, 9), Compression.ZSTD: (1, 19), Compression.NONE: (0, 0)}
@@ -52,17 +50,6 @@ def cpu_count() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
-
-
-def detect(head: bytes) -> Compression:
-    """The compression of a stream, from its first bytes."""
-    if head.startswith(GZIP_MAGIC):
-        return Compression.GZIP
-    if head.startswith(ZSTD_MAGIC):
-        return Compression.ZSTD
-    if head.startswith(b"hsqs"):  # a squashfs superblock (little endian magic)
-        return Compression.SQUASHFS
-    return Compression.NONE
 
 
 def check_level(compression: Compression, level: int | None) -> int:

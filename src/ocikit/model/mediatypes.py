@@ -51,6 +51,22 @@ class Compression(Enum):
             raise UsageError(f"unknown compression {name!r} (choose from {choices})") from None
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def detect(head: bytes) -> Compression:
+    """The compression of a stream, from its first bytes (here, not with the compressors of
+    ``layer.compress``: naming a layer's compression loads none of them)."""
+    if head.startswith(GZIP_MAGIC):
+        return Compression.GZIP
+    if head.startswith(ZSTD_MAGIC):
+        return Compression.ZSTD
+    if head.startswith(b"hsqs"):  # a squashfs superblock (little endian magic)
+        return Compression.SQUASHFS
+    return Compression.NONE
+
+
 _OCI_LAYER_BY_COMPRESSION = {
     Compression.NONE: OCI_LAYER,
     Compression.GZIP: OCI_LAYER_GZIP,

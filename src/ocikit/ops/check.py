@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InputError, NotFoundError
-from ..layer import squashfs
 from ..layer.analyze import ERROR, WARNING, Finding, LayerAnalyzer, Tree
 from ..layer.bounds import DEFAULT_MAX_RATIO
 from ..layer.scan import scan_layer
@@ -187,6 +186,8 @@ def analyze_layer(
         return analyzer.findings
     try:
         if layer.compression is Compression.SQUASHFS:
+            from ..layer import squashfs  # here: a tar image's check runs no squashfs tool
+
             result = squashfs.scan(
                 raw,
                 desc,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import DestinationError, Option, UsageError
 from ..layer.compress import check_level
@@ -30,8 +30,9 @@ from ..transports import (
 from .copy_image import Cancellation, ImageCopier
 from .copy_index import copy_index
 from .progress import NullProgress, ProgressReporter
-from .repair import plan_repair
-from .speculate import Speculator
+
+if TYPE_CHECKING:
+    from .speculate import Speculator
 
 
 class CopyOptionsError(UsageError):
@@ -234,6 +235,8 @@ class _Copy:
         if target is Compression.NONE:
             return None
         self.progress.begin(0, "reading standard input")
+        from .speculate import Speculator  # here: only a copy from a pipe speculates
+
         return Speculator(dest, target, self.options.compression_level, self.progress)
 
     def _index(self, top: IndexSource, dest: ImageDestination) -> CopyResult:
@@ -270,11 +273,11 @@ class _Copy:
         if opened is None:
             opened = open_image(self.src, o.platform, tee=self.speculator, registry=o.src_registry)
         with opened as image:
-            plan = (
-                plan_repair(image, drop_unsafe=o.drop_unsafe, progress=self.progress)
-                if (o.repair)
-                else None
-            )
+            plan = None
+            if o.repair:
+                from .repair import plan_repair  # here: a copy without repair needs none of it
+
+                plan = plan_repair(image, drop_unsafe=o.drop_unsafe, progress=self.progress)
             copier = ImageCopier(
                 image,
                 dest,

@@ -10,17 +10,19 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
+from typing import TYPE_CHECKING
 
-from ..layer.analyze import Edit
 from ..layer.transcode import EntryWatcher, TranscodeResult, transcode
 from ..model import Compression, Descriptor, Digest, Manifest
 from ..model import mediatypes as mt
 from ..transports import Image, ImageDestination, Layer
 from ..transports.base import BlobWriter, Flavor
-from .loadcheck import LoadCheck
 from .progress import NullProgress, ProgressReporter
-from .repair import RepairPlan, repaired_config, rewrite_layer
-from .speculate import Speculator
+
+if TYPE_CHECKING:  # the repair, docker's load check and a pipe's speculation load when used
+    from ..layer.analyze import Edit
+    from .repair import RepairPlan
+    from .speculate import Speculator
 
 
 class Cancellation:
@@ -86,6 +88,8 @@ class ImageCopier:
         self.load_check = None
         if dest.properties.flavor is Flavor.DOCKER and plan is None:
             live = not (self.jobs > 1 and speculator is None)  # else layers copied at once
+            from .loadcheck import LoadCheck  # here: only a docker destination needs it
+
             self.load_check = LoadCheck(image, live=live)
 
     def run(self, *, child: bool = False) -> Manifest:
@@ -116,7 +120,11 @@ class ImageCopier:
             layers.append(self._done[key])
             if self.load_check is not None:
                 self.load_check.layer_done(i)
-        config = repaired_config(image.config, diff_ids) if diff_ids else image.config
+        config = image.config
+        if diff_ids:  # layers rewritten by a repair
+            from .repair import repaired_config  # here: only a repair needs it
+
+            config = repaired_config(image.config, diff_ids)
         config_digest = dest.put_blob_bytes(config.raw)
         config_desc = Descriptor(_config_type(image, self.flavor), config_digest, len(config.raw))
         manifest = _manifest_for(image, self.flavor, config_desc, layers)
@@ -167,6 +175,8 @@ class ImageCopier:
     def _rewrite_layer(
         self, layer: Layer, target: Compression, edits: dict[int, Edit]
     ) -> tuple[Descriptor, Digest]:
+        from .repair import rewrite_layer  # here: only a repair needs it
+
         with self.dest.new_blob() as writer:
             result = rewrite_layer(
                 self.image, layer, edits, writer.file, target, self.level, self.progress

@@ -24,12 +24,9 @@ import os
 import re
 import shutil
 import stat
-import subprocess
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .. import tools
 from ..errors import NotFoundError, UsageError
 from ..tempfiles import (
     HIDDEN_TMP_PREFIX,
@@ -42,7 +39,9 @@ from ..tempfiles import (
     try_lock,
 )
 from ..transports.kinds import find_transport, parse_reference
-from ..transports.oci_layout import collect_layout
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 #: what versions that did not lock their temporary files named them
 _LEGACY_TMP = (
@@ -114,6 +113,8 @@ def _layout(path: str, unreferenced: bool, result: GcResult) -> None:
         raise UsageError(f"{path}: not an OCI layout (no oci-layout file)")
     result.add(reclaim_runs(path))  # a build cache: before its private directories go
     result.add(reclaim(os.path.join(path, "layers"), (HIDDEN_TMP_PREFIX,)))
+    from ..transports.oci_layout import collect_layout  # here: `gc` alone reads no layout
+
     result.add(collect_layout(path, unreferenced))
 
 
@@ -143,6 +144,8 @@ def reclaim_runs(directory: str | os.PathLike[str]) -> list[tuple[str, int]]:
         fd = try_lock(path)
         if fd is None:
             continue  # a live build's
+        from pathlib import Path  # here: only a dead run needs it
+
         try:
             _stop_containers(Path(path))
             _detach_mounts(path)
@@ -157,6 +160,10 @@ def _stop_containers(run: Path) -> None:
     """Delete, by force, the containers of a dead run directory. The directory is in the
     build cache, which its user can write: only a runtime ocikit knows, found on PATH as
     ocikit found it, is ever run, and only for container names ocikit gives."""
+    import subprocess  # here: only a dead run needs a process run
+
+    from .. import tools
+
     for step in sorted(run.glob("step-*")):
         state = step / "state"
         if step.is_symlink() or not state.is_dir() or state.is_symlink():
@@ -194,6 +201,10 @@ def _small_file(path: Path) -> str:
 def _detach_mounts(path: str) -> None:
     """Unmount what is mounted below ``path``, deepest first (lazily: a busy one is
     detached now and freed when unused)."""
+    import subprocess  # here: only a dead run needs a process run
+
+    from .. import tools
+
     path = os.path.realpath(path)
     below = [m for m in mount_points() if m.startswith(path + "/")]
     for point in sorted(below, key=len, reverse=True):

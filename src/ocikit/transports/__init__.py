@@ -19,14 +19,13 @@ from .kinds import TRANSPORTS, Reference, Transport, TransportProperties, parse_
 if TYPE_CHECKING:  # loaded on first use
     from .archive import Tee, TeeSink
     from .image import Image, Layer
-    from .registry import RegistryOptions
-    from .registry_client import Credentials
+    from .registry_options import Credentials, RegistryOptions
 
 _LAZY = {
-    "Credentials": "registry_client",
+    "Credentials": "registry_options",
     "Image": "image",
     "Layer": "image",
-    "RegistryOptions": "registry",
+    "RegistryOptions": "registry_options",
     "Tee": "archive",
     "TeeSink": "archive",
 }

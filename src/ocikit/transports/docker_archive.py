@@ -29,7 +29,6 @@ from ..errors import (
     UsageError,
     VerificationError,
 )
-from ..layer.compress import detect
 from ..layer.streams import CHUNK, HashingReader
 from ..layer.tarwriter import BLOCK, RECORD, tar_header
 from ..model import Compression, Descriptor, Digest, ImageConfig, Manifest
@@ -51,6 +50,7 @@ from ..model.jsondoc import (
     summary,
     wrong,
 )
+from ..model.mediatypes import detect
 from .archive import TarArchive, Tee, image_format
 from .base import (
     BlobWriter,

@@ -18,7 +18,6 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import BinaryIO
 from urllib.parse import quote
 
@@ -54,7 +53,6 @@ from .kinds import REGISTRY_JOBS
 from .reference import Reference
 from .registry_client import (
     AuthError,
-    Credentials,
     DeadlineError,
     RegistryClient,
     RegistryError,
@@ -62,6 +60,8 @@ from .registry_client import (
     raise_for,
     read_error,
 )
+from .registry_options import Credentials as Credentials
+from .registry_options import RegistryOptions as RegistryOptions
 from .tempblob import TempBlob
 
 MAX_MANIFEST = MANIFEST_LIMIT
@@ -71,19 +71,6 @@ DEFAULT_JOBS = REGISTRY_JOBS  # the registry transport's default_jobs
 SESSIONS = 3  # upload sessions tried per blob
 RESUMES = 5  # a broken download goes on from where it stopped, this many times
 ACCEPT = ", ".join([mt.OCI_MANIFEST, mt.OCI_INDEX, mt.DOCKER_MANIFEST, mt.DOCKER_MANIFEST_LIST])
-
-
-@dataclass(frozen=True)
-class RegistryOptions:
-    """How to reach registries: one set for the source side, one for the destination."""
-
-    credentials: Credentials | None = None
-    tls_verify: bool | None = None  # None: TLS, except plain HTTP for localhost
-    authfile: str | None = None
-    mount_from: tuple[str, ...] = ()  # repositories (HOST/REPO or REPO) to mount blobs from
-    jobs: int = DEFAULT_JOBS
-    #: the HTTP transport (httpx's by default; tests give an ``httpx.MockTransport``)
-    transport: httpx.BaseTransport | None = field(default=None, compare=False, repr=False)
 
 
 def split(ref: Reference) -> tuple[str, str]:

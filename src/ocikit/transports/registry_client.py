@@ -32,19 +32,17 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from ..errors import InputError, NotFoundError, Option, UsageError
+from ..errors import InputError, NotFoundError, Option
 from ..model.jsondoc import SMALL_LIMIT, counted, load_json, size_text
 from .httpstream import (
     Budget,
@@ -55,6 +53,7 @@ from .httpstream import (
     read_bounded,
     untrusted_certificate,
 )
+from .registry_options import Credentials as Credentials
 
 RETRIES = 6
 RETRY_SECONDS = 60.0
@@ -80,23 +79,6 @@ class AuthError(RegistryError):
 class DeadlineError(RegistryError):
     """The registry took too long: a request's ``DEADLINE`` passed, or a blob transfer fell
     under ``MIN_RATE`` (not retried: it would take as long again)."""
-
-
-@dataclass(frozen=True)
-class Credentials:
-    username: str
-    password: str
-
-    @classmethod
-    def parse(cls, text: str, what: str = "--creds") -> Credentials:
-        user, sep, password = text.partition(":")
-        if not sep or not user:
-            raise UsageError(f"{what}: expected USER:PASSWORD")
-        return cls(user, password)
-
-    def basic(self) -> str:
-        raw = f"{self.username}:{self.password}".encode()
-        return "Basic " + base64.b64encode(raw).decode()
 
 
 def api_host(host: str) -> str:
