@@ -108,3 +108,33 @@ def test_the_command_line_says_its_flags(tmp_path: Path) -> None:
         run("copy", "--drop-unsafe", f"oci:{tmp_path}/l:t", f"oci:{tmp_path}/m"), code=2
     )
     assert "--drop-unsafe only applies with --repair" in said
+
+
+def test_an_error_named_by_its_layer_keeps_its_options() -> None:
+    """A stream error re-raised with the layer's name still says its options the caller's way."""
+    import io
+
+    from ocikit.errors import InputError
+    from ocikit.layer.transcode import transcode
+    from ocikit.model import Compression, Descriptor, Digest
+
+    class Failing(io.RawIOBase):
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, _buffer: object) -> int:
+            raise InputError("cut short; ", Option("tls_verify=False"), " may help")
+
+    src = Descriptor("application/vnd.oci.image.layer.v1.tar", Digest("sha256:" + "0" * 64), 10)
+    with pytest.raises(InputError) as caught:
+        transcode(
+            Failing(),  # type: ignore[arg-type]
+            src,
+            Compression.NONE,
+            io.BytesIO(),
+            Compression.NONE,
+            expected_diff_id=src.digest,
+        )
+    assert caught.value.options == ("tls_verify=False",)
+    said = caught.value.worded({"tls_verify=False": "--tls-verify=false"})
+    assert said.endswith("cut short; --tls-verify=false may help") and said != str(caught.value)

@@ -182,7 +182,7 @@ def transcode(
             encoder.abort()
         if what in str(e):
             raise
-        raise type(e)(f"{what}: {e}") from None  # name the layer whose stream is corrupt
+        raise type(e)(f"{what}: ", *e.parts) from None  # name the layer whose stream is corrupt
     except BaseException:
         if encoder is not None:
             encoder.abort()
