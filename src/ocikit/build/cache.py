@@ -445,6 +445,24 @@ class Cache:
         finally:
             os.close(fd)
 
+    def open_blob(self, digest: Digest, size: int) -> int | None:
+        """A descriptor of the blob ``digest``'s file, if it is a regular file of ``size``
+        bytes (never followed); None otherwise. What it holds is for the caller to verify."""
+        blobs = self._blob_dir()
+        if blobs is None:
+            return None
+        try:
+            fd = os.open(digest.hex, _READ, dir_fd=blobs)
+        except OSError:
+            return None
+        finally:
+            os.close(blobs)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+            os.close(fd)
+            return None
+        return fd
+
     def seal(self, entries: Sequence[tuple[str, Descriptor, Sequence[Descriptor]]]) -> None:
         """Seal image entries just made: (tag, manifest, blobs: config and layers) each.
         Every blob is hashed from its file (unless this process already did, for that same

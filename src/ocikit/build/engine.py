@@ -42,6 +42,7 @@ from . import squashfs_layers
 from .cache import recipe_label
 from .config import host_arch, image_config
 from .imports import INLINE_BUDGET, ImportContent, read_import
+from .judge import LayerJudge
 from .placement import place, write_tar
 from .plan import BuildPlan, PlannedImage, plan_build
 from .recipe import BuildError, Built, ImageSpec, Import, LoadedRecipe, load_recipe
@@ -233,8 +234,11 @@ class _Counted:
     def __init__(self, out: LayerEncoder, advance: Callable[[int], None]) -> None:
         self._out = out
         self._advance = advance
+        self.head = b""  # the tar's first bytes
 
     def write(self, chunk: bytes | memoryview) -> None:
+        if not self.head:
+            self.head = bytes(chunk[:4])
         self._out.write(chunk)
         self._advance(len(chunk))
 
@@ -350,11 +354,13 @@ class _Builder:
         return ImageResult(name, layer_type, key, digest, cached, why, tag, layers)
 
     def _copy_out(self, tag: str, destination: str) -> None:
-        """The entry copied to an output (every blob verified on the way)."""
+        """The entry copied to an output (every blob verified on the way: to an OCI layout,
+        the blobs kept as they are by their digests alone, ``BuildCache.copy_blobs``)."""
         ref = as_reference(destination)
         dest = open_destination(ref, (), self.options.dest_registry or self.options.registry)
         try:
             with self.store.open(tag) as image:
+                self.store.copy_blobs(image, dest)
                 jobs = ref.properties.default_jobs  # as copy's default
                 ImageCopier(image, dest, progress=self._counted(), jobs=jobs).run()
             dest.commit()
@@ -492,6 +498,7 @@ class _Builder:
                     base_image.close()
             new_layer = None
             placed_imports = [c for c in imports if c.spec.dest is not None]
+            judge = LayerJudge(lower)  # a tar layer's check, as it is written
             if spec.run is not None:
                 entries = place(placed_imports, tree)
                 steps = StepRun(
@@ -505,7 +512,8 @@ class _Builder:
                     self.recipe.context,
                     self._phase,
                     self.step_output,
-                    self._write_layer,
+                    lambda e, w: self._write_layer(e, w, judge),
+                    judge.entry,
                 )
                 new_layer = steps.layer(base_tag, lower, entries, imports, binds, entry)
             elif any(c.entries for c in placed_imports):
@@ -516,7 +524,9 @@ class _Builder:
                         self.store, entry, entries, self._epoch()
                     )
                 else:
-                    new_layer = self._write_layer(entry, lambda out: write_tar(entries, out))
+                    new_layer = self._write_layer(
+                        entry, lambda out: write_tar(entries, out, judge.entry), judge
+                    )
             config = image_config(base_config, spec, new_layer, self.options.epoch, name)
             config_raw = mutate.encode(config)
             config_digest = entry.put_bytes(config_raw)
@@ -529,8 +539,11 @@ class _Builder:
             entry.put_image(manifest, mutate.to_config(config_raw))
             # checked before the cache names it: what the cache holds passed, outputs are copies
             self._phase("checking")
+            checked: LowerLayers | None = lower
+            if judge.used:  # the base's tree is the new layer's: judged, or read back whole
+                checked = judge.lower(len(layers))
             with entry.staged(manifest) as image:
-                report = check_image(image, f"images.{name} ({layer_type})", lower=lower)
+                report = check_image(image, f"images.{name} ({layer_type})", lower=checked)
             if report.errors:
                 raise BuildError(
                     f"images.{name}: the built image fails ocikit check: {report.findings[0]}"
@@ -542,14 +555,21 @@ class _Builder:
         return self.options.epoch if self.options.epoch is not None else int(time.time())
 
     def _write_layer(
-        self, entry: EntryWriter, write: Callable[[BinaryIO], object]
+        self,
+        entry: EntryWriter,
+        write: Callable[[BinaryIO], object],
+        judge: LayerJudge | None = None,
     ) -> tuple[Descriptor, Digest]:
-        """A tar layer blob: ``write`` writes the tar, compressed and hashed on the way."""
+        """A tar layer blob: ``write`` writes the tar, compressed and hashed on the way
+        (``judge``: told what was written)."""
         with entry.new_blob() as writer:
             encoder = LayerEncoder(writer.file, self.options.compress, level=self.options.level)
             try:
-                write(_Counted(encoder, self.progress.advance))  # type: ignore[arg-type]
+                counted = _Counted(encoder, self.progress.advance)
+                write(counted)  # type: ignore[arg-type]
                 result = encoder.finish()
+                if judge is not None:
+                    judge.written(result, self.options.compress, counted.head)
             except BaseException:
                 encoder.abort()  # its compressing threads stop now, not at some GC
                 raise

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -27,6 +27,9 @@ from .imports import Entry, ImportContent, open_data
 from .recipe import BuildError
 
 NEW = 1 << 30  # the layer index of nodes this layer adds
+#: told each entry of a layer as its header is written: name, type, link target, uid, gid
+#: (and a device's major and minor numbers)
+EntryHook = Callable[..., None]
 
 
 @dataclass
@@ -192,9 +195,10 @@ def _kind(node: Node) -> str:
     return node.kind.value
 
 
-def write_tar(entries: Sequence[Placed], out: BinaryIO) -> None:
+def write_tar(entries: Sequence[Placed], out: BinaryIO, on_entry: EntryHook | None = None) -> None:
     """The layer's tar: entries in order, normalized POSIX headers (PAX records only for
-    what ustar cannot hold), file data streamed from the imports, the two zero blocks."""
+    what ustar cannot hold), file data streamed from the imports, the two zero blocks.
+    ``on_entry``: told each entry's name, type, link target and owner as it is written."""
     tar = TarOutput(out)
     for p in entries:
         e = p.entry
@@ -211,6 +215,8 @@ def write_tar(entries: Sequence[Placed], out: BinaryIO) -> None:
         else:
             kind, size = tarfile.REGTYPE, e.size
         tar.header(tar_header(name, kind, size, e.mode, e.uid, e.gid, e.mtime, linkname))
+        if on_entry is not None:
+            on_entry(name, kind, linkname, e.uid, e.gid)
         if kind == tarfile.REGTYPE:
             with open_data(e, f"{p.origin}: {name}") as data:
                 tar.data(data, size, f"{p.origin}: {name}")

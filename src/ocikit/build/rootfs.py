@@ -209,10 +209,17 @@ def remove_mount_point(
             os.close(fd)
 
 
-def write_upper_tar(upper: Path, out: BinaryIO, base_top: set[str], mtime_max: int | None) -> int:
+def write_upper_tar(
+    upper: Path,
+    out: BinaryIO,
+    base_top: set[str],
+    mtime_max: int | None,
+    on_entry: Callable[..., None] | None = None,
+) -> int:
     """The upper directory as a layer tar (sorted, mtimes clamped); returns the entry count.
     Mount points the runtime created (not in ``base_top``, the base's top-level names) are
-    left out."""
+    left out. ``on_entry``: told each entry's name, type, link target, owner and device
+    numbers as it is written (``build.placement.EntryHook``)."""
     drop = dropped_names(base_top)
     tar = TarOutput(out)
     count = 0
@@ -233,6 +240,16 @@ def write_upper_tar(upper: Path, out: BinaryIO, base_top: set[str], mtime_max: i
                 entry.devminor,
             )
         )
+        if on_entry is not None:
+            on_entry(
+                entry.name,
+                entry.type,
+                entry.linkname,
+                entry.uid,
+                entry.gid,
+                entry.devmajor,
+                entry.devminor,
+            )
         if data is not None and entry.size:
             with data() as f:
                 tar.data(f, entry.size, entry.name)

@@ -19,7 +19,7 @@ from ..ops.gc import RUN_PREFIX
 from . import rootfs, sandbox, squashfs_layers
 from .config import runtime_config
 from .imports import ImportContent, changed
-from .placement import Placed, materialize, stage_for_steps
+from .placement import EntryHook, Placed, materialize, stage_for_steps
 from .recipe import Bind, BuildError, ImageSpec
 from .squashfs_layers import NewLayer
 from .store import BuildCache, EntryWriter
@@ -60,6 +60,7 @@ class StepRun:
     phase: Callable[[str], None]  # the progress bar's next phase
     step_output: Callable[[str], None]  # each line a step writes, prefixed with the image
     write_tar: TarLayerWriter
+    on_entry: EntryHook | None = None  # told each entry of a tar layer as it is written
 
     def layer(
         self,
@@ -220,5 +221,6 @@ class StepRun:
             squashfs.make(upper, out, mkfs_time=epoch, drop=rootfs.dropped_names(base_top))
             return squashfs_layers.store_file(entry, out)
         return self.write_tar(
-            entry, lambda out: rootfs.write_upper_tar(upper, out, base_top, epoch)
+            entry,
+            lambda out: rootfs.write_upper_tar(upper, out, base_top, epoch, self.on_entry),
         )

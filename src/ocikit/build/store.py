@@ -18,9 +18,12 @@ trusts is decided here and in ``build.cache`` alone.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..layer.streams import CHUNK
 from ..model import Descriptor, Digest, ImageConfig, Manifest
 from ..tempfiles import PrivateDir
 from ..transports import Image
@@ -86,6 +89,46 @@ class BuildCache:
         desc = manifest.descriptor
         self._entries[tag] = Descriptor(desc.media_type, desc.digest, desc.size)
         self._unsealed.append((tag, self._entries[tag], [manifest.config, *manifest.layers]))
+
+    def copy_blobs(self, image: Image, dest: ImageDestination) -> None:
+        """The blobs of ``image`` (an entry of this cache) that a copy to ``dest`` keeps as
+        they are (its config, its layers in their compression) copied into ``dest`` when
+        that is an OCI layout, each hashed on the way and stored only if it is its digest:
+        the copy then finds them there, verified, without inflating them again (the entry's
+        layers were checked, diff_ids included, before the cache named it). One that is
+        not its digest is left to the copy, which says so."""
+        if not isinstance(dest, OciLayoutDestination):
+            return
+        blobs = [image.manifest.config] + [
+            layer.descriptor
+            for layer in image.layers
+            if dest.layer_compression(layer.compression, None) is layer.compression
+        ]
+        done: set[Digest] = set()
+        buf = bytearray(CHUNK)
+        for desc in blobs:
+            if desc.digest in done or desc.digest.algorithm != "sha256":
+                continue
+            done.add(desc.digest)
+            if dest.reuse_blob(desc.digest, desc.size):
+                continue
+            fd = self.layers.open_blob(desc.digest, desc.size)
+            if fd is None:
+                continue
+            try:
+                with dest.new_blob() as writer:
+                    hasher = hashlib.sha256()
+                    size = 0
+                    view = memoryview(buf)
+                    while n := os.readv(fd, [buf]):
+                        hasher.update(view[:n])
+                        writer.file.write(view[:n])
+                        size += n
+                    if size == desc.size and hasher.hexdigest() == desc.digest.hex:
+                        writer.commit(desc.digest)
+            finally:
+                os.close(fd)
+        dest.flush()  # in place: the copy finds them
 
     def private_dir(self, prefix: str, what: str) -> PrivateDir:
         """A private directory in the cache, locked: if this process dies, the next writer
