@@ -72,6 +72,9 @@ class FakeRegistry:
     location: str = "relative"
     chunk_min: int | None = None
     range_resume: bool = True
+    #: what an upload session's state says when it holds nothing: docker-registry says
+    #: ``0-0`` (as for one byte); None: no ``Range``
+    empty_range: str | None = None
     blobs: dict[str, bytes] = field(default_factory=dict)
     manifests: dict[tuple[str, str], tuple[bytes, str]] = field(default_factory=dict)
     uploads: dict[str, bytearray] = field(default_factory=dict)
@@ -170,7 +173,7 @@ class FakeRegistry:
             return self._blob(request, ref, cut=fault == "cut")
         m = re.fullmatch(r"/v2/(.+)/blobs/uploads/([^/]*)", path)
         if m:
-            return self._upload(request, m.group(1), m.group(2))
+            return self._upload(request, m.group(1), m.group(2), cut=fault == "cut")
         return httpx.Response(404)
 
     def _fault(self, line: str) -> Fault | None:
@@ -237,7 +240,10 @@ class FakeRegistry:
         host = "upload.test" if self.location == "elsewhere" else HOST
         return f"https://{host}{path}"
 
-    def _upload(self, request: httpx.Request, repo: str, session: str) -> httpx.Response:
+    def _upload(
+        self, request: httpx.Request, repo: str, session: str, *, cut: bool = False
+    ) -> httpx.Response:
+        """``cut``: a PATCH whose connection breaks half-way (the half kept, no answer)."""
         if request.method == "POST":
             mount = request.url.params.get("mount")
             if mount is not None and mount in self.blobs:
@@ -255,12 +261,17 @@ class FakeRegistry:
             headers = {"Location": self._location(repo, session)}
             if got:
                 headers["Range"] = f"0-{len(got) - 1}"
+            elif self.empty_range is not None:
+                headers["Range"] = self.empty_range
             return httpx.Response(204, headers=headers)
         body = request.read()
         if request.method == "PATCH":
             first = int(request.headers["Content-Range"].split("-")[0])
             if first != len(got):
                 return httpx.Response(416)
+            if cut:
+                got += body[: len(body) // 2]
+                raise httpx.WriteError("connection reset by peer", request=request)
             got += body
             headers = {"Location": self._location(repo, session), "Range": f"0-{len(got) - 1}"}
             return httpx.Response(202, headers=headers)
@@ -559,6 +570,51 @@ def test_a_failed_chunk_resumes_where_the_registry_got_to(
     assert validate_image(ref, registry=reg.options()) == []
 
 
+def test_a_large_blob_goes_in_one_patch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over the single-PUT size: one PATCH carries the whole blob (``Content-Range`` and
+    ``Content-Length`` of all of it), as docker and skopeo send it, then the PUT."""
+    monkeypatch.setattr(registry_mod, "MONOLITHIC_MAX", 64 << 10)
+    reg = FakeRegistry()
+    ref = _push(reg, tmp_path, 20 << 20, jobs=1)  # over 16 MiB, the chunk it used to take
+    patches = [s for s in reg.seen if s.method == "PATCH"]
+    size = int(patches[0].headers["Content-Length"])
+    assert len(patches) == 1 and size > 20 << 20
+    assert patches[0].headers["Content-Range"] == f"0-{size - 1}"
+    assert validate_image(ref, registry=reg.options()) == []
+
+
+def test_a_broken_patch_sends_only_what_the_registry_lacks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection breaks half-way through the one PATCH: it is not sent again from the
+    start; the registry is asked where it got to and the rest goes from there."""
+    monkeypatch.setattr(registry_mod, "MONOLITHIC_MAX", 64 << 10)
+    reg = FakeRegistry()
+    reg.inject("PATCH", ["cut"])
+    ref = _push(reg, tmp_path, 300 << 10, jobs=1)
+    ranges = [s.headers["Content-Range"] for s in reg.seen if s.method == "PATCH"]
+    first_end = int(ranges[0].split("-")[1])
+    assert len(ranges) == 2, ranges
+    assert ranges[1] == f"{(first_end + 1) // 2}-{first_end}", "the second half only"
+    assert reg.count("GET", "/blobs/uploads/") == 1
+    assert validate_image(ref, registry=reg.options()) == []
+
+
+def test_an_empty_session_said_0_0_resumes_from_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docker-registry says ``Range: 0-0`` of a session holding nothing (and of one holding
+    a byte): the PATCH that failed all its retries is sent again from byte 0, in the same
+    session, not from byte 1 (a blob missing its first byte, refused, a new session)."""
+    monkeypatch.setattr(registry_mod, "MONOLITHIC_MAX", 64 << 10)
+    reg = FakeRegistry(empty_range="0-0")
+    reg.inject("PATCH", ["500"] * rc.RETRIES)
+    ref = _push(reg, tmp_path, 200 << 10, jobs=1)
+    assert reg.count("GET", "/blobs/uploads/") == 1
+    assert reg.count("POST", "/blobs/uploads/") == 2, "the layer's session, the config's"
+    assert validate_image(ref, registry=reg.options()) == []
+
+
 def test_small_blobs_go_in_one_put(tmp_path: Path) -> None:
     reg = FakeRegistry(location="absolute")
     _push(reg, tmp_path, 10 << 10)
@@ -575,3 +631,23 @@ def test_a_second_push_sends_no_blob(tmp_path: Path) -> None:
     _push(reg, tmp_path, 10 << 10)
     assert reg.count("POST") == 0 and reg.count("PUT", "/blobs/") == 0
     assert reg.count("HEAD", "/blobs/") == 2 and reg.count("PUT", "/manifests/") == 1
+
+
+def test_a_plain_http_registry_loads_no_certificates_until_https() -> None:
+    """A registry on this machine speaks plain HTTP: its client makes no TLS context (loading
+    the CA store costs ~20 ms a command) until a request goes to HTTPS (a redirect to
+    storage), which is verified as ever; both connection pools keep their deadlines."""
+    import ssl
+
+    client = RegistryClient("127.0.0.1:5000")
+    transport = client._client._transport
+    assert getattr(transport, "_tls", "missing") is None
+    pool = transport.tls()._pool  # type: ignore[attr-defined]
+    assert pool._ssl_context.verify_mode == ssl.CERT_REQUIRED
+    for inner in (transport._plain, transport._tls):  # type: ignore[attr-defined]
+        assert type(inner._pool._network_backend).__name__ == "_DeadlineBackend"
+    client.close()
+    insecure = RegistryClient("127.0.0.1:5000", tls_verify=False)
+    tls = insecure._client._transport.tls()  # type: ignore[attr-defined]
+    assert tls._pool._ssl_context.verify_mode == ssl.CERT_NONE
+    insecure.close()

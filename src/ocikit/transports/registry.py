@@ -4,8 +4,9 @@ Pull: the manifest (OCI or Docker schema 2; an index or manifest list picks a pl
 its blobs, streamed and verified like any other source's. Push: blobs first, each checked
 with ``HEAD`` and skipped if present, else mounted from another repository of the registry
 (the source's, or ``mount_from``), else uploaded from its staged file, several at once: one
-``PUT`` for small blobs, ``PATCH`` chunks (at least ``OCI-Chunk-Min-Length``) for large ones,
-resumed where the registry says it got to after a failure. The manifest goes last, under each
+``PUT`` for small blobs, one ``PATCH`` of the whole blob for large ones (as docker and skopeo
+send them; chunks of ``UPLOAD_CHUNK`` if set, at least ``OCI-Chunk-Min-Length``), resumed
+where the registry says it got to after a failure. The manifest goes last, under each
 tag: until then no tag points at the new image.
 """
 
@@ -66,7 +67,10 @@ from .tempblob import TempBlob
 
 MAX_MANIFEST = MANIFEST_LIMIT
 MONOLITHIC_MAX = 32 << 20  # blobs up to this size go in one PUT
-UPLOAD_CHUNK = 16 << 20
+#: bytes one PATCH carries at most; None: the rest of the blob (measured against
+#: docker-registry: 16 MiB chunks cost 56 requests and ~10 % more time for 480 MB than one
+#: PATCH a blob)
+UPLOAD_CHUNK: int | None = None
 DEFAULT_JOBS = REGISTRY_JOBS  # the registry transport's default_jobs
 SESSIONS = 3  # upload sessions tried per blob
 RESUMES = 5  # a broken download goes on from where it stopped, this many times
@@ -372,7 +376,7 @@ class RegistryDestination(ImageDestination):
                     if size <= max(MONOLITHIC_MAX, minimum):
                         self._put_whole(location, path, size, digest)
                     else:
-                        chunk = max(UPLOAD_CHUNK, minimum)
+                        chunk = max(UPLOAD_CHUNK or size, minimum)
                         self._put_chunks(location, path, size, digest, chunk)
                     break
                 except (AuthError, DeadlineError):
@@ -436,6 +440,7 @@ class RegistryDestination(ImageDestination):
                     body=functools.partial(_chunks, path, start, n),
                     what=what,
                     budget=budget,
+                    resend=False,  # broken off: ask what arrived (below), send only the rest
                 )
                 ok = response.status_code == 202
             except AuthError:
@@ -479,8 +484,10 @@ class RegistryDestination(ImageDestination):
         if response.status_code != 204:
             return None, location
         location = _absolute(self.client.base, response.headers.get("Location", location))
-        header = response.headers.get("Range", "")
-        if "-" not in header:
+        header = response.headers.get("Range", "").strip()
+        # docker-registry says 0-0 of an empty session (and of one byte): taken as empty (a
+        # session holding one byte refuses the PATCH from 0; a new session then)
+        if "-" not in header or header == "0-0":
             return 0, location
         with contextlib.suppress(ValueError):
             return int(header.split("-", 1)[1]) + 1, location

@@ -46,6 +46,7 @@ from ..errors import InputError, NotFoundError, Option
 from ..model.jsondoc import SMALL_LIMIT, counted, load_json, size_text
 from .httpstream import (
     Budget,
+    PlainFirstTransport,
     connection_failure,
     error_words,
     install_deadlines,
@@ -124,6 +125,8 @@ class RegistryClient:
         local = bare in ("localhost", "127.0.0.1", "[::1]")
         self.scheme = "http" if local and tls_verify is not True else "https"
         self._may_fall_back = tls_verify is False and not local
+        if transport is None and self.scheme == "http":  # no TLS context until HTTPS
+            transport = PlainFirstTransport(tls_verify is not False)
         self._client = httpx.Client(
             verify=tls_verify is not False,
             timeout=TIMEOUT,
@@ -247,13 +250,16 @@ class RegistryClient:
         what: str = "",
         limit: int = MAX_ANSWER,
         budget: Budget | None = None,
+        resend: bool = True,
     ) -> httpx.Response:
         """Send, authenticating and retrying as needed. Any status is returned (the caller
         decides what it means) except 401 after authenticating, which raises AuthError.
         With ``stream`` the body is not read: the caller closes the response. Else a
         successful answer's body is read up to ``limit`` bytes (more: RegistryError), an
         error's up to ``MAX_ERROR_BODY`` (its message). ``budget``: the time all attempts
-        share (a blob transfer's); by default each attempt may wait ``DEADLINE`` s."""
+        share (a blob transfer's); by default each attempt may wait ``DEADLINE`` s. ``resend``:
+        False for an upload whose caller asks the registry what arrived: a connection broken
+        on the way raises at once (one never made is still tried again)."""
         key = tuple(scopes)
         url = target if target.startswith(("http://", "https://")) else self.base + target
         what = what or self.host
@@ -282,6 +288,7 @@ class RegistryClient:
                     url = url.replace("https://", "http://", 1)
                     continue
                 reason, may_help = connection_failure(e, _peer(url))
+                may_help = may_help and (resend or isinstance(e, httpx.ConnectError))
                 if may_help and self._retry(attempt, started, None):
                     continue
                 raise RegistryError(f"{what}: {reason}", *_tls_hint(e)) from None
