@@ -898,6 +898,7 @@ def main() -> None:
         head, _, dirty = source_state().partition(" + uncommitted ")
         facts["source"] = head + (f" + {len(dirty.split())} files changed" if dirty else "")
     HERE.mkdir(parents=True, exist_ok=True)
+    compile_ocikit(args.ocikit)
     inputs = prepare(size_gb, tree_files, args.ocikit, args.quick)
     log("warming the page cache ...")
     warm(inputs)
@@ -940,6 +941,19 @@ def main() -> None:
         print(json.dumps(report, indent=2))
     else:
         print_table(report)
+
+
+def compile_ocikit(ocikit: Path) -> None:
+    """Byte-compile the ocikit measured, as an installation is: with PYTHONDONTWRITEBYTECODE
+    set (some shells and CI set it) an editable install would otherwise compile its modules
+    again at every start, which no installed ocikit does. Python reads .pyc files whatever
+    that variable says."""
+    python = ocikit.parent / "python"
+    if not python.exists():  # another ocikit (--ocikit): its own business
+        return
+    code = "import ocikit, os, sys; print(os.path.dirname(ocikit.__file__))"
+    package = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True)
+    subprocess.run([python, "-m", "compileall", "-q", package.stdout.strip()], check=True)
 
 
 def every_line(
