@@ -30,6 +30,8 @@ import sys
 import types
 from typing import TYPE_CHECKING, Any
 
+from .lazy import lazy_names
+
 if TYPE_CHECKING:  # the names below load on first use: a command imports what it uses
     from .build import BuildOptions, BuildResult, build, load_recipe
     from .errors import (
@@ -110,19 +112,18 @@ def repair(src: str, dst: str, *, drop_unsafe: bool = False, **kwargs: Any) -> C
     return copy(src, dst, repair=True, drop_unsafe=drop_unsafe, **kwargs)
 
 
+_public, _names = lazy_names(__name__, _LAZY)
+
+
 def __getattr__(name: str) -> Any:
     """A public name (or a subpackage), imported when first asked for."""
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    if name in _SUBPACKAGES:
+    if name in _SUBPACKAGES and name not in _LAZY:
         return importlib.import_module(f".{name}", __name__)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return _public(name)
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY, *_SUBPACKAGES})
+    return sorted({*_names(), *_SUBPACKAGES})
 
 
 class _Package(types.ModuleType):

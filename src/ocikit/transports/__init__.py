@@ -7,11 +7,11 @@ first use."""
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..errors import UsageError
+from ..lazy import lazy_names
 from ..model import Platform
 from .base import BlobWriter, ImageDestination, ImageSource, IndexSource
 from .kinds import TRANSPORTS, Reference, Transport, TransportProperties, parse_reference
@@ -31,16 +31,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)
 
 
 def as_reference(ref: str | Reference) -> Reference:
