@@ -400,8 +400,10 @@ def test_aborting_the_threaded_gzip_writer_never_waits_for_it() -> None:
     sink = Sink()
     encoder = LayerEncoder(sink, Compression.GZIP, threads=2)  # type: ignore[arg-type]
     encoder.write(_data(5, 4 * MiB))
-    inner = encoder._encoder.raw  # type: ignore[attr-defined]  # isal's threaded writer
-    inner.output_queues[0].unfinished_tasks += 1
+    from ocikit.layer.compress import _Job
+
+    inner = encoder._encoder  # the block gzip writer: a block it waits for, never deflated
+    inner._order.put(_Job(bytearray(1), 1, b""))  # type: ignore[attr-defined]
     done = threading.Event()
 
     def abort() -> None:

@@ -125,3 +125,43 @@ def test_a_copy_to_the_engine_from_a_terminal(
         os.close(tty)
     assert proc.returncode == 0, proc.stderr.decode()
     docker_engine.remove_image("ocikit-tty:1")
+
+
+def test_gzip_writer_is_isal_threaded_gzip_byte_for_byte() -> None:
+    """Layers stay reproducible across the change of writer: the same bytes as isal's
+    threaded gzip under its buffered writer, whatever the writes' sizes, level or threads."""
+    import io
+    import zlib
+
+    from isal import igzip_threaded
+
+    from ocikit.layer.compress import BLOCK, compressing_writer
+    from ocikit.model import Compression
+
+    data = (os.urandom(1 << 15) + b"layer " * 200_000) * 4
+    data = data[: 3 * BLOCK + 4321]
+    writes = [
+        [BLOCK] * 4,
+        [BLOCK - 1, 1, 0, 1, 700_000, 700_000, 2 * BLOCK + 3],
+        [512] * 7000,
+        [3 * BLOCK + 9],
+        [100],
+        [],
+    ]
+    for sizes in writes:
+        for level, threads in ((0, 2), (1, 1), (2, 2), (3, 3)):
+            ours, isal = io.BytesIO(), io.BytesIO()
+            a = compressing_writer(ours, Compression.GZIP, level, threads)
+            b = igzip_threaded.open(
+                isal, "wb", compresslevel=level, threads=threads, block_size=BLOCK
+            )
+            pos = 0
+            for size in sizes:
+                chunk = memoryview(data)[pos : pos + size]
+                pos += len(chunk)
+                a.write(chunk)
+                b.write(chunk)
+            a.close()
+            b.close()
+            assert ours.getvalue() == isal.getvalue(), (sizes[:3], level, threads)
+            assert zlib.decompress(ours.getvalue(), 31) == data[:pos]

@@ -13,6 +13,7 @@ import contextlib
 import io
 import os
 import queue
+import struct
 import threading
 import zlib
 from collections.abc import Callable
@@ -102,6 +103,9 @@ def abort_writer(writer: BinaryIO) -> None:
     trailer, its threads stopped, and closing it later does nothing. (``close`` would wait
     for every queued block; an interrupt inside isal's threaded writer can leave a block
     whose completion is never signalled, and then it waits forever.)"""
+    if isinstance(writer, _BlockGzipWriter):
+        writer.abort()
+        return
     raw = getattr(writer, "raw", None)
     if isinstance(raw, igzip_threaded._ThreadedGzipWriter):
         if all(hasattr(raw, a) for a in _THREADED_INTERNALS):
@@ -151,6 +155,196 @@ def _stop_threaded_gzip(raw: igzip_threaded._ThreadedGzipWriter) -> None:
     raw._closed = True  # the buffered writer above it (and its finalizer) skips the flush
 
 
+class _Job:
+    """One block to deflate: its bytes, the previous block's last 32 KiB, and where the
+    result goes (a queue of one: the output thread waits on it, in the blocks' order)."""
+
+    __slots__ = ("block", "done", "n", "zdict")
+
+    def __init__(self, block: bytearray, n: int, zdict: bytes) -> None:
+        self.block, self.n, self.zdict = block, n, zdict
+        self.done: queue.SimpleQueue[tuple[bytes, int] | BaseException] = queue.SimpleQueue()
+
+
+class _BlockGzipWriter(io.RawIOBase):
+    """isal's threaded gzip (``igzip_threaded``'s writer under its buffered writer), byte for
+    byte: the same header, blocks cut where that buffered writer cuts them (a write that
+    does not fit the block being filled ends it; a write larger than a block is cut into
+    blocks of its own), each deflated with the previous block's last 32 KiB as dictionary,
+    the same trailer. Without its copies: a block is filled once, in place, from a few
+    buffers that go round (isal makes a fresh ``bytes`` of every block, page faults and
+    all, after the buffered writer's copy), and a stream of one block (a small layer) is
+    deflated on the caller's thread, no thread started."""
+
+    def __init__(self, out: BinaryIO, level: int, threads: int) -> None:
+        super().__init__()
+        self._out = out
+        self._level = level
+        self._threads = max(1, threads)
+        # isal's sizes: what a block may deflate to (more raises, as in isal)
+        self._outsize = 2 * BLOCK + 500 if level == 0 else BLOCK + max(BLOCK // 10, 500)
+        self._buf = bytearray(BLOCK)
+        self._pos = 0
+        self._zdict = b""
+        self._crc = 0
+        self._size = 0
+        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        self._made = 1
+        self._depth = 2 * self._threads + 2  # blocks in flight at most
+        self._todo: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._order: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._workers: list[threading.Thread] = []
+        self._writer: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._stopped = False
+        out.write(struct.pack("<BBBBIBB", 0x1F, 0x8B, 8, 0, 0, 0xFF, 4 if level == 0 else 0))
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Buffer) -> int:
+        if self._error is not None:
+            raise self._error
+        view = memoryview(data).cast("B")
+        n = view.nbytes
+        pos = self._pos
+        if n <= BLOCK - pos:
+            self._buf[pos : pos + n] = view
+            self._pos = pos + n
+            if self._pos == BLOCK:  # where the next write would end it anyway
+                self._submit()
+            return n
+        self._submit()
+        if n > BLOCK:
+            for start in range(0, n, BLOCK):
+                piece = view[start : start + BLOCK]
+                self._buf[: piece.nbytes] = piece
+                self._pos = piece.nbytes
+                self._submit()
+        else:
+            self._buf[:n] = view
+            self._pos = n
+            if n == BLOCK:
+                self._submit()
+        return n
+
+    def _submit(self) -> None:
+        """The block being filled goes to the compressing threads; another is taken."""
+        n = self._pos
+        if not n:
+            return
+        block = self._buf
+        job = _Job(block, n, self._zdict)
+        self._zdict = bytes(memoryview(block)[max(0, n - 32768) : n])
+        if self._writer is None:
+            self._start()
+        self._todo.put(job)
+        self._order.put(job)
+        self._pos = 0
+        self._buf = self._take()
+
+    def _take(self) -> bytearray:
+        try:
+            return self._free.get_nowait()
+        except queue.Empty:
+            pass
+        if self._made < self._depth:
+            self._made += 1
+            return bytearray(BLOCK)
+        while True:
+            try:
+                return self._free.get(timeout=0.1)
+            except queue.Empty:
+                if self._error is not None:
+                    raise self._error from None
+
+    def _start(self) -> None:
+        self._workers = [
+            threading.Thread(target=self._deflate, name="ocikit-gzip", daemon=True)
+            for _ in range(self._threads)
+        ]
+        self._writer = threading.Thread(target=self._write_out, name="ocikit-gzip-out", daemon=True)
+        for t in (*self._workers, self._writer):
+            t.start()
+
+    def _deflate(self) -> None:
+        compressor = isal_zlib._ParallelCompress(buffersize=self._outsize, level=self._level)
+        while (job := self._todo.get()) is not None:
+            if self._stopped:
+                job.done.put(InterruptedError())
+                continue
+            try:
+                job.done.put(compressor.compress_and_crc(memoryview(job.block)[: job.n], job.zdict))
+            except BaseException as e:
+                job.done.put(e)
+
+    def _write_out(self) -> None:
+        while (job := self._order.get()) is not None:
+            while True:  # a block whose completion never comes ends with an abort
+                try:
+                    result = job.done.get(timeout=0.05)
+                    break
+                except queue.Empty:
+                    if self._stopped:
+                        return
+            if self._error is None and not self._stopped:
+                try:
+                    if isinstance(result, BaseException):
+                        raise result
+                    compressed, crc = result
+                    self._crc = isal_zlib.crc32_combine(self._crc, crc, job.n)
+                    self._size += job.n
+                    self._out.write(compressed)
+                except BaseException as e:
+                    self._error = e
+            self._free.put(job.block)
+
+    def _join(self) -> None:
+        for _ in self._workers:
+            self._todo.put(None)
+        self._order.put(None)
+        for t in (*self._workers, self._writer):
+            if t is not None:
+                t.join()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            if self._writer is None:  # one block at most: deflated here
+                if self._pos:
+                    compressor = isal_zlib._ParallelCompress(
+                        buffersize=self._outsize, level=self._level
+                    )
+                    view = memoryview(self._buf)[: self._pos]
+                    compressed, crc = compressor.compress_and_crc(view, b"")
+                    self._crc, self._size = crc, self._pos
+                    self._out.write(compressed)
+            else:
+                self._submit()
+                self._join()
+                if self._error is not None:
+                    raise self._error
+            self._out.write(isal_zlib.compress(b"", wbits=-15))
+            self._out.write(struct.pack("<II", self._crc, self._size & 0xFFFFFFFF))
+        finally:
+            super().close()
+
+    def abort(self) -> None:
+        """Stop at once: nothing more is written, no trailer; the threads end (a block being
+        deflated finishes first, into nothing; a thread stuck writing is left behind)."""
+        if self.closed:
+            return
+        self._stopped = True
+        if self._writer is not None:
+            for _ in self._workers:
+                self._todo.put(None)
+            self._order.put(None)
+            for t in (*self._workers, self._writer):  # a block's deflate: milliseconds
+                t.join(0.5)
+        io.RawIOBase.close(self)
+
+
 def compressing_writer(
     out: BinaryIO, compression: Compression, level: int | None = None, threads: int | None = None
 ) -> BinaryIO:
@@ -161,10 +355,7 @@ def compressing_writer(
         return binary(_Passthrough(out))
     if compression is Compression.GZIP:
         if level <= ISAL_MAX_LEVEL:
-            writer: BinaryIO = igzip_threaded.open(
-                out, "wb", compresslevel=level, threads=threads, block_size=BLOCK
-            )
-            return writer
+            return binary(_BlockGzipWriter(out, level, threads))
         return binary(_ZlibGzipWriter(out, level))
     cctx = zstandard.ZstdCompressor(level=level, threads=max(1, threads))
     # a binary stream (write, flush, close) that zstandard's stubs type as a class of its own
