@@ -130,6 +130,11 @@ quiet_option = click.option(
 )
 
 
+def json_option(what: str = "the result") -> Callable[[F], F]:
+    """``--json``: the command's result, its ``to_dict()``, as JSON on stdout."""
+    return click.option("--json", "as_json", is_flag=True, help=f"Print {what} as JSON on stdout.")
+
+
 class _BrokenPipe(Exception):
     """Standard output's reader went away (not an OSError: click turns an EPIPE into a
     silent ``exit(1)``, which means "problems found" for check)."""
@@ -258,7 +263,7 @@ _invoked: dict[str, str | None] = {"command": None}
     help="Re-hash every blob the destination already has before reusing it (sizes are always "
     "checked, small blobs always re-hashed); a damaged one is replaced.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@json_option()
 @quiet_option
 def copy(
     src: str,
@@ -391,7 +396,7 @@ def _warn(progress: Any, line: str) -> None:
     "record there take digest and source from it in digests.json.",
 )
 @click.option("--platform", help=PLATFORM_HELP)
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@json_option()
 @registry_options
 @quiet_option
 def export_layers(
@@ -460,7 +465,7 @@ def help_(ctx: click.Context, topic: str | None) -> None:
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@json_option("the report")
 def doctor(as_json: bool) -> None:
     """Say which of the tools ocikit drives are found and usable, with their versions.
 
@@ -494,7 +499,7 @@ def doctor(as_json: bool) -> None:
     help="Also remove every blob of a layout PATH that its index.json does not reach (as "
     "umoci gc does); without it, only blobs that killed ocikit writers left.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print what was removed as JSON on stdout.")
+@json_option("what was removed")
 @quiet_option
 def gc(paths: tuple[str, ...], unreferenced: bool, as_json: bool, quiet: bool) -> None:
     """Reclaim what interrupted or killed runs left behind, and nothing a live process holds.
@@ -579,7 +584,7 @@ def inspect(
 
 @cli.command()
 @click.argument("ref")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@json_option("the report")
 @click.option("--strict", is_flag=True, help="Warnings fail the check too (exit 1).")
 @click.option("--platform", help=PLATFORM_HELP)
 @click.option(
@@ -655,7 +660,7 @@ def check(
     show_default=True,
     help="Refuse a layer expanding beyond this many times its compressed size (and 64 MiB).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@json_option()
 @registry_options
 @quiet_option
 def unpack(
@@ -779,7 +784,7 @@ def unpack(
     help="The OCI runtime that runs run steps.",
 )
 @click.option("--print-schema", is_flag=True, help="Print the recipe's JSON Schema and exit.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@json_option()
 @quiet_option
 def build(
     recipe_file: str,
