@@ -127,16 +127,23 @@ def test_a_copy_to_the_engine_from_a_terminal(
     docker_engine.remove_image("ocikit-tty:1")
 
 
-def test_gzip_writer_is_isal_threaded_gzip_byte_for_byte() -> None:
+@pytest.mark.parametrize("block_deflate", [True, False], ids=["own-writer", "isal-writer"])
+def test_gzip_writer_is_isal_threaded_gzip_byte_for_byte(
+    block_deflate: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Layers stay reproducible across the change of writer: the same bytes as isal's
-    threaded gzip under its buffered writer, whatever the writes' sizes, level or threads."""
+    threaded gzip under its buffered writer, whatever the writes' sizes, level or threads;
+    an isal without its block deflate gets its own writer."""
     import io
     import zlib
 
     from isal import igzip_threaded
 
+    from ocikit.layer import compress
     from ocikit.layer.compress import BLOCK, compressing_writer
     from ocikit.model import Compression
+
+    monkeypatch.setattr(compress, "_HAS_BLOCK_DEFLATE", block_deflate)
 
     data = (os.urandom(1 << 15) + b"layer " * 200_000) * 4
     data = data[: 3 * BLOCK + 4321]

@@ -166,6 +166,11 @@ class _Job:
         self.done: queue.SimpleQueue[tuple[bytes, int] | BaseException] = queue.SimpleQueue()
 
 
+#: isal's per-block deflate (what its threaded writer runs; a private name of isal's, so an
+#: isal without it gets that threaded writer itself: the same bytes, with its copies)
+_HAS_BLOCK_DEFLATE = hasattr(isal_zlib, "_ParallelCompress")
+
+
 class _BlockGzipWriter(io.RawIOBase):
     """isal's threaded gzip (``igzip_threaded``'s writer under its buffered writer), byte for
     byte: the same header, blocks cut where that buffered writer cuts them (a write that
@@ -354,8 +359,13 @@ def compressing_writer(
     if compression is Compression.NONE:
         return binary(_Passthrough(out))
     if compression is Compression.GZIP:
-        if level <= ISAL_MAX_LEVEL:
+        if level <= ISAL_MAX_LEVEL and _HAS_BLOCK_DEFLATE:
             return binary(_BlockGzipWriter(out, level, threads))
+        if level <= ISAL_MAX_LEVEL:  # an isal without its block deflate: its own writer
+            writer: BinaryIO = igzip_threaded.open(
+                out, "wb", compresslevel=level, threads=threads, block_size=BLOCK
+            )
+            return writer
         return binary(_ZlibGzipWriter(out, level))
     cctx = zstandard.ZstdCompressor(level=level, threads=max(1, threads))
     # a binary stream (write, flush, close) that zstandard's stubs type as a class of its own
