@@ -460,8 +460,8 @@ def _members(
     content._spool_files.append(spool)
     entries: dict[tuple[str, ...], Entry] = {}
     buffered = io.BufferedReader(raw, CHUNK)
-    plain = decompressing_reader(buffered, detect(buffered.peek(4)[:4]))  # type: ignore[arg-type]
-    stream = TarStream(io.BufferedReader(plain, CHUNK), what=f"{origin}: {spec.src}")  # type: ignore[arg-type,type-var]
+    plain = decompressing_reader(buffered, detect(buffered.peek(4)[:4]))
+    stream = TarStream(io.BufferedReader(plain, CHUNK), what=f"{origin}: {spec.src}")  # type: ignore[type-var]
     offset = 0
     try:
         for entry in stream:
@@ -586,7 +586,7 @@ class _Verified(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
+    def read(self, n: int = -1) -> bytes:
         if self._left <= 0:
             return b""
         want = min(self._left, CHUNK if n is None or n < 0 else n)

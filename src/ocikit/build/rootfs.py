@@ -86,7 +86,7 @@ def _extract(image: Image, i: int, cache: Cache, name: str, epoch: int) -> int:
         if layer.compression is Compression.SQUASHFS:
             blob = staging / "blob"
             with image.open_blob(layer.descriptor) as src, open(blob, "wb") as out:
-                shutil.copyfileobj(src, out, CHUNK)  # type: ignore[misc]
+                shutil.copyfileobj(src, out, CHUNK)
             squashfs.extract(blob, staging / "root")
             blob.unlink()
         else:

@@ -43,7 +43,7 @@ def store_file(entry: EntryWriter, path: Path) -> NewLayer:
     """The squashfs image at ``path`` as a layer blob (a squashfs layer is its own diff_id)."""
     with entry.new_blob() as writer:
         with open(path, "rb") as f:
-            reader = HashingReader(f, what=str(path), sink=writer.file)  # type: ignore[arg-type]
+            reader = HashingReader(f, what=str(path), sink=writer.file)
             reader.drain()
         writer.commit(reader.digest)
     return Descriptor(mt.SQUASHFS_LAYER_GZIP, reader.digest, reader.size), reader.digest

@@ -215,7 +215,7 @@ class ImageCopier:
                 dest.put_blob_file(path, src.digest)
                 with open(path, "rb", buffering=0) as raw:
                     transcode(
-                        raw,  # type: ignore[arg-type]
+                        raw,
                         src,
                         layer.compression,
                         _Discard(),  # type: ignore[arg-type]

@@ -257,7 +257,7 @@ class _Validator:
         try:
             with source.open_blob(desc) as raw:
                 HashingReader(
-                    raw,  # type: ignore[arg-type]
+                    raw,
                     what=f"blob {desc.digest}",
                     expected_digest=desc.digest,
                     expected_size=desc.size,
@@ -346,7 +346,7 @@ class _Validator:
         try:
             if layer.compression is Compression.SQUASHFS:
                 result = squashfs.scan(
-                    raw,  # type: ignore[arg-type]
+                    raw,
                     desc,
                     layer.diff_id,
                     None,

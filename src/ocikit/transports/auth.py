@@ -154,7 +154,7 @@ def _load(path: str, *, explicit: bool) -> dict[str, Any] | None:
     """The auth file's object; None if it does not exist (an error for one given)."""
     try:
         with open(path, "rb") as f:
-            raw = read_limited(f, path, SMALL_LIMIT)  # type: ignore[arg-type]
+            raw = read_limited(f, path, SMALL_LIMIT)
         data = load_json(raw, path, limit=SMALL_LIMIT) if raw.strip() else {}
     except FileNotFoundError:
         if explicit:

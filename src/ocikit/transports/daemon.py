@@ -270,7 +270,7 @@ class DaemonSource(DockerArchiveSource):
             response, budget = engine.save(ref.path)
             try:
                 stream = io.BufferedReader(_response_stream(response, what, budget), CHUNK)
-                archive = TarArchive.from_stream(stream, what, tee)  # type: ignore[arg-type]
+                archive = TarArchive.from_stream(stream, what, tee)
             finally:
                 response.close()
         finally:

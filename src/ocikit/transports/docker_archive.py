@@ -217,7 +217,7 @@ class DockerArchiveSource(ImageSource):
                 desc = Descriptor(mt.DOCKER_LAYER, diff_id, size)
             else:  # a compressed layer.tar, which docker load also accepts: hash it once
                 with self.archive.open_member(member) as f:
-                    hr = HashingReader(f, what=member)  # type: ignore[arg-type]
+                    hr = HashingReader(f, what=member)
                     hr.drain()
                 desc = Descriptor(mt.docker_layer_type(compression), hr.digest, size)
             known[(member, diff_id)] = desc

@@ -166,7 +166,7 @@ class _DeadlineStream(httpcore.NetworkStream):
             timeout = budget.allowance(timeout, httpcore.ConnectTimeout)
         return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, timeout))
 
-    def get_extra_info(self, info: str):  # type: ignore[no-untyped-def]
+    def get_extra_info(self, info: str):
         return self._inner.get_extra_info(info)
 
 
@@ -190,14 +190,14 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         finally:
             budget.spend(time.monotonic() - started)
 
-    def connect_tcp(  # type: ignore[no-untyped-def]
+    def connect_tcp(
         self, host: str, port: int, timeout=None, local_address=None, socket_options=None
     ) -> httpcore.NetworkStream:
         return self._timed(
             timeout, lambda t: self._inner.connect_tcp(host, port, t, local_address, socket_options)
         )
 
-    def connect_unix_socket(  # type: ignore[no-untyped-def]
+    def connect_unix_socket(
         self, path: str, timeout=None, socket_options=None
     ) -> httpcore.NetworkStream:
         return self._timed(

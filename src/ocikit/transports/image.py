@@ -108,7 +108,7 @@ class Image:
         """The blob's stored bytes; its digest and size are checked when the stream ends."""
         raw = self.source.open_blob(descriptor)
         return HashingReader(
-            raw,  # type: ignore[arg-type]
+            raw,
             what=f"blob {descriptor.digest}",
             expected_digest=descriptor.digest,
             expected_size=descriptor.size,

@@ -172,7 +172,7 @@ class RegistrySource(ImageSource):
             return self._get_blob(descriptor, offset, what, budget)
 
         body = ResponseStream(self._get_blob(descriptor, 0, what, budget), resume, budget)
-        return io.BufferedReader(body, CHUNK)  # type: ignore[return-value]
+        return io.BufferedReader(body, CHUNK)
 
     def _get_blob(
         self, descriptor: Descriptor, offset: int, what: str, budget: Budget

@@ -433,7 +433,7 @@ def read_error(response: httpx.Response, what: str) -> httpx.Response:
 def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("Retry-After")
     with contextlib.suppress(ValueError, TypeError):
-        return max(0.0, float(value))  # type: ignore[arg-type]
+        return max(0.0, float(value))
     return None
 
 
