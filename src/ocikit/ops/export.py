@@ -27,7 +27,7 @@ from typing import Any, BinaryIO
 from ..errors import DestinationError, InputError
 from ..layer.compress import check_level
 from ..layer.transcode import transcode
-from ..model import Compression, Digest
+from ..model import Compression, Digest, canonical_json
 from ..model.jsondoc import load_json
 from ..transports import Image, Layer, Reference, RegistryOptions, as_reference, open_image
 from ..transports.archive import TarArchive, normalize
@@ -293,7 +293,7 @@ class _Exporter:
     def finish(self) -> list[str]:
         """Write digests.json and manifest.json; every file to publish, in order."""
         self.staging.write(DIGESTS, json.dumps(self._digests).encode())
-        self.staging.write(MANIFEST, json.dumps(self._manifest, separators=(",", ":")).encode())
+        self.staging.write(MANIFEST, canonical_json(self._manifest, ascii_only=True))
         return [*self._files, DIGESTS, MANIFEST]
 
     def _compress(self, image: Image, layer: Layer) -> _Blob:
