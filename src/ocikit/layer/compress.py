@@ -155,6 +155,33 @@ def _stop_threaded_gzip(raw: igzip_threaded._ThreadedGzipWriter) -> None:
     raw._closed = True  # the buffered writer above it (and its finalizer) skips the flush
 
 
+class _BlockPool:
+    """Buffers that go round between the threads of one stream: made as needed, ``depth``
+    at most (a fresh 1 MiB allocation costs page faults; a small stream makes one)."""
+
+    def __init__(self, size: int, depth: int, made: int = 0) -> None:
+        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        self._size, self._depth, self._made = size, depth, made
+
+    def take(self, timeout: float = 0.1) -> bytearray | None:
+        """A free block, a new one while fewer than ``depth`` exist, else one given back
+        within ``timeout`` seconds (None: none was, ask again)."""
+        try:
+            return self._free.get_nowait()
+        except queue.Empty:
+            pass
+        if self._made < self._depth:
+            self._made += 1
+            return bytearray(self._size)
+        try:
+            return self._free.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def give(self, block: bytearray) -> None:
+        self._free.put(block)
+
+
 class _Job:
     """One block to deflate: its bytes, the previous block's last 32 KiB, and where the
     result goes (a queue of one: the output thread waits on it, in the blocks' order)."""
@@ -193,9 +220,7 @@ class _BlockGzipWriter(io.RawIOBase):
         self._zdict = b""
         self._crc = 0
         self._size = 0
-        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
-        self._made = 1
-        self._depth = 2 * self._threads + 2  # blocks in flight at most
+        self._blocks = _BlockPool(BLOCK, 2 * self._threads + 2, made=1)  # in flight at most
         self._todo: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._order: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._workers: list[threading.Thread] = []
@@ -249,19 +274,10 @@ class _BlockGzipWriter(io.RawIOBase):
         self._buf = self._take()
 
     def _take(self) -> bytearray:
-        try:
-            return self._free.get_nowait()
-        except queue.Empty:
-            pass
-        if self._made < self._depth:
-            self._made += 1
-            return bytearray(BLOCK)
-        while True:
-            try:
-                return self._free.get(timeout=0.1)
-            except queue.Empty:
-                if self._error is not None:
-                    raise self._error from None
+        while (block := self._blocks.take()) is None:
+            if self._error is not None:
+                raise self._error from None
+        return block
 
     def _start(self) -> None:
         self._workers = [
@@ -302,7 +318,7 @@ class _BlockGzipWriter(io.RawIOBase):
                     self._out.write(compressed)
                 except BaseException as e:
                     self._error = e
-            self._free.put(job.block)
+            self._blocks.give(job.block)
 
     def _join(self) -> None:
         for _ in self._workers:
@@ -431,10 +447,7 @@ class _ThreadedReader(io.RawIOBase):
         self._queue: queue.SimpleQueue[tuple[bytearray, int] | BaseException | None] = (
             queue.SimpleQueue()
         )
-        # blocks go round between the two threads: fresh 1 MiB allocations cost page faults;
-        # made as needed, ``depth`` at most (a small layer costs one)
-        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
-        self._depth, self._made = depth, 0
+        self._blocks = _BlockPool(BLOCK, depth)
         self._stop = threading.Event()
         self._block: bytearray | None = None
         self._cur = memoryview(b"")
@@ -448,17 +461,9 @@ class _ThreadedReader(io.RawIOBase):
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
-                try:
-                    block = self._free.get_nowait()
-                except queue.Empty:
-                    if self._made < self._depth:
-                        self._made += 1
-                        block = bytearray(BLOCK)
-                    else:
-                        try:
-                            block = self._free.get(timeout=0.1)
-                        except queue.Empty:
-                            continue
+                block = self._blocks.take()
+                if block is None:
+                    continue
                 n = self._inner.readinto(block)
                 if not n:
                     self._queue.put(None)
@@ -472,7 +477,7 @@ class _ThreadedReader(io.RawIOBase):
             if self._eof:
                 return 0
             if self._block is not None:
-                self._free.put(self._block)
+                self._blocks.give(self._block)
                 self._block = None
             item = self._queue.get()
             if item is None or isinstance(item, BaseException):
@@ -539,11 +544,9 @@ class ThreadedBlocks:
         self._close_inner = close_inner
         self._upstream = upstream  # what ``inner`` reads from: closed with this
         self._on_block = on_block
-        self._size = size
         self._filled: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._ready = self._filled if on_block is None else queue.SimpleQueue()
-        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
-        self._depth, self._made = max(2, depth), 0
+        self._blocks = _BlockPool(size, max(2, depth))
         self._stop = threading.Event()
         self._held: bytearray | None = None  # the block the consumer has
         self._done = False
@@ -558,17 +561,9 @@ class ThreadedBlocks:
     def _read(self) -> None:
         try:
             while not self._stop.is_set():
-                try:
-                    block = self._free.get_nowait()
-                except queue.Empty:
-                    if self._made < self._depth:
-                        self._made += 1
-                        block = bytearray(self._size)
-                    else:
-                        try:
-                            block = self._free.get(timeout=0.1)
-                        except queue.Empty:
-                            continue
+                block = self._blocks.take()
+                if block is None:
+                    continue
                 n = readinto(self._inner, block)
                 if not n:
                     break
@@ -594,7 +589,7 @@ class ThreadedBlocks:
 
     def next_block(self) -> memoryview | None:
         if self._held is not None:
-            self._free.put(self._held)
+            self._blocks.give(self._held)
             self._held = None
         if self._done:
             return None
