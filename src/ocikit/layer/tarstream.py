@@ -718,28 +718,31 @@ def _numeric(field: bytes) -> int:
 #: fields seen before, parsed: a layer's headers repeat their modes, owners, times and names
 #: of owners; a pure function of the field's bytes, so a hit is what a parse would give
 _CACHE_MAX = 4096
-_NUMBERS: dict[bytes, int] = {}
-_STRINGS: dict[bytes, str] = {}
+
+
+class _Parsed(dict[bytes, Any]):
+    """Fields already parsed by one parser (at most ``_CACHE_MAX``, then forgotten)."""
+
+    def of(self, field: bytes, parse: Callable[[bytes], _T]) -> _T:
+        value = self.get(field)
+        if value is None:
+            value = parse(field)  # a malformed field raises, and is not kept
+            if len(self) >= _CACHE_MAX:
+                self.clear()
+            self[field] = value
+        return cast(_T, value)
+
+
+_NUMBERS = _Parsed()
+_STRINGS = _Parsed()
 
 
 def _cached_numeric(field: bytes) -> int:
-    value = _NUMBERS.get(field)
-    if value is None:
-        value = _numeric(field)  # a malformed field raises, and is not kept
-        if len(_NUMBERS) >= _CACHE_MAX:
-            _NUMBERS.clear()
-        _NUMBERS[field] = value
-    return value
+    return _NUMBERS.of(field, _numeric)
 
 
 def _cached_cstr(field: bytes) -> str:
-    value = _STRINGS.get(field)
-    if value is None:
-        value = _cstr(field)
-        if len(_STRINGS) >= _CACHE_MAX:
-            _STRINGS.clear()
-        _STRINGS[field] = value
-    return value
+    return _STRINGS.of(field, _cstr)
 
 
 def _int64(text: str) -> int:
@@ -857,18 +860,12 @@ def _owner_names(field: bytes) -> tuple[str, ...]:
     return _cstr(field[:32]), _cstr(field[32:64])
 
 
-_GROUPS: dict[bytes, tuple[Any, ...]] = {}
+_GROUPS = _Parsed()
 
 
 def _cached_group(field: bytes, parse: Callable[[bytes], tuple[_T, ...]]) -> tuple[_T, ...]:
     """``parse(field)``, kept (the fields differ in length: a key names one group only)."""
-    value = _GROUPS.get(field)
-    if value is None:
-        value = parse(field)
-        if len(_GROUPS) >= _CACHE_MAX:
-            _GROUPS.clear()
-        _GROUPS[field] = value
-    return value
+    return _GROUPS.of(field, parse)
 
 
 _SPARSE_OFFSET, _SPARSE_NUMBYTES = "GNU.sparse.offset", "GNU.sparse.numbytes"
