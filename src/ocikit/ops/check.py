@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import InputError, NotFoundError
 from ..layer.analyze import ERROR, WARNING, Finding, LayerAnalyzer, Tree
 from ..layer.bounds import DEFAULT_MAX_RATIO
-from ..layer.scan import scan_layer
+from ..layer.scan import ScanResult, scan_layer
 from ..layer.tarstream import TarEntry, TarStream
 from ..model import Compression
 from ..model.jsondoc import counted
@@ -163,6 +163,50 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+def scan_image_layer(
+    image: Image,
+    index: int,
+    on_entry: Callable[[int, TarEntry, TarStream | None], None] | None,
+    *,
+    declared: Compression | None,
+    max_ratio: float | None,
+    strict: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> ScanResult:
+    """Layer ``index`` of ``image`` read once, a tar or a squashfs layer: its digests, its
+    entries to ``on_entry`` (a squashfs entry comes with no stream), its problems
+    (``declared``: the compression its media type says, None to take what it is).
+    NotFoundError if the blob is missing; InputError if it cannot be read."""
+    layer = image.layers[index]
+    desc = layer.descriptor
+    raw = image.source.open_blob(desc)
+    try:
+        if layer.compression is Compression.SQUASHFS:
+            from ..layer import squashfs  # here: a tar image's check runs no squashfs tool
+
+            return squashfs.scan(
+                raw,
+                desc,
+                layer.diff_id,
+                on_entry,
+                max_ratio=max_ratio,
+                strict=strict,
+                progress=progress,
+            )
+        return scan_layer(
+            raw,
+            desc,
+            declared,
+            layer.diff_id,
+            on_entry,
+            max_ratio=max_ratio,
+            strict=strict,
+            progress=progress,
+        )
+    finally:
+        raw.close()
+
+
 def analyze_layer(
     image: Image,
     index: int,
@@ -176,45 +220,27 @@ def analyze_layer(
     desc = layer.descriptor
     known = any(r == "media-type" and n == index for r, _m, n in image.problems)
 
-    def feed(i: int, entry: TarEntry, _stream: TarStream) -> None:
+    def feed(i: int, entry: TarEntry, _stream: TarStream | None) -> None:
         analyzer.feed(i, entry)
 
     try:
-        raw = image.source.open_blob(desc)
+        result = scan_image_layer(
+            image,
+            index,
+            feed,
+            declared=None if known else layer.compression,
+            max_ratio=max_ratio,
+            strict=strict,
+            progress=progress,
+        )
     except NotFoundError as e:
         analyzer.findings.append(Finding("layer-unreadable", str(e), index, desc.digest))
         return analyzer.findings
-    try:
-        if layer.compression is Compression.SQUASHFS:
-            from ..layer import squashfs  # here: a tar image's check runs no squashfs tool
-
-            result = squashfs.scan(
-                raw,
-                desc,
-                layer.diff_id,
-                lambda i, entry, _none: analyzer.feed(i, entry),
-                max_ratio=max_ratio,
-                strict=strict,
-                progress=progress,
-            )
-        else:
-            result = scan_layer(
-                raw,
-                desc,
-                None if known else layer.compression,
-                layer.diff_id,
-                feed,
-                max_ratio=max_ratio,
-                strict=strict,
-                progress=progress,
-            )
     except InputError as e:
         if strict:
             raise
         result = None
         analyzer.findings.append(Finding("layer-unreadable", str(e), index, desc.digest))
-    finally:
-        raw.close()
     analyzer.finish()
     if result is not None:
         analyzer.findings.extend(

@@ -28,11 +28,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ..errors import InputError, NotFoundError, VerificationError
-from ..layer import squashfs
 from ..layer.bounds import DEFAULT_MAX_RATIO
-from ..layer.scan import scan_layer
 from ..layer.streams import HashingReader
-from ..model import Compression, Descriptor, Digest, Index, Manifest, Platform
+from ..model import Descriptor, Digest, Index, Manifest, Platform
 from ..model import mediatypes as mt
 from ..model.jsondoc import counted, quote
 from ..transports import (
@@ -45,6 +43,7 @@ from ..transports import (
     open_index,
     open_source,
 )
+from .check import scan_image_layer
 
 IMAGE_CONFIGS = frozenset({mt.OCI_CONFIG, mt.DOCKER_CONFIG})
 
@@ -339,33 +338,19 @@ class _Validator:
         desc = layer.descriptor
         known = mt.is_layer(desc.media_type)
         try:
-            raw = image.source.open_blob(desc)
+            result = scan_image_layer(
+                image,
+                i,
+                None,
+                declared=layer.compression if known else None,
+                max_ratio=self.max_ratio,
+            )
         except NotFoundError as e:
             self.add("blob-missing", where, str(e))
             return
-        try:
-            if layer.compression is Compression.SQUASHFS:
-                result = squashfs.scan(
-                    raw,
-                    desc,
-                    layer.diff_id,
-                    None,
-                    max_ratio=self.max_ratio,
-                )
-            else:
-                result = scan_layer(
-                    raw,
-                    desc,
-                    layer.compression if known else None,
-                    layer.diff_id,
-                    None,
-                    max_ratio=self.max_ratio,
-                )
         except InputError as e:
             self.add("layer-unreadable", where, str(e))
             return
-        finally:
-            raw.close()
         for rule, message in result.problems:
             self.add(rule, where, message)
 
