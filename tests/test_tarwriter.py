@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ocikit.build.rootfs import write_upper_tar
 from ocikit.layer.tarstream import TarStream
-from ocikit.layer.tarwriter import tar_header
+from ocikit.layer.tarwriter import TarOutput, tar_header
 from support import gotar
 
 NAMES = [b"a\xffb", b"caf\xe9", b"d\xff/" + b"x" * 150 + b"\xfe", "ok-\u00e9".encode()]
@@ -51,3 +51,22 @@ def test_a_header_takes_any_name() -> None:
     name = os.fsdecode(b"x\xff" * 80)
     block = tar_header(name, b"0", 0, 0o644, 0, 0, 0, os.fsdecode(b"t\xfe"))
     assert _read(block + bytes(1024)) == {b"x\xff" * 80: (b"0", b"t\xfe")}
+
+
+def test_small_writes_the_bytes_data_writes() -> None:
+    """A file's content from memory (``small``) and streamed (``data``): the same tar bytes,
+    across the 1 MiB flushes too."""
+    contents = [b"", b"x", bytes(range(256)) * 3, b"y" * 511, b"z" * 512, b"w" * (700 << 10)] * 3
+    outs = []
+    for use_small in (False, True):
+        out = io.BytesIO()
+        tar = TarOutput(out)
+        for i, content in enumerate(contents):
+            tar.header(tar_header(f"f{i}", b"0", len(content), 0o644, 0, 0, 0))
+            if use_small:
+                tar.small(content)
+            else:
+                tar.data(io.BytesIO(content), len(content), f"f{i}")
+        tar.finish()
+        outs.append(out.getvalue())
+    assert outs[0] == outs[1]

@@ -218,6 +218,9 @@ def write_tar(entries: Sequence[Placed], out: BinaryIO, on_entry: EntryHook | No
         if on_entry is not None:
             on_entry(name, kind, linkname, e.uid, e.gid)
         if kind == tarfile.REGTYPE:
+            if e.inline is not None:  # kept from the hashing read: the bytes that were hashed
+                tar.small(e.inline)
+                continue
             with open_data(e, f"{p.origin}: {name}") as data:
                 tar.data(data, size, f"{p.origin}: {name}")
     tar.finish()

@@ -135,6 +135,12 @@ class TarOutput:
             self._flush_if_full()
         self._buf += bytes(-size % BLOCK)
 
+    def small(self, data: bytes) -> None:
+        """A file's whole content, already in memory (what ``data`` writes of it)."""
+        self._buf += data
+        self._flush_if_full()
+        self._buf += bytes(-len(data) % BLOCK)
+
     def finish(self) -> None:
         self._buf += bytes(2 * BLOCK)
         self._buf += bytes(-len(self._buf) % RECORD)
