@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 
 import ocikit
+from ocikit.transports import RegistryOptions
 from support.layouts import directory, file, tar_bytes, write_layout
+from support.registry import Registry
 
 #: what no short command loads: the build engine, recipes, HTTP, the terminal's widgets
 HEAVY = (
@@ -234,3 +236,60 @@ def test_parsing_a_reference_loads_no_transport_implementation() -> None:
     }
     loaded = _loaded(names, HEAVY, COMPRESSORS, tuple(implementations))
     assert loaded == [], loaded
+
+
+_LEAVE = (
+    "import atexit, sys, threading, time\n"
+    "out = sys.argv[1]\n"
+    "sys.argv = ['ocikit', *sys.argv[2:]]\n"
+    "class Torn:\n"
+    "    def __del__(self):\n"
+    "        open(out + '.torn', 'w').close()\n"
+    "sys.modules['torn_down'] = Torn()  # freed only when the interpreter tears down\n"
+    "atexit.register(lambda: open(out + '.atexit', 'w').close())\n"
+    "def late():\n"
+    "    time.sleep(0.2)\n"
+    "    open(out + '.thread', 'w').close()\n"
+    "threading.Thread(target=late).start()  # not a daemon: exit waits for it\n"
+    "from ocikit.cli import run\n"
+    "run()\n"
+)
+
+
+@pytest.mark.parametrize(("args", "code"), [(("--version",), 0), (("bogus",), 2)])
+def test_the_console_script_leaves_without_tearing_down(
+    tmp_path: Path, args: tuple[str, ...], code: int
+) -> None:
+    """The console script ends as Python ends (its threads waited for, the exit handlers
+    run, standard output and error flushed, the exit code kept) but without freeing every
+    module and object one by one: the end of the process frees them at once (20-40 ms of a
+    command that loaded httpx or the build engine)."""
+    out = tmp_path / "mark"
+    proc = subprocess.run(
+        [sys.executable, "-c", _LEAVE, str(out), *args],
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+    assert proc.returncode == code, proc.stderr.decode()
+    said = proc.stdout if code == 0 else proc.stderr
+    assert said.endswith(b"\n") and len(said.splitlines()) >= 1, (proc.stdout, proc.stderr)
+    assert (tmp_path / "mark.atexit").exists()
+    assert (tmp_path / "mark.thread").exists()
+    assert not (tmp_path / "mark.torn").exists()
+
+
+def test_a_re_push_loads_no_compressor_nor_tar_reader(
+    tmp_path: Path, images: Path, registry: Registry
+) -> None:
+    """A push of an image the registry has already (every blob there: one HEAD each) reads
+    no layer: neither the compressors nor the tar reader load (a transcode loads them when a
+    layer is sent); an OCI layout directory is read without the archive reader."""
+    dest = f"docker://{registry.host}/again:1"
+    ocikit.copy(f"oci:{images}/oci:t", dest, dest_registry=RegistryOptions(tls_verify=False))
+    names = _modules(tmp_path, "copy", "-q", "--dest-tls-verify=false", f"oci:{images}/oci:t", dest)
+    assert "ocikit.transports.registry" in names
+    others = [m for m in OPS if m not in ("ocikit.ops.copy", "ocikit.ops.copy_image")]
+    readers = ("ocikit.layer.tarstream", "ocikit.transports.archive", "tarfile")
+    loaded = _loaded(names, TOOLS, others, COMPRESSORS[:2], readers, ("ocikit.build", "pydantic"))
+    assert loaded == [], f"a re-push imports {loaded}"

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DestinationError, Option, UsageError
-from ..layer.compress import check_level
 from ..model import Compression, Descriptor, Digest, Platform
 from ..transports import (
     Image,
@@ -98,6 +97,8 @@ class CopyOptions:
             object.__setattr__(self, "platform", Platform.parse(self.platform))
         object.__setattr__(self, "additional_tags", tuple(self.additional_tags))
         if self.compression_level is not None:
+            from ..layer.compress import check_level  # here: a level alone needs it
+
             check_level(self.compression or Compression.GZIP, self.compression_level)
         if self.drop_unsafe and not self.repair:
             raise CopyOptionsError(Option("drop_unsafe"), " only applies with ", Option("repair"))

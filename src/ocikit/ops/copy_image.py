@@ -12,7 +12,6 @@ from collections.abc import Callable
 from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
 from typing import TYPE_CHECKING
 
-from ..layer.transcode import EntryWatcher, TranscodeResult, transcode
 from ..model import Compression, Descriptor, Digest, Manifest
 from ..model import mediatypes as mt
 from ..transports import Image, ImageDestination, Layer
@@ -21,6 +20,7 @@ from .progress import NullProgress, ProgressReporter
 
 if TYPE_CHECKING:  # the repair, docker's load check and a pipe's speculation load when used
     from ..layer.analyze import Edit
+    from ..layer.transcode import EntryWatcher, TranscodeResult
     from .repair import RepairPlan
     from .speculate import Speculator
 
@@ -210,6 +210,8 @@ class ImageCopier:
         if target is layer.compression and dest.properties.takes_files:
             path = self.image.source.blob_file(src)
             if path is not None:
+                from ..layer.transcode import transcode  # here: a blob that is there needs none
+
                 # sent from the source's own file while it is verified here: a blob that
                 # fails stops the copy before any manifest names it
                 dest.put_blob_file(path, src.digest)
@@ -238,6 +240,8 @@ class ImageCopier:
         cancel: Cancellation,
     ) -> TranscodeResult:
         """The layer read from the source, verified, in ``target`` compression, committed."""
+        from ..layer.transcode import transcode  # here: a blob that is there needs none
+
         src = layer.descriptor
         with self._layer_writer(index, target) as writer:
             with self.image.source.open_blob(src) as raw:

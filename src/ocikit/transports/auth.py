@@ -33,7 +33,6 @@ import httpx
 
 from ..errors import InputError, Option, UsageError
 from ..model.jsondoc import SMALL_LIMIT, load_json, one_line, quote, read_limited
-from ..tools import run
 from .fsutil import atomic_output
 from .registry_client import Credentials, RegistryClient, raise_for
 
@@ -213,6 +212,8 @@ def _helper(name: str, where: str) -> tuple[str, str]:
 
 def _call(name: str, verb: str, data: bytes, where: str) -> tuple[int, bytes, str]:
     """Run the helper's ``verb`` with ``data`` on stdin: (exit code, stdout, last line)."""
+    from ..tools import run  # here: only a credential helper is a program to run
+
     path, program = _helper(name, where)
     result = run(
         [path, verb],

@@ -27,9 +27,8 @@ import os
 import re
 import stat
 import sys
-import tarfile
 from collections.abc import Iterator, Sequence
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from ..errors import (
     AmbiguousImageError,
@@ -57,7 +56,6 @@ from ..model.jsondoc import (
     summary,
 )
 from ..model.manifest import parse_manifest_or_index
-from .archive import TarArchive, image_format
 from .base import (
     BlobWriter,
     DestinationProperties,
@@ -84,6 +82,11 @@ from .fsutil import (
 )
 from .reference import Reference, docker_name_key, familiar_docker_name
 from .tempblob import Durability, TempBlob
+
+if TYPE_CHECKING:
+    import tarfile
+
+    from .archive import TarArchive
 
 REF_NAME = "org.opencontainers.image.ref.name"
 MAX_JSON = INDEX_JSON_LIMIT
@@ -222,11 +225,15 @@ def open_layout_files(ref: Reference) -> _DirFiles | TarArchive:
         if not os.path.isdir(ref.path):
             raise NotFoundError(f"{ref.path}: no such OCI layout directory")
         return _DirFiles(ref.path)
+    from .archive import TarArchive  # here: a layout directory is read without the tar reader
+
     return TarArchive.open(ref.path)
 
 
 def _file_hint(path: str) -> str:
     """What ``oci:`` says of a file: the transport that reads it, if it is an image archive."""
+    from .archive import TarArchive, image_format
+
     try:
         with TarArchive.open(path) as archive:
             found = image_format(archive)
@@ -241,6 +248,8 @@ _FORMATS = {"oci-archive": "an OCI archive", "docker-archive": "a docker save ar
 
 
 def _not_a_layout(files: _DirFiles | TarArchive, missing: str) -> InputError:
+    from .archive import TarArchive, image_format
+
     what = files.what
     if image_format(files) == "docker-archive":
         if isinstance(files, TarArchive):
@@ -1050,6 +1059,8 @@ def _docker_tag(name: str) -> str | None:
 def write_layout_tar(root: str, out: BinaryIO) -> None:
     """A layout directory as a tar with fixed order and normalized headers (reproducible);
     writers' private directories are left out."""
+    import tarfile  # here: only an oci-archive: destination writes one
+
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK) as tar:
         tar.copybufsize = CHUNK  # type: ignore[attr-defined]
         for dirpath, dirnames, filenames in os.walk(root):
