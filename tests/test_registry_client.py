@@ -38,6 +38,7 @@ from ocikit.transports import registry_client as rc
 from ocikit.transports.registry import RegistryDestination, RegistrySource
 from ocikit.transports.registry_client import AuthError, Credentials, RegistryClient, RegistryError
 from support.layouts import file, tar_bytes, write_layout
+from support.registry import Registry
 
 USER, PASSWORD = "alice", "s3cret"
 BASIC = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
@@ -651,3 +652,24 @@ def test_a_plain_http_registry_loads_no_certificates_until_https() -> None:
     tls = insecure._client._transport.tls()  # type: ignore[attr-defined]
     assert tls._pool._ssl_context.verify_mode == ssl.CERT_NONE
     insecure.close()
+
+
+def test_a_head_keeps_its_connection_for_the_next_request(registry: Registry) -> None:
+    """A HEAD's answer has no body, but the connection is done with it only once its end is
+    read: closing it unread would drop the connection, and a re-push (a HEAD per blob) would
+    connect once per blob. Every request here goes over the one connection the first made."""
+    client = RegistryClient(registry.host)
+    pool = client._client._transport._plain._pool  # type: ignore[attr-defined]
+    try:
+        seen = set()
+        for method, target in [("GET", "/v2/")] + [("HEAD", f"/v2/r/blobs/{_SOME}")] * 3:
+            response = client.request(method, target, scopes=[])
+            assert response.status_code in (200, 404)
+            assert len(pool.connections) == 1, (method, pool.connections)
+            seen.add(id(pool.connections[0]))
+        assert len(seen) == 1
+    finally:
+        client.close()
+
+
+_SOME = "sha256:" + "0" * 64

@@ -341,6 +341,9 @@ def read_bounded(response: httpx.Response, limit: int, what: str) -> tuple[bytes
     there was more; an announced length over the limit reads nothing. Closes the response."""
     with contextlib.closing(response):
         if response.request.method == "HEAD":  # no body; Content-Length is the resource's
+            if not response.is_stream_consumed:  # its end read: the connection is reused
+                for _ in response.iter_raw():  # (closed unread, it would be dropped)
+                    break  # never: an answer to a HEAD has no body (h11 reads none)
             return b"", False
         if response.is_stream_consumed:  # read already (a test's mock): httpx decoded it
             return response.content[:limit], len(response.content) > limit
