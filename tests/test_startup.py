@@ -293,3 +293,15 @@ def test_a_re_push_loads_no_compressor_nor_tar_reader(
     readers = ("ocikit.layer.tarstream", "ocikit.transports.archive", "tarfile")
     loaded = _loaded(names, TOOLS, others, COMPRESSORS[:2], readers, ("ocikit.build", "pydantic"))
     assert loaded == [], f"a re-push imports {loaded}"
+
+
+def test_a_recipe_validated_looks_up_no_installed_distributions(tmp_path: Path) -> None:
+    """``build`` validates its recipe with pydantic's models; pydantic would look for its
+    plugins in every installed distribution's metadata (importlib.metadata and a scan of
+    site-packages: ~12 ms) when the first model is made, for nothing ocikit asks of it."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("images:\n  a:\n    from: scratch\n    bogus: 1\n")
+    names = _modules(tmp_path, "build", "-q", "-f", str(recipe), code=2)
+    assert "pydantic" in names
+    loaded = _loaded(names, ("importlib.metadata",))
+    assert loaded == [], f"build imports {loaded}"
