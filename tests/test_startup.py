@@ -238,47 +238,6 @@ def test_parsing_a_reference_loads_no_transport_implementation() -> None:
     assert loaded == [], loaded
 
 
-_LEAVE = (
-    "import atexit, sys, threading, time\n"
-    "out = sys.argv[1]\n"
-    "sys.argv = ['ocikit', *sys.argv[2:]]\n"
-    "class Torn:\n"
-    "    def __del__(self):\n"
-    "        open(out + '.torn', 'w').close()\n"
-    "sys.modules['torn_down'] = Torn()  # freed only when the interpreter tears down\n"
-    "atexit.register(lambda: open(out + '.atexit', 'w').close())\n"
-    "def late():\n"
-    "    time.sleep(0.2)\n"
-    "    open(out + '.thread', 'w').close()\n"
-    "threading.Thread(target=late).start()  # not a daemon: exit waits for it\n"
-    "from ocikit.cli import run\n"
-    "run()\n"
-)
-
-
-@pytest.mark.parametrize(("args", "code"), [(("--version",), 0), (("bogus",), 2)])
-def test_the_console_script_leaves_without_tearing_down(
-    tmp_path: Path, args: tuple[str, ...], code: int
-) -> None:
-    """The console script ends as Python ends (its threads waited for, the exit handlers
-    run, standard output and error flushed, the exit code kept) but without freeing every
-    module and object one by one: the end of the process frees them at once (20-40 ms of a
-    command that loaded httpx or the build engine)."""
-    out = tmp_path / "mark"
-    proc = subprocess.run(
-        [sys.executable, "-c", _LEAVE, str(out), *args],
-        capture_output=True,
-        stdin=subprocess.DEVNULL,
-        timeout=60,
-    )
-    assert proc.returncode == code, proc.stderr.decode()
-    said = proc.stdout if code == 0 else proc.stderr
-    assert said.endswith(b"\n") and len(said.splitlines()) >= 1, (proc.stdout, proc.stderr)
-    assert (tmp_path / "mark.atexit").exists()
-    assert (tmp_path / "mark.thread").exists()
-    assert not (tmp_path / "mark.torn").exists()
-
-
 def test_a_re_push_loads_no_compressor_nor_tar_reader(
     tmp_path: Path, images: Path, registry: Registry
 ) -> None:
@@ -293,15 +252,3 @@ def test_a_re_push_loads_no_compressor_nor_tar_reader(
     readers = ("ocikit.layer.tarstream", "ocikit.transports.archive", "tarfile")
     loaded = _loaded(names, TOOLS, others, COMPRESSORS[:2], readers, ("ocikit.build", "pydantic"))
     assert loaded == [], f"a re-push imports {loaded}"
-
-
-def test_a_recipe_validated_looks_up_no_installed_distributions(tmp_path: Path) -> None:
-    """``build`` validates its recipe with pydantic's models; pydantic would look for its
-    plugins in every installed distribution's metadata (importlib.metadata and a scan of
-    site-packages: ~12 ms) when the first model is made, for nothing ocikit asks of it."""
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text("images:\n  a:\n    from: scratch\n    bogus: 1\n")
-    names = _modules(tmp_path, "build", "-q", "-f", str(recipe), code=2)
-    assert "pydantic" in names
-    loaded = _loaded(names, ("importlib.metadata",))
-    assert loaded == [], f"build imports {loaded}"

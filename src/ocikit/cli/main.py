@@ -41,19 +41,6 @@ AUTHFILE_HELP = (
 STEP_LINE_LIMIT = 64 << 10  # a run step's line (cut at 16 KiB bytes already, then escaped)
 
 
-def _no_pydantic_plugins() -> None:
-    """pydantic looks for its plugins when the first model is made (a recipe's): in the
-    metadata of every installed distribution (importlib.metadata and a scan of the
-    site-packages: ~12 ms of a build). The command line gives its recipes to no plugin: it
-    offers pydantic none, unless pydantic's loader is there already (a program's own)."""
-    import types
-
-    if "pydantic.plugin._loader" not in sys.modules:
-        module = types.ModuleType("pydantic.plugin._loader")
-        module.get_plugins = tuple  # type: ignore[attr-defined]
-        sys.modules["pydantic.plugin._loader"] = module
-
-
 def _fail(message: str, code: int = 2) -> NoReturn:
     _say(f"ocikit: error: {message}")
     sys.exit(code)
@@ -830,7 +817,6 @@ def build(
       ocikit build -f app.yaml --target app --substitute VERSION=1.2
       ocikit build --layer-type tar --layer-type squashfs --output oci:out
     """
-    _no_pydantic_plugins()
     from ..build import (
         BuildOptions,
         load_recipe,
