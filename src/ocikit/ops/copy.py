@@ -304,7 +304,7 @@ class _Copy:
             hint = check.hint() if check is not None else None
             if hint is None:
                 raise
-            raise DestinationError(f"{e}; {hint}") from None
+            raise DestinationError(*e.parts, f"; {hint}") from None
         return CopyResult(
             source=str(self.src),
             destination=str(self.dst),
