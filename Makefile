@@ -7,7 +7,7 @@ DEMO   ?= demo
 
 .PHONY: venv demo test test-fast lint system-deps bench clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py $(wildcard src/native/*.c src/native/*.h)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'

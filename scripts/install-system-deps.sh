@@ -9,10 +9,11 @@
 #   squashfs-tools zstd           squashfs layers, zstd cross-checks
 #   busybox-static mmdebstrap     real root filesystems for test images
 #   diffoscope-minimal            says what differs when a reproducibility test fails
+#   gcc libc6-dev libssl-dev python3-dev   build ocikit's native core (src/native/, setup.py)
 set -euo pipefail
 packages=(docker.io skopeo umoci oci-image-tool podman docker-registry apache2-utils
           crun runc bubblewrap squashfs-tools zstd busybox-static mmdebstrap golang-go
-          diffoscope-minimal)
+          diffoscope-minimal gcc libc6-dev libssl-dev python3-dev)
 missing=()
 for p in "${packages[@]}"; do
   status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)

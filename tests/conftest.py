@@ -68,6 +68,7 @@ FAST = (
     "test_image_names.py",
     "test_inprocess.py",
     "test_model.py",
+    "test_native.py",
     "test_mutate.py",
     "test_network_errors.py",
     "test_recipe_errors.py",
