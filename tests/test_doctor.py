@@ -52,3 +52,20 @@ def test_the_real_tools_and_engine(docker_engine: DockerEngine) -> None:
     assert lines[0].startswith("ocikit ")
     assert any(re.match(r"runc +ok +runc version \d", line) for line in lines), text
     assert any(re.match(r"docker engine +ok +Docker 20", line) for line in lines), text
+
+
+def test_native_core_said(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Each native module: built and in use, off (``OCIKIT_NATIVE=0``), or not built, with
+    what builds it; the pure-Python path runs meanwhile."""
+    from ocikit import native
+
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/docker.sock")
+    monkeypatch.setattr(native, "available", lambda: {"_tarcore": True, "_filecore": False})
+    tools = _by_name(doctor(search=str(tmp_path)))
+    assert tools["native tarcore"]["usable"] is True
+    assert tools["native tarcore"]["version"] == "built, in use"
+    assert tools["native filecore"]["usable"] is False
+    assert "gcc, python3-dev, libssl-dev" in str(tools["native filecore"]["why"])
+    monkeypatch.setenv("OCIKIT_NATIVE", "0")
+    tools = _by_name(doctor(search=str(tmp_path)))
+    assert tools["native tarcore"]["why"] == "off: OCIKIT_NATIVE=0"

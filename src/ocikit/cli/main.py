@@ -473,6 +473,7 @@ def doctor(as_json: bool) -> None:
     runc (or crun), mount and overlayfs   build: run steps (as root)
     mksquashfs, unsquashfs                squashfs layers
     the docker engine (DOCKER_HOST)       docker-daemon: references
+    the native core (C, from the install) speed; without it, the pure-Python path
 
     Exit 0 whatever it finds: a tool is needed only by what uses it.
     """

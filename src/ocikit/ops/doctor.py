@@ -65,6 +65,7 @@ def doctor(search: str | None = None, docker_host: str | None = None) -> DoctorR
         report.tools.append(_tool(name, purpose, package, flag, where, root))
     report.tools.append(_overlay(root))
     report.tools.append(_engine(docker_host))
+    report.tools.extend(_native_modules())
     return report
 
 
@@ -84,6 +85,32 @@ def _tool(name: str, purpose: str, package: str, flag: str, where: str, root: bo
     if purpose.startswith("build: run steps") and not root:
         return ToolStatus(name, purpose, path, version, False, "run steps need root")
     return ToolStatus(name, purpose, path, version, True)
+
+
+# the native core's modules, what each speeds up
+_NATIVE = {
+    "_tarcore": "speed: check, unpack and copy read tar headers in C",
+    "_filecore": "speed: build reads, hashes and writes files in C",
+}
+
+
+def _native_modules() -> list[ToolStatus]:
+    """The native core: each module built or not, and used or not (``OCIKIT_NATIVE=0``);
+    without it ocikit runs its pure-Python path, the same results, slower."""
+    from .. import native
+
+    built = native.available()
+    found = []
+    for name, purpose in _NATIVE.items():
+        label = f"native {name.lstrip('_')}"
+        if not built[name]:
+            why = "not built: pure Python (reinstall with gcc, python3-dev, libssl-dev)"
+            found.append(ToolStatus(label, purpose, None, None, False, why))
+        elif not native.enabled():
+            found.append(ToolStatus(label, purpose, "built", None, False, "off: OCIKIT_NATIVE=0"))
+        else:
+            found.append(ToolStatus(label, purpose, "built", "built, in use", True))
+    return found
 
 
 def _overlay(root: bool) -> ToolStatus:
