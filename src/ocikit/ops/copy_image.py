@@ -10,8 +10,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
+from ..layer.streams import HashingReader
 from ..model import Compression, Descriptor, Digest, Manifest
 from ..model import mediatypes as mt
 from ..transports import Image, ImageDestination, Layer
@@ -80,6 +81,9 @@ class ImageCopier:
         self.flavor = _flavor(image, dest)
         both = dest.properties.concurrent and image.source.properties.concurrent
         self.jobs = jobs if both else 1
+        self._lock = threading.Lock()
+        self._records: dict[str, str] | None = None  # the user's record (layer.verified)
+        self._verified: list[tuple[Digest, Digest]] = []  # by this copy, to record
         self._done: dict[tuple[Digest, Compression], Descriptor] = {}
         self._counted: set[tuple[Digest, Compression]] = set()
         known = dest.known_layers(image.config.digest)
@@ -133,6 +137,7 @@ class ImageCopier:
         else:
             dest.put_manifest(manifest, config, image.repo_tags())
         self.config = config
+        self.record_verified()
         return manifest
 
     def _copy_concurrently(self) -> None:
@@ -210,26 +215,68 @@ class ImageCopier:
         if target is layer.compression and dest.properties.takes_files:
             path = self.image.source.blob_file(src)
             if path is not None:
-                from ..layer.transcode import transcode  # here: a blob that is there needs none
-
                 # sent from the source's own file while it is verified here: a blob that
                 # fails stops the copy before any manifest names it
                 dest.put_blob_file(path, src.digest)
                 with open(path, "rb", buffering=0) as raw:
-                    transcode(
-                        raw,
-                        src,
-                        layer.compression,
-                        _Discard(),  # type: ignore[arg-type]
-                        target,
-                        expected_diff_id=layer.diff_id,
-                        progress=self._ticker(cancel),
-                    )
+                    self._verify_file(raw, layer, cancel)
                 return Descriptor(media_type, src.digest, src.size, src.annotations)
         result = self._speculated(layer, target) or self._transcode(
             layer, target, index, watch, cancel
         )
         return Descriptor(media_type, result.digest, result.size, src.annotations)
+
+    def _verify_file(self, raw: BinaryIO, layer: Layer, cancel: Cancellation) -> None:
+        """A layer blob sent as it is, verified: its digest and size, and its diff_id unless
+        ocikit has verified already that this blob inflates to the config's diff_id (the
+        user's record, ``layer.verified``: then the digest alone proves the content)."""
+        src = layer.descriptor
+        if self._known_diff_id(src.digest) == layer.diff_id:
+            HashingReader(
+                raw,
+                what=f"layer {src.digest}",
+                expected_digest=src.digest,
+                expected_size=src.size,
+                progress=self._ticker(cancel),
+            ).drain()
+            return
+        from ..layer.transcode import transcode  # here: a blob that is there needs none
+
+        result = transcode(
+            raw,
+            src,
+            layer.compression,
+            _Discard(),  # type: ignore[arg-type]
+            layer.compression,
+            expected_diff_id=layer.diff_id,
+            progress=self._ticker(cancel),
+        )
+        self._verified_now(src.digest, result.diff_id, layer.compression)
+
+    def _known_diff_id(self, blob: Digest) -> str | None:
+        """The diff_id the user's record says ``blob`` inflates to (read once a copy)."""
+        with self._lock:
+            if self._records is None:
+                from ..layer import verified  # here: only a blob sent as it is asks
+
+                self._records = verified.load()
+            return self._records.get(blob)
+
+    def _verified_now(self, blob: Digest, diff_id: Digest, compression: Compression) -> None:
+        """``blob`` was just read whole, its digest and its diff_id verified: recorded when
+        the copy ends (``record_verified``); an uncompressed blob is its own diff_id."""
+        if compression is not Compression.NONE:
+            with self._lock:
+                self._verified.append((blob, diff_id))
+
+    def record_verified(self) -> None:
+        """What this copy verified, added to the user's record (``layer.verified``)."""
+        with self._lock:
+            pairs, self._verified = self._verified, []
+        if pairs:
+            from ..layer import verified  # here: only a copy that verified a layer writes
+
+            verified.remember(pairs)
 
     def _transcode(
         self,
@@ -257,6 +304,7 @@ class ImageCopier:
                     watch=watch,
                 )
             writer.commit(result.digest)
+        self._verified_now(src.digest, result.diff_id, layer.compression)
         return result
 
     def _layer_writer(self, i: int, target: Compression) -> BlobWriter:
