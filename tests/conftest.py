@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from support import gotar
+from support import filebackend, gotar
 from support.archives import (
     BASE_TAG,
     OTHER_DOCKERFILE,
@@ -235,6 +235,27 @@ def docker25_archives(
             assert len(written.layer_blobs) < len(layers), "a repeated layer is stored once"
             out[key] = Archive(written.path, tags, ids)
     return out
+
+
+# ---------------------------------------------------------------------------- builds
+
+
+@pytest.fixture(params=filebackend.BACKENDS)
+def file_backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The per-file work of the test's builds: the C module (``native``: files read and
+    hashed a directory at a time, tar headers) or the pure-Python path (``python``;
+    ``OCIKIT_NATIVE=0`` for the commands it starts too). Skipped for ``native`` where the
+    module was not built, except in CI (test_native.py requires it wherever it can be)."""
+    why = filebackend.missing(request.param)
+    if why:
+        if in_ci():
+            pytest.fail(why, pytrace=False)
+        pytest.skip(why)
+    with pytest.MonkeyPatch.context() as m:
+        if request.param == "python":
+            m.setenv("OCIKIT_NATIVE", "0")
+        with filebackend.use(request.param):
+            yield request.param
 
 
 # ---------------------------------------------------------------------------- bad input

@@ -43,6 +43,8 @@ from ocikit.errors import InputError, OcikitError
 from ocikit.layer.analyze import Tree
 from support.layouts import directory, file, tar_bytes, write_layout
 
+pytestmark = pytest.mark.usefixtures("file_backend")  # the native core and the Python path
+
 REF_NAME = "org.opencontainers.image.ref.name"
 BIG = INLINE_MAX * 2  # files this big are read again when the layer is written
 

@@ -69,6 +69,7 @@ def pinned_project(tmp_path: Path) -> Path:
     return ctx / "ocikit.yaml"
 
 
+@pytest.mark.usefixtures("file_backend")  # the same keys and bytes on both paths
 def test_cache_keys_and_digests_are_pinned(tmp_path: Path) -> None:
     options = BuildOptions(output=f"oci:{tmp_path / 'out'}", cache_dir=str(tmp_path / "cache"))
     result = ocikit.build(pinned_project(tmp_path), options)

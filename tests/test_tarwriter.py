@@ -8,10 +8,14 @@ import io
 import os
 from pathlib import Path
 
+import pytest
+
 from ocikit.build.rootfs import write_upper_tar
 from ocikit.layer.tarstream import TarStream
 from ocikit.layer.tarwriter import TarOutput, tar_header
 from support import gotar
+
+pytestmark = pytest.mark.usefixtures("file_backend")  # the native core and the Python path
 
 NAMES = [b"a\xffb", b"caf\xe9", b"d\xff/" + b"x" * 150 + b"\xfe", "ok-\u00e9".encode()]
 

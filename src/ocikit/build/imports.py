@@ -9,6 +9,11 @@ Each import is read once, and what is hashed is what is written:
   symlink, checked to be the file that was listed, and hashed as it is read (its content
   hash goes into the cache key, and decides whether two imports landing on one path are
   the same).
+- Where the native core is built (``ocikit._filecore``), a directory's files are listed,
+  opened, checked, read and hashed in one call of it, with the GIL released and the rules
+  above; whatever it finds not as listed (or cannot do) it hands back unread, and the code
+  here does it again, as the pure-Python path (``OCIKIT_NATIVE=0``) does everything: the
+  same entries, hashes and errors either way.
 - Small files are kept from that read. The others are read again when the layer is
   written, from the held directory, checked to be the same file, and hashed on the way:
   bytes that differ from what the key saw stop the build with one line ("changed while the
@@ -39,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from .. import native
 from ..errors import InputError, UsageError, VerificationError
 from ..layer.compress import decompressing_reader, detect
 from ..layer.dirfd import DIR_FLAGS, lstat_at, open_dir, open_regular, same_file
@@ -48,6 +54,8 @@ from ..layer.tarstream import XGLTYPE, TarStream
 from ..model.jsondoc import quote
 from ..tempfiles import PrivateDir, private_tmp_dir
 from .recipe import Import
+
+_native = native.load("_filecore")
 
 TARBALL_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.zst", ".tar.zstd")
 
@@ -347,27 +355,36 @@ def _walk(
     followed); a file sharing its inode with an earlier one becomes a hardlink to it."""
     inodes: dict[tuple[int, int], str] = {}
 
+    def what(rel: tuple[str, ...]) -> str:  # for a message: made only when one is said
+        return f"{origin}: {quote(spec.src + '/' + '/'.join(rel))}"
+
     def walk(dir_fd: int, rel_dir: tuple[str, ...]) -> Iterator[Entry]:
-        for name in sorted(os.listdir(dir_fd)):
+        names = sorted(os.listdir(dir_fd))
+        # the native core lstats, reads and hashes the directory's files in one call (what
+        # it did not do, or found not as listed, is left to the code below, as if alone)
+        scanned = None if _native is None else _native.scan(dir_fd, names, INLINE_MAX, budget[0])
+        for i, name in enumerate(names):
             rel = (*rel_dir, name)
-            what = f"{origin}: {quote(spec.src + '/' + '/'.join(rel))}"
-            st = lstat_at(name, dir_fd)
+            st, done = (None, None) if scanned is None else scanned[i]
             if st is None:
-                raise changed(what)
+                st = lstat_at(name, dir_fd)
+                if st is None:
+                    raise changed(what(rel))
             mtime = _mtime(st, epoch)
             if stat.S_ISDIR(st.st_mode):
-                sub = _open_subdir(dir_fd, name, st, what)
+                sub = _open_subdir(dir_fd, name, st, what(rel))
                 try:
                     yield Entry(rel, "dir", 0o755, uid, gid, mtime)
                     yield from walk(sub, rel)
                 finally:
                     os.close(sub)
             elif stat.S_ISLNK(st.st_mode):
-                try:
-                    target = os.readlink(name, dir_fd=dir_fd)
-                except OSError:
-                    raise changed(what) from None
-                yield Entry(rel, "symlink", 0o777, uid, gid, mtime, target=target)
+                if done is None:
+                    try:
+                        done = os.readlink(name, dir_fd=dir_fd)
+                    except OSError:
+                        raise changed(what(rel)) from None
+                yield Entry(rel, "symlink", 0o777, uid, gid, mtime, target=done)
             elif stat.S_ISREG(st.st_mode):
                 key = (st.st_dev, st.st_ino)
                 if st.st_nlink > 1 and key in inodes:
@@ -376,12 +393,21 @@ def _walk(
                     continue
                 if st.st_nlink > 1:
                     inodes[key] = "/".join(rel)
-                fd = open_regular(name, dir_fd, st, what)
                 source = ContextFile(anchor, rel, st)
-                yield _file(fd, st, rel, spec, uid, gid, epoch, source, budget)
+                if done is None:
+                    fd = open_regular(name, dir_fd, st, what(rel))
+                    yield _file(fd, st, rel, spec, uid, gid, epoch, source, budget)
+                    continue
+                size, sha256, inline = done
+                if inline is not None and budget[0] >= size:
+                    budget[0] -= size  # what the Python path keeps, in the same order
+                else:
+                    inline = None
+                mode = _file_mode(st.st_mode, spec)
+                yield Entry(rel, "file", mode, uid, gid, mtime, size, sha256, "", source, inline)
             else:
                 raise UsageError(
-                    f"{what} is a special file; imports take files, directories and symlinks"
+                    f"{what(rel)} is a special file; imports take files, directories and symlinks"
                 )
 
     return walk(anchor.fd, ())
@@ -531,7 +557,8 @@ def _write_all(fd: int, data: memoryview) -> None:
 
 
 def _digest(content: ImportContent) -> str:
-    """The import's content, canonically: sorted entries with their metadata and hashes."""
+    """The import's content, canonically: sorted entries with their metadata and hashes
+    (a name or link target that is not UTF-8 as its bytes, as the layer holds it)."""
     h = hashlib.sha256()
     h.update(b"single" if content.single_file else b"tree")
     for e in sorted(content.entries, key=lambda e: e.rel):
@@ -548,7 +575,7 @@ def _digest(content: ImportContent) -> str:
                     e.sha256,
                     e.target,
                 ]
-            ).encode()
+            ).encode("utf-8", "surrogateescape")
             + b"\n"
         )
     return h.hexdigest()

@@ -22,7 +22,7 @@ from typing import BinaryIO
 from ..layer.analyze import Kind, Node, Tree
 from ..layer.paths import clean
 from ..layer.streams import CHUNK
-from ..layer.tarwriter import TarOutput, tar_header
+from ..layer.tarwriter import TarOutput
 from .imports import Entry, ImportContent, open_data
 from .recipe import BuildError
 
@@ -214,13 +214,12 @@ def write_tar(entries: Sequence[Placed], out: BinaryIO, on_entry: EntryHook | No
             kind, linkname = tarfile.LNKTYPE, "/".join(p.link)
         else:
             kind, size = tarfile.REGTYPE, e.size
-        tar.header(tar_header(name, kind, size, e.mode, e.uid, e.gid, e.mtime, linkname))
+        # a file kept from the hashing read goes in as it is: the bytes that were hashed
+        inline = e.inline if kind == tarfile.REGTYPE else None
+        tar.entry(name, kind, size, e.mode, e.uid, e.gid, e.mtime, linkname, inline)
         if on_entry is not None:
             on_entry(name, kind, linkname, e.uid, e.gid)
-        if kind == tarfile.REGTYPE:
-            if e.inline is not None:  # kept from the hashing read: the bytes that were hashed
-                tar.small(e.inline)
-                continue
+        if kind == tarfile.REGTYPE and inline is None:
             with open_data(e, f"{p.origin}: {name}") as data:
                 tar.data(data, size, f"{p.origin}: {name}")
     tar.finish()

@@ -6,8 +6,11 @@ from __future__ import annotations
 import tarfile
 from typing import BinaryIO
 
+from .. import native
 from ..errors import InputError
 from .streams import CHUNK
+
+_native = native.load("_filecore")  # the same bytes, made in C (None: the code below)
 
 BLOCK = 512
 RECORD = 20 * BLOCK
@@ -31,6 +34,12 @@ def tar_header(
     or not ASCII, a number too large for its field, or there are xattrs (``SCHILY.xattr.``
     records, as GNU tar and Go's archive/tar write them). No user or group names, no times
     but the mtime: the same entry always gives the same bytes."""
+    if _native is not None and not xattrs:
+        made: bytes | None = _native.tar_header(
+            name, kind, size, mode, uid, gid, mtime, linkname, devmajor, devminor
+        )
+        if made is not None:  # else a case it leaves to this code (a negative number, ...)
+            return made
     pax: dict[str, str | bytes] = {}
     for key, value in sorted((xattrs or {}).items()):
         pax[f"SCHILY.xattr.{key}"] = value
@@ -122,6 +131,28 @@ class TarOutput:
     def header(self, block: bytes) -> None:
         self._buf += block
         self._flush_if_full()
+
+    def entry(
+        self,
+        name: str,
+        kind: bytes,
+        size: int,
+        mode: int,
+        uid: int,
+        gid: int,
+        mtime: int,
+        linkname: str = "",
+        content: bytes | None = None,
+    ) -> None:
+        """An entry's header (``tar_header``'s, without xattrs), then its whole ``content``
+        when given (``small``; else the caller writes its data next)."""
+        if _native is not None and _native.put(
+            self._buf, CHUNK, name, kind, size, mode, uid, gid, mtime, linkname, content
+        ):
+            return  # appended in one call, where no flush comes between (the same writes)
+        self.header(tar_header(name, kind, size, mode, uid, gid, mtime, linkname))
+        if content is not None:
+            self.small(content)
 
     def data(self, source: BinaryIO, size: int, what: str) -> None:
         """``size`` bytes of ``source``; fewer is an error (the file changed under us)."""
