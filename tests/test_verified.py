@@ -106,6 +106,21 @@ def test_a_pull_records_what_it_verified(
     assert verified.load() == {blob: TRUE_DIFF_ID}
 
 
+def test_a_layer_compressed_by_a_copy_is_recorded_and_pushed_without_inflating(
+    tmp_path: Path, cache: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A layer ocikit compressed (an uncompressed source, a docker archive's): its new blob
+    is recorded with the diff_id of the content it compressed; the uncompressed source is
+    its own diff_id (nothing to record)."""
+    write_layout(tmp_path / "plain", [LAYER], compression="none")
+    result = ocikit.copy(f"oci:{tmp_path}/plain:t", f"oci:{tmp_path}/gz:t", compression="gzip")
+    [layer] = result.layers
+    assert layer.media_type.endswith("gzip")
+    assert verified.load() == {layer.digest: TRUE_DIFF_ID}
+    _no_inflating(monkeypatch)
+    _push(tmp_path / "gz", registry, "verified/compressed")
+
+
 def test_a_config_naming_another_diff_id_fails_whatever_the_record_says(
     tmp_path: Path, cache: Path, registry: Registry
 ) -> None:

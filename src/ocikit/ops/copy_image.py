@@ -151,7 +151,11 @@ class ImageCopier:
             return
         group = self.cancel.child()  # set on the first failure: the others stop
         pool = ThreadPoolExecutor(min(self.jobs, len(todo)), thread_name_prefix="ocikit-copy")
-        futures = {pool.submit(self._one, i, key[1], group): key for key, i in todo.items()}
+        # the largest first: the last to start are small, so the copy does not end on one
+        # large layer moving alone while the other cores idle
+        layers = self.image.layers
+        order = sorted(todo.items(), key=lambda item: -layers[item[1]].descriptor.size)
+        futures = {pool.submit(self._one, i, key[1], group): key for key, i in order}
         try:
             for future in as_completed(futures):
                 self._done[futures[future]] = future.result()
@@ -263,8 +267,9 @@ class ImageCopier:
             return self._records.get(blob)
 
     def _verified_now(self, blob: Digest, diff_id: Digest, compression: Compression) -> None:
-        """``blob`` was just read whole, its digest and its diff_id verified: recorded when
-        the copy ends (``record_verified``); an uncompressed blob is its own diff_id."""
+        """``blob`` was just read whole, its digest and its diff_id verified (or written
+        here, compressing content whose digest is ``diff_id``): recorded when the copy ends
+        (``record_verified``); an uncompressed blob is its own diff_id."""
         if compression is not Compression.NONE:
             with self._lock:
                 self._verified.append((blob, diff_id))
@@ -305,6 +310,8 @@ class ImageCopier:
                 )
             writer.commit(result.digest)
         self._verified_now(src.digest, result.diff_id, layer.compression)
+        if result.digest != src.digest:  # compressed here, from content hashed on the way
+            self._verified_now(result.digest, result.diff_id, target)
         return result
 
     def _layer_writer(self, i: int, target: Compression) -> BlobWriter:
