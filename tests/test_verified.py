@@ -121,6 +121,15 @@ def test_a_layer_compressed_by_a_copy_is_recorded_and_pushed_without_inflating(
     _push(tmp_path / "gz", registry, "verified/compressed")
 
 
+def test_a_check_records_what_it_verified(tmp_path: Path, cache: Path) -> None:
+    """``check`` reads every layer whole: what a blob inflates to is recorded, whatever the
+    config says (the push compares it with its own config)."""
+    layout, blob = _layout(tmp_path / "oci", OTHER_DIFF_ID)
+    report = ocikit.check(f"oci:{layout}:t")
+    assert report.errors  # the diff_id the config says is not the content's
+    assert verified.load() == {blob: TRUE_DIFF_ID}
+
+
 def test_a_config_naming_another_diff_id_fails_whatever_the_record_says(
     tmp_path: Path, cache: Path, registry: Registry
 ) -> None:

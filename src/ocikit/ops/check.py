@@ -193,7 +193,7 @@ def scan_image_layer(
                 strict=strict,
                 progress=progress,
             )
-        return scan_layer(
+        result = scan_layer(
             raw,
             desc,
             declared,
@@ -205,6 +205,12 @@ def scan_image_layer(
         )
     finally:
         raw.close()
+    whole = result.digest == desc.digest and result.size == desc.size
+    if whole and result.diff_id is not None and result.compression is not Compression.NONE:
+        from ..layer import verified  # the blob inflates to diff_id: a push need not re-check
+
+        verified.remember([(desc.digest, result.diff_id)])
+    return result
 
 
 def analyze_layer(
