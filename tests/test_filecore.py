@@ -25,12 +25,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ocikit
-from ocikit.build import engine
+from ocikit.build import engine, placement
 from ocikit.build import imports as imports_mod
-from ocikit.build.imports import INLINE_MAX, read_import
-from ocikit.build.recipe import Import
+from ocikit.build.imports import INLINE_MAX, Entry, ImportContent, read_import
+from ocikit.build.recipe import BuildError, Import
 from ocikit.errors import InputError, UsageError
 from ocikit.layer import tarwriter
+from ocikit.layer.analyze import Kind, Node, Tree
 from ocikit.layer.streams import CHUNK
 from ocikit.layer.tarwriter import TarOutput, tar_header
 from support import filebackend
@@ -466,3 +467,60 @@ def test_the_python_path_is_taken_when_off() -> None:
         assert imports_mod._native is None and tarwriter._native is None
     with filebackend.use("native"):
         assert imports_mod._native is not None and tarwriter._native is not None
+
+
+# -- placement: the parent directory resolved once for the entries landing in it -------------
+
+
+def _base() -> Tree:
+    """A base with a usrmerged /bin, a plain /c, and /a -> c/x/.. (resolved through c/x,
+    which an entry of the layer may then make a file)."""
+    tree = Tree()
+    root = tree.root.children
+    assert root is not None
+    usr = Node(Kind.DIR, 0)
+    root["usr"] = usr
+    assert usr.children is not None
+    usr.children["bin"] = Node(Kind.DIR, 0)
+    root["bin"] = Node(Kind.SYMLINK, 0, "usr/bin")
+    root["c"] = Node(Kind.DIR, 0)
+    root["a"] = Node(Kind.SYMLINK, 0, "c/x/..")
+    return tree
+
+
+def _placed(entries: list[list[str]], memo: bool) -> list[tuple[object, ...]] | str:
+    """``entries``: per import, its entries: ``path`` (a file), ``path/`` (a directory),
+    ``path -> target`` (a symlink)."""
+    imports = []
+    for i, specs in enumerate(entries):
+        content = ImportContent(Import(src="t", dest="/"), f"i{i}", False, [])
+        for spec in specs:
+            path, _, target = spec.partition(" -> ")
+            rel = tuple(path.rstrip("/").split("/"))
+            kind = "symlink" if target else "dir" if path.endswith("/") else "file"
+            content.entries.append(Entry(rel, kind, 0o644, 0, 0, 7, 0, "h", target))
+        imports.append(content)
+    with pytest.MonkeyPatch.context() as m:
+        if not memo:  # every parent resolved again: the rules themselves
+            m.setattr(placement, "_LastParent", lambda: None)
+        try:
+            placed = placement.place(imports, _base())
+        except BuildError as e:
+            return str(e)
+    return [(p.parts, p.entry.kind, p.origin, p.link) for p in placed]
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        [["n/m/f", "n/m/g", "n/m/dsub/", "n/m/dsub/h"]],
+        [["bin/sh", "bin/ls"], ["usr/bin/ls", "bin/cat"]],
+        [["a/y", "a/x -> /e", "a/z"]],  # a resolves through c/x, which a/x then makes a link
+        [["c/f", "c/f"], ["c/f", "c/g", "c/l -> f", "c/h"]],
+        [["dd/", "dd/f"], ["dd/f", "dd/f/x"]],  # a file as a directory: refused
+    ],
+)
+def test_placing_by_directory_is_placing_each_entry(entries: list[list[str]]) -> None:
+    """Entries of one directory land where each, resolved alone, would: the same layer, or
+    the same refusal."""
+    assert _placed(entries, memo=True) == _placed(entries, memo=False)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import operator
 import os
 import stat
 from collections.abc import Iterator
@@ -561,24 +562,20 @@ def _digest(content: ImportContent) -> str:
     (a name or link target that is not UTF-8 as its bytes, as the layer holds it)."""
     h = hashlib.sha256()
     h.update(b"single" if content.single_file else b"tree")
-    for e in sorted(content.entries, key=lambda e: e.rel):
-        h.update(
-            "\0".join(
-                [
-                    "/".join(e.rel),
-                    e.kind,
-                    oct(e.mode),
-                    str(e.uid),
-                    str(e.gid),
-                    str(e.mtime),
-                    str(e.size),
-                    e.sha256,
-                    e.target,
-                ]
-            ).encode("utf-8", "surrogateescape")
-            + b"\n"
+    lines: list[str] = []  # one line an entry, hashed a few thousand at a time
+    for e in sorted(content.entries, key=_by_rel):
+        lines.append(
+            f"{'/'.join(e.rel)}\0{e.kind}\0{oct(e.mode)}\0{e.uid}\0{e.gid}\0{e.mtime}\0"
+            f"{e.size}\0{e.sha256}\0{e.target}\n"
         )
+        if len(lines) >= 4096:
+            h.update("".join(lines).encode("utf-8", "surrogateescape"))
+            lines.clear()
+    h.update("".join(lines).encode("utf-8", "surrogateescape"))
     return h.hexdigest()
+
+
+_by_rel = operator.attrgetter("rel")
 
 
 def open_data(entry: Entry, what: str) -> BinaryIO:

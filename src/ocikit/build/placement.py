@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ..layer.analyze import Kind, Node, Tree
+from ..layer.analyze import Kind, Node, Resolution, Tree
 from ..layer.paths import clean
 from ..layer.streams import CHUNK
 from ..layer.tarwriter import TarOutput
@@ -45,6 +45,7 @@ def place(imports: Sequence[ImportContent], tree: Tree) -> list[Placed]:
     it); the layer's entries in path order, missing parent directories included. Imports
     without ``dest`` (only run steps see them) are not placed: the caller leaves them out."""
     placed: dict[tuple[str, ...], Placed] = {}
+    last = _LastParent()
     for content in imports:
         landed: dict[str, tuple[str, ...]] = {}  # rel path -> where it landed (hardlinks)
         written = content.spec.dest
@@ -62,7 +63,7 @@ def place(imports: Sequence[ImportContent], tree: Tree) -> list[Placed]:
                 if entry.kind == "dir":
                     continue  # the root itself
                 raise BuildError(f"{content.origin}: cannot replace the image's root")
-            where = _place_one(tree, placed, parts, entry, content)
+            where = _place_one(tree, placed, parts, entry, content, last)
             if where is not None:
                 landed["/".join(entry.rel)] = where
         for p in placed.values():
@@ -98,15 +99,33 @@ def _links_after_targets(ordered: list[Placed], placed: dict[tuple[str, ...], Pl
         seen.add(p.parts)
 
 
+class _LastParent:
+    """The parent directory the last entry landed in, as resolved: the next entries of the
+    same directory land there too. Kept only where the resolution followed no symlink: it
+    then went through the prefixes of the path alone, which a later entry of the directory
+    (a longer path) cannot change, and every missing one was added as it was first placed."""
+
+    __slots__ = ("key", "res")
+
+    def __init__(self) -> None:
+        self.key: tuple[str, ...] | None = None
+        self.res: Resolution | None = None
+
+
 def _place_one(
     tree: Tree,
     placed: dict[tuple[str, ...], Placed],
     parts: tuple[str, ...],
     entry: Entry,
     content: ImportContent,
+    last: _LastParent | None = None,
 ) -> tuple[str, ...] | None:
     origin = content.origin
     shown = "/" + "/".join(parts)
+    if last is not None and last.key == parts[:-1] and last.res is not None:
+        parent = last.res  # its missing directories were added when it was resolved
+        landing = (*parent.parts, parts[-1])
+        return _land(tree, placed, parts, landing, entry, content, shown)
     parent = tree.resolve(list(parts[:-1]), follow_last=True)
     if parent.blocked is not None or parent.loop:
         what = "a symlink loop" if parent.loop else f"/{parent.blocked}, which is not a directory"
@@ -123,7 +142,23 @@ def _place_one(
             d = Entry(prefix, "dir", 0o755, 0, 0, entry.mtime)
             placed[prefix] = Placed(prefix, d, origin)
             _add(tree, prefix, Node(Kind.DIR, NEW))
+    if last is not None:
+        last.key, last.res = (parts[:-1], parent) if parent.via is None else (None, None)
     landing = (*parent.parts, parts[-1])
+    return _land(tree, placed, parts, landing, entry, content, shown)
+
+
+def _land(
+    tree: Tree,
+    placed: dict[tuple[str, ...], Placed],
+    parts: tuple[str, ...],
+    landing: tuple[str, ...],
+    entry: Entry,
+    content: ImportContent,
+    shown: str,
+) -> tuple[str, ...] | None:
+    """``entry`` (at ``parts``) placed at ``landing``, its parent resolved."""
+    origin = content.origin
     existing = tree.lookup(landing)
     if entry.kind == "dir":
         if existing is None:
