@@ -206,6 +206,17 @@ def test_the_record_is_bounded_and_skips_what_it_cannot_read(
     assert list(verified.load()) == [pairs[3][0], pairs[4][0], pairs[2][0]]
 
 
+def test_another_users_cache_is_left_alone(cache: Path) -> None:
+    """Run as root with another user's ``$HOME`` (sudo keeping it): nothing is made in that
+    user's cache, where it would be root's and of no use to its owner."""
+    if os.geteuid() != 0:
+        pytest.skip("only root gives a directory away")
+    (cache / "ocikit").mkdir(parents=True)
+    os.chown(cache / "ocikit", 4321, 4321)
+    verified.remember([(f"sha256:{1:064x}", f"sha256:{2:064x}")])  # type: ignore[list-item]
+    assert os.listdir(cache / "ocikit") == []
+
+
 def test_a_cache_that_cannot_be_written_costs_only_the_saving(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -31,7 +31,7 @@ from ..tempfiles import HIDDEN_TMP_PREFIX
 
 MAX_RECORDS = 10_000  # lines kept (~1.4 MB at most); the oldest go first
 _LINE = re.compile(rb"^((?:sha256:[0-9a-f]{64})|(?:sha512:[0-9a-f]{128})) (sha256:[0-9a-f]{64})$")
-_MAX_BYTES = MAX_RECORDS * 200
+_MAX_BYTES = MAX_RECORDS * 210  # a line: 137 bytes (201 for a sha512 blob)
 _NAME = "layers"
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -104,7 +104,10 @@ def remember(pairs: Iterable[tuple[Digest, Digest]]) -> None:
 
 def _write(path: str, new: dict[str, str]) -> None:
     """Merge ``new`` into the file under its lock; the file replaced atomically."""
-    os.makedirs(os.path.dirname(path), 0o700, exist_ok=True)
+    parent = os.path.dirname(path)
+    os.makedirs(parent, 0o700, exist_ok=True)
+    if os.lstat(parent).st_uid != os.geteuid():  # another user's cache (sudo, HOME kept)
+        return
     with contextlib.suppress(FileExistsError):
         os.mkdir(path, 0o700)
     dir_fd = _open_dir(path)
