@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from support import filebackend, gotar
+from support import filebackend, gotar, tarbackend
 from support.archives import (
     BASE_TAG,
     OTHER_DOCKERFILE,
@@ -235,6 +235,27 @@ def docker25_archives(
             assert len(written.layer_blobs) < len(layers), "a repeated layer is stored once"
             out[key] = Archive(written.path, tags, ids)
     return out
+
+
+# ---------------------------------------------------------------------------- tar readers
+
+
+@pytest.fixture(params=tarbackend.BACKENDS)
+def tar_backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The tar header parser the test's in-process reads use: the C module (``native``) or
+    the pure-Python path (``python``; ``OCIKIT_NATIVE=0`` for the commands it starts too).
+    Skipped for ``native`` where the module was not built, except in CI (test_native.py
+    requires it wherever it can be built)."""
+    why = tarbackend.missing(request.param)
+    if why:
+        if in_ci():
+            pytest.fail(why, pytrace=False)
+        pytest.skip(why)
+    with pytest.MonkeyPatch.context() as m:
+        if request.param == "python":
+            m.setenv("OCIKIT_NATIVE", "0")
+        with tarbackend.use(request.param):
+            yield request.param
 
 
 # ---------------------------------------------------------------------------- builds

@@ -984,6 +984,7 @@ def assert_only_dest_changed(s: Scene, before: dict) -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=ids)
+@pytest.mark.usefixtures("tar_backend")  # both tar header parsers
 def test_check_reports_rule(case: Case, tmp_path: Path, run: Runner = run_ocikit) -> None:
     s = build(case, tmp_path)
     code, report = check_json(s.ref, run=run)
@@ -1034,6 +1035,7 @@ def analyze(layers: list[bytes]) -> list[Finding]:
 
 
 @pytest.mark.parametrize("case", CASES, ids=ids)
+@pytest.mark.usefixtures("tar_backend")  # both tar header parsers
 def test_analyzer_alone(case: Case, tmp_path: Path) -> None:
     """The table of ``test_check_reports_rule`` on ``LayerAnalyzer`` itself: no layout, no
     compression, no command; the same rule, layer, paths and nothing beyond."""
@@ -1057,6 +1059,7 @@ def test_analyzer_alone(case: Case, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("case", REFUSED, ids=[c.id for c in REFUSED])
+@pytest.mark.usefixtures("tar_backend")  # both tar header parsers
 def test_unpack_refuses_hostile(case: Case, tmp_path: Path, run: Runner = run_ocikit) -> None:
     s = build(case, tmp_path)
     before, passwd = tree(s.tmp), os.stat("/etc/passwd")
@@ -1084,6 +1087,7 @@ NOT_REFUSED = [c for c in CASES if c.unpack != "refuse"]
 
 
 @pytest.mark.parametrize("case", NOT_REFUSED, ids=[c.id for c in NOT_REFUSED])
+@pytest.mark.usefixtures("tar_backend")  # both tar header parsers
 def test_unpack_other_cases(case: Case, tmp_path: Path, run: Runner = run_ocikit) -> None:
     s = build(case, tmp_path)
     before, passwd = tree(s.tmp), os.stat("/etc/passwd")
@@ -1113,6 +1117,7 @@ def _unchanged_layers(src: Path, dst: Path, report: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("case", UNSAFE, ids=[c.id for c in UNSAFE])
+@pytest.mark.usefixtures("tar_backend")  # both tar header parsers
 def test_repair_stops_on_unsafe(case: Case, tmp_path: Path, run: Runner = run_ocikit) -> None:
     s = build(case, tmp_path)
     out = tmp_path / "repaired"
@@ -1145,6 +1150,7 @@ SAFE = [c for c in CASES if c.repair != "unsafe"]
 
 
 @pytest.mark.parametrize("case", SAFE, ids=[c.id for c in SAFE])
+@pytest.mark.usefixtures("tar_backend")  # both tar header parsers
 def test_repair_fixes(case: Case, tmp_path: Path, run: Runner = run_ocikit) -> None:
     s = build(case, tmp_path)
     _, report = check_json(s.ref, run=run)
@@ -1313,6 +1319,7 @@ BROKEN = [
 
 
 @pytest.mark.parametrize("broken", BROKEN, ids=[b.id for b in BROKEN])
+@pytest.mark.usefixtures("tar_backend")  # both tar header parsers
 def test_check_broken_image(broken: Broken, tmp_path: Path, run: Runner = run_ocikit) -> None:
     s = scene(tmp_path)
     broken.make(s.layout)
@@ -1325,6 +1332,7 @@ def test_check_broken_image(broken: Broken, tmp_path: Path, run: Runner = run_oc
 
 
 @pytest.mark.parametrize("broken", [b for b in BROKEN if b.unreadable], ids=lambda b: b.id)
+@pytest.mark.usefixtures("tar_backend")  # both tar header parsers
 def test_unpack_and_repair_refuse_broken_image(
     broken: Broken, tmp_path: Path, run: Runner = run_ocikit
 ) -> None:
@@ -1435,6 +1443,7 @@ HISTORY = [
 
 
 @pytest.mark.parametrize("compression", ["gzip", "zstd", "none"])
+@pytest.mark.usefixtures("tar_backend")  # both tar header parsers
 def test_clean_image(compression: str, tmp_path: Path) -> None:
     run = cli_ocikit if compression == "gzip" else run_ocikit  # each output form as a process
     s = scene(tmp_path)
@@ -1533,6 +1542,7 @@ def test_unpack_devices_as_root(tmp_path: Path) -> None:
         assert not os.path.lexists(node), "a device created by a non-root user?"
 
 
+@pytest.mark.usefixtures("tar_backend")  # both tar header parsers
 def test_unpack_takes_go_readable_extremes_as_docker_does(tmp_path: Path) -> None:
     """Go reads a PAX mtime of 2**63-1 seconds, or before the epoch, and device numbers
     beyond 32 bits; unpack used to crash on them (exit 3). Times outside what docker sets
@@ -1750,6 +1760,7 @@ TRICKY = [
 
 
 @pytest.mark.parametrize("tricky", TRICKY, ids=[t.id for t in TRICKY])
+@pytest.mark.usefixtures("tar_backend")  # both tar header parsers
 def test_unpack_tricky_stays_inside(tricky: Tricky, tmp_path: Path) -> None:
     s = scene(tmp_path)
     write_layout(s.layout, [tar_bytes(entries) for entries in tricky.layers(s.work)])

@@ -6,6 +6,9 @@ judges it on the fuzzed streams and the corpus of ``test_tar_go``. The threaded 
 give the digests, entries and verdicts of a plain read, and leave no thread behind when a
 layer is corrupt, a bomb, or its consumer fails. The analyzer's shortcuts (the name key,
 the length check) must agree with the full computation they skip.
+
+Both header parsers (``support.tarbackend``: C and pure Python) read every stream; the
+pure-Python stream reader is the reference for both.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from ocikit.layer.scan import scan_layer
 from ocikit.layer.streams import StreamBlocks
 from ocikit.layer.tarstream import BlockTarStream, TarEntry, TarStream
 from ocikit.model import Compression, Descriptor, Digest
-from support import gotar
+from support import gotar, tarbackend
 from support.rawtar import header as raw_header
 from tarfuzz import tar_stream
 
@@ -94,7 +97,10 @@ def _skip_all(stream: TarStream) -> dict[str, Any]:
     return {"entries": entries, "error": error, "offset": stream.offset}
 
 
-SIZES = st.lists(st.integers(1, 1600), min_size=1, max_size=4)
+# small blocks cut headers and data anywhere; large ones hold many headers (parsed in a batch)
+SIZES = st.lists(
+    st.one_of(st.integers(1, 1600), st.sampled_from([2048, 5120, 1 << 20])), min_size=1, max_size=4
+)
 
 
 @settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -102,8 +108,16 @@ SIZES = st.lists(st.integers(1, 1600), min_size=1, max_size=4)
 def test_blocks_read_what_the_stream_reads(data: bytes, sizes: list[int], read: bool) -> None:
     """Entries, data, errors (the same messages), offsets: identical at any block size."""
     walk = _read_all if read else _skip_all
-    expected = walk(TarStream(io.BufferedReader(io.BytesIO(data)), what="t"))  # type: ignore[arg-type]
-    assert walk(BlockTarStream(_Blocks(data, sizes), what="t")) == expected
+
+    def plain() -> TarStream:
+        return TarStream(io.BufferedReader(io.BytesIO(data)), what="t")  # type: ignore[arg-type]
+
+    with tarbackend.use("python"):
+        expected = walk(plain())
+    for backend in tarbackend.available():
+        with tarbackend.use(backend):
+            assert walk(BlockTarStream(_Blocks(data, sizes), what="t")) == expected, backend
+            assert walk(plain()) == expected, backend
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -122,21 +136,35 @@ def test_blocks_copy_entries_byte_for_byte(data: bytes, sizes: list[int]) -> Non
             return out, str(e)
         return out, None
 
-    plain = TarStream(io.BufferedReader(io.BytesIO(data)), what="t", keep_raw=True)  # type: ignore[arg-type]
-    blocks = BlockTarStream(_Blocks(data, sizes), what="t", keep_raw=True)
-    assert copy(blocks) == copy(plain)
+    def plain() -> TarStream:
+        return TarStream(io.BufferedReader(io.BytesIO(data)), what="t", keep_raw=True)  # type: ignore[arg-type]
+
+    with tarbackend.use("python"):
+        expected = copy(plain())
+    for backend in tarbackend.available():
+        with tarbackend.use(backend):
+            assert copy(BlockTarStream(_Blocks(data, sizes), what="t", keep_raw=True)) == expected
+            assert copy(plain()) == expected
 
 
-def _go_judged(oracle: gotar.GoTar, data: bytes, sizes: list[int], monkeypatch: Any) -> None:
+def _go_judged(
+    oracle: gotar.GoTar,
+    data: bytes,
+    sizes: list[int],
+    monkeypatch: Any,
+    backends: tuple[str, ...] = tarbackend.available(),
+) -> None:
     """``gotar.ocikit_read`` (the comparison ``test_tar_go`` makes) with the block reader."""
 
     def block_stream(raw: io.BufferedReader, what: str) -> BlockTarStream:
         return BlockTarStream(_Blocks(raw.read(), sizes), what=what)
 
-    with monkeypatch.context() as m:
-        m.setattr(gotar, "TarStream", block_stream)
-        got = gotar.ocikit_read(data)
-    assert got == oracle.read(data), f"the readers disagree on {data.hex()} cut at {sizes}"
+    expected = oracle.read(data)
+    for backend in backends:
+        with monkeypatch.context() as m, tarbackend.use(backend):
+            m.setattr(gotar, "TarStream", block_stream)
+            got = gotar.ocikit_read(data)
+        assert got == expected, f"the readers disagree ({backend}) on {data.hex()} cut at {sizes}"
 
 
 @settings(
@@ -157,10 +185,10 @@ def test_blocks_read_as_go_reads(
 
 @pytest.mark.parametrize("sizes", [[1], [511, 513], [4 << 20]], ids=["1", "511-513", "4MiB"])
 def test_blocks_read_the_corpus_as_go_reads(
-    oracle: gotar.GoTar, monkeypatch: pytest.MonkeyPatch, sizes: list[int]
+    oracle: gotar.GoTar, monkeypatch: pytest.MonkeyPatch, tar_backend: str, sizes: list[int]
 ) -> None:
     for case in CORPUS:
-        _go_judged(oracle, base64.b64decode(case["base64"]), sizes, monkeypatch)
+        _go_judged(oracle, base64.b64decode(case["base64"]), sizes, monkeypatch, (tar_backend,))
 
 
 # -- the threaded scan ------------------------------------------------------------------------
@@ -212,6 +240,7 @@ def _no_workers_left() -> None:
 
 
 @pytest.mark.parametrize("kind", [Compression.GZIP, Compression.ZSTD, Compression.NONE])
+@pytest.mark.usefixtures("tar_backend")
 def test_threaded_scan_gives_the_plain_verdicts(kind: Compression) -> None:
     """A layer big enough for the worker threads: the digests of the blob and of the tar,
     the sizes and the entries are those of a plain read; no thread is left."""
@@ -235,6 +264,7 @@ def test_threaded_scan_gives_the_plain_verdicts(kind: Compression) -> None:
     _no_workers_left()
 
 
+@pytest.mark.usefixtures("tar_backend")
 def test_threaded_scan_reads_entry_data_across_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Unpack reads each entry's data through the stream: the bytes are the tar's, also
     where an entry straddles the blocks (made small here)."""
@@ -261,6 +291,7 @@ def test_threaded_scan_reads_entry_data_across_blocks(monkeypatch: pytest.Monkey
     _no_workers_left()
 
 
+@pytest.mark.usefixtures("tar_backend")
 def test_corrupt_gzip_is_reported_with_the_whole_blob_hashed() -> None:
     """A gzip stream damaged past its first blocks: the entries before the damage were
     seen, the layer is unreadable, and the blob's digest is still of every byte."""
@@ -292,6 +323,7 @@ def test_bomb_stops_the_threads() -> None:
     _no_workers_left()
 
 
+@pytest.mark.usefixtures("tar_backend")
 def test_a_failing_consumer_stops_the_threads() -> None:
     """An error of the entry handler (unpack's disk full) propagates; no thread is left
     reading, and the blob can still be read to its end by the caller."""

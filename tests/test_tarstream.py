@@ -16,6 +16,8 @@ from ocikit.errors import InputError
 from ocikit.layer.tarstream import MAX_SPECIAL, TarEntry, TarStream
 from support.rawtar import BLOCK, END, header, long_name, member, pad, pax, records
 
+pytestmark = pytest.mark.usefixtures("tar_backend")  # every test on both header parsers
+
 
 def _read_all(data: bytes) -> list[tuple[str, bytes, str, bytes]]:
     out = []

@@ -46,6 +46,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
 
+from .. import native
 from ..errors import InputError
 from ..model.jsondoc import quote
 from .streams import BlockSource, readinto
@@ -79,9 +80,15 @@ HEADER_ONLY = frozenset((LNKTYPE, SYMTYPE, CHRTYPE, BLKTYPE, DIRTYPE, FIFOTYPE))
 
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
+#: the header parser in C (src/native/tarcore.c), or None: the Python path below. It answers
+#: only for a header it reads exactly as ``_parse_header`` does, and leaves every other one
+#: (malformed, PAX, long names, sparse, the end) to the Python path, which gives the verdict.
+_native = native.load("_tarcore")
+
 
 @dataclass(slots=True)
 class TarEntry:
+    # _tarcore builds entries by position: name, type, size ... devminor, in this order
     name: str
     type: bytes
     size: int  # the logical size (a sparse file's, holes included)
@@ -365,6 +372,10 @@ class TarStream:
             if len(second) < BLOCK:
                 raise self._truncated()
             raise self._corrupt(start, "a header after a zero block")
+        if _native is not None:
+            entry = _native.header(block, TarEntry)
+            if entry is not None:
+                return entry, block
         try:
             return _parse_header(block), block
         except _Bad as e:
@@ -525,6 +536,32 @@ class BlockTarStream(TarStream):
         self._view = memoryview(b"")
         self._pos = 0  # in _view
         self._eof = False
+        self._batch: list[TarEntry] = []  # parsed ahead (native), last first; headers in _view
+
+    def _next(self) -> TarEntry | None:
+        """With the native core: the plain headers of the current block are parsed in one
+        call, and their entries handed out one by one, the positions advanced as reading
+        each header and skipping the data before it would (data is in the block, as is the
+        next header). Anything else (a special or malformed header, one across blocks, the
+        end, ``keep_raw``, after a sparse entry) is ``TarStream._next``'s."""
+        batch = self._batch
+        if not batch:
+            if _native is None or self._keep or self._done or self._sparse is not None:
+                return super()._next()
+            start = self._pos + self._remaining + self._padding
+            if start > len(self._view) - BLOCK:
+                return super()._next()
+            batch = self._batch = _native.headers(self._view, start, TarEntry)
+            if not batch:
+                return super()._next()
+        entry = batch.pop()
+        size = 0 if entry.type in HEADER_ONLY else entry.size
+        pos = self._pos
+        start = pos + self._remaining + self._padding + BLOCK  # the entry's data
+        self.offset += start - pos
+        self._pos = start
+        self._remaining, self._padding = size, -size % BLOCK
+        return entry
 
     def _more(self) -> bool:
         """The next non-empty block (the current one is given up); False at the end."""

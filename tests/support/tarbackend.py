@@ -1,0 +1,42 @@
+"""The two tar header parsers of ``ocikit.layer.tarstream``: ``native`` (the C module
+``ocikit._tarcore``) and ``python`` (the pure-Python path it falls back to). The tar suites
+run on both (the ``tar_backend`` fixture of conftest.py; hypothesis tests, where a fixture
+would stay the same for every example, read each example with both through ``use``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from ocikit import native
+from ocikit.layer import tarstream
+
+BACKENDS = ("native", "python")
+_NATIVE = native.load("_tarcore")
+
+
+def missing(name: str) -> str | None:
+    """Why ``name`` cannot run here (the native module was not built), or None."""
+    if name == "native" and _NATIVE is None:
+        return "ocikit._tarcore is not built (or OCIKIT_NATIVE=0): the Python path only"
+    return None
+
+
+@contextmanager
+def use(name: str) -> Iterator[None]:
+    """Read tars in this process with the ``name`` parser (``native`` must be built)."""
+    if name not in BACKENDS:
+        raise ValueError(name)
+    if name == "native" and _NATIVE is None:
+        raise RuntimeError(missing(name))
+    saved = tarstream._native
+    tarstream._native = _NATIVE if name == "native" else None
+    try:
+        yield
+    finally:
+        tarstream._native = saved
+
+
+def available() -> tuple[str, ...]:
+    """The backends this install can run: both, or ``python`` alone."""
+    return tuple(name for name in BACKENDS if missing(name) is None)
