@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -43,10 +44,10 @@ from .cache import recipe_label
 from .config import host_arch, image_config
 from .imports import INLINE_BUDGET, ImportContent, read_import
 from .judge import LayerJudge
-from .placement import place, write_tar
+from .placement import EntryHook, place, write_tar
 from .plan import BuildPlan, PlannedImage, plan_build
 from .recipe import BuildError, Built, ImageSpec, Import, LoadedRecipe, load_recipe
-from .steps import StepRun, bind_source
+from .steps import StepRun, TarLayerWriter, bind_source
 from .store import BuildCache, EntryWriter
 
 CACHE_FORMAT = 3  # 3: the default shell is /bin/sh -e -c (a failing command fails a step)
@@ -478,29 +479,39 @@ class _Builder:
         if layer_type == "squashfs" and base_tag is not None and base_tag.startswith("base-"):
             self._phase("base as squashfs")
             base_tag = squashfs_layers.base_as_squashfs(self.store, base_tag, self._epoch())
+        placed_imports = [c for c in imports if c.spec.dest is not None]
         with self.store.entry(cache_tag, damaged) as entry:
             base_image = self.store.open(base_tag) if base_tag else None
-            if base_image is not None:
-                self._phase("reading the base")
+            reading: _BaseRead | None = None
             try:
-                # the base's layers read once: the tree imports are placed on, and the
-                # base's part of the final check
-                lower = (
-                    analyze_lower(base_image)
-                    if base_image is not None
-                    else LowerLayers(0, Tree(), [], 0)
-                )
-                tree = lower.tree.copy()
                 base_config = dict(base_image.config.data) if base_image else {}
                 base_layers = list(base_image.manifest.layers) if base_image else []
+                # the base's layers read once: the tree imports are placed on, and the
+                # base's part of the final check. Steps with nothing placed before them
+                # need it only once they ran: it is read meanwhile, in a thread
+                lower = LowerLayers(0, Tree(), [], 0)  # scratch's (or: being read)
+                if base_image is not None and spec.run is not None and not placed_imports:
+                    reading = _BaseRead(base_image)  # it closes the base once it is read
+                    base_image = None
+                elif base_image is not None:
+                    self._phase("reading the base")
+                    lower = analyze_lower(base_image)
             finally:
                 if base_image is not None:
                     base_image.close()
             new_layer = None
-            placed_imports = [c for c in imports if c.spec.dest is not None]
-            judge = LayerJudge(lower)  # a tar layer's check, as it is written
+            judges: list[LayerJudge] = []  # a tar layer's check, as it is written
             if spec.run is not None:
-                entries = place(placed_imports, tree)
+
+                def writing() -> tuple[LowerLayers, TarLayerWriter, EntryHook]:
+                    nonlocal lower
+                    if reading is not None:
+                        lower = reading.result()
+                    judges.append(LayerJudge(lower))
+                    judge = judges[-1]
+                    return lower, lambda e, w: self._write_layer(e, w, judge), judge.entry
+
+                entries = place(placed_imports, lower.tree.copy())
                 steps = StepRun(
                     name,
                     spec,
@@ -512,21 +523,23 @@ class _Builder:
                     self.recipe.context,
                     self._phase,
                     self.step_output,
-                    lambda e, w: self._write_layer(e, w, judge),
-                    judge.entry,
+                    writing,
                 )
-                new_layer = steps.layer(base_tag, lower, entries, imports, binds, entry)
-            elif any(c.entries for c in placed_imports):
-                entries = place(placed_imports, tree)
-                self._phase("writing layer")
-                if layer_type == "squashfs":
-                    new_layer = squashfs_layers.from_entries(
-                        self.store, entry, entries, self._epoch()
-                    )
-                else:
-                    new_layer = self._write_layer(
-                        entry, lambda out: write_tar(entries, out, judge.entry), judge
-                    )
+                new_layer = steps.layer(base_tag, entries, imports, binds, entry)
+            else:
+                judges.append(LayerJudge(lower))
+                if any(c.entries for c in placed_imports):
+                    entries = place(placed_imports, lower.tree.copy())
+                    self._phase("writing layer")
+                    if layer_type == "squashfs":
+                        new_layer = squashfs_layers.from_entries(
+                            self.store, entry, entries, self._epoch()
+                        )
+                    else:
+                        judge = judges[0]
+                        new_layer = self._write_layer(
+                            entry, lambda out: write_tar(entries, out, judge.entry), judge
+                        )
             config = image_config(base_config, spec, new_layer, self.options.epoch, name)
             config_raw = mutate.encode(config)
             config_digest = entry.put_bytes(config_raw)
@@ -540,8 +553,8 @@ class _Builder:
             # checked before the cache names it: what the cache holds passed, outputs are copies
             self._phase("checking")
             checked: LowerLayers | None = lower
-            if judge.used:  # the base's tree is the new layer's: judged, or read back whole
-                checked = judge.lower(len(layers))
+            if judges and judges[0].used:  # the base's tree is the new layer's: judged, or
+                checked = judges[0].lower(len(layers))  # read back whole
             with entry.staged(manifest) as image:
                 report = check_image(image, f"images.{name} ({layer_type})", lower=checked)
             if report.errors:
@@ -576,6 +589,35 @@ class _Builder:
             writer.commit(result.digest)
         media_type = mt.oci_layer_type(self.options.compress)
         return Descriptor(media_type, result.digest, result.size), result.diff_id
+
+
+class _BaseRead:
+    """``analyze_lower`` of an open base in a thread of its own, which closes the base when
+    done: the base is read while the steps run (it is needed only once they ran). A step
+    that fails or an interruption does not wait for it; an error reading it is raised by
+    ``result``."""
+
+    def __init__(self, image: Image) -> None:
+        self._lower: LowerLayers | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._read, args=(image,), name="ocikit-base-read", daemon=True
+        )
+        self._thread.start()
+
+    def _read(self, image: Image) -> None:
+        try:
+            with image:
+                self._lower = analyze_lower(image)
+        except BaseException as e:  # raised where the result is asked for
+            self._error = e
+
+    def result(self) -> LowerLayers:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._lower is not None
+        return self._lower
 
 
 __all__ = ["BuildOptions", "BuildResult", "ImageResult", "build", "source_date_epoch"]

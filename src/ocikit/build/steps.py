@@ -31,6 +31,10 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 #: writes a tar layer into an entry: ``write`` gets the stream the tar goes to
 TarLayerWriter = Callable[[EntryWriter, Callable[[BinaryIO], object]], NewLayer]
+#: the base's layers analyzed (``ops.check.analyze_lower``), the writer of the new tar layer
+#: and what is told each of its entries as it is written (None: nothing). Asked for once the
+#: steps ran: the base may be read while they run (``build.engine``)
+LayerWriting = Callable[[], tuple[LowerLayers, TarLayerWriter, EntryHook | None]]
 
 
 def bind_source(bind: Bind, context: Path) -> Path:
@@ -59,13 +63,11 @@ class StepRun:
     context: Path  # where relative bind sources are
     phase: Callable[[str], None]  # the progress bar's next phase
     step_output: Callable[[str], None]  # each line a step writes, prefixed with the image
-    write_tar: TarLayerWriter
-    on_entry: EntryHook | None = None  # told each entry of a tar layer as it is written
+    writing: LayerWriting
 
     def layer(
         self,
         base_tag: str | None,
-        lower: LowerLayers,
         entries: Sequence[Placed],
         imports: Sequence[ImportContent],
         binds: Sequence[ImportContent | None],
@@ -96,10 +98,11 @@ class StepRun:
                 uid, gid, groups = user_ids(merged, container.get("User") or "", self.name)
                 self.phase(run_text(self.spec))
                 self._steps(merged, container, uid, gid, groups, mounts, work)
+            lower, write_tar, on_entry = self.writing()
             self.phase("writing layer")
             self._drop_mount_points(upper, lower)
             base_top = set((lower.tree.root.children or {}).keys())
-            return self._upper_layer(entry, upper, base_top)
+            return self._upper_layer(entry, upper, base_top, write_tar, on_entry)
         finally:
             for fd in lowers:
                 os.close(fd)
@@ -210,7 +213,14 @@ class StepRun:
             parts = [p for p in bind.dest.split("/") if p]
             rootfs.remove_mount_point(upper, parts, lambda p: lower.tree.lookup(p) is not None)
 
-    def _upper_layer(self, entry: EntryWriter, upper: Path, base_top: set[str]) -> NewLayer | None:
+    def _upper_layer(
+        self,
+        entry: EntryWriter,
+        upper: Path,
+        base_top: set[str],
+        write_tar: TarLayerWriter,
+        on_entry: EntryHook | None,
+    ) -> NewLayer | None:
         """The upper directory as the layer; None if the steps and imports changed nothing."""
         epoch = self.epoch
         drop = frozenset(rootfs.MOUNT_POINTS - base_top)
@@ -220,7 +230,7 @@ class StepRun:
             out = upper.parent / "layer.sqfs"  # the upper directory made a layer's tree first
             squashfs.make(upper, out, mkfs_time=epoch, drop=rootfs.dropped_names(base_top))
             return squashfs_layers.store_file(entry, out)
-        return self.write_tar(
+        return write_tar(
             entry,
-            lambda out: rootfs.write_upper_tar(upper, out, base_top, epoch, self.on_entry),
+            lambda out: rootfs.write_upper_tar(upper, out, base_top, epoch, on_entry),
         )
