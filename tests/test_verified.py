@@ -33,15 +33,15 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-def _layout(path: Path, diff_id: str | None = None) -> tuple[Path, str]:
-    """A layout of one gzip layer (LAYER), its config saying ``diff_id`` (default: the true
-    one); and the layer blob's digest."""
+def _layout(path: Path, diff_id: str | None = None, compression: str = "gzip") -> tuple[Path, str]:
+    """A layout of one layer (LAYER, gzip by default), its config saying ``diff_id``
+    (default: the true one); and the layer blob's digest."""
 
     def edit(config: dict) -> None:
         if diff_id is not None:
             config["rootfs"]["diff_ids"] = [diff_id]
 
-    write_layout(path, [LAYER], edit_config=edit)
+    write_layout(path, [LAYER], edit_config=edit, compression=compression)  # type: ignore[arg-type]
     manifest = _manifest(path)
     return path, manifest["layers"][0]["digest"]
 
@@ -75,18 +75,23 @@ def _forge(cache: Path, blob: str, diff_id: str) -> Path:
     return path
 
 
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
 def test_a_push_records_what_it_verified_and_the_next_inflates_nothing(
-    tmp_path: Path, cache: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    cache: Path,
+    registry: Registry,
+    monkeypatch: pytest.MonkeyPatch,
+    compression: str,
 ) -> None:
-    layout, blob = _layout(tmp_path / "oci")
-    _push(layout, registry, "verified/first")  # verified in full, then recorded
+    layout, blob = _layout(tmp_path / "oci", compression=compression)
+    _push(layout, registry, f"verified/first-{compression}")  # verified in full, recorded
     assert verified.load() == {blob: TRUE_DIFF_ID}
     records = cache / "ocikit" / "verified"
     assert records.stat().st_mode & 0o777 == 0o700
     assert (records / "layers").stat().st_mode & 0o777 == 0o600
     assert not [p for p in os.listdir(records) if p.startswith(".ocikit-tmp-")]
     _no_inflating(monkeypatch)
-    result = _push(layout, registry, "verified/second")  # a new repository: every blob sent
+    result = _push(layout, registry, f"verified/second-{compression}")  # every blob sent
     assert [d.digest for d in result.layers] == [blob]
 
 

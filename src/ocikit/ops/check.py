@@ -206,7 +206,8 @@ def scan_image_layer(
     finally:
         raw.close()
     whole = result.digest == desc.digest and result.size == desc.size
-    if whole and result.diff_id is not None and result.compression is not Compression.NONE:
+    compressed = result.compression in (Compression.GZIP, Compression.ZSTD)
+    if whole and compressed and result.diff_id is not None:
         from ..layer import verified  # the blob inflates to diff_id: a push need not re-check
 
         verified.remember([(desc.digest, result.diff_id)])

@@ -269,8 +269,9 @@ class ImageCopier:
     def _verified_now(self, blob: Digest, diff_id: Digest, compression: Compression) -> None:
         """``blob`` was just read whole, its digest and its diff_id verified (or written
         here, compressing content whose digest is ``diff_id``): recorded when the copy ends
-        (``record_verified``); an uncompressed blob is its own diff_id."""
-        if compression is not Compression.NONE:
+        (``record_verified``); an uncompressed blob is its own diff_id, a squashfs one has
+        none to prove."""
+        if compression in (Compression.GZIP, Compression.ZSTD):
             with self._lock:
                 self._verified.append((blob, diff_id))
 
