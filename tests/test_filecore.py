@@ -16,6 +16,7 @@ import io
 import json
 import os
 import tarfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -390,14 +391,16 @@ def test_a_file_changed_during_the_walk_fails_in_the_same_words(
     assert errors["python"] == f"imports[0]: 'tree/f': {words}"
 
 
-def _open_window(m: pytest.MonkeyPatch, backend: str, act: Callable[[], None]) -> None:
-    """``act`` runs between the walk's lstat of tree/f and its open."""
+def _open_window(
+    m: pytest.MonkeyPatch, backend: str, act: Callable[[], None], at: str = "f"
+) -> None:
+    """``act`` runs between the walk's lstat of tree/``at`` and its open."""
     if backend == "python":
         real_lstat = imports_mod.lstat_at
 
         def lstat_then(name: str, dir_fd: int) -> os.stat_result | None:
             st = real_lstat(name, dir_fd)
-            if name == "f":
+            if name == at:
                 act()
             return st
 
@@ -408,7 +411,7 @@ def _open_window(m: pytest.MonkeyPatch, backend: str, act: Callable[[], None]) -
     class Scanning:  # the native module, its scan opening the window inside
         def scan(self, dir_fd: int, names: list[str], *args: Any) -> Any:
             listed = [os.stat(n, dir_fd=dir_fd, follow_symlinks=False) for n in names]
-            if "f" in names:
+            if at in names:
                 act()
             return real_scan(dir_fd, names, *args, listed)
 
@@ -524,3 +527,86 @@ def test_placing_by_directory_is_placing_each_entry(entries: list[list[str]]) ->
     """Entries of one directory land where each, resolved alone, would: the same layer, or
     the same refusal."""
     assert _placed(entries, memo=True) == _placed(entries, memo=False)
+
+
+# -- the walk, scanned ahead on a thread ------------------------------------------------------
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_walk_stopped_early_leaves_no_thread_and_no_fd(tmp_path: Path) -> None:
+    """The walk fails at a special file while directories after it are being scanned
+    ahead: the scanning thread is stopped, and every directory it opened is closed."""
+    tree = tmp_path / "tree"
+    for i in range(30):
+        (tree / f"d{i:02}" / "sub").mkdir(parents=True)
+        for j in range(20):
+            (tree / f"d{i:02}" / "sub" / f"f{j}").write_bytes(b"x" * j)
+    os.mkfifo(tree / "d01" / "pipe")
+    threads, fds = threading.active_count(), _fds()
+    for backend in filebackend.BACKENDS:
+        with filebackend.use(backend), pytest.raises(UsageError, match="special file"):
+            read_import(Import(src="tree", dest="/t"), "imports[0]", tmp_path, 0)
+        assert threading.active_count() == threads and _fds() == fds, backend
+    # and a walk that ends well
+    (tree / "d01" / "pipe").unlink()
+    with filebackend.use("native"):
+        content = read_import(Import(src="tree", dest="/t"), "imports[0]", tmp_path, 0)
+    content.close()
+    assert len(content.entries) == 30 * 22 and _fds() == fds
+    assert threading.active_count() == threads
+
+
+def test_a_directory_changed_before_it_is_opened_fails_in_the_same_words(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A subdirectory swapped for a symlink between its lstat and its open (ahead, on the
+    scanning thread, or in the walk): the same error, where the walk meets it."""
+    errors = {}
+    for backend in filebackend.BACKENDS:
+        ctx = tmp_path / backend
+        (ctx / "tree" / "a").mkdir(parents=True)
+        (ctx / "tree" / "b").mkdir()
+        (ctx / "tree" / "b" / "x").write_bytes(b"x\n")
+        (ctx / "host").mkdir()
+
+        def swap(ctx: Path = ctx) -> None:
+            os.rename(ctx / "tree" / "b", ctx / "b.orig")
+            os.symlink(ctx / "host", ctx / "tree" / "b")
+
+        with filebackend.use(backend), monkeypatch.context() as m:
+            _open_window(m, backend, swap, "b")
+            with pytest.raises(InputError) as info:
+                read_import(Import(src="tree", dest="/t"), "imports[0]", ctx, 0)
+        errors[backend] = str(info.value)
+    assert errors["native"] == errors["python"]
+    assert errors["python"] == "imports[0]: 'tree/b': changed while the build read it"
+
+
+def test_a_tree_deeper_than_python_recurses_is_walked(tmp_path: Path) -> None:
+    """A context tree 1,100 directories deep (past Python's recursion limit, where the walk
+    failed with RecursionError): walked without recursion, on the scanning thread too; the
+    same entries on both paths."""
+    (tmp_path / "tree").mkdir()
+    fds = [os.open(tmp_path / "tree", os.O_RDONLY | os.O_DIRECTORY)]
+    try:
+        for _ in range(1100):
+            os.mkdir("d", dir_fd=fds[-1])
+            fds.append(os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fds[-1]))
+        os.close(os.open("f", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fds[-1]))
+        seen = {}
+        for backend in filebackend.BACKENDS:
+            with filebackend.use(backend):
+                content = read_import(Import(src="tree", dest="/t"), "imports[0]", tmp_path, 0)
+            content.close()
+            seen[backend] = (content.digest, len(content.entries), content.entries[-1].rel)
+        assert seen["native"] == seen["python"]
+        assert seen["python"][1:] == (1101, ("d",) * 1100 + ("f",))
+    finally:  # removed here: shutil.rmtree recurses
+        os.unlink("f", dir_fd=fds[-1])
+        for level in range(len(fds) - 1, 0, -1):
+            os.close(fds[level])
+            os.rmdir("d", dir_fd=fds[level - 1])
+        os.close(fds[0])

@@ -135,13 +135,18 @@ def _place_one(
             f"{origin}: {shown} cannot be placed: /{parent.path} is a {_kind(parent.node)}, "
             f"and a layer must not replace it by a directory"
         )
-    # missing parent directories are part of the layer
-    for i in range(1, len(parent.parts) + 1):
-        prefix = tuple(parent.parts[:i])
-        if tree.lookup(prefix) is None:
+    # missing parent directories are part of the layer (looked up going down once: a path
+    # thousands deep costs its depth, not its depth squared)
+    node = tree.root
+    for i, name in enumerate(parent.parts):
+        assert node.children is not None  # a resolved path goes through directories
+        child = node.children.get(name)
+        if child is None:
+            prefix = tuple(parent.parts[: i + 1])
             d = Entry(prefix, "dir", 0o755, 0, 0, entry.mtime)
             placed[prefix] = Placed(prefix, d, origin)
-            _add(tree, prefix, Node(Kind.DIR, NEW))
+            child = node.children[name] = Node(Kind.DIR, NEW)
+        node = child
     if last is not None:
         last.key, last.res = (parts[:-1], parent) if parent.via is None else (None, None)
     landing = (*parent.parts, parts[-1])
