@@ -529,16 +529,16 @@ def test_placing_by_directory_is_placing_each_entry(entries: list[list[str]]) ->
     assert _placed(entries, memo=True) == _placed(entries, memo=False)
 
 
-# -- the walk, scanned ahead on a thread ------------------------------------------------------
+# -- the walk ---------------------------------------------------------------------------------
 
 
 def _fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def test_a_walk_stopped_early_leaves_no_thread_and_no_fd(tmp_path: Path) -> None:
-    """The walk fails at a special file while directories after it are being scanned
-    ahead: the scanning thread is stopped, and every directory it opened is closed."""
+def test_a_walk_stopped_early_leaves_no_fd(tmp_path: Path) -> None:
+    """The walk fails at a special file, directories open above it: every directory it
+    opened is closed (and no thread is left)."""
     tree = tmp_path / "tree"
     for i in range(30):
         (tree / f"d{i:02}" / "sub").mkdir(parents=True)
@@ -562,8 +562,8 @@ def test_a_walk_stopped_early_leaves_no_thread_and_no_fd(tmp_path: Path) -> None
 def test_a_directory_changed_before_it_is_opened_fails_in_the_same_words(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A subdirectory swapped for a symlink between its lstat and its open (ahead, on the
-    scanning thread, or in the walk): the same error, where the walk meets it."""
+    """A subdirectory swapped for a symlink between its lstat (by the native core, or the
+    walk) and its open: the same error on both paths."""
     errors = {}
     for backend in filebackend.BACKENDS:
         ctx = tmp_path / backend
@@ -587,8 +587,8 @@ def test_a_directory_changed_before_it_is_opened_fails_in_the_same_words(
 
 def test_a_tree_deeper_than_python_recurses_is_walked(tmp_path: Path) -> None:
     """A context tree 1,100 directories deep (past Python's recursion limit, where the walk
-    failed with RecursionError): walked without recursion, on the scanning thread too; the
-    same entries on both paths."""
+    failed with RecursionError): walked without recursion; the same entries on both
+    paths."""
     (tmp_path / "tree").mkdir()
     fds = [os.open(tmp_path / "tree", os.O_RDONLY | os.O_DIRECTORY)]
     try:

@@ -39,13 +39,11 @@ import hashlib
 import io
 import operator
 import os
-import queue
 import stat
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, BinaryIO
 
 from .. import native
 from ..errors import InputError, UsageError, VerificationError
@@ -356,25 +354,24 @@ def _walk(
 ) -> Iterator[Entry]:
     """A directory's contents, depth first in sorted order, through directory fds (nothing
     followed, no recursion: any depth); a file sharing its inode with an earlier one
-    becomes a hardlink to it.
-
-    With the native core, the directories are listed, opened and scanned (their files read
-    and hashed) a few ahead by a thread of their own (``_Ahead``), in the order this walk
-    meets them, while the entries of the last one are made here."""
+    becomes a hardlink to it."""
     inodes: dict[tuple[int, int], str] = {}
 
     def what(rel: tuple[str, ...]) -> str:  # for a message: made only when one is said
         return f"{origin}: {quote(spec.src + '/' + '/'.join(rel))}"
 
+    def scan(frame: _Frame) -> None:
+        """The directory's names, and the native core's work on them: each lstat'ed, its
+        regular files read and hashed, in one call (what it did not do, or found not as
+        listed, is left to the loop below, as if alone)."""
+        frame.names = sorted(os.listdir(frame.fd))
+        if _native is not None:
+            frame.scanned = _native.scan(frame.fd, frame.names, INLINE_MAX, budget[0])
+
     def entries() -> Iterator[Entry]:
-        ahead = None if _native is None else _Ahead(_native, anchor.fd, what, budget[0])
-        stack: list[_Frame] = []  # the directories open, the last one being listed
+        stack = [_Frame(anchor.fd, (), [], None, owned=False)]  # the directories open
         try:
-            if ahead is not None:
-                root = ahead.next(())
-                stack.append(_Frame(root.fd, (), root.names, root.scanned))
-            else:
-                stack.append(_Frame(anchor.fd, (), sorted(os.listdir(anchor.fd)), None, False))
+            scan(stack[0])
             while stack:
                 frame = stack[-1]
                 if frame.next == len(frame.names):
@@ -386,23 +383,16 @@ def _walk(
                 name, dir_fd = frame.names[i], frame.fd
                 rel = (*frame.rel, name)
                 st, done = (None, None) if frame.scanned is None else frame.scanned[i]
-                if isinstance(st, BaseException):
-                    raise st  # its lstat (made ahead) failed, as it would have here
                 if st is None:
                     st = lstat_at(name, dir_fd)
                     if st is None:
                         raise changed(what(rel))
                 mtime = _mtime(st, epoch)
                 if stat.S_ISDIR(st.st_mode):
-                    if ahead is not None:  # opened, listed and scanned ahead (or its error)
-                        sub = ahead.next(rel)
-                        stack.append(_Frame(sub.fd, rel, sub.names, sub.scanned))
-                        yield Entry(rel, "dir", 0o755, uid, gid, mtime)
-                    else:
-                        fd = _open_subdir(dir_fd, name, st, what(rel))
-                        stack.append(_Frame(fd, rel, [], None))
-                        yield Entry(rel, "dir", 0o755, uid, gid, mtime)
-                        stack[-1].names = sorted(os.listdir(fd))
+                    sub = _Frame(_open_subdir(dir_fd, name, st, what(rel)), rel, [], None)
+                    stack.append(sub)
+                    yield Entry(rel, "dir", 0o755, uid, gid, mtime)
+                    scan(sub)
                 elif stat.S_ISLNK(st.st_mode):
                     if done is None:
                         try:
@@ -411,7 +401,7 @@ def _walk(
                             raise changed(what(rel)) from None
                     yield Entry(rel, "symlink", 0o777, uid, gid, mtime, target=done)
                 elif stat.S_ISREG(st.st_mode):
-                    yield _regular(name, dir_fd, st, done, rel, mtime)
+                    yield regular(name, dir_fd, st, done, rel, mtime)
                 else:
                     raise UsageError(
                         f"{what(rel)} is a special file; imports take files, directories and "
@@ -420,10 +410,8 @@ def _walk(
         finally:
             for frame in stack:
                 frame.close()
-            if ahead is not None:
-                ahead.close()
 
-    def _regular(
+    def regular(
         name: str, dir_fd: int, st: os.stat_result, done: Any, rel: tuple[str, ...], mtime: int
     ) -> Entry:
         key = (st.st_dev, st.st_ino)
@@ -468,128 +456,6 @@ class _Frame:
         if self.owned and self.fd >= 0:
             os.close(self.fd)
         self.fd = -1
-
-
-class _Listing(NamedTuple):
-    """A directory as ``_Ahead`` read it: its own fd (the walk closes it), names, scan."""
-
-    fd: int
-    rel: tuple[str, ...]
-    names: list[str]
-    scanned: list[tuple[Any, Any]]
-
-
-class _Ahead:
-    """The directories of a walk listed, opened (checked to be the directory listed, as the
-    walk does) and scanned by the native core, with the GIL released, on a thread of its
-    own, in the order the walk meets them (each directory, then its subdirectories in name
-    order, depth first): a few listings ahead of the walk, which makes their entries.
-
-    An error meets the walk where the walk would have met it: a failed lstat in place of
-    the name's lstat, a directory that cannot be opened or listed in place of its listing
-    (and nothing is read after it). The bytes kept in memory are within ``budget`` whatever
-    is queued. ``close`` stops the thread (after the directory it is scanning) and closes
-    every fd the walk did not take."""
-
-    QUEUED = 8  # listings waiting for the walk
-
-    def __init__(
-        self, core: Any, root_fd: int, what: Callable[[tuple[str, ...]], str], budget: int
-    ) -> None:
-        self._core = core
-        self._what = what
-        self._left = budget  # what the scans may still keep in memory
-        self._queue: queue.Queue[_Listing | BaseException] = queue.Queue(self.QUEUED)
-        self._stop = threading.Event()
-        fd = os.dup(root_fd)
-        self._thread = threading.Thread(target=self._run, args=(fd,), name="ocikit-scan")
-        self._thread.daemon = True
-        try:
-            self._thread.start()
-        except BaseException:
-            os.close(fd)
-            raise
-
-    def next(self, rel: tuple[str, ...]) -> _Listing:
-        """The listing of the directory ``rel``, the next one the walk meets."""
-        item = self._queue.get()
-        if isinstance(item, BaseException):
-            raise item
-        if item.rel != rel:  # the walk and the thread disagree on the order: a bug
-            os.close(item.fd)
-            raise AssertionError(f"scanned {item.rel} ahead, the walk wants {rel}")
-        return item
-
-    def close(self) -> None:
-        self._stop.set()
-        while self._thread.is_alive():
-            self._drain()
-            self._thread.join(0.05)
-        self._drain()
-
-    def _drain(self) -> None:
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if isinstance(item, _Listing):
-                os.close(item.fd)
-
-    def _put(self, item: _Listing | BaseException) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        if isinstance(item, _Listing):
-            os.close(item.fd)
-        return False
-
-    def _run(self, root_fd: int) -> None:
-        stack = [_Frame(root_fd, (), [], None)]  # the directories open here
-        try:
-            if not self._list(stack[0]):
-                return
-            while stack and not self._stop.is_set():
-                frame = stack[-1]
-                if frame.next == len(frame.names):
-                    stack.pop()
-                    frame.close()
-                    continue
-                assert frame.scanned is not None
-                name, (st, _done) = frame.names[frame.next], frame.scanned[frame.next]
-                frame.next += 1
-                if isinstance(st, os.stat_result) and stat.S_ISDIR(st.st_mode):
-                    rel = (*frame.rel, name)
-                    sub = _Frame(_open_subdir(frame.fd, name, st, self._what(rel)), rel, [], None)
-                    stack.append(sub)
-                    if not self._list(sub):
-                        return
-        except BaseException as e:  # for the walk, where it meets it
-            self._put(e)
-        finally:
-            for frame in stack:
-                frame.close()
-
-    def _list(self, frame: _Frame) -> bool:
-        """``frame``'s directory listed and scanned, and queued for the walk (False: the
-        walk stopped)."""
-        fd, rel_dir = frame.fd, frame.rel
-        names = sorted(os.listdir(fd))
-        scanned = self._core.scan(fd, names, INLINE_MAX, self._left)
-        for i, (st, done) in enumerate(scanned):
-            if st is None:  # the core made no lstat: made here, as the walk would
-                try:
-                    st = lstat_at(names[i], fd)
-                except OSError as e:
-                    st = e
-                scanned[i] = (st or changed(self._what((*rel_dir, names[i]))), None)
-            elif type(done) is tuple and done[2] is not None:
-                self._left -= done[0]
-        frame.names, frame.scanned = names, scanned
-        return self._put(_Listing(os.dup(fd), rel_dir, names, scanned))
 
 
 class _HashingFile(io.RawIOBase):
