@@ -258,3 +258,28 @@ def test_what_a_step_may_leave_never_crashes_the_build(project: Path) -> None:
         assert "name-too-long" in message or "mksquashfs skips paths" in message, message
     leftovers = [n for n in os.listdir(cache) if n.startswith(".ocikit-")]
     assert leftovers == []
+
+
+def test_every_step_s_container_is_deleted(project: Path, tmp_path: Path) -> None:
+    """Three steps: each stopped container is deleted (its cgroups, its state) while the
+    build goes on, and all of them before the build ends, the step's directory with them."""
+    (tmp_path / "ocikit.yaml").write_text(
+        "images:\n  three:\n    from: oci:base:base\n"
+        "    run: [echo one > /root/1, echo two > /root/2, echo three > /root/3]\n"
+    )
+    os.symlink(project / "base", tmp_path / "base")
+    cache = tmp_path / "cache"
+    build = subprocess.Popen(
+        [*OCIKIT, "build", "-q", "--cache-dir", str(cache)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    _out, err = build.communicate(timeout=120)
+    assert build.returncode == 0, err.decode()
+    prefix = f"ocikit-{build.pid}-"
+    top = Path("/sys/fs/cgroup")  # the container's cgroups: there (v2) or a level down (v1)
+    tops = [d for d in top.iterdir() if d.is_dir()]
+    left = [str(d) for d in [*tops, *(d for t in tops for d in t.iterdir())] if prefix in d.name]
+    assert left == [], left
+    assert not [p.name for p in cache.iterdir() if p.name.startswith(".ocikit-tmp-")]

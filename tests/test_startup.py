@@ -254,3 +254,31 @@ def test_a_re_push_loads_no_compressor_nor_tar_reader(
     loaded = _loaded(names, TOOLS, others, COMPRESSORS[:2], readers, ("ocikit.build", "pydantic"))
     assert loaded == [], f"a re-push imports {loaded}"
 
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="run steps need root")
+def test_a_tar_build_with_a_run_step_loads_no_squashfs(tmp_path: Path) -> None:
+    """A run step of a tar build (a tar base) loads none of the squashfs layers' modules:
+    they load when a squashfs layer is made or read."""
+    from test_run import busybox_base
+
+    busybox_base(tmp_path)
+    recipe = tmp_path / "ocikit.yaml"
+    recipe.write_text(
+        'images:\n  step:\n    from: oci:base:base\n    run: "echo x > /f"\n    cache: false\n'
+    )
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    names = _modules(
+        tmp_path,
+        "build",
+        "-q",
+        "-f",
+        str(recipe),
+        "--cache-dir",
+        str(cache),
+        "--output",
+        f"oci:{out}",
+    )
+    assert "ocikit.build.steps" in names
+    squashfs = ("ocikit.layer.squashfs", "ocikit.layer.squashfs_format")
+    loaded = _loaded(names, squashfs, ("ocikit.build.squashfs_layers",))
+    assert loaded == [], f"a tar build's run step imports {loaded}"

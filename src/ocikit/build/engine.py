@@ -39,7 +39,6 @@ from ..ops.progress import NullProgress, ProgressReporter
 from ..transports import Image, RegistryOptions, as_reference, open_destination, open_image
 from ..transports.fsutil import private_tmp_dir
 from ..transports.reference import Reference
-from . import squashfs_layers
 from .cache import recipe_label
 from .config import host_arch, image_config
 from .imports import INLINE_BUDGET, ImportContent, read_import
@@ -477,6 +476,8 @@ class _Builder:
         """Build the image into the cache as ``cache_tag`` (``damaged``: the entry there
         failed verification; blobs found present are re-hashed, a damaged one replaced)."""
         if layer_type == "squashfs" and base_tag is not None and base_tag.startswith("base-"):
+            from . import squashfs_layers  # here: a tar build loads no squashfs tool
+
             self._phase("base as squashfs")
             base_tag = squashfs_layers.base_as_squashfs(self.store, base_tag, self._epoch())
         placed_imports = [c for c in imports if c.spec.dest is not None]
@@ -532,6 +533,8 @@ class _Builder:
                     entries = place(placed_imports, lower.tree.copy())
                     self._phase("writing layer")
                     if layer_type == "squashfs":
+                        from . import squashfs_layers
+
                         new_layer = squashfs_layers.from_entries(
                             self.store, entry, entries, self._epoch()
                         )

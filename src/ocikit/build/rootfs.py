@@ -31,7 +31,6 @@ from typing import BinaryIO
 
 from .. import tools
 from ..errors import InputError, UsageError
-from ..layer import squashfs
 from ..layer.dirfd import DIR_FLAGS, lstat_at
 from ..layer.overlay import normalize_tree, overlay_entries
 from ..layer.streams import CHUNK
@@ -92,6 +91,8 @@ def _extract(image: Image, i: int, cache: Cache, name: str, epoch: int) -> int:
     with PrivateDir(cache.layers_path, f"{HIDDEN_TMP_PREFIX}extract-", what) as staging_dir:
         staging = Path(staging_dir.path)
         if layer.compression is Compression.SQUASHFS:
+            from ..layer import squashfs  # here: a tar base's step loads no squashfs tool
+
             blob = staging / "blob"
             with image.open_blob(layer.descriptor) as src, open(blob, "wb") as out:
                 shutil.copyfileobj(src, out, CHUNK)

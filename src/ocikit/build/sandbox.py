@@ -21,6 +21,7 @@ set the process's user, whoever it is; ``user_table_problem`` says when that rea
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import json
 import os
@@ -177,12 +178,16 @@ def run_step(
     runtime: str = "runc",
     on_line: Callable[[str], None] | None = None,
     bundle: Path | None = None,
+    later: contextlib.ExitStack | None = None,
 ) -> StepResult:
     """Run ``args`` in a container on ``rootfs``; its exit code and the last lines it wrote.
 
     ``bundle``: a new directory for the runtime's bundle and state, inside a private
     directory (``RUN_PREFIX``) of the caller, so that ``reclaim_runs`` finds the container
-    if this process is killed; else a private directory of ``$TMPDIR``."""
+    if this process is killed; else a private directory of ``$TMPDIR``. ``later``: with a
+    ``bundle``, the stopped container is deleted (and the bundle removed) while the caller
+    goes on, and ``later`` waits for that when it closes (before the caller removes its
+    private directory); on an error or an interruption it is deleted before this returns."""
     binary = runtime_path(runtime)
     # runc resolves a relative root or bind source from the bundle, not from here: every
     # path in the config is absolute and resolved
@@ -197,6 +202,7 @@ def run_step(
     work = bundle.resolve()
     name = f"ocikit-{os.getpid()}-{next(_ids)}"
     state = ["--root", str(work / "state")]
+    deferred = False  # the container deleted while the caller goes on (``later``)
     try:
         (work / "runtime").write_text(runtime)  # for reclaim_runs, should this process die
         process = _Process(args, env, cwd, uid, gid, groups, mounts, network_host, hostname)
@@ -222,14 +228,37 @@ def run_step(
                 _delete(binary, state, name)  # and ends, before the Popen waits for it
                 raise
             helper = proc.wait()
-        return _result(work, runtime, helper, list(tail))
+        result = _result(work, runtime, helper, list(tail))
+        if later is not None and private is None and (work / "state").exists():
+            later.callback(_deleting(binary, state, name, work))  # the stopped container
+            deferred = True
+        return result
     finally:
-        if (work / "state").exists():  # the stopped container (a detached one stays), or
-            _delete(binary, state, name)  # one left behind by an interruption
-        if private is not None:
-            private.remove()
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        if not deferred:
+            if (work / "state").exists():  # the stopped container (a detached one stays),
+                _delete(binary, state, name)  # or one left behind by an interruption
+            if private is not None:
+                private.remove()
+            else:
+                shutil.rmtree(work, ignore_errors=True)
+
+
+def _deleting(binary: str, state: list[str], name: str, work: Path) -> Callable[[], None]:
+    """The stopped container's deletion started; what waits for it, then removes ``work``."""
+    proc = subprocess.Popen(
+        [binary, *state, "delete", "--force", name],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=environment(),
+        umask=UMASK,
+    )
+
+    def wait() -> None:
+        proc.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+    return wait
 
 
 def _delete(binary: str, state: list[str], name: str) -> None:

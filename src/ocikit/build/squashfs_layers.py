@@ -9,15 +9,13 @@ from pathlib import Path
 
 from ..layer import squashfs
 from ..layer.streams import HashingReader, copy_stream
-from ..model import Compression, Descriptor, Digest, Manifest, mutate
+from ..model import Compression, Descriptor, Manifest, mutate
 from ..model import mediatypes as mt
 from ..ops.unpack import extract_layer
 from ..tempfiles import HIDDEN_TMP_PREFIX, PrivateDir
 from ..transports import Image
 from .placement import Placed, materialize
-from .store import BuildCache, EntryWriter
-
-NewLayer = tuple[Descriptor, Digest]  # a layer written: its descriptor and its diff_id
+from .store import BuildCache, EntryWriter, NewLayer
 
 
 def work_dir(store: BuildCache) -> PrivateDir:

@@ -5,24 +5,23 @@ and read-only bind as it was hashed for the key, never the live path."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..layer import squashfs
 from ..layer.overlay import overlay_entries
 from ..model.jsondoc import quote
 from ..ops.check import LowerLayers
 from ..ops.gc import RUN_PREFIX
-from . import rootfs, sandbox, squashfs_layers
+from . import rootfs, sandbox
 from .config import runtime_config
 from .imports import ImportContent, changed
 from .placement import EntryHook, Placed, materialize, stage_for_steps
 from .recipe import Bind, BuildError, ImageSpec
-from .squashfs_layers import NewLayer
-from .store import BuildCache, EntryWriter
+from .store import BuildCache, EntryWriter, NewLayer
 from .users import check_user_tables, user_ids
 
 DEFAULT_SHELL = ["/bin/sh", "-e", "-c"]  # a failing command fails the step, as in stacker
@@ -79,6 +78,7 @@ class StepRun:
         private = self.store.private_dir(RUN_PREFIX, f"build cache {self.store.path}")
         work = Path(private.path)
         lowers: list[int] = []
+        later = contextlib.ExitStack()  # the stopped containers' deletions, while this goes on
         try:
             base = self.store.open(base_tag) if base_tag else None
             try:
@@ -97,16 +97,19 @@ class StepRun:
                 check_user_tables(merged, f"images.{self.name}.run")
                 uid, gid, groups = user_ids(merged, container.get("User") or "", self.name)
                 self.phase(run_text(self.spec))
-                self._steps(merged, container, uid, gid, groups, mounts, work)
+                self._steps(merged, container, uid, gid, groups, mounts, work, later)
             lower, write_tar, on_entry = self.writing()
             self.phase("writing layer")
             self._drop_mount_points(upper, lower)
             base_top = set((lower.tree.root.children or {}).keys())
             return self._upper_layer(entry, upper, base_top, write_tar, on_entry)
         finally:
-            for fd in lowers:
-                os.close(fd)
-            private.remove()
+            try:
+                later.close()  # before the directory their bundles are in is removed
+            finally:
+                for fd in lowers:
+                    os.close(fd)
+                private.remove()
 
     def _mounts(
         self,
@@ -143,6 +146,7 @@ class StepRun:
         groups: Sequence[int],
         mounts: Sequence[sandbox.Mount],
         work: Path,
+        later: contextlib.ExitStack,
     ) -> None:
         name, spec = self.name, self.spec
         commands = [spec.run] if isinstance(spec.run, str) else list(spec.run or [])
@@ -191,6 +195,7 @@ class StepRun:
                     runtime=self.runtime,
                     on_line=line,
                     bundle=work / f"step-{i}",
+                    later=later,
                 )
                 if result.runtime_error is not None:
                     log.write(f"--- {self.runtime}: {result.runtime_error}\n")
@@ -227,6 +232,9 @@ class StepRun:
         if next(iter(overlay_entries(upper, drop)), None) is None:
             return None
         if self.layer_type == "squashfs":
+            from ..layer import squashfs  # here: a tar layer's step loads no squashfs tool
+            from . import squashfs_layers
+
             out = upper.parent / "layer.sqfs"  # the upper directory made a layer's tree first
             squashfs.make(upper, out, mkfs_time=epoch, drop=rootfs.dropped_names(base_top))
             return squashfs_layers.store_file(entry, out)

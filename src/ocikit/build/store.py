@@ -32,6 +32,8 @@ from ..transports.oci_layout import OciLayoutDestination, OciLayoutSource
 from ..transports.reference import Reference
 from .cache import Cache, StepLog
 
+NewLayer = tuple[Descriptor, Digest]  # a layer written: its descriptor and its diff_id
+
 __all__ = ["BuildCache", "EntryWriter"]
 
 
