@@ -10,6 +10,7 @@ Python path's own words. (The build suites run on both paths too: ``file_backend
 
 from __future__ import annotations
 
+import gc
 import gzip
 import hashlib
 import io
@@ -610,3 +611,30 @@ def test_a_tree_deeper_than_python_recurses_is_walked(tmp_path: Path) -> None:
             os.close(fds[level])
             os.rmdir("d", dir_fd=fds[level - 1])
         os.close(fds[0])
+
+
+def test_the_cycle_collector_is_held_off_only_while_files_are_walked(tmp_path: Path) -> None:
+    """Off while an import is read (its objects are freed by reference counting), on again
+    after, an error included; left off where the caller had it off."""
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "f").write_bytes(b"f")
+    seen = []
+    real_file_mode = imports_mod._file_mode
+
+    def file_mode(*args: Any) -> int:
+        seen.append(gc.isenabled())
+        return real_file_mode(*args)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(imports_mod, "_file_mode", file_mode)
+        read_import(Import(src="tree", dest="/t"), "imports[0]", tmp_path, 0).close()
+        assert seen == [False] and gc.isenabled()
+        with pytest.raises(UsageError):
+            read_import(Import(src="missing", dest="/t"), "imports[0]", tmp_path, 0)
+        assert gc.isenabled()
+        gc.disable()
+        try:
+            read_import(Import(src="tree", dest="/t"), "imports[0]", tmp_path, 0).close()
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
