@@ -341,6 +341,9 @@ def _removed(path: Path) -> None:
     path.unlink()
 
 
+CHANGES = ["symlink", "fifo", "other", "removed"]
+
+
 def _swaps(tmp_path: Path) -> Iterator[tuple[str, Swap, str]]:
     secret = tmp_path / "host-secret"
     secret.write_bytes(b"SECRET" * 100)
@@ -350,7 +353,7 @@ def _swaps(tmp_path: Path) -> Iterator[tuple[str, Swap, str]]:
     yield "removed", _removed, "removed while it was read"
 
 
-@pytest.mark.parametrize("case", ["symlink", "fifo", "other", "removed"])
+@pytest.mark.parametrize("case", CHANGES)
 def test_scan_refuses_a_file_changed_after_its_lstat(tmp_path: Path, case: str) -> None:
     """Hand-built: the file listed is replaced before the scan opens it. Nothing is read
     (a fifo would block the open, a symlink's target is the host's): it is handed back."""
@@ -370,7 +373,7 @@ def test_scan_refuses_a_file_changed_after_its_lstat(tmp_path: Path, case: str) 
     assert st_g is listed[1] and done_g[2] == b"untouched\n"
 
 
-@pytest.mark.parametrize("case", ["symlink", "fifo", "other", "removed"])
+@pytest.mark.parametrize("case", CHANGES)
 def test_a_file_changed_during_the_walk_fails_in_the_same_words(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
 ) -> None:
@@ -638,3 +641,30 @@ def test_the_cycle_collector_is_held_off_only_while_files_are_walked(tmp_path: P
             assert not gc.isenabled()
         finally:
             gc.enable()
+
+
+@pytest.mark.parametrize("case", ["same", "edited", "grew", "shrank", *CHANGES])
+def test_read_again_gives_only_the_bytes_that_were_hashed(tmp_path: Path, case: str) -> None:
+    """A file read again when the layer is written: its bytes if it is still the file, the
+    size and the hash the key saw; else None, unread where it is not that file (a symlink's
+    target, a fifo): the Python path then says what changed."""
+    data = b"hashed content\n" * 100
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    st = os.lstat(path)
+    sha256 = hashlib.sha256(data).hexdigest()
+    swaps = {name: swap for name, swap, _words in _swaps(tmp_path)}
+    if case == "edited":
+        path.write_bytes(data.upper())  # the same size, the same inode
+    elif case == "grew":
+        path.write_bytes(data + b"x")
+    elif case == "shrank":
+        path.write_bytes(data[:-1])
+    elif case != "same":
+        swaps[case](path)
+    fd = _dir_fd(tmp_path)
+    try:
+        again = _native.read_again(fd, "f", st.st_dev, st.st_ino, len(data), sha256)
+    finally:
+        os.close(fd)
+    assert again == (data if case == "same" else None)

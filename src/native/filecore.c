@@ -14,6 +14,12 @@
  *     with its own errors. So both paths fail the same way, and C never reads what the
  *     Python path would not (a fifo, a device, a symlink's target).
  *
+ * read_again(dir_fd, name, dev, ino, size, sha256)
+ *     A file that was not kept in memory, read again whole when the layer is written, from
+ *     the directory it was listed in: its bytes only if it is still the file (device and
+ *     inode) that was hashed, exactly size bytes, with that hash; else None, and the Python
+ *     path reads it and says what changed.
+ *
  * tar_header(name, kind, size, mode, uid, gid, mtime, linkname, devmajor, devminor)
  *     The header block(s) layer/tarwriter.py's tar_header writes for an entry without
  *     xattrs, byte for byte (ustar; a PAX header before it for a long or non-ASCII name or
@@ -217,13 +223,17 @@ static PyObject *make_stat(const struct result *r) {
     return res;
 }
 
-static PyObject *hex_of(const unsigned char *md) {
+static void hex_chars(const unsigned char *md, char *hex) {
     static const char digits[] = "0123456789abcdef";
-    char hex[64];
     for (int i = 0; i < 32; i++) {
         hex[2 * i] = digits[md[i] >> 4];
         hex[2 * i + 1] = digits[md[i] & 15];
     }
+}
+
+static PyObject *hex_of(const unsigned char *md) {
+    char hex[64];
+    hex_chars(md, hex);
     return PyUnicode_FromStringAndSize(hex, 64);
 }
 
@@ -336,7 +346,8 @@ static PyObject *scan(PyObject *self, PyObject *args) {
         }
         PyList_SET_ITEM(encoded, i, raw);
     }
-    results = calloc((size_t)(count ? count : 1), sizeof *results);
+    size_t slots = count > 0 ? (size_t)count : 1;
+    results = calloc(slots, sizeof *results);
     ctx = EVP_MD_CTX_new();
     if (results == NULL || ctx == NULL) {
         free(results);
@@ -379,6 +390,63 @@ fail_names:
     Py_DECREF(encoded);
     Py_XDECREF(given);
     return NULL;
+}
+
+/* -------------------------------------------------------- read again, checked */
+
+PyDoc_STRVAR(read_again_doc,
+             "read_again(dir_fd, name, dev, ino, size, sha256) -> bytes | None\n\n"
+             "The regular file name of dir_fd, still the file (dev, ino) that was hashed, read\n"
+             "whole (the GIL released): its bytes when they are exactly size bytes hashing to\n"
+             "sha256 (hex); else None, nothing raised (the caller reads it again its own way,\n"
+             "and says what changed). The caller bounds size.");
+
+static PyObject *read_again(PyObject *self, PyObject *args) {
+    (void)self;
+    int dir_fd;
+    PyObject *name_obj;
+    unsigned long long dev, ino;
+    long long size;
+    const char *want_hex;
+    Py_ssize_t want_len;
+    if (!PyArg_ParseTuple(args, "iO&KKLs#:read_again", &dir_fd, PyUnicode_FSConverter, &name_obj,
+                          &dev, &ino, &size, &want_hex, &want_len))
+        return NULL;
+    if (size < 0 || size > (1LL << 30) || want_len != 64) {
+        Py_DECREF(name_obj);
+        PyErr_SetString(PyExc_ValueError, "read_again: size or sha256 out of range");
+        return NULL;
+    }
+    char *buf = malloc((size_t)size + 1);
+    if (buf == NULL) {
+        Py_DECREF(name_obj);
+        return PyErr_NoMemory();
+    }
+    const char *name = PyBytes_AS_STRING(name_obj);
+    int ok = 0;
+    unsigned char md[32];
+    char hex[64];
+    Py_BEGIN_ALLOW_THREADS
+    int fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd >= 0) {
+        struct stat st;
+        if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (unsigned long long)st.st_dev == dev &&
+            (unsigned long long)st.st_ino == ino) {
+            ssize_t n = read_full(fd, buf, (size_t)size + 1); /* one more: did it grow? */
+            unsigned int mdlen = 0;
+            if (n == (ssize_t)size && EVP_Digest(buf, (size_t)n, md, &mdlen, sha256_md, NULL) == 1 &&
+                mdlen == 32) {
+                hex_chars(md, hex);
+                ok = memcmp(hex, want_hex, 64) == 0;
+            }
+        }
+        close(fd);
+    }
+    Py_END_ALLOW_THREADS
+    Py_DECREF(name_obj);
+    PyObject *out = ok ? PyBytes_FromStringAndSize(buf, (Py_ssize_t)size) : Py_NewRef(Py_None);
+    free(buf);
+    return out;
 }
 
 /* ------------------------------------------------------------ tar headers */
@@ -664,6 +732,7 @@ end:
 
 static PyMethodDef methods[] = {
     {"scan", scan, METH_VARARGS, scan_doc},
+    {"read_again", read_again, METH_VARARGS, read_again_doc},
     {"tar_header", (PyCFunction)(void (*)(void))tar_header, METH_FASTCALL, tar_header_doc},
     {"put", (PyCFunction)(void (*)(void))put, METH_FASTCALL, put_doc},
     {NULL, NULL, 0, NULL},

@@ -101,14 +101,21 @@ class Anchor:
 
     def open_file(self, parts: tuple[str, ...], listed: os.stat_result, what: str) -> int:
         """An fd of the regular file ``parts`` below the anchor, still the file ``listed``."""
-        parent = parts[:-1]
+        dir_fd = self.directory(parts[:-1])
+        if dir_fd is None:
+            raise changed(what)
+        return open_regular(parts[-1], dir_fd, listed, what)
+
+    def directory(self, parent: tuple[str, ...]) -> int | None:
+        """An fd of the directory ``parent`` below the anchor (held until the next one is
+        asked for); None if it is not there (as a directory, through no symlink)."""
         if parent != self._parts:  # entries come in path order: mostly the same directory
             self._drop()
             fd = open_dir(self.fd, parent)
             if fd is None:
-                raise changed(what)
+                return None
             self._parts, self._dir_fd = parent, fd
-        return open_regular(parts[-1], self._dir_fd, listed, what)
+        return self._dir_fd
 
     def _drop(self) -> None:
         if self._dir_fd >= 0:
@@ -646,6 +653,27 @@ def _digest(content: ImportContent) -> str:
 
 
 _by_rel = operator.attrgetter("rel")
+
+
+AGAIN_MAX = CHUNK  # files up to this size are read again whole by the native core
+
+
+def read_again(entry: Entry) -> bytes | None:
+    """A context file's content read again whole by the native core, in one call: exactly
+    the bytes that were hashed (the same file, the same size, the same sha256), or None
+    (no native core, a larger file or a tarball's member, or anything changed): then
+    ``open_data`` reads it, and says what changed."""
+    source = entry.source
+    if _native is None or entry.size > AGAIN_MAX or not isinstance(source, ContextFile):
+        return None
+    dir_fd = source.anchor.directory(source.parts[:-1])
+    if dir_fd is None:
+        return None
+    listed = source.listed
+    again: bytes | None = _native.read_again(
+        dir_fd, source.parts[-1], listed.st_dev, listed.st_ino, entry.size, entry.sha256
+    )
+    return again
 
 
 def open_data(entry: Entry, what: str) -> BinaryIO:

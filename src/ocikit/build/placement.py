@@ -23,7 +23,7 @@ from ..layer.analyze import Kind, Node, Resolution, Tree
 from ..layer.paths import clean
 from ..layer.streams import CHUNK
 from ..layer.tarwriter import TarOutput
-from .imports import Entry, ImportContent, cycles_held, open_data
+from .imports import Entry, ImportContent, cycles_held, open_data, read_again
 from .recipe import BuildError
 
 NEW = 1 << 30  # the layer index of nodes this layer adds
@@ -256,8 +256,11 @@ def write_tar(entries: Sequence[Placed], out: BinaryIO, on_entry: EntryHook | No
             kind, linkname = tarfile.LNKTYPE, "/".join(p.link)
         else:
             kind, size = tarfile.REGTYPE, e.size
-        # a file kept from the hashing read goes in as it is: the bytes that were hashed
-        inline = e.inline if kind == tarfile.REGTYPE else None
+        # a file kept from the hashing read goes in as it is: the bytes that were hashed (a
+        # small one not kept: read again whole, checked, by the native core where it can)
+        inline = None
+        if kind == tarfile.REGTYPE:
+            inline = e.inline if e.inline is not None else read_again(e)
         tar.entry(name, kind, size, e.mode, e.uid, e.gid, e.mtime, linkname, inline)
         if on_entry is not None:
             on_entry(name, kind, linkname, e.uid, e.gid)
