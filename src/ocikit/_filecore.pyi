@@ -19,6 +19,9 @@ def scan(
     listed: list[os.stat_result | None] | None = None,
     /,
 ) -> list[Scanned]: ...
+def read_again(
+    dir_fd: int, name: str, dev: int, ino: int, size: int, sha256: str, /
+) -> bytes | None: ...
 def tar_header(
     name: str,
     kind: bytes,
