@@ -818,6 +818,8 @@ def build(
       ocikit build -f app.yaml --target app --substitute VERSION=1.2
       ocikit build --layer-type tar --layer-type squashfs --output oci:out
     """
+    import gc as collector
+
     from ..build import (
         BuildOptions,
         load_recipe,
@@ -828,6 +830,10 @@ def build(
     from ..build import build as build_op
     from ..model import Compression
 
+    # what the engine's import made (classes, functions, the recipe models' schemas) lives
+    # as long as this process: the cyclic collector need not walk it again, during the
+    # build nor when Python ends (~15-20 ms of a build; this process's only, not the API's)
+    collector.freeze()
     if print_schema:
         _print_json(recipe_schema())
         return
