@@ -74,6 +74,7 @@ FAST = (
     "test_recipe_errors.py",
     "test_registry_client.py",
     "test_remove_tree.py",
+    "test_tarcore.py",
     "test_tarstream.py",
     "test_tarwriter.py",
     "test_transport_types.py",

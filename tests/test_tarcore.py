@@ -261,7 +261,7 @@ def test_edge_headers_refused(core: Any, name: str) -> None:
     assert _python(EDGES[name]) is None
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(
     st.integers(0, 2**32),
     st.sampled_from(FINAL + RARE + [b"x", b"g", b"L", b"K"]),
