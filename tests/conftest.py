@@ -244,17 +244,16 @@ def docker25_archives(
 @pytest.fixture(params=tarbackend.BACKENDS)
 def tar_backend(request: pytest.FixtureRequest) -> Iterator[str]:
     """The tar header parser the test's in-process reads use: the C module (``native``) or
-    the pure-Python path (``python``; ``OCIKIT_NATIVE=0`` for the commands it starts too).
-    Skipped for ``native`` where the module was not built, except in CI (test_native.py
-    requires it wherever it can be built)."""
+    the pure-Python path (``python``), and ``OCIKIT_NATIVE`` set to match for the commands
+    it starts. Skipped for ``native`` where the module was not built, except in CI
+    (test_native.py requires it wherever it can be built)."""
     why = tarbackend.missing(request.param)
     if why:
         if in_ci():
             pytest.fail(why, pytrace=False)
         pytest.skip(why)
     with pytest.MonkeyPatch.context() as m:
-        if request.param == "python":
-            m.setenv("OCIKIT_NATIVE", "0")
+        m.setenv("OCIKIT_NATIVE", "1" if request.param == "native" else "0")
         with tarbackend.use(request.param):
             yield request.param
 
