@@ -65,6 +65,7 @@ FAST = (
     "test_cli_errors.py",
     "test_copy_options.py",
     "test_credentials.py",
+    "test_filecore.py",
     "test_image_names.py",
     "test_inprocess.py",
     "test_model.py",
