@@ -48,26 +48,55 @@ def test_a_volatile_overlay_unmounted_after(tmp_path: Path) -> None:
     assert (upper / "g").read_text() == "step\n"
 
 
+@pytest.mark.parametrize("way", ["mount(2)", "the mount command"])
 def test_without_volatile_where_the_kernel_refuses_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, way: str
 ) -> None:
-    real = subprocess.run
+    """Either way a mount is made (the command: options too long for the kernel's page),
+    a kernel before 5.10 refusing ``volatile`` gets the overlay without it."""
     tried: list[str] = []
+    if way == "mount(2)":
+        real_call = rootfs._mount_call
 
-    def run(argv: list[str], **kwargs: Any) -> Any:
-        if argv[0] == "mount":
-            tried.append(argv[argv.index("-o") + 1])
-            if "volatile" in tried[-1]:  # as a kernel before 5.10 answers
-                return subprocess.CompletedProcess(argv, 32, b"", b"bad option")
-        return real(argv, **kwargs)
+        def call(options: str, target: Path) -> str:
+            tried.append(options)
+            return "Invalid argument" if "volatile" in options else real_call(options, target)
 
-    monkeypatch.setattr(rootfs.subprocess, "run", run)
+        monkeypatch.setattr(rootfs, "_mount_call", call)
+    else:
+        monkeypatch.setattr(rootfs, "MOUNT_DATA_LIMIT", 10)
+        real_run = subprocess.run
+
+        def run(argv: list[str], **kwargs: Any) -> Any:
+            if argv[0] == "mount":
+                tried.append(argv[argv.index("-o") + 1])
+                if "volatile" in tried[-1]:  # as a kernel before 5.10 answers
+                    return subprocess.CompletedProcess(argv, 32, b"", b"bad option")
+            return real_run(argv, **kwargs)
+
+        monkeypatch.setattr(rootfs.subprocess, "run", run)
     lower, upper, work, merged = dirs(tmp_path)
     with rootfs.overlay([lower], upper, work, merged) as root:
         options = mount_options(root)
         assert options is not None and not volatile(options)
         assert (root / "f").read_text() == "base\n"
     assert [("volatile" in t) for t in tried] == [True, False]
+    assert mount_options(merged.resolve()) is None
+
+
+def test_options_too_long_for_the_kernel_s_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Paths through a descriptor would not fit (hundreds of layers): ``mount`` is run in
+    the directory of short names instead; the same overlay, volatile too."""
+    monkeypatch.setattr(rootfs, "MOUNT_DATA_LIMIT", 10)
+    lower, upper, work, merged = dirs(tmp_path)
+    (tmp_path / "lower2").mkdir()
+    with rootfs.overlay([lower, tmp_path / "lower2"], upper, work, merged) as root:
+        options = mount_options(root)
+        assert options is not None and volatile(options)
+        assert "lowerdir=l1:l0" in options
+        assert (root / "f").read_text() == "base\n"
     assert mount_options(merged.resolve()) is None
 
 

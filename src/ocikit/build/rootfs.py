@@ -52,6 +52,9 @@ MNT_DETACH, UMOUNT_NOFOLLOW = 2, 8  # umount2(2)'s flags
 #: directory is read through the page cache once the step ended, and thrown away; a crash
 #: meanwhile ends the build (its directory is reclaimed, never mounted again)
 VOLATILE = (",volatile", "")
+OVERLAY_OPTIONS = "index=off,metacopy=off,redirect_dir=off,xino=off"
+MOUNT_DATA_LIMIT = 4096  # mount(2) reads its options from one page, their NUL included
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 def layer_dirs(image: Image, cache: Cache, epoch: int) -> list[int]:
@@ -129,9 +132,9 @@ def overlay(lowers: Sequence[Path | int], upper: Path, work: Path, merged: Path)
     under ``upper``, for the block.
 
     The mount options name short symlinks (``l0``, ``upper``...) in a private directory,
-    the working directory of ``mount``, each to an absolute, resolved path: the options
-    never hold a cache path's ``,`` or ``:`` (overlayfs's separators), and stay far below
-    the kernel's page-sized limit whatever the number of layers."""
+    each to an absolute, resolved path (``_mount``): the options never hold a cache path's
+    ``,`` or ``:`` (overlayfs's separators), and stay below the kernel's page-sized limit
+    whatever the number of layers."""
     if os.geteuid() != 0:
         raise UsageError("run steps need root (an overlay mount, a container)")
     for d in (upper, work, merged):
@@ -153,23 +156,7 @@ def overlay(lowers: Sequence[Path | int], upper: Path, work: Path, merged: Path)
         os.symlink(upper.resolve(strict=True), links / "upper")
         os.symlink(work.resolve(strict=True), links / "work")
         target = merged.resolve(strict=True)
-        options = (
-            f"lowerdir={':'.join(reversed(names))},upperdir=upper,workdir=work,"
-            "index=off,metacopy=off,redirect_dir=off,xino=off"
-        )
-        for extra in VOLATILE:
-            proc = subprocess.run(
-                ["mount", "-t", "overlay", "overlay", "-o", options + extra, str(target)],
-                cwd=links,
-                capture_output=True,
-                check=False,
-                env=tools.environment(),
-            )
-            if proc.returncode == 0:
-                break
-        if proc.returncode != 0:
-            message = one_line(proc.stderr.decode(errors="replace")) or f"exit {proc.returncode}"
-            raise InputError(f"cannot mount the step's overlay: {message}")
+        _mount(links, names, target)
         try:
             yield target
         finally:
@@ -178,15 +165,62 @@ def overlay(lowers: Sequence[Path | int], upper: Path, work: Path, merged: Path)
         shutil.rmtree(links, ignore_errors=True)
 
 
+def _mount(links: Path, names: Sequence[str], target: Path) -> None:
+    """The overlay of the lowers ``names`` (bottom first) mounted on ``target``, ``volatile``
+    where the kernel knows it: by ``mount(2)`` itself, its paths reached through a
+    descriptor of ``links`` (``/proc/self/fd/N/l0``: no process, no working directory of
+    this one changed); by ``mount`` run in ``links`` (the bare names) where those paths
+    would not fit in the page the kernel reads the options from (hundreds of layers)."""
+
+    def options(at: str) -> str:
+        lowers = ":".join(at + n for n in reversed(names))
+        return f"lowerdir={lowers},upperdir={at}upper,workdir={at}work,{OVERLAY_OPTIONS}"
+
+    fd = os.open(links, os.O_PATH | os.O_DIRECTORY)
+    try:
+        error = ""
+        for extra in VOLATILE:
+            through_fd = options(f"/proc/self/fd/{fd}/") + extra
+            if len(through_fd) < MOUNT_DATA_LIMIT:
+                error = _mount_call(through_fd, target)
+            else:
+                error = _mount_command(options("") + extra, links, target)
+            if not error:
+                return
+    finally:
+        os.close(fd)
+    raise InputError(f"cannot mount the step's overlay: {error}")
+
+
+def _mount_call(options: str, target: Path) -> str:
+    """``mount(2)`` of an overlay on ``target``; its error ("": none)."""
+    if _LIBC.mount(b"overlay", os.fsencode(target), b"overlay", 0, options.encode()) == 0:
+        return ""
+    return os.strerror(ctypes.get_errno())
+
+
+def _mount_command(options: str, links: Path, target: Path) -> str:
+    """``mount`` of an overlay on ``target``, run in ``links``; its error ("": none)."""
+    proc = subprocess.run(
+        ["mount", "-t", "overlay", "overlay", "-o", options, str(target)],
+        cwd=links,
+        capture_output=True,
+        check=False,
+        env=tools.environment(),
+    )
+    if proc.returncode == 0:
+        return ""
+    return one_line(proc.stderr.decode(errors="replace")) or f"exit {proc.returncode}"
+
+
 def unmount(target: Path) -> None:
     """``umount2(2)`` of ``target`` itself (a symlink there is not followed), as ``umount``
     does without its start-up (a few ms per step); still busy, it is detached now and freed
     when unused (``umount -l``). Failures are ignored: nothing is mounted there any more,
     or ``ocikit gc`` detaches it."""
-    libc = ctypes.CDLL(None, use_errno=True)
     path = os.fsencode(target)
-    if libc.umount2(path, UMOUNT_NOFOLLOW) != 0:
-        libc.umount2(path, MNT_DETACH | UMOUNT_NOFOLLOW)
+    if _LIBC.umount2(path, UMOUNT_NOFOLLOW) != 0:
+        _LIBC.umount2(path, MNT_DETACH | UMOUNT_NOFOLLOW)
 
 
 def remove_mount_point(
