@@ -397,9 +397,16 @@ def _walk(
         """The directory's names, and the native core's work on them: each lstat'ed, its
         regular files read and hashed, in one call (what it did not do, or found not as
         listed, is left to the loop below, as if alone)."""
-        frame.names = sorted(os.listdir(frame.fd))
-        if _native is not None:
-            frame.scanned = _native.scan(frame.fd, frame.names, INLINE_MAX, budget[0])
+        frame.names = names = sorted(os.listdir(frame.fd))
+        if _native is None:
+            return
+        scanned: list[tuple[Any, Any]] = []
+        left = budget[0]
+        for start in range(0, len(names), SCAN_BATCH):  # the core's memory per call: bounded
+            part = _native.scan(frame.fd, names[start : start + SCAN_BATCH], INLINE_MAX, left)
+            left -= sum(d[0] for _, d in part if type(d) is tuple and d[2] is not None)
+            scanned += part
+        frame.scanned = scanned
 
     def entries() -> Iterator[Entry]:
         stack = [_Frame(anchor.fd, (), [], None, owned=False)]  # the directories open
@@ -656,6 +663,7 @@ _by_rel = operator.attrgetter("rel")
 
 
 AGAIN_MAX = CHUNK  # files up to this size are read again whole by the native core
+SCAN_BATCH = 4096  # names of a directory given to the native core at a time
 
 
 def read_again(entry: Entry) -> bytes | None:
