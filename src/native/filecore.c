@@ -2,8 +2,9 @@
  * ocikit._filecore: the per-file work of builds, in C (the pure-Python path in
  * build/imports.py and layer/tarwriter.py is the reference, and the fallback).
  *
- * scan(dir_fd, names, inline_max, budget)
- *     Each name of one directory, in one call, the GIL released: lstat (never followed);
+ * scan(dir_fd, names, inline_max, budget, listed=None)
+ *     Each name of one directory, in one call, the GIL released: lstat (never followed;
+ *     or the caller's, listed);
  *     a symlink's target read; a regular file opened (O_NOFOLLOW | O_NONBLOCK | O_NOCTTY |
  *     O_CLOEXEC), checked to be the regular file the lstat saw (device and inode), read and
  *     SHA-256 hashed (OpenSSL's EVP, the digest hashlib gives): whole into memory when the
