@@ -70,3 +70,25 @@ def test_it_starts_small() -> None:
     ).stdout.split()
     heavy = {"subprocess", "threading", "signal", "json", "re", "enum"} & set(loaded)
     assert not heavy, heavy
+
+
+def test_started_ahead_its_command_from_stdin(tmp_path: Path) -> None:
+    """Without arguments the helper reads them from stdin (NUL-separated, to its end), and
+    the runtime gets /dev/null as stdin, not that pipe; stdin ended empty, it ends at once
+    having run nothing."""
+    status, pid, log = tmp_path / "status", tmp_path / "pid", tmp_path / "log"
+    runtime = "sh -c 'read x; echo read:$?:$x' & echo $! > $1"
+    argv = [str(status), str(pid), str(log), "/bin/sh", "-c", runtime, "rt", str(pid)]
+    proc = subprocess.run(
+        [sys.executable, "-I", "-S", RUNWAIT],
+        input=b"\0".join(a.encode() for a in argv),
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    assert proc.stdout == b"read:1:\n"  # end of file at once: /dev/null
+    assert json.loads(status.read_bytes()) == {"exit": 0}
+    idle = subprocess.run(
+        [sys.executable, "-I", "-S", RUNWAIT], input=b"", capture_output=True, timeout=60
+    )
+    assert (idle.returncode, idle.stdout, idle.stderr) == (0, b"", b"")

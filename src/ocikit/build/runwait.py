@@ -1,5 +1,8 @@
 """Run one container to its end with ONE pipe as its stdout and stderr (a script, run by
 ``sandbox.run_step`` as ``python -I -S runwait.py STATUS PIDFILE LOG RUNTIME...``; stdlib only).
+Without arguments it reads them from stdin (NUL-separated, up to its end), then takes
+``/dev/null`` as stdin: started ahead of its step (``sandbox.Helper``), its start-up overlaps
+what the caller prepares meanwhile; stdin ended without them, it ends having done nothing.
 
 ``runc run`` in the foreground makes a pipe of its own for each of the process's stdout and
 stderr and copies them to its own with two goroutines: what a step writes to both arrives in
@@ -36,6 +39,7 @@ SIGINT, SIG_IGN = 2, 1  # Linux's numbers, on every architecture
 HOLD_LIMIT = 1 << 20  # bytes held while the runtime starts the process (then it waits)
 LOG_TAIL = 64 << 10  # bytes of the runtime's log read for its error
 READ = 64 << 10
+COMMAND_LIMIT = 1 << 20  # bytes of the arguments read from stdin
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -137,10 +141,26 @@ def _pass_on(read_fd: int, pid: int) -> dict[str, object]:
     return status
 
 
+def _command() -> list[str]:
+    """The arguments, from stdin (NUL-separated; empty: none); then stdin is /dev/null."""
+    data = b""
+    while chunk := os.read(0, COMMAND_LIMIT + 1 - len(data)):
+        data += chunk
+        if len(data) > COMMAND_LIMIT:
+            raise SystemExit("runwait: the command is too long")
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    return [os.fsdecode(a) for a in data.split(b"\0")] if data else []
+
+
 def main(argv: list[str]) -> int:
-    status_path, pid_file, log, *cmd = argv
     libc = ctypes.CDLL(None, use_errno=True)
     libc.signal(SIGINT, ctypes.c_void_p(SIG_IGN))  # kept ignored by the runtime it starts
+    argv = argv or _command()
+    if not argv:  # not needed after all
+        return 0
+    status_path, pid_file, log, *cmd = argv
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         error = os.strerror(ctypes.get_errno())
         _write_status(status_path, {"runtime": -1, "error": f"PR_SET_CHILD_SUBREAPER: {error}"})

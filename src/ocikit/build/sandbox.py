@@ -39,9 +39,9 @@ from ..layer.dirfd import DIR_FLAGS, kind, land
 from ..model.jsondoc import one_line
 from ..tempfiles import private_tmp_dir
 from ..tools import READ, UMASK, environment, lines
-from . import runwait
 
 IMPORTS_DIR = "/ocikit/imports"
+RUNWAIT = str(Path(__file__).with_name("runwait.py"))  # run, never imported here
 TAIL_LINES = 20
 TAIL_LINE = 200  # characters of a line kept for the error message
 STATUS_LIMIT = 64 << 10
@@ -163,6 +163,42 @@ def has_program(rootfs: Path, program: str, path: str, cwd: str) -> bool:
     return False
 
 
+class Helper:
+    """The step's helper (``runwait``), started ahead of its step: it waits for its command
+    on stdin, so its start-up (a Python's, ~10 ms) overlaps what the caller prepares
+    meanwhile. Given to ``run_step`` (used once), or closed unused: it then ends, having
+    started nothing."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", RUNWAIT],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=environment(),  # the runtime's: fixed, never the user's (tools.environment)
+            umask=UMASK,  # the mode of the mount points runc makes in the layer
+        )
+        self.used = False
+
+    def start(self, argv: Sequence[str]) -> subprocess.Popen[bytes]:
+        """The helper, told to run ``argv`` (its output: the step's)."""
+        assert not self.used and self.proc.stdin is not None
+        self.used = True
+        try:
+            self.proc.stdin.write(b"\0".join(os.fsencode(a) for a in argv))
+            self.proc.stdin.close()
+        except BrokenPipeError:  # it ended already: no status, said as such
+            pass
+        return self.proc
+
+    def close(self) -> None:
+        """Unused: told so (its stdin ends), and waited for."""
+        if not self.used:
+            self.used = True
+            with self.proc:  # its pipes closed, then waited for
+                pass
+
+
 def run_step(
     rootfs: Path,
     args: Sequence[str],
@@ -179,6 +215,7 @@ def run_step(
     on_line: Callable[[str], None] | None = None,
     bundle: Path | None = None,
     later: contextlib.ExitStack | None = None,
+    helper: Helper | None = None,
 ) -> StepResult:
     """Run ``args`` in a container on ``rootfs``; its exit code and the last lines it wrote.
 
@@ -187,7 +224,8 @@ def run_step(
     if this process is killed; else a private directory of ``$TMPDIR``. ``later``: with a
     ``bundle``, the stopped container is deleted (and the bundle removed) while the caller
     goes on, and ``later`` waits for that when it closes (before the caller removes its
-    private directory); on an error or an interruption it is deleted before this returns."""
+    private directory); on an error or an interruption it is deleted before this returns.
+    ``helper``: the step's helper, started ahead (else it is started here)."""
     binary = runtime_path(runtime)
     # runc resolves a relative root or bind source from the bundle, not from here: every
     # path in the config is absolute and resolved
@@ -209,14 +247,8 @@ def run_step(
         config = _config(rootfs, process)
         (work / "config.json").write_text(json.dumps(config, indent=1))
         tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-        with subprocess.Popen(
-            _waited(binary, state, work, name),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=environment(),  # the runtime's: fixed, never the user's (tools.environment)
-            umask=UMASK,  # the mode of the mount points runc makes in the layer
-        ) as proc:
+        helper = helper or Helper()
+        with helper.start(_waited(binary, state, work, name)) as proc:
             assert proc.stdout is not None
             fd = proc.stdout.fileno()
             try:
@@ -227,8 +259,8 @@ def run_step(
             except BaseException:  # interrupted: the container is killed, runwait reaps it
                 _delete(binary, state, name)  # and ends, before the Popen waits for it
                 raise
-            helper = proc.wait()
-        result = _result(work, runtime, helper, list(tail))
+            code = proc.wait()
+        result = _result(work, runtime, code, list(tail))
         if later is not None and private is None and (work / "state").exists():
             later.callback(_deleting(binary, state, name, work))  # the stopped container
             deferred = True
@@ -274,13 +306,9 @@ def _delete(binary: str, state: list[str], name: str) -> None:
 
 
 def _waited(binary: str, state: list[str], work: Path, name: str) -> list[str]:
-    """The command that runs the container detached under ``runwait`` (one pipe as its
-    stdout and stderr; its exit status in ``work/status``)."""
+    """What ``runwait`` is told to run: the container, detached (one pipe as its stdout
+    and stderr; its exit status in ``work/status``)."""
     return [
-        sys.executable,
-        "-I",
-        "-S",
-        str(Path(runwait.__file__)),
         str(work / "status"),
         str(work / "pid"),
         str(work / "runtime.log"),

@@ -80,6 +80,8 @@ class StepRun:
         lowers: list[int] = []
         later = contextlib.ExitStack()  # the stopped containers' deletions, while this goes on
         try:
+            helper = sandbox.Helper()  # the first step's, starting while the root is made
+            later.callback(helper.close)  # if no step used it
             base = self.store.open(base_tag) if base_tag else None
             try:
                 self.phase("unpacking the base")  # once per base layer, kept in the cache
@@ -97,7 +99,7 @@ class StepRun:
                 check_user_tables(merged, f"images.{self.name}.run")
                 uid, gid, groups = user_ids(merged, container.get("User") or "", self.name)
                 self.phase(run_text(self.spec))
-                self._steps(merged, container, uid, gid, groups, mounts, work, later)
+                self._steps(merged, container, uid, gid, groups, mounts, work, later, helper)
             lower, write_tar, on_entry = self.writing()
             self.phase("writing layer")
             self._drop_mount_points(upper, lower)
@@ -147,6 +149,7 @@ class StepRun:
         mounts: Sequence[sandbox.Mount],
         work: Path,
         later: contextlib.ExitStack,
+        helper: sandbox.Helper,
     ) -> None:
         name, spec = self.name, self.spec
         commands = [spec.run] if isinstance(spec.run, str) else list(spec.run or [])
@@ -196,6 +199,7 @@ class StepRun:
                     on_line=line,
                     bundle=work / f"step-{i}",
                     later=later,
+                    helper=helper if i == 0 else None,
                 )
                 if result.runtime_error is not None:
                     log.write(f"--- {self.runtime}: {result.runtime_error}\n")
