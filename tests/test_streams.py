@@ -172,3 +172,56 @@ def test_gzip_writer_is_isal_threaded_gzip_byte_for_byte(
             b.close()
             assert ours.getvalue() == isal.getvalue(), (sizes[:3], level, threads)
             assert zlib.decompress(ours.getvalue(), 31) == data[:pos]
+
+
+@pytest.mark.parametrize("block_deflate", [True, False], ids=["own-writer", "isal-writer"])
+def test_a_compressing_writer_hashes_its_input_in_order(
+    block_deflate: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``input_hasher`` is given every byte written, in order, by the time ``close`` returns,
+    whatever the compression and the writes' sizes (gzip's block writer hashes each block
+    on its output thread; the others as they are written); the compressed bytes are the
+    same as without it, and an abort stops a hashed writer as it stops the others."""
+    import hashlib
+    import zlib
+
+    import zstandard
+
+    from ocikit.layer import compress
+    from ocikit.layer.compress import BLOCK, abort_writer, compressing_writer
+    from ocikit.model import Compression
+
+    monkeypatch.setattr(compress, "_HAS_BLOCK_DEFLATE", block_deflate)
+    data = (os.urandom(1 << 15) + b"layer " * 100_000) * 2
+    data = data[: 2 * BLOCK + 4321]
+    writes = [[BLOCK - 1, 1, 700_000, 2 * BLOCK], [512] * 300, [100], []]
+    kinds = [(Compression.GZIP, 1), (Compression.GZIP, 9), (Compression.ZSTD, 3)]
+    kinds.append((Compression.NONE, None))  # type: ignore[arg-type]
+    for sizes in writes:
+        for compression, level in kinds:
+            plain, hashed = io.BytesIO(), io.BytesIO()
+            hasher = hashlib.sha256()
+            a = compressing_writer(plain, compression, level, 2)
+            b = compressing_writer(hashed, compression, level, 2, input_hasher=hasher)
+            pos = 0
+            for size in sizes:
+                chunk = bytearray(data[pos : pos + size])
+                pos += len(chunk)
+                a.write(chunk)
+                b.write(chunk)
+                chunk[:] = b"x" * len(chunk)  # the caller's buffer, reused at once
+            a.close()
+            b.close()
+            assert hasher.hexdigest() == hashlib.sha256(data[:pos]).hexdigest()
+            assert hashed.getvalue() == plain.getvalue(), (sizes[:3], compression, level)
+            if compression is Compression.GZIP:
+                assert zlib.decompress(hashed.getvalue(), 31) == data[:pos]
+            elif compression is Compression.ZSTD:
+                reader = zstandard.ZstdDecompressor().stream_reader(hashed.getvalue())
+                assert reader.read() == data[:pos]
+    for compression, level in kinds:
+        out = io.BytesIO()
+        w = compressing_writer(out, compression, level, 2, input_hasher=hashlib.sha256())
+        w.write(data)
+        abort_writer(w)
+        w.close()  # nothing more: the abort dropped it

@@ -30,6 +30,8 @@ from .streams import BlockSource, StreamBlocks, binary, readinto
 if TYPE_CHECKING:
     from typing_extensions import Buffer  # collections.abc.Buffer from Python 3.12
 
+    from ..model.digest import Hasher
+
 # isal's stubs type ``isal_zlib.error`` as a value, not as the exception class it is
 _ISAL_ERROR: type[Exception] = isal_zlib.error  # type: ignore[assignment]
 
@@ -103,6 +105,8 @@ def abort_writer(writer: BinaryIO) -> None:
     trailer, its threads stopped, and closing it later does nothing. (``close`` would wait
     for every queued block; an interrupt inside isal's threaded writer can leave a block
     whose completion is never signalled, and then it waits forever.)"""
+    if isinstance(writer, _HashedInput):
+        writer = writer.drop()
     if isinstance(writer, _BlockGzipWriter):
         writer.abort()
         return
@@ -208,9 +212,12 @@ class _BlockGzipWriter(io.RawIOBase):
     all, after the buffered writer's copy), and a stream of one block (a small layer) is
     deflated on the caller's thread, no thread started."""
 
-    def __init__(self, out: BinaryIO, level: int, threads: int) -> None:
+    def __init__(
+        self, out: BinaryIO, level: int, threads: int, hasher: Hasher | None = None
+    ) -> None:
         super().__init__()
         self._out = out
+        self._hasher = hasher  # given every block's bytes, in order, on the output thread
         self._level = level
         self._threads = max(1, threads)
         # isal's sizes: what a block may deflate to (more raises, as in isal)
@@ -316,6 +323,8 @@ class _BlockGzipWriter(io.RawIOBase):
                     self._crc = isal_zlib.crc32_combine(self._crc, crc, job.n)
                     self._size += job.n
                     self._out.write(compressed)
+                    if self._hasher is not None:  # the GIL released: beside the caller
+                        self._hasher.update(memoryview(job.block)[: job.n])
                 except BaseException as e:
                     self._error = e
             self._blocks.give(job.block)
@@ -341,6 +350,8 @@ class _BlockGzipWriter(io.RawIOBase):
                     compressed, crc = compressor.compress_and_crc(view, b"")
                     self._crc, self._size = crc, self._pos
                     self._out.write(compressed)
+                    if self._hasher is not None:
+                        self._hasher.update(view)
             else:
                 self._submit()
                 self._join()
@@ -366,17 +377,66 @@ class _BlockGzipWriter(io.RawIOBase):
         io.RawIOBase.close(self)
 
 
+class _HashedInput(io.RawIOBase):
+    """What is written goes to ``hasher`` (on the caller's thread), then to ``inner``."""
+
+    def __init__(self, inner: BinaryIO, hasher: Hasher) -> None:
+        super().__init__()
+        self.inner = inner
+        self._hasher = hasher
+        self._dropped = False
+
+    def drop(self) -> BinaryIO:
+        """Closed without a flush (closing it later does nothing): ``inner``, to stop."""
+        self._dropped = True
+        super().close()
+        return self.inner
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Buffer) -> int:
+        self._hasher.update(data)
+        return self.inner.write(data)
+
+    def flush(self) -> None:
+        if not (self._dropped or self.closed or self.inner.closed):
+            self.inner.flush()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            self.inner.close()
+        finally:
+            super().close()
+
+
 def compressing_writer(
-    out: BinaryIO, compression: Compression, level: int | None = None, threads: int | None = None
+    out: BinaryIO,
+    compression: Compression,
+    level: int | None = None,
+    threads: int | None = None,
+    *,
+    input_hasher: Hasher | None = None,
 ) -> BinaryIO:
-    """A writable stream compressing into ``out``; closing it flushes, ``out`` stays open."""
+    """A writable stream compressing into ``out``; closing it flushes, ``out`` stays open.
+    ``input_hasher`` is given every byte written, in order, by the time ``close`` returns
+    (gzip's block writer hashes each block on its output thread, beside the caller)."""
     level = check_level(compression, level)
     threads = threads or cpu_count()
+    if compression is Compression.GZIP and level <= ISAL_MAX_LEVEL and _HAS_BLOCK_DEFLATE:
+        return binary(_BlockGzipWriter(out, level, threads, input_hasher))
+    writer = _compressing_writer(out, compression, level, threads)
+    return writer if input_hasher is None else binary(_HashedInput(writer, input_hasher))
+
+
+def _compressing_writer(
+    out: BinaryIO, compression: Compression, level: int, threads: int
+) -> BinaryIO:
     if compression is Compression.NONE:
         return binary(_Passthrough(out))
     if compression is Compression.GZIP:
-        if level <= ISAL_MAX_LEVEL and _HAS_BLOCK_DEFLATE:
-            return binary(_BlockGzipWriter(out, level, threads))
         if level <= ISAL_MAX_LEVEL:  # an isal without its block deflate: its own writer
             writer: BinaryIO = igzip_threaded.open(
                 out, "wb", compresslevel=level, threads=threads, block_size=BLOCK

@@ -44,13 +44,15 @@ class LayerEncoder:
         hash_input: bool = True,
     ) -> None:
         self._writer = HashingWriter(out)
-        self._encoder = compressing_writer(binary(self._writer), target, level, threads)
+        # the diff_id: hashed by the compressor as it takes the bytes (gzip's: on its output
+        # thread, the GIL released, beside the caller)
         self._diff = hashlib.sha256() if hash_input else None
+        self._encoder = compressing_writer(
+            binary(self._writer), target, level, threads, input_hasher=self._diff
+        )
         self.uncompressed_size = 0
 
     def write(self, chunk: bytes | memoryview) -> None:
-        if self._diff is not None:
-            self._diff.update(chunk)
         self._encoder.write(chunk)
         self.uncompressed_size += len(chunk)
 
