@@ -128,6 +128,97 @@ def test_an_entry_is_used_when_its_seal_proves_it(tmp_path: Path) -> None:
         store.close()
 
 
+@pytest.mark.parametrize("touched", [False, True])
+def test_a_blob_copied_out_is_not_hashed_again_by_the_seal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, touched: bool
+) -> None:
+    """Copying an entry's blobs to an output reads each once, hashed: that read is the
+    cache's hashing of the file, and the seal does not read it again, unless the file
+    changed since (its identity; ``touched``) or the read came too soon after its ctime."""
+    import time
+
+    from ocikit.build import cache as cache_module
+    from ocikit.transports.oci_layout import OciLayoutDestination
+    from ocikit.transports.reference import Reference
+
+    hashed: list[tuple[str, bool]] = []  # (digest, copied)
+    hash_file = cache_module.Cache._hash_file
+
+    def spy(self: cache_module.Cache, fd: int, digest: Digest, *args: object) -> object:
+        hashed.append((str(digest), len(args) > 1))
+        return hash_file(self, fd, digest, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cache_module.Cache, "_hash_file", spy)
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    cache.mkdir()
+    store = BuildCache(cache)
+    try:
+        made = put_empty_image(store, "cache-a", "a")
+        time.sleep(2 * cache_module.MARGIN_NS / 1e9)  # the files' ctimes old enough
+        dest = OciLayoutDestination(Reference("oci", str(out), "a"))
+        try:
+            with store.open("cache-a") as image:
+                store.copy_blobs(image, dest)
+        finally:
+            dest.abort()
+        config = made.config.digest
+        assert hashed == [(str(config), True)]
+        if touched:
+            os.utime(cache / "blobs" / "sha256" / config.hex)
+            time.sleep(2 * cache_module.MARGIN_NS / 1e9)
+        hashed.clear()
+        store.seal()
+        manifest = str(made.digest)
+        assert hashed == [(manifest, False), *([(str(config), False)] if touched else [])]
+    finally:
+        store.close()
+    store = BuildCache(cache)
+    try:
+        assert store.lookup("cache-a") == made.descriptor and store.why == ""
+    finally:
+        store.close()
+
+
+def test_what_the_seal_would_hash_is_hashed_ahead_once_old_enough(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``hash_ahead`` (while an output is fsynced) hashes the blobs whose ctimes are old
+    enough and that were not hashed late enough after them; the seal then reads none.
+    (The margin is set here: first an hour, files too new; then none, every file old
+    enough.)"""
+    from ocikit.build import cache as cache_module
+
+    hashed: list[str] = []
+    hash_file = cache_module.Cache._hash_file
+
+    def spy(self: cache_module.Cache, fd: int, digest: Digest, *args: object) -> object:
+        hashed.append(str(digest))
+        return hash_file(self, fd, digest, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cache_module.Cache, "_hash_file", spy)
+    store = BuildCache(tmp_path)
+    try:
+        made = put_empty_image(store, "cache-a", "a")
+        blobs = [made.descriptor, made.config]
+        monkeypatch.setattr(cache_module, "MARGIN_NS", 3600 * 10**9)
+        store.layers.hash_ahead(blobs)  # too soon: nothing (were it hashed now, not trusted)
+        assert hashed == []
+        monkeypatch.setattr(cache_module, "MARGIN_NS", 0)
+        store.layers.hash_ahead(blobs)
+        store.layers.hash_ahead(blobs)  # once
+        assert sorted(hashed) == sorted(str(d.digest) for d in blobs)
+        hashed.clear()
+        store.seal()
+        assert hashed == []
+    finally:
+        store.close()
+    store = BuildCache(tmp_path)
+    try:
+        assert store.lookup("cache-a") == made.descriptor and store.why == ""
+    finally:
+        store.close()
+
+
 def test_a_tampered_seal_or_a_moved_tag_is_a_miss(tmp_path: Path) -> None:
     store = BuildCache(tmp_path)
     try:

@@ -50,7 +50,7 @@ import re
 import secrets
 import stat
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -432,16 +432,51 @@ class Cache:
                 ):
                     self._known[str(digest)] = known
                     return known
-            began = time.time_ns()
-            hasher = digest.new_hasher()
-            while chunk := os.read(fd, CHUNK):
-                hasher.update(chunk)
-            if hasher.hexdigest() != digest.hex or _identity(os.fstat(fd)) != identity:
+            known = self._hash_file(fd, digest, identity)
+            if known is None:
                 self.why = f"blob {digest} does not match its digest"
-                return None
-            known = _Known(identity, began)
-            self._known[str(digest)] = known
             return known
+        finally:
+            os.close(fd)
+
+    def _hash_file(
+        self,
+        fd: int,
+        digest: Digest,
+        identity: Identity,
+        sink: Callable[[memoryview], object] | None = None,
+    ) -> _Known | None:
+        """Hash the blob's file ``fd`` (of ``identity``) from its start, every byte also
+        to ``sink``: recorded (and given) if it hashes to ``digest`` and its identity did
+        not change meanwhile; None if it does not hash to it or its identity changed."""
+        began = time.time_ns()
+        hasher = digest.new_hasher()
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        size = 0
+        while n := os.preadv(fd, [buf], size):
+            hasher.update(view[:n])
+            if sink is not None:
+                sink(view[:n])
+            size += n
+        if hasher.hexdigest() != digest.hex or _identity(os.fstat(fd)) != identity:
+            return None
+        known = _Known(identity, began)
+        self._known[str(digest)] = known
+        return known
+
+    def copy_blob(self, digest: Digest, size: int, sink: Callable[[memoryview], object]) -> bool:
+        """The blob ``digest``'s file (a regular file of ``size`` bytes, never followed)
+        read once into ``sink``, hashed on the way: whether it was there and what went to
+        ``sink`` is ``size`` bytes that hash to ``digest`` (else ``sink`` got nothing or
+        what is to be thrown away). Such a read is this process's hashing of that file,
+        as ``seal`` would do it: it is not hashed again while its identity stays."""
+        fd = self.open_blob(digest, size)
+        if fd is None:
+            return False
+        try:
+            identity = _identity(os.fstat(fd))
+            return self._hash_file(fd, digest, identity, sink) is not None
         finally:
             os.close(fd)
 
@@ -462,6 +497,31 @@ class Cache:
             os.close(fd)
             return None
         return fd
+
+    def hash_ahead(self, blobs: Sequence[Descriptor]) -> None:
+        """Hash now what ``seal`` will hash of ``blobs``: those whose files' ctimes are old
+        enough to mean something and that this process has not hashed (at that identity,
+        late enough after that ctime: as ``seal`` asks), while the caller waits for
+        something else (an output's fsync). What does not hash to its digest is left to
+        ``seal``, which says so."""
+        now = time.time_ns()
+        for d in {d.digest: d for d in blobs}.values():
+            fd = self.open_blob(d.digest, d.size)
+            if fd is None:
+                continue
+            try:
+                st = os.fstat(fd)
+                identity, ctime = _identity(st), st.st_ctime_ns
+                known = self._known.get(str(d.digest))
+                trusted = (
+                    known is not None
+                    and known.identity == identity
+                    and known.hashed - ctime >= MARGIN_NS
+                )
+                if not trusted and now - ctime >= MARGIN_NS:
+                    self._hash_file(fd, d.digest, identity)
+            finally:
+                os.close(fd)
 
     def seal(self, entries: Sequence[tuple[str, Descriptor, Sequence[Descriptor]]]) -> None:
         """Seal image entries just made: (tag, manifest, blobs: config and layers) each.

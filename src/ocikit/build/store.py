@@ -18,12 +18,9 @@ trusts is decided here and in ``build.cache`` alone.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..layer.streams import CHUNK
 from ..model import Descriptor, Digest, ImageConfig, Manifest
 from ..tempfiles import PrivateDir
 from ..transports import Image
@@ -107,29 +104,19 @@ class BuildCache:
             if dest.layer_compression(layer.compression, None) is layer.compression
         ]
         done: set[Digest] = set()
-        buf = bytearray(CHUNK)
         for desc in blobs:
             if desc.digest in done or desc.digest.algorithm != "sha256":
                 continue
             done.add(desc.digest)
             if dest.reuse_blob(desc.digest, desc.size):
                 continue
-            fd = self.layers.open_blob(desc.digest, desc.size)
-            if fd is None:
-                continue
-            try:
-                with dest.new_blob() as writer:
-                    hasher = hashlib.sha256()
-                    size = 0
-                    view = memoryview(buf)
-                    while n := os.readv(fd, [buf]):
-                        hasher.update(view[:n])
-                        writer.file.write(view[:n])
-                        size += n
-                    if size == desc.size and hasher.hexdigest() == desc.digest.hex:
-                        writer.commit(desc.digest)
-            finally:
-                os.close(fd)
+            with dest.new_blob() as writer:
+                # that read is the cache's hashing of the file: the seal need not hash it again
+                if self.layers.copy_blob(desc.digest, desc.size, writer.file.write):
+                    writer.commit(desc.digest)
+        # while the blobs are fsynced: what the seal would hash (a copy that came too soon
+        # after a blob was made does not count for it)
+        self.layers.hash_ahead(blobs)
         dest.flush()  # in place: the copy finds them
 
     def private_dir(self, prefix: str, what: str) -> PrivateDir:
