@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -37,17 +38,24 @@ class DecompressionBomb(InputError):
     """A layer expands far beyond its compressed size."""
 
 
+class Stopped(BaseException):
+    """A scan told to stop (its ``stop`` set) stops with this: no error of the layer."""
+
+
 class _Budget:
     """Shown every uncompressed block in order: hashes (diff_id) and counts them; stops a
-    bomb (raising before the block is handed on)."""
+    bomb (raising before the block is handed on), and a scan told to ``stop``."""
 
-    def __init__(self, limit: int | None, what: str) -> None:
+    def __init__(self, limit: int | None, what: str, stop: threading.Event | None = None) -> None:
         self._limit = limit
         self._what = what
+        self._stop = stop
         self.hash = hashlib.sha256()
         self.size = 0
 
     def __call__(self, view: memoryview) -> None:
+        if self._stop is not None and self._stop.is_set():
+            raise Stopped
         self.size += len(view)
         if self._limit is not None and self.size > self._limit:
             raise DecompressionBomb(
@@ -81,12 +89,14 @@ def scan_layer(
     max_ratio: float | None = DEFAULT_MAX_RATIO,
     strict: bool = False,
     progress: Progress | None = None,
+    stop: threading.Event | None = None,
 ) -> ScanResult:
     """Walk the layer in ``raw`` (closed by the caller), calling ``on_entry`` per entry.
 
     Problems (rule ids of ocikit/help/check.md) are returned; with ``strict`` the first one is
     raised instead (VerificationError, InputError, DecompressionBomb), after the handler saw
-    every entry it could.
+    every entry it could. ``stop`` set (by another thread): ``Stopped`` is raised at the
+    next block, the threads stopped.
     """
     what = f"layer {descriptor.digest}"
     hashed = HashingReader(raw, what=what, progress=progress)
@@ -106,7 +116,7 @@ def scan_layer(
         limit = max(BOMB_FLOOR, int(max_ratio * descriptor.size))
     # a small blob is inflated on this thread: a worker costs more than it saves there
     threaded = descriptor.size > SMALL_BLOB
-    budget = _Budget(limit, what)
+    budget = _Budget(limit, what, stop)
     blocks = decompressing_blocks(buffered, actual, budget, threaded=threaded)
     stream = BlockTarStream(blocks, what=what)
     entries = 0
