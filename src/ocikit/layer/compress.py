@@ -718,11 +718,12 @@ def decompressing_blocks(
     on_block: Callable[[memoryview], object] | None = None,
     *,
     threaded: bool,
+    depth: int = INFLATE_DEPTH,
 ) -> BlockSource:
     """``raw``'s uncompressed bytes as a ``BlockSource``, each block shown to ``on_block``
     before it is handed over (errors it raises reach the consumer in the block's place);
     ``threaded``: decompressed, and shown, on worker threads (not worth it for a small blob,
-    nor for a stream that is not compressed)."""
+    nor for a stream that is not compressed), ``depth`` blocks in flight per thread."""
     if not threaded:
         if compression is Compression.GZIP:
             return StreamBlocks(_GzipReader(raw), on_block)
@@ -730,13 +731,13 @@ def decompressing_blocks(
             return StreamBlocks(_ZstdReader(raw), on_block)
         return StreamBlocks(raw, on_block)
     if compression is Compression.NONE:  # read (and hashed) on one thread, shown on another
-        return ThreadedBlocks(raw, on_block, name="ocikit-read", close_inner=False)
+        return ThreadedBlocks(raw, on_block, depth=depth, name="ocikit-read", close_inner=False)
     # ``raw`` is read (and hashed, when it is a HashingReader) on a thread of its own, ahead
     # of the decompressor: the thread that decompresses does nothing else
-    read = ThreadedBlocks(raw, size=READ_BLOCK, name="ocikit-read", close_inner=False)
+    read = ThreadedBlocks(raw, size=READ_BLOCK, depth=depth, name="ocikit-read", close_inner=False)
     reader = binary(BlocksReader(read))
     inner = _GzipReader(reader) if compression is Compression.GZIP else _ZstdReader(reader)
-    return ThreadedBlocks(inner, on_block, upstream=read)
+    return ThreadedBlocks(inner, on_block, depth=depth, upstream=read)
 
 
 def decompressing_reader(

@@ -25,7 +25,7 @@ from typing import Any, BinaryIO
 from ..errors import InputError, VerificationError
 from ..model import Compression, Descriptor, Digest
 from .bounds import BOMB_FLOOR, DEFAULT_MAX_RATIO
-from .compress import decompressing_blocks, detect
+from .compress import INFLATE_DEPTH, decompressing_blocks, detect
 from .streams import CHUNK, HashingReader, Progress
 from .tarstream import BlockTarStream, TarEntry, TarStream
 
@@ -90,13 +90,14 @@ def scan_layer(
     strict: bool = False,
     progress: Progress | None = None,
     stop: threading.Event | None = None,
+    depth: int = INFLATE_DEPTH,
 ) -> ScanResult:
     """Walk the layer in ``raw`` (closed by the caller), calling ``on_entry`` per entry.
 
     Problems (rule ids of ocikit/help/check.md) are returned; with ``strict`` the first one is
     raised instead (VerificationError, InputError, DecompressionBomb), after the handler saw
     every entry it could. ``stop`` set (by another thread): ``Stopped`` is raised at the
-    next block, the threads stopped.
+    next block, the threads stopped. ``depth``: blocks in flight per worker thread.
     """
     what = f"layer {descriptor.digest}"
     hashed = HashingReader(raw, what=what, progress=progress)
@@ -117,7 +118,7 @@ def scan_layer(
     # a small blob is inflated on this thread: a worker costs more than it saves there
     threaded = descriptor.size > SMALL_BLOB
     budget = _Budget(limit, what, stop)
-    blocks = decompressing_blocks(buffered, actual, budget, threaded=threaded)
+    blocks = decompressing_blocks(buffered, actual, budget, threaded=threaded, depth=depth)
     stream = BlockTarStream(blocks, what=what)
     entries = 0
     complete = False
