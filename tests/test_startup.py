@@ -280,5 +280,23 @@ def test_a_tar_build_with_a_run_step_loads_no_squashfs(tmp_path: Path) -> None:
     )
     assert "ocikit.build.steps" in names
     squashfs = ("ocikit.layer.squashfs", "ocikit.layer.squashfs_format")
-    loaded = _loaded(names, squashfs, ("ocikit.build.squashfs_layers",))
+    loaded = _loaded(names, squashfs, ("ocikit.build.squashfs_layers", "tarfile"))
     assert loaded == [], f"a tar build's run step imports {loaded}"
+
+
+def test_a_build_of_an_import_loads_no_tarfile_nor_squashfs(tmp_path: Path) -> None:
+    """A build importing a directory writes its tar with ocikit's own writer: Python's
+    tarfile (and the user and group databases it loads) is not loaded, nor squashfs."""
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "a").write_text("a\n")
+    recipe = tmp_path / "ocikit.yaml"
+    recipe.write_text(
+        "images:\n  t:\n    from: scratch\n    imports:\n      - {src: tree, dest: /tree}\n"
+    )
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    args = ["build", "-q", "-f", str(recipe), "--cache-dir", str(cache)]
+    names = _modules(tmp_path, *args, "--output", f"oci:{out}")
+    assert "ocikit.build.placement" in names
+    squashfs = ("ocikit.layer.squashfs", "ocikit.layer.squashfs_format")
+    loaded = _loaded(names, squashfs, ("ocikit.build.squashfs_layers", "tarfile", "pwd"))
+    assert loaded == [], f"a build of an import imports {loaded}"

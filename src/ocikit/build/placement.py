@@ -13,7 +13,6 @@ mtimes as the imports clamped them), so the same inputs give the same bytes.
 from __future__ import annotations
 
 import os
-import tarfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import BinaryIO
 from ..layer.analyze import Kind, Node, Resolution, Tree
 from ..layer.paths import clean
 from ..layer.streams import CHUNK
+from ..layer.tarstream import DIRTYPE, LNKTYPE, REGTYPE, SYMTYPE
 from ..layer.tarwriter import TarOutput
 from .imports import Entry, ImportContent, cycles_held, open_data, read_again
 from .recipe import BuildError
@@ -248,23 +248,23 @@ def write_tar(entries: Sequence[Placed], out: BinaryIO, on_entry: EntryHook | No
         size = 0
         linkname = ""
         if e.kind == "dir":
-            kind = tarfile.DIRTYPE
+            kind = DIRTYPE
         elif e.kind == "symlink":
-            kind, linkname = tarfile.SYMTYPE, e.target
+            kind, linkname = SYMTYPE, e.target
         elif e.kind == "hardlink":
             assert p.link is not None
-            kind, linkname = tarfile.LNKTYPE, "/".join(p.link)
+            kind, linkname = LNKTYPE, "/".join(p.link)
         else:
-            kind, size = tarfile.REGTYPE, e.size
+            kind, size = REGTYPE, e.size
         # a file kept from the hashing read goes in as it is: the bytes that were hashed (a
         # small one not kept: read again whole, checked, by the native core where it can)
         inline = None
-        if kind == tarfile.REGTYPE:
+        if kind == REGTYPE:
             inline = e.inline if e.inline is not None else read_again(e)
         tar.entry(name, kind, size, e.mode, e.uid, e.gid, e.mtime, linkname, inline)
         if on_entry is not None:
             on_entry(name, kind, linkname, e.uid, e.gid)
-        if kind == tarfile.REGTYPE and inline is None:
+        if kind == REGTYPE and inline is None:
             with open_data(e, f"{p.origin}: {name}") as data:
                 tar.data(data, size, f"{p.origin}: {name}")
     tar.finish()

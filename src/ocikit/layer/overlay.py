@@ -25,7 +25,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -33,7 +32,16 @@ from typing import Any, BinaryIO
 from ..errors import InputError
 from .dirfd import DIR_FLAGS, lstat_at, open_regular, remove_at, same_file
 from .paths import OPAQUE, WHITEOUT
-from .tarstream import TarEntry
+from .tarstream import (
+    BLKTYPE,
+    CHRTYPE,
+    DIRTYPE,
+    FIFOTYPE,
+    LNKTYPE,
+    REGTYPE,
+    SYMTYPE,
+    TarEntry,
+)
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
 OPAQUE_VALUE = b"y"
@@ -42,9 +50,9 @@ KEPT_XATTRS = ("security.capability",)  # of a regular file
 # a regular file's data, opened on demand; valid until the walk moves on
 OpenData = Callable[[], BinaryIO]
 _DEVICE_TYPES = {
-    stat.S_IFCHR: tarfile.CHRTYPE,
-    stat.S_IFBLK: tarfile.BLKTYPE,
-    stat.S_IFIFO: tarfile.FIFOTYPE,
+    stat.S_IFCHR: CHRTYPE,
+    stat.S_IFBLK: BLKTYPE,
+    stat.S_IFIFO: FIFOTYPE,
 }
 _LAYER_KINDS = frozenset({stat.S_IFDIR, stat.S_IFREG, stat.S_IFLNK, *_DEVICE_TYPES})
 
@@ -111,20 +119,20 @@ def overlay_entries(
             if stat.S_ISDIR(st.st_mode):
                 sub = _open_dir(name, dfd, st, f"{root}/{full}")
                 stack.append((sub, full, _names(sub)))
-                yield TarEntry(full + "/", tarfile.DIRTYPE, 0, mode=mode, **common), None, {}
+                yield TarEntry(full + "/", DIRTYPE, 0, mode=mode, **common), None, {}
                 mark = _xattr(sub, OPAQUE_XATTR)
                 if mark is not None and keeps_xattr(st.st_mode, OPAQUE_XATTR, mark):
-                    yield TarEntry(f"{full}/{OPAQUE}", tarfile.REGTYPE, 0, **common), None, {}
+                    yield TarEntry(f"{full}/{OPAQUE}", REGTYPE, 0, **common), None, {}
             elif stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
                 parent = f"{rel}/" if rel else ""
-                yield TarEntry(f"{parent}{WHITEOUT}{name}", tarfile.REGTYPE, 0, **common), None, {}
+                yield TarEntry(f"{parent}{WHITEOUT}{name}", REGTYPE, 0, **common), None, {}
             elif stat.S_ISLNK(st.st_mode):
                 target = os.readlink(name, dir_fd=dfd)
-                yield TarEntry(full, tarfile.SYMTYPE, 0, target, mode, **common), None, {}
+                yield TarEntry(full, SYMTYPE, 0, target, mode, **common), None, {}
             elif stat.S_ISREG(st.st_mode):
                 key = (st.st_dev, st.st_ino)
                 if st.st_nlink > 1 and key in inodes:
-                    link = TarEntry(full, tarfile.LNKTYPE, 0, inodes[key], mode, **common)
+                    link = TarEntry(full, LNKTYPE, 0, inodes[key], mode, **common)
                     yield link, None, {}
                     continue
                 inodes[key] = full
@@ -134,7 +142,7 @@ def overlay_entries(
                     if (v := xattr_of(dfd, dir_path, name, k)) is not None
                     and keeps_xattr(st.st_mode, k, v)
                 }
-                entry = TarEntry(full, tarfile.REGTYPE, st.st_size, mode=mode, **common)
+                entry = TarEntry(full, REGTYPE, st.st_size, mode=mode, **common)
                 yield entry, opener(dfd, name, st, full), xattrs
             else:
                 kind = _DEVICE_TYPES[stat.S_IFMT(st.st_mode)]

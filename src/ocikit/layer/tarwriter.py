@@ -3,12 +3,12 @@ hold a value (long or non-ASCII names, large numbers, xattrs), no user or group 
 
 from __future__ import annotations
 
-import tarfile
 from typing import BinaryIO
 
 from .. import native
 from ..errors import InputError
 from .streams import CHUNK
+from .tarstream import XHDTYPE
 
 _native = native.load("_filecore")  # the same bytes, made in C (None: the code below)
 
@@ -61,7 +61,7 @@ def tar_header(
     head = b""
     if pax:
         records = b"".join(_pax_record(k, v) for k, v in sorted(pax.items()))
-        head = _ustar(b"././@PaxHeader", tarfile.XHDTYPE, len(records), 0o644, 0, 0, 0, b"")
+        head = _ustar(b"././@PaxHeader", XHDTYPE, len(records), 0o644, 0, 0, 0, b"")
         head += records + bytes(-len(records) % BLOCK)
     return head + _ustar(
         raw_name,
