@@ -179,6 +179,30 @@ def test_a_blob_copied_out_is_not_hashed_again_by_the_seal(
         store.close()
 
 
+def test_a_large_blob_is_copied_whole_and_hashed_in_order(tmp_path: Path) -> None:
+    """A blob of several chunks (hashed on a thread beside the copy) reaches the sink whole,
+    in order, and proves itself; one whose bytes changed (the same size) does not."""
+    from ocikit.layer.streams import CHUNK
+
+    data = os.urandom(CHUNK // 2) * 7 + b"end"  # 3.5 chunks: both buffers go round
+    digest = Digest.of(data)
+    blob = tmp_path / "blobs" / "sha256" / digest.hex
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(data)
+    store = BuildCache(tmp_path)
+    try:
+        got = bytearray()
+        assert store.layers.copy_blob(digest, len(data), got.extend)
+        assert bytes(got) == data
+        with open(blob, "r+b") as f:  # a byte flipped in the middle of the third chunk
+            f.seek(2 * CHUNK + 5)
+            f.write(bytes([data[2 * CHUNK + 5] ^ 1]))
+        assert not store.layers.copy_blob(digest, len(data), lambda _chunk: None)
+        assert not store.layers.copy_blob(digest, len(data) + 1, got.extend)  # not its size
+    finally:
+        store.close()
+
+
 def test_what_the_seal_would_hash_is_hashed_ahead_once_old_enough(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

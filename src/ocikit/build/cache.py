@@ -44,16 +44,19 @@ import errno
 import fcntl
 import hashlib
 import hmac
+import itertools
 import json
 import os
+import queue
 import re
 import secrets
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ..errors import InputError, Option, UsageError, VerificationError
 from ..layer.dirfd import DIR_FLAGS, lstat_at, open_dir, remove_at, same_file
@@ -61,6 +64,9 @@ from ..layer.streams import CHUNK
 from ..model import Descriptor, Digest, Index, canonical_json
 from ..model.jsondoc import INDEX_JSON_LIMIT, load_json, quote
 from ..tempfiles import HIDDEN_TMP_PREFIX, reclaim, write_error
+
+if TYPE_CHECKING:
+    from ..model.digest import Hasher
 
 #: a file identity recorded sooner than this after the file's ctime is not trusted: ctimes
 #: come from a coarse clock (a jiffy, up to 10 ms), so a write in the same tick as the last
@@ -84,6 +90,54 @@ Identity = tuple[int, int, int, int, int]  # device, inode, size, ctime, mtime (
 
 def _identity(st: os.stat_result) -> Identity:
     return (st.st_dev, st.st_ino, st.st_size, st.st_ctime_ns, st.st_mtime_ns)
+
+
+def _read_hashed_beside(fd: int, hasher: Hasher, sink: Callable[[memoryview], object]) -> None:
+    """``fd`` read from its start into ``sink``, each chunk hashed on a thread of its own
+    (the GIL released) while the caller hands it to ``sink`` and reads the next: two
+    buffers go round, and a chunk is hashed only once the one before it was (in order)."""
+    todo: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
+    done: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
+
+    def hash_chunks() -> None:
+        while (chunk := todo.get()) is not None:
+            try:
+                hasher.update(chunk)
+            except BaseException as e:  # said where the caller waits
+                done.put(e)
+            else:
+                done.put(None)
+
+    def hashed() -> None:
+        if (error := done.get()) is not None:
+            raise error
+
+    worker = threading.Thread(target=hash_chunks, name="ocikit-hash", daemon=True)
+    worker.start()
+    buffers = (bytearray(CHUNK), bytearray(CHUNK))
+    pending = False
+    offset = 0
+    try:
+        # buffer i % 2 is free: chunk i - 2's hash ended before chunk i - 1's began
+        for i in itertools.count():
+            buf = buffers[i % 2]
+            n = os.preadv(fd, [buf], offset)
+            if not n:
+                break
+            view = memoryview(buf)[:n]
+            if pending:
+                pending = False
+                hashed()
+            todo.put(view)
+            pending = True
+            sink(view)
+            offset += n
+        if pending:
+            pending = False
+            hashed()
+    finally:
+        todo.put(None)
+        worker.join()
 
 
 def _canonical(obj: Any) -> bytes:
@@ -451,14 +505,17 @@ class Cache:
         not change meanwhile; None if it does not hash to it or its identity changed."""
         began = time.time_ns()
         hasher = digest.new_hasher()
-        buf = bytearray(CHUNK)
-        view = memoryview(buf)
-        size = 0
-        while n := os.preadv(fd, [buf], size):
-            hasher.update(view[:n])
-            if sink is not None:
-                sink(view[:n])
-            size += n
+        if sink is not None and identity[2] > 2 * CHUNK:
+            _read_hashed_beside(fd, hasher, sink)
+        else:
+            buf = bytearray(CHUNK)
+            view = memoryview(buf)
+            size = 0
+            while n := os.preadv(fd, [buf], size):
+                hasher.update(view[:n])
+                if sink is not None:
+                    sink(view[:n])
+                size += n
         if hasher.hexdigest() != digest.hex or _identity(os.fstat(fd)) != identity:
             return None
         known = _Known(identity, began)
