@@ -135,6 +135,28 @@ def test_a_check_records_what_it_verified(tmp_path: Path, cache: Path) -> None:
     assert verified.load() == {blob: TRUE_DIFF_ID}
 
 
+@pytest.mark.parametrize("operation", ["check", "validate"])
+def test_an_image_s_layers_are_recorded_at_once(
+    tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch, operation: str
+) -> None:
+    """Every layer an operation read whole goes to the record in one rewrite when it ends:
+    one a layer made a check of thousands of small layers quadratic (each rewrite reads and
+    writes the whole record)."""
+    layers = [tar_bytes([file(f"l{i}/f", str(i).encode())]) for i in range(5)]
+    write_layout(tmp_path / "oci", layers)
+    writes: list[int] = []
+    real = verified.remember
+    monkeypatch.setattr(
+        verified, "remember", lambda pairs: writes.append(len(pairs)) or real(pairs)
+    )
+    if operation == "check":
+        assert not ocikit.check(f"oci:{tmp_path / 'oci'}:t").errors
+    else:
+        assert ocikit.validate_image(f"oci:{tmp_path / 'oci'}:t") == []
+    assert writes == [5]
+    assert len(verified.load()) == 5
+
+
 def test_a_config_naming_another_diff_id_fails_whatever_the_record_says(
     tmp_path: Path, cache: Path, registry: Registry
 ) -> None:

@@ -17,7 +17,7 @@ from ..layer.bounds import DEFAULT_MAX_RATIO
 from ..layer.compress import INFLATE_DEPTH
 from ..layer.scan import ScanResult, Stopped, scan_layer
 from ..layer.tarstream import TarEntry, TarStream
-from ..model import Compression
+from ..model import Compression, Digest
 from ..model.jsondoc import counted
 from ..transports import Image, Reference, RegistryOptions, as_reference, open_image
 from .progress import NullProgress, ProgressReporter
@@ -93,10 +93,15 @@ def analyze_lower(image: Image, max_ratio: float | None = DEFAULT_MAX_RATIO) -> 
     findings: list[Finding] = []
     entries = 0
     layers = range(len(image.layers))
-    with _read_ahead(image, layers, max_ratio, strict=True) as ahead:
+    with (
+        recording_verified() as verified,
+        _read_ahead(image, layers, max_ratio, strict=True) as ahead,
+    ):
         for i, layer in enumerate(image.layers):
             analyzer = LayerAnalyzer(tree, i, layer.descriptor.digest)
-            findings += analyze_layer(image, i, analyzer, max_ratio, strict=True, ahead=ahead)
+            findings += analyze_layer(
+                image, i, analyzer, max_ratio, strict=True, ahead=ahead, verified=verified
+            )
             entries += analyzer.entries
     return LowerLayers(len(image.layers), tree, findings, entries)
 
@@ -142,12 +147,18 @@ def _check_image(
         report.entries += lower.entries
     progress.begin(sum(layer.descriptor.size for layer in image.layers), "checking")
     layers = range(start, len(image.layers))
-    with _collector_paused(), _read_ahead(image, layers, max_ratio, progress.advance) as ahead:
+    with (
+        recording_verified() as verified,
+        _collector_paused(),
+        _read_ahead(image, layers, max_ratio, progress.advance) as ahead,
+    ):
         for i in layers:
             desc = image.layers[i].descriptor
             progress.step(f"layer {i + 1}/{len(image.layers)} {desc.digest.hex[:12]}")
             analyzer = LayerAnalyzer(tree, i, desc.digest)
-            findings = analyze_layer(image, i, analyzer, max_ratio, progress.advance, ahead=ahead)
+            findings = analyze_layer(
+                image, i, analyzer, max_ratio, progress.advance, ahead=ahead, verified=verified
+            )
             report.entries += analyzer.entries
             report.findings.extend(findings)
     return report
@@ -215,13 +226,33 @@ def scan_image_layer(
         )
     finally:
         raw.close()
+    return result
+
+
+def verified_pair(image: Image, index: int, result: ScanResult) -> tuple[Digest, Digest] | None:
+    """(blob digest, diff_id) when layer ``index``'s scan read its compressed blob whole and
+    found its digest: the blob inflates to that diff_id (a push of it need not re-check)."""
+    desc = image.layers[index].descriptor
     whole = result.digest == desc.digest and result.size == desc.size
     compressed = result.compression in (Compression.GZIP, Compression.ZSTD)
     if whole and compressed and result.diff_id is not None:
-        from ..layer import verified  # the blob inflates to diff_id: a push need not re-check
+        return desc.digest, result.diff_id
+    return None
 
-        verified.remember([(desc.digest, result.diff_id)])
-    return result
+
+@contextlib.contextmanager
+def recording_verified() -> Iterator[list[tuple[Digest, Digest]]]:
+    """A list for the ``verified_pair`` of each layer an operation reads, added to the user's
+    record (``layer.verified``) once when it ends, however it ends: one rewrite of the record
+    for an image, not one a layer."""
+    pairs: list[tuple[Digest, Digest]] = []
+    try:
+        yield pairs
+    finally:
+        if pairs:
+            from ..layer import verified  # here: an operation that verified nothing loads none
+
+            verified.remember(pairs)
 
 
 def analyze_layer(
@@ -233,6 +264,7 @@ def analyze_layer(
     strict: bool = False,
     *,
     ahead: ReadAhead | None = None,
+    verified: list[tuple[Digest, Digest]] | None = None,
 ) -> list[Finding]:
     """Read layer ``index`` once, feeding its entries to ``analyzer``; all its findings.
     ``ahead``: the layer read there (its ``max_ratio``, ``strict`` and progress its own)."""
@@ -256,6 +288,12 @@ def analyze_layer(
         analyzer.findings.append(Finding("layer-unreadable", str(e), index, desc.digest))
     analyzer.finish()
     if result is not None:
+        pair = verified_pair(image, index, result)
+        if pair is not None and verified is not None:
+            verified.append(pair)
+        elif pair is not None:
+            with recording_verified() as pairs:
+                pairs.append(pair)
         analyzer.findings.extend(
             Finding(rule, message, index, desc.digest) for rule, message in result.problems
         )

@@ -43,7 +43,7 @@ from ..transports import (
     open_index,
     open_source,
 )
-from .check import scan_image_layer
+from .check import recording_verified, scan_image_layer, verified_pair
 
 IMAGE_CONFIGS = frozenset({mt.OCI_CONFIG, mt.DOCKER_CONFIG})
 
@@ -93,12 +93,23 @@ def validate_image(
     ``target``: an image already open (its source is read again, not closed), or a reference:
     an index it names is validated whole (every image it lists) unless ``platform`` picks one.
     Raises only when the reference cannot be opened at all (no such image, a usage error)."""
+    with recording_verified() as verified:  # the layers it read whole, recorded once
+        return _validate(target, platform, registry, max_ratio, verified)
+
+
+def _validate(
+    target: str | Reference | Image,
+    platform: str | Platform | None,
+    registry: RegistryOptions | None,
+    max_ratio: float | None,
+    verified: list[tuple[Digest, Digest]],
+) -> list[Problem]:
     if isinstance(target, Image):
-        return _Validator(max_ratio).image(target, "")
+        return _Validator(max_ratio, verified).image(target, "")
     ref = as_reference(target)
     if isinstance(platform, str):
         platform = Platform.parse(platform)
-    checker = _Validator(max_ratio)
+    checker = _Validator(max_ratio, verified)
     if platform is None:
         try:
             top = open_index(ref, registry)
@@ -140,9 +151,10 @@ def _known_digest(ref: Reference) -> Digest | None:
 
 
 class _Validator:
-    def __init__(self, max_ratio: float | None) -> None:
+    def __init__(self, max_ratio: float | None, verified: list[tuple[Digest, Digest]]) -> None:
         self.max_ratio = max_ratio
         self.problems: list[Problem] = []
+        self.verified = verified  # (blob, diff_id) of each layer read whole, to record
 
     def add(self, rule: str, where: str, message: str) -> None:
         self.problems.append(Problem(rule, where or "image", message))
@@ -351,6 +363,9 @@ class _Validator:
         except InputError as e:
             self.add("layer-unreadable", where, str(e))
             return
+        pair = verified_pair(image, i, result)
+        if pair is not None:
+            self.verified.append(pair)
         for rule, message in result.problems:
             self.add(rule, where, message)
 
