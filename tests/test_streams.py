@@ -225,3 +225,37 @@ def test_a_compressing_writer_hashes_its_input_in_order(
         w.write(data)
         abort_writer(w)
         w.close()  # nothing more: the abort dropped it
+
+
+@pytest.mark.parametrize("stops_at", [1, 2, 3])
+def test_a_gzip_writer_interrupted_while_its_threads_start_aborts_cleanly(
+    monkeypatch: pytest.MonkeyPatch, stops_at: int
+) -> None:
+    """Ctrl-C lands while the block writer starts its threads (the first full block): the
+    abort that follows joins only threads that started, ends them, and raises nothing (it
+    raised "cannot join thread before it is started": exit 3 instead of 130)."""
+    import threading
+
+    from ocikit.layer.compress import BLOCK, abort_writer, compressing_writer
+    from ocikit.model import Compression
+
+    real_start = threading.Thread.start
+    calls = 0
+
+    def start(self: threading.Thread) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == stops_at:
+            raise KeyboardInterrupt
+        real_start(self)
+
+    before = set(threading.enumerate())
+    writer = compressing_writer(io.BytesIO(), Compression.GZIP, 1, 2)
+    monkeypatch.setattr(threading.Thread, "start", start)
+    with pytest.raises(KeyboardInterrupt):
+        writer.write(bytes(BLOCK + 1))
+    monkeypatch.setattr(threading.Thread, "start", real_start)
+    abort_writer(writer)
+    for t in set(threading.enumerate()) - before:
+        t.join(5)
+        assert not t.is_alive(), t.name

@@ -334,7 +334,7 @@ class _BlockGzipWriter(io.RawIOBase):
             self._todo.put(None)
         self._order.put(None)
         for t in (*self._workers, self._writer):
-            if t is not None:
+            if t is not None and t.is_alive():  # not one an interrupt kept from starting
                 t.join()
 
     def close(self) -> None:
@@ -373,7 +373,8 @@ class _BlockGzipWriter(io.RawIOBase):
                 self._todo.put(None)
             self._order.put(None)
             for t in (*self._workers, self._writer):  # a block's deflate: milliseconds
-                t.join(0.5)
+                if t.is_alive():  # not one an interrupt kept from starting (Ctrl-C)
+                    t.join(0.5)
         io.RawIOBase.close(self)
 
 
