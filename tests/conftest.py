@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from support import filebackend, gotar, tarbackend
+from support import gotar
 from support.archives import (
     BASE_TAG,
     OTHER_DOCKERFILE,
@@ -38,6 +38,7 @@ from support.archives import (
     make_bad_archives,
     read_manifest_json,
 )
+from support.backends import FILE, TAR, Backends
 from support.docker25 import convert
 from support.dockerd import DockerEngine, EngineError, can_run
 from support.inprocess import ok
@@ -242,42 +243,36 @@ def docker25_archives(
 # ---------------------------------------------------------------------------- tar readers
 
 
-@pytest.fixture(params=tarbackend.BACKENDS)
-def tar_backend(request: pytest.FixtureRequest) -> Iterator[str]:
-    """The tar header parser the test's in-process reads use: the C module (``native``) or
-    the pure-Python path (``python``), and ``OCIKIT_NATIVE`` set to match for the commands
-    it starts. Skipped for ``native`` where the module was not built, except in CI
-    (test_native.py requires it wherever it can be built)."""
-    why = tarbackend.missing(request.param)
+def _backend(backends: Backends, name: str) -> Iterator[str]:
+    """The test runs on the ``name`` path of ``backends`` (in process, and ``OCIKIT_NATIVE``
+    set to match for the commands it starts). ``native`` is skipped where the module was
+    not built, except in CI (test_native.py requires it wherever it can be built)."""
+    why = backends.missing(name)
     if why:
         if in_ci():
             pytest.fail(why, pytrace=False)
         pytest.skip(why)
     with pytest.MonkeyPatch.context() as m:
-        m.setenv("OCIKIT_NATIVE", "1" if request.param == "native" else "0")
-        with tarbackend.use(request.param):
-            yield request.param
+        m.setenv("OCIKIT_NATIVE", "1" if name == "native" else "0")
+        with backends.use(name):
+            yield name
+
+
+@pytest.fixture(params=TAR.BACKENDS)
+def tar_backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The tar header parser of the test's reads: the C module (``native``) or the
+    pure-Python path (``python``)."""
+    yield from _backend(TAR, request.param)
 
 
 # ---------------------------------------------------------------------------- builds
 
 
-@pytest.fixture(params=filebackend.BACKENDS)
+@pytest.fixture(params=FILE.BACKENDS)
 def file_backend(request: pytest.FixtureRequest) -> Iterator[str]:
     """The per-file work of the test's builds: the C module (``native``: files read and
-    hashed a directory at a time, tar headers) or the pure-Python path (``python``;
-    ``OCIKIT_NATIVE=0`` for the commands it starts too). Skipped for ``native`` where the
-    module was not built, except in CI (test_native.py requires it wherever it can be)."""
-    why = filebackend.missing(request.param)
-    if why:
-        if in_ci():
-            pytest.fail(why, pytrace=False)
-        pytest.skip(why)
-    with pytest.MonkeyPatch.context() as m:
-        if request.param == "python":
-            m.setenv("OCIKIT_NATIVE", "0")
-        with filebackend.use(request.param):
-            yield request.param
+    hashed a directory at a time, tar headers) or the pure-Python path (``python``)."""
+    yield from _backend(FILE, request.param)
 
 
 # ---------------------------------------------------------------------------- bad input

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from support import filebackend
+from support.backends import FILE as filebackend
 from support.cli import assert_one_line_error, assert_recipe_errors, ocikit, ok
 from support.layouts import directory, file, read_entries, symlink, tar_bytes, write_layout
 from support.registry import Registry

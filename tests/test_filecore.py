@@ -36,13 +36,13 @@ from ocikit.layer import tarwriter
 from ocikit.layer.analyze import Kind, Node, Tree
 from ocikit.layer.streams import CHUNK
 from ocikit.layer.tarwriter import TarOutput, tar_header
-from support import filebackend
+from support.backends import FILE as filebackend
 
 pytestmark = pytest.mark.skipif(
     filebackend.missing("native") is not None, reason="ocikit._filecore is not built"
 )
 
-_native: Any = filebackend._NATIVE
+_native: Any = filebackend.module
 REF_NAME = "org.opencontainers.image.ref.name"
 UID = 3_000_000  # past the ustar field (07777777): a PAX record
 

@@ -7,7 +7,7 @@ give the digests, entries and verdicts of a plain read, and leave no thread behi
 layer is corrupt, a bomb, or its consumer fails. The analyzer's shortcuts (the name key,
 the length check) must agree with the full computation they skip.
 
-Both header parsers (``support.tarbackend``: C and pure Python) read every stream; the
+Both header parsers (``support.backends.TAR``: C and pure Python) read every stream; the
 pure-Python stream reader is the reference for both.
 """
 
@@ -36,7 +36,8 @@ from ocikit.layer.scan import scan_layer
 from ocikit.layer.streams import StreamBlocks
 from ocikit.layer.tarstream import BlockTarStream, TarEntry, TarStream
 from ocikit.model import Compression, Descriptor, Digest
-from support import gotar, tarbackend
+from support import gotar
+from support.backends import TAR as tarbackend
 from support.rawtar import header as raw_header
 from tarfuzz import tar_stream
 

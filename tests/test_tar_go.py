@@ -5,7 +5,7 @@ return the same entries (names, types, sizes, owners, times, PAX records, the da
 refuse the stream. Streams on which readers once disagreed are kept, with where they were
 found, in ``tests/tar_corpus.json``.
 
-Both header parsers are judged (``support.tarbackend``): each fuzzed stream is read with the
+Both header parsers are judged (``support.backends.TAR``): each fuzzed stream is read with the
 C one and with the pure-Python one, each by the stream reader and by the layer scan's block
 reader (the whole stream in one block: the C parser reads its headers in batches), and the
 corpus runs on each.
@@ -27,7 +27,8 @@ from hypothesis import strategies as st
 from ocikit.layer.paths import go_clean
 from ocikit.layer.streams import StreamBlocks
 from ocikit.layer.tarstream import BlockTarStream
-from support import gotar, tarbackend
+from support import gotar
+from support.backends import TAR as tarbackend
 from tarfuzz import tar_stream
 
 CORPUS = json.loads((Path(__file__).parent / "tar_corpus.json").read_text())

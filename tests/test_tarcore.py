@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from ocikit.layer import tarstream
 from ocikit.layer.streams import BlockSource
 from ocikit.layer.tarstream import BlockTarStream, TarEntry, TarStream
-from support import tarbackend
+from support.backends import TAR as tarbackend
 from support.rawtar import BLOCK, END, member, pax
 from tarfuzz import FINAL, RARE
 from tarfuzz import header as fuzz_header
@@ -36,7 +36,7 @@ def core() -> Any:
     why = tarbackend.missing("native")
     if why:
         pytest.skip(why)
-    return tarbackend._NATIVE
+    return tarbackend.module
 
 
 def _python(block: bytes) -> TarEntry | None:
