@@ -670,3 +670,21 @@ def test_read_again_gives_only_the_bytes_that_were_hashed(tmp_path: Path, case: 
     finally:
         os.close(fd)
     assert again == (data if case == "same" else None)
+
+
+@pytest.mark.parametrize("name", ["../secret", "sub/../../secret", "", ".", "..", "f/"])
+def test_a_name_is_one_entry_of_the_directory(tmp_path: Path, name: str) -> None:
+    """scan and read_again take names of the directory fd's own entries: a name that is not
+    one ('/' in it, '.', '..', empty) is refused, never resolved past the directory."""
+    (tmp_path / "secret").write_bytes(b"not below the directory")
+    (tmp_path / "d").mkdir()
+    st = os.lstat(tmp_path / "secret")
+    sha256 = hashlib.sha256(b"not below the directory").hexdigest()
+    fd = _dir_fd(tmp_path / "d")
+    try:
+        with pytest.raises(ValueError, match="one entry"):
+            _native.scan(fd, ["ok", name], INLINE_MAX, 1 << 20)
+        with pytest.raises(ValueError, match="one entry"):
+            _native.read_again(fd, name, st.st_dev, st.st_ino, st.st_size, sha256)
+    finally:
+        os.close(fd)

@@ -54,6 +54,16 @@
 static EVP_MD *sha256_md;           /* fetched once */
 static PyObject *stat_result_type; /* os.stat_result */
 
+/* A name of one entry of the directory fd: not empty, not "." or "..", no '/' (NULs are
+ * refused by the caller); anything else could resolve past the directory. */
+static int one_entry(const char *name, size_t len) {
+    if (len == 0 || memchr(name, '/', len) != NULL)
+        return 0;
+    return !(name[0] == '.' && (len == 1 || (len == 2 && name[1] == '.')));
+}
+
+static const char not_one_entry[] = "a name must be one entry of the directory";
+
 /* ------------------------------------------------------------------ scan */
 
 enum { R_NONE = 0, R_STAT, R_FILE, R_LINK };
@@ -345,6 +355,11 @@ static PyObject *scan(PyObject *self, PyObject *args) {
             PyErr_SetString(PyExc_ValueError, "embedded null byte");
             goto fail_names;
         }
+        if (!one_entry(PyBytes_AS_STRING(raw), (size_t)PyBytes_GET_SIZE(raw))) {
+            Py_DECREF(raw);
+            PyErr_SetString(PyExc_ValueError, not_one_entry);
+            goto fail_names;
+        }
         PyList_SET_ITEM(encoded, i, raw);
     }
     size_t slots = count > 0 ? (size_t)count : 1;
@@ -413,6 +428,11 @@ static PyObject *read_again(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "iO&KKLs#:read_again", &dir_fd, PyUnicode_FSConverter, &name_obj,
                           &dev, &ino, &size, &want_hex, &want_len))
         return NULL;
+    if (!one_entry(PyBytes_AS_STRING(name_obj), (size_t)PyBytes_GET_SIZE(name_obj))) {
+        Py_DECREF(name_obj);
+        PyErr_SetString(PyExc_ValueError, not_one_entry);
+        return NULL;
+    }
     if (size < 0 || size > (1LL << 30) || want_len != 64) {
         Py_DECREF(name_obj);
         PyErr_SetString(PyExc_ValueError, "read_again: size or sha256 out of range");
