@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import os
+import signal
 import tarfile
 import threading
 from collections.abc import Callable, Iterator
@@ -688,3 +689,58 @@ def test_a_name_is_one_entry_of_the_directory(tmp_path: Path, name: str) -> None
             _native.read_again(fd, name, st.st_dev, st.st_ino, st.st_size, sha256)
     finally:
         os.close(fd)
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_a_signal_stops_a_scan_reading_a_large_file(tmp_path: Path) -> None:
+    """The scan reads with the GIL released; a signal (Ctrl-C) that comes while it hashes a
+    large file is handled within a few MiB, not after the whole file (seconds per GiB):
+    its exception comes out of scan, and no fd is left open. The signal is sent once the
+    file's fd has been read from, and the reads after it are counted (the fd's position,
+    seen in /proc, until it is closed): nothing depends on timing."""
+    (tmp_path / "huge").touch()
+    os.truncate(tmp_path / "huge", 2 << 30)  # sparse: read at memory speed, hashed
+    fd = _dir_fd(tmp_path)
+    fds_before = set(os.listdir("/proc/self/fd"))
+    main = threading.get_ident()
+    stop = threading.Event()
+    read_after: list[int] = []  # the fd's positions when the signal is sent, and last seen
+
+    def position(n: str) -> int | None:
+        try:
+            if not os.readlink(f"/proc/self/fd/{n}").endswith("/huge"):
+                return None
+            return int(Path(f"/proc/self/fdinfo/{n}").read_text().split()[1])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def send_when_reading() -> None:
+        while not stop.is_set():
+            for n in os.listdir("/proc/self/fd"):
+                pos = position(n)
+                if pos:
+                    signal.pthread_kill(main, signal.SIGUSR1)
+                    read_after[:] = [pos, pos]
+                    while (pos := position(n)) is not None:
+                        read_after[1] = pos
+                    return
+
+    def handler(signum: int, frame: object) -> None:
+        raise _Interrupted
+
+    old = signal.signal(signal.SIGUSR1, handler)
+    sender = threading.Thread(target=send_when_reading)
+    try:
+        sender.start()
+        with pytest.raises(_Interrupted):
+            _native.scan(fd, ["huge"], INLINE_MAX, 1 << 20)
+    finally:
+        stop.set()
+        sender.join()
+        signal.signal(signal.SIGUSR1, old)
+        os.close(fd)
+    assert set(os.listdir("/proc/self/fd")) <= fds_before | {str(fd)}
+    assert read_after and read_after[1] - read_after[0] < 256 << 20, read_after

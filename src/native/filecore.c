@@ -126,9 +126,36 @@ static int python_mtime(const struct stat *st, long long *out) {
     return 0;
 }
 
+/* The scan runs with the GIL released; every CHECK_EVERY bytes read (and names scanned,
+ * counted CHECK_NAME each), it takes the GIL back for PyErr_CheckSignals: Ctrl-C, coming
+ * while a large file is hashed, stops the scan within a few MiB (the Python path's loop
+ * sees it after each chunk), not after the whole file. */
+#define CHECK_EVERY (16LL << 20)
+#define CHECK_NAME 4096
+
+struct pace {
+    PyThreadState *ts; /* the thread's state while the GIL is released */
+    long long since;   /* bytes read since the last look */
+    int stop;          /* a signal's handler raised: the exception is set, the scan stops */
+};
+
+/* n more bytes read: 1 when the scan must stop (the exception is set) */
+static int interrupted(struct pace *p, long long n) {
+    p->since += n;
+    if (p->since >= CHECK_EVERY && !p->stop) {
+        p->since = 0;
+        PyEval_RestoreThread(p->ts);
+        if (PyErr_CheckSignals() < 0)
+            p->stop = 1;
+        p->ts = PyEval_SaveThread();
+    }
+    return p->stop;
+}
+
 /* One regular file, already lstat'ed: 0 done, -1 handed back (r->what stays R_STAT). */
 static int read_file(int dir_fd, const char *name, struct result *r, long long inline_max,
-                     long long *budget, struct arena *a, char **chunk, EVP_MD_CTX *ctx) {
+                     long long *budget, struct arena *a, char **chunk, EVP_MD_CTX *ctx,
+                     struct pace *pace) {
     long long size = 0;
     int fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
     if (fd < 0)
@@ -146,7 +173,7 @@ static int read_file(int dir_fd, const char *name, struct result *r, long long i
             goto fail;
         char *at = a->buf + a->len;
         ssize_t n = read_full(fd, at, want);
-        if (n < 0 || EVP_DigestUpdate(ctx, at, (size_t)n) != 1)
+        if (n < 0 || EVP_DigestUpdate(ctx, at, (size_t)n) != 1 || interrupted(pace, n))
             goto fail;
         size = n;
         if (n <= inline_max && n <= *budget) { /* all of it (it ended), and it fits */
@@ -169,7 +196,7 @@ static int read_file(int dir_fd, const char *name, struct result *r, long long i
         }
         if (n == 0)
             break;
-        if (EVP_DigestUpdate(ctx, *chunk, (size_t)n) != 1)
+        if (EVP_DigestUpdate(ctx, *chunk, (size_t)n) != 1 || interrupted(pace, n))
             goto fail;
         size += n;
     }
@@ -191,7 +218,8 @@ fail:
 
 /* r->listed: the caller's lstat is in r->st (none is made here) */
 static void scan_one(int dir_fd, const char *name, struct result *r, long long inline_max,
-                     long long *budget, struct arena *a, char **chunk, EVP_MD_CTX *ctx) {
+                     long long *budget, struct arena *a, char **chunk, EVP_MD_CTX *ctx,
+                     struct pace *pace) {
     r->kept = -1;
     if (!r->listed) {
         r->what = R_NONE;
@@ -203,7 +231,7 @@ static void scan_one(int dir_fd, const char *name, struct result *r, long long i
     r->what = R_STAT;
     if (S_ISREG(r->st.st_mode)) {
         long long before = *budget;
-        if (read_file(dir_fd, name, r, inline_max, budget, a, chunk, ctx) != 0)
+        if (read_file(dir_fd, name, r, inline_max, budget, a, chunk, ctx, pace) != 0)
             *budget = before;
     } else if (S_ISLNK(r->st.st_mode)) {
         char buf[PATH_MAX + 1];
@@ -379,15 +407,15 @@ static PyObject *scan(PyObject *self, PyObject *args) {
             goto fail_names;
         }
     }
-    Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < count; i++)
+    struct pace pace = {PyEval_SaveThread(), 0, 0};
+    for (Py_ssize_t i = 0; i < count && !interrupted(&pace, CHECK_NAME); i++)
         scan_one(dir_fd, PyBytes_AS_STRING(PyList_GET_ITEM(encoded, i)), &results[i], inline_max,
-                 &budget, &a, &chunk, ctx);
-    Py_END_ALLOW_THREADS
+                 &budget, &a, &chunk, ctx, &pace);
+    PyEval_RestoreThread(pace.ts);
     free(chunk);
     EVP_MD_CTX_free(ctx);
     Py_DECREF(encoded);
-    out = PyList_New(count);
+    out = pace.stop ? NULL : PyList_New(count); /* stopped: the handler's exception */
     for (Py_ssize_t i = 0; out != NULL && i < count; i++) {
         PyObject *st = results[i].listed ? PyTuple_GET_ITEM(given, i) : NULL;
         PyObject *item = result_item(&results[i], &a, st);
