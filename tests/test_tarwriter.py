@@ -74,3 +74,16 @@ def test_small_writes_the_bytes_data_writes() -> None:
         tar.finish()
         outs.append(out.getvalue())
     assert outs[0] == outs[1]
+
+
+@pytest.mark.parametrize("numbers", [(0o10000000, 0), (0, 0o10000000), (-1, 0)])
+def test_a_device_number_past_its_field_is_refused(
+    file_backend: str, numbers: tuple[int, int]
+) -> None:
+    """A header is always whole blocks: a device number that no ustar field (and no PAX
+    record) holds is refused, where it made a 514-byte header that broke the tar after it."""
+    from ocikit.errors import InputError
+
+    with pytest.raises(InputError, match="does not fit a tar header"):
+        tar_header("dev/x", b"3", 0, 0o600, 0, 0, 0, devmajor=numbers[0], devminor=numbers[1])
+    assert len(tar_header("dev/x", b"3", 0, 0o600, 0, 0, 0, devmajor=0o7777777)) == 512

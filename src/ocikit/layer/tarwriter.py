@@ -14,6 +14,7 @@ _native = native.load("_filecore")  # the same bytes, made in C (None: the code 
 
 BLOCK = 512
 RECORD = 20 * BLOCK
+_DEV_MAX = 0o7777777  # a ustar device number field (Linux's are at most 2**20 - 1)
 _USTAR_MAX = {"size": 0o77777777777, "uid": 0o7777777, "gid": 0o7777777, "mtime": 0o77777777777}
 
 
@@ -53,6 +54,14 @@ def tar_header(
     if len(raw_link) > 100 or not linkname.isascii():
         pax["linkpath"] = raw_link
         raw_link = raw_link[:100]
+    if not (0 <= devmajor <= _DEV_MAX and 0 <= devminor <= _DEV_MAX):
+        # no PAX record holds them (Go's writer needs its GNU format): never a header of
+        # another size than a block
+        what = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise InputError(
+            f"{what}: device number {devmajor}, {devminor} does not fit a tar header "
+            f"(at most {_DEV_MAX} each)"
+        )
     numbers = {"size": size, "uid": uid, "gid": gid, "mtime": max(0, mtime)}
     for key, number in numbers.items():
         if number > _USTAR_MAX[key]:
