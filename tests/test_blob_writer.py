@@ -205,3 +205,33 @@ def test_layout_abort_leaves_nothing(tmp_path: Path) -> None:
         unfinished.file.write(b"half")
     dest.abort()
     assert not layout.exists()
+
+
+def test_a_private_dir_taken_by_a_reclaimer_before_its_lock_is_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between ``mkdtemp`` and the open that locks it, a reclaimer (another process, or
+    another thread's first private directory) may lock and remove the new directory: another
+    is made, where it raised "no such file or directory" (a build's squashfs layers, two
+    scanned at once, failed so)."""
+    import tempfile
+
+    from ocikit.tempfiles import reclaim
+
+    real = tempfile.mkdtemp
+    taken: list[str] = []
+
+    def mkdtemp(prefix: str, dir: str) -> str:
+        path = real(prefix=prefix, dir=dir)
+        if not taken:  # the first one: a reclaimer gets to it before its maker's lock
+            assert [p for p, _ in reclaim(dir, (".ocikit-tmp-",))] == [path]
+            taken.append(path)
+        return path
+
+    monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)
+    d = PrivateDir(str(tmp_path), ".ocikit-tmp-", str(tmp_path))
+    try:
+        assert os.path.isdir(d.path) and d.path != taken[0]
+        assert not os.path.exists(taken[0])
+    finally:
+        d.remove()

@@ -70,7 +70,12 @@ class PrivateDir:
         for _ in range(100):
             try:
                 path = tempfile.mkdtemp(prefix=prefix, dir=parent)
+            except OSError as e:
+                raise write_error(what, e) from None
+            try:
                 fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue  # a reclaimer (another process, or thread) took it before the lock
             except OSError as e:
                 raise write_error(what, e) from None
             if lock_fresh(path, fd):
