@@ -305,3 +305,40 @@ def test_users_from_a_hostile_passwd_are_looked_up_or_refused_in_words(tmp_path:
                        ("²", "no user")]:  # fmt: skip
         with pytest.raises(BuildError, match=said):
             user_ids(tmp_path, user, "img")
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_base_read_during_the_step_gives_its_result_or_its_error(
+    monkeypatch: pytest.MonkeyPatch, fails: bool
+) -> None:
+    """A run step's base is read in a thread while the step runs: the steps get its tree
+    when they ask, or the error reading it raised there (a base that cannot be read still
+    fails the build, after the step now); the base is closed either way."""
+    from ocikit.build import engine
+    from ocikit.errors import InputError
+    from ocikit.layer.analyze import Tree
+    from ocikit.ops.check import LowerLayers
+
+    lower = LowerLayers(1, Tree(), [], 3)
+    closed: list[bool] = []
+
+    class Base:
+        def __enter__(self) -> Base:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            closed.append(True)
+
+    def analyze_lower(image: object) -> LowerLayers:
+        if fails:
+            raise InputError("layer 0: truncated")
+        return lower
+
+    monkeypatch.setattr(engine, "analyze_lower", analyze_lower)
+    reading = engine._BaseRead(Base())  # type: ignore[arg-type]
+    if fails:
+        with pytest.raises(InputError, match="layer 0: truncated"):
+            reading.result()
+    else:
+        assert reading.result() is lower
+    assert closed == [True]
