@@ -21,26 +21,27 @@ def enabled() -> bool:
     return os.environ.get("OCIKIT_NATIVE", "1") != "0"
 
 
-def load(name: str) -> ModuleType | None:
-    """The native module ``ocikit.<name>``, or None (not built, or disabled)."""
-    if name not in NAMES:
-        raise ValueError(f"no native module {name!r}")
-    if not enabled():
-        return None
+def built(name: str) -> ModuleType | None:
+    """The native module ``ocikit.<name>`` where this install built it, whatever
+    ``OCIKIT_NATIVE`` says (None: not built)."""
+    _known(name)
     try:
         return importlib.import_module(f"ocikit.{name}")
     except ImportError:
         return None
 
 
+def load(name: str) -> ModuleType | None:
+    """The native module ``ocikit.<name>``, or None (not built, or disabled)."""
+    _known(name)
+    return built(name) if enabled() else None  # disabled: not even imported
+
+
+def _known(name: str) -> None:
+    if name not in NAMES:
+        raise ValueError(f"no native module {name!r}")
+
+
 def available() -> dict[str, bool]:
     """Which native modules this install has (whatever ``OCIKIT_NATIVE`` says)."""
-    found = {}
-    for name in NAMES:
-        try:
-            importlib.import_module(f"ocikit.{name}")
-        except ImportError:
-            found[name] = False
-        else:
-            found[name] = True
-    return found
+    return {name: built(name) is not None for name in NAMES}

@@ -47,6 +47,13 @@ def temp_root() -> str:
     return tempfile.gettempdir()
 
 
+def user_cache_dir(name: str) -> str:
+    """``${XDG_CACHE_HOME:-~/.cache}/ocikit/NAME``: what ocikit keeps for the user beyond a
+    run (the build cache, the record of verified layers)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "ocikit", name)
+
+
 # -- locked private files and directories ------------------------------------------------------
 
 

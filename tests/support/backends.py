@@ -11,7 +11,8 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from types import ModuleType
+
+from ocikit import native
 
 BACKENDS = ("native", "python")
 
@@ -26,13 +27,7 @@ class Backends:
     def __init__(self, module: str, users: tuple[str, ...]) -> None:
         self.name = f"ocikit.{module}"
         self.users = users
-        self.module = self._load()  # where it was built, whatever OCIKIT_NATIVE says
-
-    def _load(self) -> ModuleType | None:
-        try:
-            return importlib.import_module(self.name)
-        except ImportError:
-            return None
+        self.module = native.built(module)  # where it was built, whatever OCIKIT_NATIVE says
 
     def missing(self, name: str) -> str | None:
         """Why ``name`` cannot run here (the native module was not built), or None."""

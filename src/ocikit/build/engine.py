@@ -36,6 +36,7 @@ from ..ops.check import LowerLayers, analyze_lower, check_image
 from ..ops.copy_image import ImageCopier
 from ..ops.gc import reclaim_runs
 from ..ops.progress import NullProgress, ProgressReporter
+from ..tempfiles import user_cache_dir
 from ..transports import Image, RegistryOptions, as_reference, open_destination, open_image
 from ..transports.fsutil import private_tmp_dir
 from ..transports.reference import Reference
@@ -108,8 +109,7 @@ class BuildOptions:
 
 
 def default_cache_dir() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "ocikit", "build")
+    return user_cache_dir("build")
 
 
 def source_date_epoch() -> int:

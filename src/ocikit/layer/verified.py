@@ -27,7 +27,7 @@ import stat
 from collections.abc import Iterable
 
 from ..model.digest import Digest
-from ..tempfiles import HIDDEN_TMP_PREFIX
+from ..tempfiles import HIDDEN_TMP_PREFIX, user_cache_dir
 
 MAX_RECORDS = 10_000  # lines kept (~1.4 MB at most); the oldest go first
 _LINE = re.compile(rb"^((?:sha256:[0-9a-f]{64})|(?:sha512:[0-9a-f]{128})) (sha256:[0-9a-f]{64})$")
@@ -38,8 +38,7 @@ _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 def records_dir() -> str:
     """Where the record lives: ``${XDG_CACHE_HOME:-~/.cache}/ocikit/verified``."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "ocikit", "verified")
+    return user_cache_dir("verified")
 
 
 def _private(st: os.stat_result, kind: int) -> bool:
