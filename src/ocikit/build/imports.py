@@ -35,20 +35,19 @@ modes and owners (it carries them, reproducibly), unless ``mode``/``owner`` are 
 
 from __future__ import annotations
 
-import functools
-import gc
 import hashlib
 import io
 import operator
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, ParamSpec, TypeVar
+from typing import Any, BinaryIO
 
 from .. import native
 from ..errors import InputError, UsageError, VerificationError
+from ..layer.analyze import collector_paused
 from ..layer.compress import decompressing_reader, detect
 from ..layer.dirfd import DIR_FLAGS, lstat_at, open_dir, open_regular, same_file
 from ..layer.paths import clean
@@ -65,29 +64,6 @@ TARBALL_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.zst", ".tar.zstd")
 
 def changed(what: str) -> InputError:
     return InputError(f"{what}: changed while the build read it")
-
-
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-def cycles_held(f: Callable[_P, _R]) -> Callable[_P, _R]:
-    """``f`` runs with Python's cycle collector held off: the per-file work of a build makes
-    tens of thousands of objects (entries, tuples, tree nodes) that reference counting frees,
-    and each collection meanwhile would go through all of them again (~10% of the CPU of a
-    20,000-file build). Only the outermost call turns it back on, and only if it was on."""
-
-    @functools.wraps(f)
-    def held(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        if not gc.isenabled():
-            return f(*args, **kwargs)
-        gc.disable()
-        try:
-            return f(*args, **kwargs)
-        finally:
-            gc.enable()
-
-    return held
 
 
 class Anchor:
@@ -247,7 +223,7 @@ def _open_subdir(dir_fd: int, name: str, listed: os.stat_result, what: str) -> i
     return fd
 
 
-@cycles_held
+@collector_paused()
 def read_import(
     spec: Import,
     origin: str,

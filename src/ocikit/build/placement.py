@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ..layer.analyze import Kind, Node, Resolution, Tree
+from ..layer.analyze import Kind, Node, Resolution, Tree, collector_paused
 from ..layer.paths import clean
 from ..layer.streams import CHUNK
 from ..layer.tarstream import DIRTYPE, LNKTYPE, REGTYPE, SYMTYPE
 from ..layer.tarwriter import TarOutput
-from .imports import Entry, ImportContent, cycles_held, open_data, read_again
+from .imports import Entry, ImportContent, open_data, read_again
 from .recipe import BuildError
 
 NEW = 1 << 30  # the layer index of nodes this layer adds
@@ -40,7 +40,7 @@ class Placed:
     link: tuple[str, ...] | None = None  # a hardlink's target, placed
 
 
-@cycles_held
+@collector_paused()
 def place(imports: Sequence[ImportContent], tree: Tree) -> list[Placed]:
     """Where each import's entries land on ``tree`` (changed: it ends as the new layer leaves
     it); the layer's entries in path order, missing parent directories included. Imports
@@ -236,7 +236,7 @@ def _kind(node: Node) -> str:
     return node.kind.value
 
 
-@cycles_held
+@collector_paused()
 def write_tar(entries: Sequence[Placed], out: BinaryIO, on_entry: EntryHook | None = None) -> None:
     """The layer's tar: entries in order, normalized POSIX headers (PAX records only for
     what ustar cannot hold), file data streamed from the imports, the two zero blocks.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import threading
 import time
 from collections import deque
@@ -12,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InputError, NotFoundError
-from ..layer.analyze import ERROR, WARNING, Finding, LayerAnalyzer, Tree
+from ..layer.analyze import ERROR, WARNING, Finding, LayerAnalyzer, Tree, collector_paused
 from ..layer.bounds import DEFAULT_MAX_RATIO
 from ..layer.compress import INFLATE_DEPTH
 from ..layer.scan import ScanResult, Stopped, scan_layer
@@ -149,7 +148,7 @@ def _check_image(
     layers = range(start, len(image.layers))
     with (
         recording_verified() as verified,
-        _collector_paused(),
+        collector_paused(),
         _read_ahead(image, layers, max_ratio, progress.advance) as ahead,
     ):
         for i in layers:
@@ -162,21 +161,6 @@ def _check_image(
             report.entries += analyzer.entries
             report.findings.extend(findings)
     return report
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off while the layers are walked: the walk makes no
-    reference cycles (reference counting frees what it drops), and every full collection
-    would traverse the whole tree of paths again (a tenth of a second of the walk of
-    50,000 entries). On again after, as it was."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def scan_image_layer(
