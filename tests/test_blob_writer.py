@@ -235,3 +235,30 @@ def test_a_private_dir_taken_by_a_reclaimer_before_its_lock_is_made_again(
         assert not os.path.exists(taken[0])
     finally:
         d.remove()
+
+
+def test_the_temporary_root_is_found_without_writing_in_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``$TMPDIR`` is taken as it is: ``tempfile.gettempdir`` would create (and remove) a
+    randomly named file there to probe it, which a ``kill -9`` at that moment leaves behind
+    under a name no reclaimer can tell from another program's (test_faults saw one)."""
+    import tempfile
+
+    from ocikit.tempfiles import temp_root
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # nothing cached: a probe would run now
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    opened: list[object] = []
+    real_open = os.open
+
+    def spy(path: object, *args: object, **kw: object) -> int:
+        opened.append(path)
+        return real_open(path, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", spy)
+    assert temp_root() == str(tmp_path)
+    assert opened == []
+    monkeypatch.setenv("TMPDIR", "")
+    monkeypatch.setenv("TEMP", "rel")
+    assert temp_root() == os.path.abspath("rel")

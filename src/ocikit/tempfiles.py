@@ -44,7 +44,15 @@ def write_error(what: str, error: OSError) -> DestinationError:
 
 
 def temp_root() -> str:
-    return tempfile.gettempdir()
+    """``$TMPDIR`` (else ``$TEMP``, ``$TMP``, else /tmp), as ``tempfile.gettempdir`` chooses
+    it but without its probe: it creates a randomly named file in each candidate to see that
+    it can, and a process killed before that file is removed leaves it there, a name no
+    reclaimer can tell from another program's. A directory that cannot be written is said
+    where ocikit first writes in it."""
+    for name in ("TMPDIR", "TEMP", "TMP"):
+        if value := os.environ.get(name):
+            return os.path.abspath(value)
+    return "/tmp"
 
 
 def user_cache_dir(name: str) -> str:

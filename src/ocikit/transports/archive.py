@@ -32,7 +32,7 @@ from ..errors import DestinationError, InputError, NotFoundError, UnsafeInputErr
 from ..layer.streams import CHUNK, LimitedReader
 from ..layer.tarstream import XGLTYPE, TarEntry, TarStream
 from ..model.jsondoc import quote
-from ..tempfiles import describe
+from ..tempfiles import describe, temp_root
 
 MAX_LINK_HOPS = 40
 #: a docker save has about three members per layer; an archive with more is hostile, and
@@ -111,7 +111,7 @@ def _spool(f: BinaryIO, data: memoryview, what: str) -> None:
 
 
 def _spool_error(what: str, error: OSError) -> DestinationError:
-    where = tempfile.gettempdir()
+    where = temp_root()
     return DestinationError(
         f"{what}: cannot keep the archive's members in {where} ($TMPDIR): {describe(error)}"
     )
@@ -194,7 +194,9 @@ class TarArchive:
         (already unlinked: nothing outlives the process, even if it is killed)."""
         self = cls(what)
         try:
-            spool = tempfile.TemporaryFile(prefix="ocikit-spool-", buffering=0)  # noqa: SIM115
+            spool = tempfile.TemporaryFile(  # noqa: SIM115
+                prefix="ocikit-spool-", dir=temp_root(), buffering=0
+            )
         except OSError as e:
             raise _spool_error(what, e) from None
         self._fd = os.dup(spool.fileno())
