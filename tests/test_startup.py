@@ -1,6 +1,6 @@
 """A short command imports only what it uses: ``ocikit --help``, ``--version``, ``help``, a
 usage error, ``inspect``, ``check`` and ``copy`` of a small image, ``gc`` load neither the
-build engine nor pydantic, httpx, rich, nor what another command or transport needs.
+build engine nor yaml, httpx, rich, nor what another command or transport needs.
 
 The modules are counted, never timed (this machine is noisy; bench/bench_all.py times the
 short commands): each command runs in a child process, as the console script runs it, and
@@ -25,7 +25,6 @@ from support.registry import Registry
 #: what no short command loads: the build engine, recipes, HTTP, the terminal's widgets
 HEAVY = (
     "ocikit.build",
-    "pydantic",
     "yaml",
     "httpx",
     "httpcore",
@@ -251,7 +250,7 @@ def test_a_re_push_loads_no_compressor_nor_tar_reader(
     others = [m for m in OPS if m not in ("ocikit.ops.copy", "ocikit.ops.copy_image")]
     readers = ("ocikit.layer.tarstream", "ocikit.transports.archive", "tarfile")
     readers += ("ocikit.layer.verified",)  # the record of verified layers: no layer is sent
-    loaded = _loaded(names, TOOLS, others, COMPRESSORS[:2], readers, ("ocikit.build", "pydantic"))
+    loaded = _loaded(names, TOOLS, others, COMPRESSORS[:2], readers, ("ocikit.build",))
     assert loaded == [], f"a re-push imports {loaded}"
 
 
@@ -282,6 +281,13 @@ def test_a_tar_build_with_a_run_step_loads_no_squashfs(tmp_path: Path) -> None:
     squashfs = ("ocikit.layer.squashfs", "ocikit.layer.squashfs_format")
     loaded = _loaded(names, squashfs, ("ocikit.build.squashfs_layers", "tarfile"))
     assert loaded == [], f"a tar build's run step imports {loaded}"
+    # the recipe is validated by ocikit's records (build.schema): no validation library,
+    # nor what one pulled in (pydantic's plugin loader: importlib.metadata, email); a base
+    # in a layout loads no HTTP
+    assert "ocikit.build.schema" in names
+    heavy = ("pydantic", "importlib.metadata", "email", *REMOTE, "httpx", "ssl", "rich")
+    loaded = _loaded(names, heavy)
+    assert loaded == [], f"a build's run step imports {loaded}"
 
 
 def test_a_build_of_an_import_loads_no_tarfile_nor_squashfs(tmp_path: Path) -> None:

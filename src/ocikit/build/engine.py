@@ -47,6 +47,7 @@ from .judge import LayerJudge
 from .placement import EntryHook, place, write_tar
 from .plan import BuildPlan, PlannedImage, plan_build
 from .recipe import BuildError, Built, ImageSpec, Import, LoadedRecipe, load_recipe
+from .schema import dump
 from .steps import StepRun, TarLayerWriter, bind_source
 from .store import BuildCache, EntryWriter
 
@@ -430,7 +431,7 @@ class _Builder:
     ) -> str:
         data = {
             "format": CACHE_FORMAT,
-            "image": spec.model_dump(mode="json", by_alias=True),
+            "image": dump(spec),
             "base": base_id,
             "imports": [c.digest for c in imports],
             "binds": [None if c is None else c.digest for c in binds],

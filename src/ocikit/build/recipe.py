@@ -2,8 +2,8 @@
 
 Every error is collected (schema, substitutions, names, cycles, imports) and reported at once,
 each with its path in the file (``images.app.from``), one per line, without the follow-ups of
-an error already said. The schema is the pydantic models below; ``recipe_schema()`` gives it
-as JSON Schema (shipped as docs/recipe.schema.json).
+an error already said. The schema is the records below (``schema``: typed frozen dataclasses);
+``recipe_schema()`` gives it as JSON Schema (shipped as docs/recipe.schema.json).
 
 What YAML would silently change is refused or taken as written, never guessed: a key written
 twice (anywhere), a ``mode`` YAML reads as a decimal number, a command YAML made into a list;
@@ -16,18 +16,19 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..errors import Option, UsageError
 from ..model.jsondoc import quote, size_text
 from ..tempfiles import describe
+from .schema import Problem, Record, checks, field, is_record, json_schema, record, validate
+from .schema import fields as record_fields
+from .schema import members as union_members
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 SUBST_RE = re.compile(r"\$\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?::([^}]*))?\}\}")
@@ -64,49 +65,45 @@ class RecipeError(UsageError):
         return [f"{self.what}: {len(self.problems)} errors:", *shown]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
-
-
-class Built(_Model):
+@record
+class Built(Record):
     """Another image of this file, as a base."""
 
     built: str
 
 
-class Import(_Model):
+@record
+class Import(Record):
     """A file, directory or tarball of the build context, copied into the image."""
 
-    src: str = Field(description="Path in the build context (relative to it).")
-    dest: str | None = Field(
+    src: str = field(description="Path in the build context (relative to it).")
+    dest: str | None = field(
         None,
         description="Absolute path in the image. A file goes to DEST (or DEST/NAME when DEST "
         "ends with /); a directory's contents and a tarball's entries go under DEST. Without "
         "it, the import is only visible to run steps, at /ocikit/imports/SRC.",
     )
-    mode: int | str | None = Field(
+    mode: int | str | None = field(
         None,
         description='Permission bits of the imported files, octal: quoted ("0755", "755", '
         '"0o755"), or unquoted with its leading 0 (0755). An unquoted 755 is refused: YAML '
         "reads it as the decimal number 755.",
     )
-    owner: str | None = Field(None, description="UID:GID of every imported entry (default 0:0).")
-    sha256: str | None = Field(None, description="Pin: the file's or tarball's sha256.")
-    extract: bool | None = Field(
+    owner: str | None = field(None, description="UID:GID of every imported entry (default 0:0).")
+    sha256: str | None = field(None, description="Pin: the file's or tarball's sha256.")
+    extract: bool | None = field(
         None,
         description="Unpack a tarball (default: true for .tar, .tar.gz, .tgz, .tar.zst names).",
     )
 
-    @field_validator("dest")
-    @classmethod
-    def _absolute(cls, v: str | None) -> str | None:
+    @checks("dest")
+    def _absolute(v: str | None) -> str | None:
         if v is not None and not v.startswith("/"):
             raise ValueError("must be an absolute path in the image")
         return v
 
-    @field_validator("mode")
-    @classmethod
-    def _mode(cls, v: int | str | None) -> int | str | None:
+    @checks("mode")
+    def _mode(v: int | str | None) -> int | str | None:
         if v is None:
             return v
         if isinstance(v, str):
@@ -118,22 +115,21 @@ class Import(_Model):
             raise ValueError("must be permission bits between 0 and 07777")
         return v
 
-    @field_validator("owner")
-    @classmethod
-    def _owner(cls, v: str | None) -> str | None:
+    @checks("owner")
+    def _owner(v: str | None) -> str | None:
         if v is not None and not re.fullmatch(r"[0-9]{1,10}:[0-9]{1,10}", v):
             raise ValueError("must be UID:GID (numbers)")
         return v
 
-    @field_validator("sha256")
-    @classmethod
-    def _sha(cls, v: str | None) -> str | None:
+    @checks("sha256")
+    def _sha(v: str | None) -> str | None:
         if v is not None and not SHA256_RE.fullmatch(v):
             raise ValueError("must be 64 lowercase hex digits")
         return v.removeprefix("sha256:") if v else v
 
 
-class ImageConfigSpec(_Model):
+@record
+class ImageConfigSpec(Record):
     """The runtime configuration of the image (OCI image config ``config``)."""
 
     env: dict[str, str] | None = None
@@ -146,82 +142,81 @@ class ImageConfigSpec(_Model):
     volumes: list[str] | None = None
     stop_signal: str | None = None
 
-    @field_validator("exposed_ports")
-    @classmethod
-    def _ports(cls, v: list[str] | None) -> list[str] | None:
+    @checks("exposed_ports")
+    def _ports(v: list[str] | None) -> list[str] | None:
         for p in v or []:
             if not PORT_RE.fullmatch(p):
                 raise ValueError(f"{quote(p)} is not PORT or PORT/tcp|udp|sctp")
         return v
 
-    @field_validator("stop_signal")
-    @classmethod
-    def _signal(cls, v: str | None) -> str | None:
+    @checks("stop_signal")
+    def _signal(v: str | None) -> str | None:
         if v is not None and not SIGNAL_RE.fullmatch(v):
             raise ValueError(f"{quote(v)} is not a signal name (SIGTERM) or number")
         return v
 
-    @field_validator("volumes", "working_dir")
-    @classmethod
-    def _paths(cls, v: Any) -> Any:
+    @checks("volumes", "working_dir")
+    def _paths(v: Any) -> Any:
         for p in [v] if isinstance(v, str) else v or []:
             if not p.startswith("/"):
                 raise ValueError(f"{quote(p)} must be an absolute path")
         return v
 
 
-class Bind(_Model):
+@record
+class Bind(Record):
     """A host path mounted into run steps."""
 
-    src: str = Field(description="Host path (relative: to the build context).")
-    dest: str = Field(description="Absolute path in the step's container.")
-    rw: bool = Field(False, description="Writable (default read-only, and part of the key).")
+    src: str = field(description="Host path (relative: to the build context).")
+    dest: str = field(description="Absolute path in the step's container.")
+    rw: bool = field(False, description="Writable (default read-only, and part of the key).")
 
-    @field_validator("dest")
-    @classmethod
-    def _absolute(cls, v: str) -> str:
+    @checks("dest")
+    def _absolute(v: str) -> str:
         if not v.startswith("/") or ".." in v.split("/"):
             raise ValueError("must be an absolute path without '..'")
         return v
 
 
-class ImageSpec(_Model):
-    from_: str | Built = Field(
+@record
+class ImageSpec(Record):
+    from_: str | Built = field(
         alias="from",
         description="scratch, an ocikit reference (oci:, oci-archive:, docker-archive:, "
         "docker://), or {built: NAME}, another image of this file.",
     )
-    build_only: bool = Field(False, description="Built and usable as a base, never output.")
-    imports: list[Import] = Field(default_factory=list)
-    config: ImageConfigSpec = Field(default_factory=ImageConfigSpec)
-    os: str | None = Field(None, description="Default: the base's, else linux.")
-    arch: str | None = Field(None, description="Default: the base's, else the host's.")
+    build_only: bool = field(False, description="Built and usable as a base, never output.")
+    imports: list[Import] = field(factory=list)
+    config: ImageConfigSpec = field(factory=ImageConfigSpec)
+    os: str | None = field(None, description="Default: the base's, else linux.")
+    arch: str | None = field(None, description="Default: the base's, else the host's.")
     variant: str | None = None
-    annotations: dict[str, str] | None = Field(None, description="Manifest annotations.")
-    platform: str | None = Field(
+    annotations: dict[str, str] | None = field(None, description="Manifest annotations.")
+    platform: str | None = field(
         None, description="Of a multi-platform base: which one (os/arch[/variant])."
     )
-    run: str | list[str] | None = Field(
+    run: str | list[str] | None = field(
         None,
         description="Commands run in the image after the imports, in a container: a script, "
         "or a list of commands run one after the other (each by the shell). Their changes "
         "are the image's layer.",
     )
-    shell: list[str] | None = Field(
+    shell: list[str] | None = field(
         None,
         description="The shell that runs each command, the command appended as its last "
         'argument (default ["/bin/sh", "-e", "-c"]: a command that fails fails the step; '
         '["/bin/sh", "-c"] keeps going). Its program must be in the image.',
     )
-    network: Literal["none", "host"] = Field(
+    network: Literal["none", "host"] = field(
         "none", description="none: a network namespace with only loopback; host: the host's."
     )
-    binds: list[Bind] = Field(default_factory=list, description="Host paths mounted for run.")
-    cache: bool = Field(True, description="false: the run steps always run (never cached).")
+    binds: list[Bind] = field(factory=list, description="Host paths mounted for run.")
+    cache: bool = field(True, description="false: the run steps always run (never cached).")
 
 
-class Recipe(_Model):
-    version: Literal[1] = Field(1, description="The recipe format's version.")
+@record
+class Recipe(Record):
+    version: Literal[1] = field(1, description="The recipe format's version.")
     images: dict[str, ImageSpec]
 
 
@@ -241,7 +236,7 @@ class LoadedRecipe:
 
 
 def recipe_schema() -> dict[str, Any]:
-    return Recipe.model_json_schema(by_alias=True)
+    return json_schema(Recipe)
 
 
 def parse_substitutions(pairs: list[str], files: list[str]) -> dict[str, str]:
@@ -305,10 +300,8 @@ def load_recipe(
     if not isinstance(data, dict):
         later.append("images: the recipe needs a mapping of images")
     else:
-        try:
-            recipe = Recipe.model_validate(data)
-        except ValidationError as e:
-            later.extend(_validation_problems(e))
+        recipe, found = validate(Recipe, data)
+        later.extend(_validation_problems(found))
     path = path.absolute()
     ctx = Path(context).absolute() if context is not None else path.parent
     if isinstance(data, dict) and isinstance(data.get("images"), dict):
@@ -400,7 +393,7 @@ class _Walk:
             return
         if not isinstance(node, yaml.MappingNode):
             return
-        model = next((m for m in members if _is_model(m)), None)
+        model = next((m for m in members if is_record(m)), None)
         mapping = next((get_args(m) for m in members if get_origin(m) is dict), None)
         lines: dict[tuple[str, str], list[int]] = {}
         for key, value in node.value:
@@ -417,8 +410,8 @@ class _Walk:
             if model is Import and name == "mode":
                 self._mode(value, inner)
             elif model is not None:
-                field = _field(model, name)
-                self.node(value, field.annotation if field else None, inner)
+                known = _field(model, name)
+                self.node(value, known.annotation if known else None, inner)
             else:
                 self.node(value, mapping[1] if mapping else None, inner)
         for (_tag, name), at in lines.items():
@@ -478,28 +471,15 @@ def _members(ann: Any) -> list[Any]:
     """The types of a field's annotation (the members of a union), None left out."""
     if ann is None:
         return []
-    if get_origin(ann) in (Union, types.UnionType):
-        return [a for a in get_args(ann) if a is not type(None)]
-    return [ann]
+    return [a for a in union_members(ann) if a is not type(None)]
 
 
 def _wants_text(members: list[Any]) -> bool:
     return str in members and not any(m in (int, float, bool) for m in members)
 
 
-def _is_model(t: Any) -> bool:
-    return isinstance(t, type) and issubclass(t, BaseModel)
-
-
-def _field(model: type[BaseModel], name: str) -> Any:
-    for attr, field in model.model_fields.items():
-        if (field.alias or attr) == name:
-            return field
-    return None
-
-
-def _names(model: type[BaseModel]) -> list[str]:
-    return [field.alias or attr for attr, field in model.model_fields.items()]
+def _field(model: type[Record], name: str) -> Any:
+    return next((f for f in record_fields(model) if f.key == name), None)
 
 
 def _substitute(
@@ -534,64 +514,35 @@ def _join(where: str, key: str) -> str:
     return f"{where}.{key}" if where else key
 
 
-def _validation_problems(e: ValidationError) -> list[str]:
-    """pydantic's errors as ``path: message``; an unknown field with the close known one;
-    a required field whose misspelling was just named is not said again."""
+def _validation_problems(errors: list[Problem]) -> list[str]:
+    """The schema's errors as ``path: message``: an unknown field with the close known one
+    first; a required field whose misspelling was just named is not said again."""
     problems = []
     suggested: set[tuple[Any, ...]] = set()
-    errors = e.errors()
     for err in errors:
-        if err["type"] == "extra_forbidden":
-            model = _model_at(err["loc"][:-1])
-            close = difflib.get_close_matches(str(err["loc"][-1]), _names(model) if model else [])
+        if err.kind == "extra_forbidden":
+            close = difflib.get_close_matches(str(err.loc[-1]), err.known)
             if close:
-                suggested.add((*err["loc"][:-1], close[0]))
+                suggested.add((*err.loc[:-1], close[0]))
             problems.append(_format(err, close[0] if close else None))
     for err in errors:
-        if err["type"] == "missing" and tuple(err["loc"]) in suggested:
+        if err.kind == "missing" and err.loc in suggested:
             continue
-        if err["type"] != "extra_forbidden":
+        if err.kind != "extra_forbidden":
             problems.append(_format(err))
     return problems
 
 
-def _model_at(loc: Sequence[Any]) -> type[BaseModel] | None:
-    """The model of the mapping at ``loc`` (pydantic's error location)."""
-    ann: Any = Recipe
-    for part in loc:
-        step = None
-        for m in _members(ann):
-            if _is_model(m) and part == m.__name__:  # which member of a union was tried
-                step = m
-            elif _is_model(m) and isinstance(part, str) and _field(m, part) is not None:
-                step = _field(m, part).annotation
-            elif get_origin(m) is dict and isinstance(part, str):
-                step = get_args(m)[1]
-            elif get_origin(m) is list and isinstance(part, int):
-                step = get_args(m)[0]
-            if step is not None:
-                break
-        if step is None:
-            return None
-        ann = step
-    return next((m for m in _members(ann) if _is_model(m)), None)
-
-
-def _format(err: Any, close: str | None = None) -> str:
+def _format(err: Problem, close: str | None = None) -> str:
     where = ""
-    for part in err["loc"]:
-        if isinstance(part, int):
-            where += f"[{part}]"
-        elif part in ("str", "Built", "list[str]"):  # which member of a union was tried
-            continue
-        else:
-            where = _join(where, str(part))
-    message = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
+    for part in err.loc:
+        where = f"{where}[{part}]" if isinstance(part, int) else _join(where, part)
+    message = err.message
+    if err.kind == "extra_forbidden":
         message = "unknown field" + (f" (did you mean {quote(close)}?)" if close else "")
-    elif err["type"] == "missing" and where == "images":
+    elif err.kind == "missing" and where == "images":
         message = "the recipe needs a mapping of images"
-    elif err["type"] == "string_type" and err.get("input", "") is None:
+    elif err.kind == "string_type" and err.input is None:
         message = 'has no value (YAML reads an empty value or ~ as null); write "" for no text'
     return f"{where or '.'}: {message}"
 

@@ -3,7 +3,7 @@ without a clone of the sources.
 
 - ``check``: the rules of ``check``, ``copy --repair`` and ``unpack`` (``check.md``);
 - ``recipe``: every field of a build recipe with its description, from the schema itself
-  (the pydantic models of ``build.recipe``), so it cannot drift from what is validated.
+  (the records of ``build.recipe``), so it cannot drift from what is validated.
 """
 
 from __future__ import annotations
