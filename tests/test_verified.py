@@ -111,6 +111,52 @@ def test_a_pull_records_what_it_verified(
     assert verified.load() == {blob: TRUE_DIFF_ID}
 
 
+def test_a_pull_of_layers_verified_before_inflates_nothing(
+    tmp_path: Path, cache: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pull (any copy that writes a blob as it is) of a layer the record knows, whose
+    config says the recorded diff_id: the blob's digest is checked as it streams to the
+    destination, and it is not inflated again."""
+    layout, blob = _layout(tmp_path / "oci")
+    _push(layout, registry, "verified/repulled")  # verified in full, recorded
+    assert verified.load() == {blob: TRUE_DIFF_ID}
+    _no_inflating(monkeypatch)
+    for n in (1, 2):
+        result = ocikit.copy(
+            f"docker://{registry.host}/verified/repulled:1",
+            f"oci:{tmp_path}/pulled-{n}:t",
+            src_registry=PLAIN,
+        )
+        assert [d.digest for d in result.layers] == [blob]
+        got = tmp_path / f"pulled-{n}" / "blobs" / "sha256" / blob.split(":")[1]
+        assert got.read_bytes() == (layout / "blobs" / "sha256" / blob.split(":")[1]).read_bytes()
+    ocikit.copy(f"oci:{layout}:t", f"oci-archive:{tmp_path}/copy.tar:t")  # a local copy too
+
+
+def test_a_copied_layer_the_record_knows_is_still_checked(
+    tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the record spares is the inflate, never a check: a config naming another diff_id
+    than the recorded one is verified in full (and fails); a blob whose bytes changed fails
+    on its digest; either way the destination names nothing."""
+    layout, blob = _layout(tmp_path / "bad", OTHER_DIFF_ID)
+    _forge(cache, blob, TRUE_DIFF_ID)
+    with pytest.raises(VerificationError, match="diff_id"):
+        ocikit.copy(f"oci:{layout}:t", f"oci:{tmp_path}/out1:t")
+    index = tmp_path / "out1" / "index.json"
+    assert not index.exists() or json.loads(index.read_text())["manifests"] == []
+    layout, blob = _layout(tmp_path / "good")
+    path = layout / "blobs" / "sha256" / blob.split(":")[1]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    _no_inflating(monkeypatch)
+    with pytest.raises(VerificationError, match="digest"):
+        ocikit.copy(f"oci:{layout}:t", f"oci:{tmp_path}/out2:t")
+    index = tmp_path / "out2" / "index.json"
+    assert not index.exists() or json.loads(index.read_text())["manifests"] == []
+
+
 def test_a_layer_compressed_by_a_copy_is_recorded_and_pushed_without_inflating(
     tmp_path: Path, cache: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -4,10 +4,12 @@ When a copy (a pull too) has read a layer blob whose bytes hashed to its digest 
 whose uncompressed content hashed to ``D``, that fact is recorded here, in the user's own
 cache (``${XDG_CACHE_HOME:-~/.cache}/ocikit/verified/layers``; the build cache's parent), as
 docker's layer store records each blob's diff_id. A later copy that sends blob ``X`` as it
-is (a push from an OCI layout) and whose config says ``D`` then only checks the blob's digest
-as it reads it (``X`` is content-addressed: bytes that hash to ``X`` are the bytes that were
-inflated), not its diff_id again; a config that says another diff_id is verified in full
-(and fails as before).
+is (a push from an OCI layout, a pull, a copy between layouts and archives) and whose config
+says ``D`` then only checks the blob's digest as it reads it (``X`` is content-addressed:
+bytes that hash to ``X`` are the bytes that were inflated), not its diff_id again; a config
+that says another diff_id is verified in full (and fails as before). A copy that must see
+the tar (to a docker engine, whose load is checked entry by entry) or changes the layer (a
+repair, another compression) reads it whole as ever.
 
 The record is trusted only from where no one but the user can write: a directory of mode
 0700 and a file of mode 0600 or stricter, both owned by this process's user, opened without

@@ -225,10 +225,37 @@ class ImageCopier:
                 with open(path, "rb", buffering=0) as raw:
                     self._verify_file(raw, layer, cancel)
                 return Descriptor(media_type, src.digest, src.size, src.annotations)
+        sent_as_is = target is layer.compression and watch is None and self.plan is None
+        if sent_as_is and self._known_diff_id(src.digest) == layer.diff_id:  # verified before
+            self._copy_known(layer, index, cancel)
+            return Descriptor(media_type, src.digest, src.size, src.annotations)
         result = self._speculated(layer, target) or self._transcode(
             layer, target, index, watch, cancel
         )
         return Descriptor(media_type, result.digest, result.size, src.annotations)
+
+    def _copy_known(self, layer: Layer, index: int, cancel: Cancellation) -> None:
+        """A blob the user's record says inflates to the config's diff_id (``_verify_file``),
+        sent as it is: its digest and size checked as it streams into the destination, and
+        nothing inflated (a pull of layers ocikit has verified before)."""
+        with self._layer_writer(index, layer.compression) as writer:
+            with self.image.source.open_blob(layer.descriptor) as raw:
+                self._check_digest(raw, layer, cancel, writer.file)
+            writer.commit(layer.descriptor.digest)
+
+    def _check_digest(
+        self, raw: BinaryIO, layer: Layer, cancel: Cancellation, sink: BinaryIO | None = None
+    ) -> None:
+        """The blob read whole, its digest and size checked, its bytes given to ``sink``."""
+        src = layer.descriptor
+        HashingReader(
+            raw,
+            what=f"layer {src.digest}",
+            expected_digest=src.digest,
+            expected_size=src.size,
+            sink=sink,
+            progress=self._ticker(cancel),
+        ).drain()
 
     def _verify_file(self, raw: BinaryIO, layer: Layer, cancel: Cancellation) -> None:
         """A layer blob sent as it is, verified: its digest and size, and its diff_id unless
@@ -236,13 +263,7 @@ class ImageCopier:
         user's record, ``layer.verified``: then the digest alone proves the content)."""
         src = layer.descriptor
         if self._known_diff_id(src.digest) == layer.diff_id:
-            HashingReader(
-                raw,
-                what=f"layer {src.digest}",
-                expected_digest=src.digest,
-                expected_size=src.size,
-                progress=self._ticker(cancel),
-            ).drain()
+            self._check_digest(raw, layer, cancel)
             return
         from ..layer.transcode import transcode  # here: a blob that is there needs none
 
