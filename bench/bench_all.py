@@ -456,8 +456,13 @@ def registry_lines(
             [*ours_copy, src, f"docker://{host}/again-ocikit:1"],
             [*sk_push, src, f"docker://{host}/again-skopeo:1"],
             [*sk_push, src, f"docker://{host}/big:1"],
+            [*sk_push, src, f"docker://{host}/again-python:1"],
         ):
             subprocess.run(argv, check=True, capture_output=True)
+
+    # the plain-Python baseline: the standard library's HTTP, with click imported as ocikit's
+    # command line imports it (what any Python command costs before its own code)
+    floor = [sys.executable, str(Path(__file__).with_name("repush_floor.py")), "--click"]
 
     def pushed(repo: str, where: Callable[[], str]) -> Callable[[int], None]:
         return lambda i: verify_registry(where(), repo, "1", inputs.layers)
@@ -476,6 +481,11 @@ def registry_lines(
                 "skopeo",
                 lambda i: [[*sk_push, src, f"docker://{host}/again-skopeo:1"]],
                 check=pushed("again-skopeo", lambda: host),
+            ),
+            Side(
+                "python+click",
+                lambda i: [[*floor, str(inputs.layout), TAG, host, "again-python", "1"]],
+                check=pushed("again-python", lambda: host),
             ),
         ],
         Aim("<= 2x skopeo", max_ratio=2.0),
