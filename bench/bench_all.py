@@ -45,6 +45,7 @@ from common import (
     tool_version,
     warm_page_cache,
 )
+from save_floor import c_work
 
 HERE = WORK / "all"  # this benchmark's inputs and outputs (gitignored)
 SIZE_GB, QUICK_SIZE_GB = 1.2, 0.06  # the image
@@ -732,7 +733,7 @@ def save_line(inputs: Inputs, ocikit: str, skopeo: list[str]) -> Line:
 
         return Side(tool, lambda i: [case.argv(out)], before=lambda i: remove(out), check=check)
 
-    return Line(
+    line = Line(
         "save",
         "docker save -> oci",
         "copy docker-archive:BIG.tar oci:OUT (gzip)",
@@ -740,6 +741,18 @@ def save_line(inputs: Inputs, ocikit: str, skopeo: list[str]) -> Line:
         Aim(">= 4.5x faster than skopeo", max_ratio=1 / 4.5),
         input_bytes=inputs.archive_bytes,
     )
+
+    def floor() -> None:
+        """The C work alone (save_floor.py), untimed: the least time any converter can take."""
+        found = c_work(str(inputs.archive))
+        line.facts["c_work_alone"] = (
+            " + ".join(f"{k} {v:.2f}" for k, v in found["cpu_s"].items())
+            + f" = {found['total_cpu_s']:.2f} CPU s: no conversion under {found['floor_s']:.2f} s"
+            f" on {found['cores']} cores (bench/save_floor.py)"
+        )
+
+    line.setup = floor
+    return line
 
 
 def unpack_line(inputs: Inputs, ocikit: str) -> Line:
