@@ -32,6 +32,7 @@ import typing
 from collections.abc import Callable
 from typing import (
     Any,
+    ClassVar,
     Literal,
     NamedTuple,
     TypeVar,
@@ -80,12 +81,12 @@ class Problem(NamedTuple):
 class Record:
     """The base of records: ``@record`` makes a subclass a frozen keyword-only dataclass."""
 
-    __doc_written__: str | None = None
+    _written_doc: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         # the docstring as written (dataclass makes one up for a class without)
-        cls.__doc_written__ = cls.__dict__.get("__doc__")
+        cls._written_doc = cls.__dict__.get("__doc__")
 
 
 def field(
@@ -112,7 +113,7 @@ def checks(*names: str) -> Callable[[Callable[[Any], Any]], Any]:
     """Marks a function of a record's class body as the check of the fields ``names``."""
 
     def mark(fn: Callable[[Any], Any]) -> Any:
-        fn.__checks__ = names  # type: ignore[attr-defined]
+        fn._checked_fields = names  # type: ignore[attr-defined]
         return staticmethod(fn)
 
     return mark
@@ -152,7 +153,7 @@ def _fields(cls: type[Record]) -> tuple[Field, ...]:
     for klass in reversed(cls.__mro__):
         for value in vars(klass).values():
             fn = getattr(value, "__func__", None)
-            for name in getattr(fn, "__checks__", ()):
+            for name in getattr(fn, "_checked_fields", ()):
                 found.setdefault(name, []).append(fn)  # type: ignore[arg-type]
     return tuple(
         Field(
@@ -380,8 +381,8 @@ def _record_schema(cls: type[Record], defs: dict[str, Any]) -> dict[str, Any]:
             schema["title"] = f.key.replace("_", " ").title()
         props[f.key] = dict(sorted(schema.items()))
     out: dict[str, Any] = {"additionalProperties": False}
-    if cls.__doc_written__:
-        out["description"] = inspect.cleandoc(cls.__doc_written__)
+    if cls._written_doc:
+        out["description"] = inspect.cleandoc(cls._written_doc)
     out["properties"] = props
     if required := [f.key for f in fields(cls) if f.required]:
         out["required"] = required
