@@ -758,8 +758,9 @@ def save_line(inputs: Inputs, ocikit: str, skopeo: list[str]) -> Line:
 
 def unpack_line(inputs: Inputs, ocikit: str) -> Line:
     """Each run unpacks into a directory of its own, all removed after the runs: a tree of
-    33k files deleted just before a timed unpack made both tools 3-4x slower (ext4 here:
-    ocikit 4.6 -> 17 s, umoci 16 -> 20-38 s, in system time)."""
+    33k files deleted just before a timed unpack made both tools 3-4x slower, in system
+    time (ext4 mounted with online discard here: creating files after gigabytes were
+    deleted costs the allocator; see the README)."""
     out = HERE / "out"
 
     def ours(i: int) -> Path:
