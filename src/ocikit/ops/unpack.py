@@ -20,7 +20,7 @@ from typing import Any
 from ..errors import DestinationError, UnsafeInputError, UsageError
 from ..layer.analyze import UNSAFE, LayerAnalyzer, Tree
 from ..layer.bounds import DEFAULT_MAX_RATIO
-from ..layer.dirfd import DIR_FLAGS, lstat_at, open_dir, rmtree_at, walk
+from ..layer.dirfd import DIR_FLAGS, lstat_at, rmtree_at, walk
 from ..layer.paths import OPAQUE, WHITEOUT, clean
 from ..layer.scan import scan_layer
 from ..layer.streams import CHUNK
@@ -182,7 +182,9 @@ class _Extractor:
         self.as_root = os.geteuid() == 0
         self.dirs: dict[tuple[str, ...], TarEntry] = {}  # metadata applied at the end
         self.created: set[tuple[str, ...]] = set()  # paths this layer wrote
-        self._cache: tuple[tuple[str, ...], int, tuple[str, ...]] | None = None
+        # parent directories resolved lately: their names -> (fd, path inside the root), the
+        # most recent last; all forgotten when the tree changes shape (``_invalidate``)
+        self._parents: dict[tuple[str, ...], tuple[int, tuple[str, ...]]] = {}
         self._stale = False
         self._buf = bytearray(CHUNK)
 
@@ -202,24 +204,46 @@ class _Extractor:
 
     # -- resolution ----------------------------------------------------------------------------
     def _forget(self) -> None:
-        if self._cache is not None:
-            os.close(self._cache[1])
-            self._cache = None
+        for fd, _ in self._parents.values():
+            os.close(fd)
+        self._parents.clear()
+        self._stale = False
 
     def _invalidate(self) -> None:
-        """The tree changed shape: the cached parent no longer answers for its name (its fd
-        stays open, and right, for the entry being written)."""
+        """The tree changed shape (a symlink made, anything removed): no remembered parent
+        answers for its name any more. Their fds stay open, and right, for the entry being
+        written; the next entry forgets them."""
         self._stale = True
 
     def _parent(self, parts: tuple[str, ...]) -> tuple[int, tuple[str, ...]]:
         """An fd of the directory ``parts`` resolves to (created if missing), and its path."""
-        if self._cache is not None and self._cache[0] == parts and not self._stale:
-            return self._cache[1], self._cache[2]
-        self._forget()
-        self._stale = False
-        fd, resolved = self._walk(list(parts))
-        self._cache = (parts, fd, resolved)
-        return fd, resolved
+        if self._stale:
+            self._forget()
+        known = self._parents.pop(parts, None)
+        if known is None:
+            known = self._walk(list(parts))
+        self._remember(parts, known)
+        return known
+
+    def _remember(self, parts: tuple[str, ...], known: tuple[int, tuple[str, ...]]) -> None:
+        """``parts`` resolves to ``known``, until the tree changes shape; the least recent of
+        more than ``PARENTS`` is closed."""
+        self._parents[parts] = known
+        while len(self._parents) > PARENTS:
+            oldest = next(iter(self._parents))
+            os.close(self._parents.pop(oldest)[0])
+
+    def _entered(self, parts: tuple[str, ...], pfd: int, resolved: tuple[str, ...]) -> None:
+        """The directory entry ``parts`` is a directory now (made, or found one) in ``pfd``:
+        remembered as a parent, its entries most likely next (a tar lists a directory's
+        entries after it), unless the tree changed shape meanwhile."""
+        if self._stale or parts in self._parents:
+            return
+        try:
+            fd = os.open(parts[-1], DIR_FLAGS, dir_fd=pfd)
+        except OSError:
+            return  # resolved by a walk when an entry needs it, with that walk's errors
+        self._remember(parts, (fd, (*resolved, parts[-1])))
 
     def _walk(self, parts: list[str], create: bool = True) -> tuple[int, tuple[str, ...]]:
         """Resolve ``parts`` inside the root (``layer.dirfd.walk``); missing directories are
@@ -255,6 +279,7 @@ class _Extractor:
             if existing is None:
                 os.mkdir(base, 0o700, dir_fd=pfd)
             self.dirs[path] = entry
+            self._entered(cn.parts, pfd, resolved)
             return
         if existing is not None:
             self._remove(base, pfd, existing)
@@ -378,27 +403,67 @@ class _Extractor:
                     os.close(sub)
 
     def _finish_dirs(self) -> None:
-        """Directory modes, owners and times, deepest first (children touch their parents)."""
+        """Directory modes, owners and times, each directory after all those below it
+        (children touch their parents, and a parent's mode may close it to the children's
+        opening): in reverse order of their paths, along one chain of open directories."""
         self._forget()
-        for path in sorted(self.dirs, key=len, reverse=True):
-            entry = self.dirs[path]
-            fd = open_dir(self.root_fd, path)  # exactly there, through no symlink
-            if fd is None:  # replaced or removed by a later layer
-                continue
-            try:
+        chain = _DirChain(self.root_fd)
+        try:
+            for path in sorted(self.dirs, reverse=True):  # below a directory: before it
+                fd = chain.open(path)  # exactly there, through no symlink
+                if fd is None:  # replaced or removed by a later layer
+                    continue
+                entry = self.dirs[path]
                 if self.as_root:
                     os.fchown(fd, entry.uid, entry.gid)
                 mode = entry.mode & (0o7777 if self.as_root else 0o777)
                 os.fchmod(fd, mode if path else mode | 0o700)  # the root stays usable
                 mtime_ns = applied_mtime_ns(entry)
                 os.utime(fd, ns=(mtime_ns, mtime_ns))
-            finally:
-                os.close(fd)
+        finally:
+            chain.close()
         if () not in self.dirs:
             os.fchmod(self.root_fd, 0o755)
 
 
+class _DirChain:
+    """The directories along one path below ``root_fd``, each opened from its parent without
+    following a symlink (``layer.dirfd.open_dir``'s rule): the next path opens only what it
+    does not share with the last one."""
+
+    def __init__(self, root_fd: int) -> None:
+        self._root_fd = root_fd
+        self._names: list[str] = []
+        self._fds: list[int] = []
+
+    def open(self, path: tuple[str, ...]) -> int | None:
+        """An fd of exactly ``path`` (kept: the chain closes it), None if a component is
+        missing, a symlink or not a directory."""
+        shared = 0
+        while shared < min(len(path), len(self._names)) and path[shared] == self._names[shared]:
+            shared += 1
+        self._drop(shared)
+        for name in path[shared:]:
+            parent = self._fds[-1] if self._fds else self._root_fd
+            try:
+                fd = os.open(name, DIR_FLAGS, dir_fd=parent)
+            except OSError:
+                return None
+            self._names.append(name)
+            self._fds.append(fd)
+        return self._fds[-1] if self._fds else self._root_fd
+
+    def _drop(self, keep: int) -> None:
+        while len(self._fds) > keep:
+            os.close(self._fds.pop())
+            self._names.pop()
+
+    def close(self) -> None:
+        self._drop(0)
+
+
 STAGING_PREFIX = f"{HIDDEN_TMP_PREFIX}unpack-"
+PARENTS = 64  # parent directories an extraction keeps open
 MAX_DEVICE = (1 << 32) - 1
 #: the latest time docker sets (Go's time.Unix(0, 1<<63-1)); outside [epoch, this] it sets the
 #: epoch, and so does unpack
