@@ -157,6 +157,28 @@ def test_a_copied_layer_the_record_knows_is_still_checked(
     assert not index.exists() or json.loads(index.read_text())["manifests"] == []
 
 
+def test_a_record_relied_on_before_it_fades_is_written_again(
+    tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record keeps the newest ``MAX_RECORDS`` by when they were written: a layer used
+    every day but verified long ago would be dropped. A copy that relies on a record among
+    the first the bound would drop writes it again (it moves last); one that relies on a
+    newer record writes nothing."""
+    monkeypatch.setattr(verified, "MAX_RECORDS", 4)
+    layout, blob = _layout(tmp_path / "oci")
+    others = [(f"sha256:{i:064x}", f"sha256:{i + 100:064x}") for i in range(3)]
+    path = _forge(cache, blob, TRUE_DIFF_ID)  # the oldest of four
+    path.write_text(path.read_text() + "".join(f"{b} {d}\n" for b, d in others))
+    _no_inflating(monkeypatch)
+    ocikit.copy(f"oci:{layout}:t", f"oci:{tmp_path}/out1:t")
+    assert list(verified.load()) == [*(b for b, _ in others), blob]  # moved last
+    verified.remember([others[0]])  # type: ignore[list-item]  # now the blob is second newest
+    inode = path.stat().st_ino
+    ocikit.copy(f"oci:{layout}:t", f"oci:{tmp_path}/out2:t")
+    assert path.stat().st_ino == inode  # not written again
+    assert list(verified.load())[-2:] == [blob, others[0][0]]
+
+
 def test_a_layer_compressed_by_a_copy_is_recorded_and_pushed_without_inflating(
     tmp_path: Path, cache: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:

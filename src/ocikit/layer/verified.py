@@ -16,7 +16,9 @@ The record is trusted only from where no one but the user can write: a directory
 following a symlink; anything else is ignored (never an error), and never read from an
 input (an image, a layout, an archive cannot carry it). It is replaced atomically (a temp
 file renamed over it, under a lock) and bounded (``MAX_RECORDS`` lines, the newest kept).
-Any failure to read or write it only costs the saving: a copy never fails for it.
+Any failure to read or write it only costs the saving: a copy never fails for it. A record
+a copy relied on is written again (moved last) when it was among the first the bound would
+drop (``fading``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import fcntl
 import os
 import re
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from ..model.digest import Digest
 from ..tempfiles import HIDDEN_TMP_PREFIX, user_cache_dir
@@ -93,6 +95,17 @@ def load() -> dict[str, str]:
         return _read(fd)
     finally:
         os.close(fd)
+
+
+def fading(records: Mapping[str, str]) -> frozenset[str]:
+    """The blobs of ``records`` that fewer than half of ``MAX_RECORDS`` new records would push
+    out. A copy that relies on one of them records it again (it moves last), so a layer in
+    use stays known however many others are verified after it; relying on any other writes
+    nothing."""
+    keep = MAX_RECORDS // 2
+    if len(records) <= keep:
+        return frozenset()
+    return frozenset(list(records)[: len(records) - keep])
 
 
 def remember(pairs: Iterable[tuple[Digest, Digest]]) -> None:

@@ -83,6 +83,7 @@ class ImageCopier:
         self.jobs = jobs if both else 1
         self._lock = threading.Lock()
         self._records: dict[str, str] | None = None  # the user's record (layer.verified)
+        self._fading: frozenset[str] = frozenset()  # of those, the first it would drop
         self._verified: list[tuple[Digest, Digest]] = []  # by this copy, to record
         self._done: dict[tuple[Digest, Compression], Descriptor] = {}
         self._counted: set[tuple[Digest, Compression]] = set()
@@ -226,7 +227,7 @@ class ImageCopier:
                     self._verify_file(raw, layer, cancel)
                 return Descriptor(media_type, src.digest, src.size, src.annotations)
         sent_as_is = target is layer.compression and watch is None and self.plan is None
-        if sent_as_is and self._known_diff_id(src.digest) == layer.diff_id:  # verified before
+        if sent_as_is and self._recorded(src.digest, layer.diff_id):  # verified before
             self._copy_known(layer, index, cancel)
             return Descriptor(media_type, src.digest, src.size, src.annotations)
         result = self._speculated(layer, target) or self._transcode(
@@ -262,7 +263,7 @@ class ImageCopier:
         ocikit has verified already that this blob inflates to the config's diff_id (the
         user's record, ``layer.verified``: then the digest alone proves the content)."""
         src = layer.descriptor
-        if self._known_diff_id(src.digest) == layer.diff_id:
+        if self._recorded(src.digest, layer.diff_id):
             self._check_digest(raw, layer, cancel)
             return
         from ..layer.transcode import transcode  # here: a blob that is there needs none
@@ -278,14 +279,20 @@ class ImageCopier:
         )
         self._verified_now(src.digest, result.diff_id, layer.compression)
 
-    def _known_diff_id(self, blob: Digest) -> str | None:
-        """The diff_id the user's record says ``blob`` inflates to (read once a copy)."""
+    def _recorded(self, blob: Digest, diff_id: Digest) -> bool:
+        """Whether the user's record (read once a copy) says ``blob`` inflates to
+        ``diff_id``; relied on, a record about to fade out is written again at the end."""
         with self._lock:
             if self._records is None:
                 from ..layer import verified  # here: only a blob sent as it is asks
 
                 self._records = verified.load()
-            return self._records.get(blob)
+                self._fading = verified.fading(self._records)
+            if self._records.get(blob) != diff_id:
+                return False
+            if blob in self._fading:
+                self._verified.append((blob, diff_id))
+            return True
 
     def _verified_now(self, blob: Digest, diff_id: Digest, compression: Compression) -> None:
         """``blob`` was just read whole, its digest and its diff_id verified (or written
