@@ -65,6 +65,14 @@ def _no_inflating(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(transcode_module, "transcode", refuse)
 
 
+def _flip_a_byte(layout: Path, blob: str) -> None:
+    """The blob's bytes changed in place (its size kept): it no longer hashes to ``blob``."""
+    path = layout / "blobs" / "sha256" / blob.split(":")[1]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
 def _forge(cache: Path, blob: str, diff_id: str) -> Path:
     """A record (private, as ocikit writes it) saying ``blob`` inflates to ``diff_id``."""
     records = cache / "ocikit" / "verified"
@@ -146,10 +154,7 @@ def test_a_copied_layer_the_record_knows_is_still_checked(
     index = tmp_path / "out1" / "index.json"
     assert not index.exists() or json.loads(index.read_text())["manifests"] == []
     layout, blob = _layout(tmp_path / "good")
-    path = layout / "blobs" / "sha256" / blob.split(":")[1]
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
+    _flip_a_byte(layout, blob)
     _no_inflating(monkeypatch)
     with pytest.raises(VerificationError, match="digest"):
         ocikit.copy(f"oci:{layout}:t", f"oci:{tmp_path}/out2:t")
@@ -242,10 +247,7 @@ def test_a_changed_blob_fails_whatever_the_record_says(
 ) -> None:
     layout, blob = _layout(tmp_path / "oci")
     _push(layout, registry, "verified/orig")
-    path = layout / "blobs" / "sha256" / blob.split(":")[1]
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
+    _flip_a_byte(layout, blob)
     with pytest.raises(VerificationError, match="digest"):
         _push(layout, registry, "verified/changed")
 

@@ -50,6 +50,42 @@ def open_dir(root_fd: int, parts: tuple[str, ...] | list[str]) -> int | None:
     return fd
 
 
+class DirChain:
+    """The directories along one path below ``root_fd``, each opened from its parent without
+    following a symlink (``open_dir``'s rule): the next path opens only what it
+    does not share with the last one."""
+
+    def __init__(self, root_fd: int) -> None:
+        self._root_fd = root_fd
+        self._names: list[str] = []
+        self._fds: list[int] = []
+
+    def open(self, path: tuple[str, ...]) -> int | None:
+        """An fd of exactly ``path`` (kept: the chain closes it), None if a component is
+        missing, a symlink or not a directory."""
+        shared = 0
+        while shared < min(len(path), len(self._names)) and path[shared] == self._names[shared]:
+            shared += 1
+        self._drop(shared)
+        for name in path[shared:]:
+            parent = self._fds[-1] if self._fds else self._root_fd
+            try:
+                fd = os.open(name, DIR_FLAGS, dir_fd=parent)
+            except OSError:
+                return None
+            self._names.append(name)
+            self._fds.append(fd)
+        return self._fds[-1] if self._fds else self._root_fd
+
+    def _drop(self, keep: int) -> None:
+        while len(self._fds) > keep:
+            os.close(self._fds.pop())
+            self._names.pop()
+
+    def close(self) -> None:
+        self._drop(0)
+
+
 def walk(root_fd: int, parts: list[str], create: bool = True) -> tuple[int, tuple[str, ...]]:
     """An fd of the directory ``parts`` resolves to inside the root, and its path there:
     symlinks (absolute or relative) are read and resolved from the root, ``..`` stops at

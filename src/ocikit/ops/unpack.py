@@ -20,7 +20,7 @@ from typing import Any
 from ..errors import DestinationError, UnsafeInputError, UsageError
 from ..layer.analyze import UNSAFE, LayerAnalyzer, Tree
 from ..layer.bounds import DEFAULT_MAX_RATIO
-from ..layer.dirfd import DIR_FLAGS, lstat_at, rmtree_at, walk
+from ..layer.dirfd import DIR_FLAGS, DirChain, lstat_at, rmtree_at, walk
 from ..layer.paths import OPAQUE, WHITEOUT, clean
 from ..layer.scan import scan_layer
 from ..layer.streams import CHUNK
@@ -407,7 +407,7 @@ class _Extractor:
         (children touch their parents, and a parent's mode may close it to the children's
         opening): in reverse order of their paths, along one chain of open directories."""
         self._forget()
-        chain = _DirChain(self.root_fd)
+        chain = DirChain(self.root_fd)
         try:
             for path in sorted(self.dirs, reverse=True):  # below a directory: before it
                 fd = chain.open(path)  # exactly there, through no symlink
@@ -424,42 +424,6 @@ class _Extractor:
             chain.close()
         if () not in self.dirs:
             os.fchmod(self.root_fd, 0o755)
-
-
-class _DirChain:
-    """The directories along one path below ``root_fd``, each opened from its parent without
-    following a symlink (``layer.dirfd.open_dir``'s rule): the next path opens only what it
-    does not share with the last one."""
-
-    def __init__(self, root_fd: int) -> None:
-        self._root_fd = root_fd
-        self._names: list[str] = []
-        self._fds: list[int] = []
-
-    def open(self, path: tuple[str, ...]) -> int | None:
-        """An fd of exactly ``path`` (kept: the chain closes it), None if a component is
-        missing, a symlink or not a directory."""
-        shared = 0
-        while shared < min(len(path), len(self._names)) and path[shared] == self._names[shared]:
-            shared += 1
-        self._drop(shared)
-        for name in path[shared:]:
-            parent = self._fds[-1] if self._fds else self._root_fd
-            try:
-                fd = os.open(name, DIR_FLAGS, dir_fd=parent)
-            except OSError:
-                return None
-            self._names.append(name)
-            self._fds.append(fd)
-        return self._fds[-1] if self._fds else self._root_fd
-
-    def _drop(self, keep: int) -> None:
-        while len(self._fds) > keep:
-            os.close(self._fds.pop())
-            self._names.pop()
-
-    def close(self) -> None:
-        self._drop(0)
 
 
 STAGING_PREFIX = f"{HIDDEN_TMP_PREFIX}unpack-"
