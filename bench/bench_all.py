@@ -459,12 +459,14 @@ def registry_lines(
             [*sk_push, src, f"docker://{host}/again-skopeo:1"],
             [*sk_push, src, f"docker://{host}/big:1"],
             [*sk_push, src, f"docker://{host}/again-python:1"],
+            [*sk_push, src, f"docker://{host}/again-stdlib:1"],
         ):
             subprocess.run(argv, check=True, capture_output=True)
 
-    # the plain-Python baseline: the standard library's HTTP, with click imported as ocikit's
-    # command line imports it (what any Python command costs before its own code)
-    floor = [sys.executable, str(Path(__file__).with_name("repush_floor.py")), "--click"]
+    # the plain-Python baselines: the standard library's HTTP alone, and with click imported as
+    # ocikit's command line imports it (what any Python command costs before its own code)
+    stdlib = [sys.executable, str(Path(__file__).with_name("repush_floor.py"))]
+    floor = [*stdlib, "--click"]
 
     def pushed(repo: str, where: Callable[[], str]) -> Callable[[int], None]:
         return lambda i: verify_registry(where(), repo, "1", inputs.layers)
@@ -488,6 +490,11 @@ def registry_lines(
                 "python+click",
                 lambda i: [[*floor, str(inputs.layout), TAG, host, "again-python", "1"]],
                 check=pushed("again-python", lambda: host),
+            ),
+            Side(
+                "python",
+                lambda i: [[*stdlib, str(inputs.layout), TAG, host, "again-stdlib", "1"]],
+                check=pushed("again-stdlib", lambda: host),
             ),
         ],
         Aim("<= 2x skopeo", max_ratio=2.0),
