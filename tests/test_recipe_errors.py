@@ -3,20 +3,41 @@ taken as written, every error is named where it is (one per line, no follow-ups)
 that would replace a symlinked directory is stopped when it is placed, and relative paths mean
 one thing each (``from:`` the recipe's directory, imports the context, options the cwd).
 
-In process: ``load_recipe``, the Python API and the CLI's ``_dispatch``; no runtime."""
+In process: ``load_recipe``, the Python API and the CLI's ``_dispatch``; no runtime. Every
+test runs with each YAML parser ocikit may get: libyaml's (PyYAML's C loader, the default)
+and PyYAML's Python parser (its fallback when PyYAML is built without libyaml)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 import ocikit
 from ocikit.build import BuildError, RecipeError, load_recipe
+from ocikit.build import recipe as recipe_module
 from ocikit.build.recipe import Import
 from ocikit.cli.main import _dispatch
 from support.layouts import directory, file, symlink, tar_bytes, write_layout
+
+
+@pytest.fixture(autouse=True, params=["libyaml", "python"])
+def yaml_parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The recipe read by libyaml's parser (the default) or by PyYAML's Python parser."""
+    if request.param == "python":
+
+        class PythonLoader(yaml.SafeLoader):
+            pass
+
+        monkeypatch.setattr(recipe_module, "_Loader", PythonLoader)
+    elif not yaml.__with_libyaml__:
+        pytest.skip("PyYAML is built without libyaml here")
+    else:
+        assert issubclass(recipe_module._Loader, yaml.CSafeLoader)
+    yield request.param
 
 
 def recipe(tmp: Path, text: str, name: str = "ocikit.yaml") -> Path:
@@ -284,3 +305,14 @@ def test_relative_paths_each_mean_one_thing(
     argv = ["build", "-q", "--context", str(tmp_path / "ctx"), "--output", f"oci:{out}"]
     assert _dispatch([*argv, "--cache-dir", str(tmp_path / "cache2")]) == 0
     assert (out / "index.json").is_file()
+
+
+@pytest.mark.parametrize("depth", [200, 5000, 200_000])
+def test_a_recipe_nested_too_deeply_is_one_error(tmp_path: Path, depth: int) -> None:
+    """Hostile nesting ends as one line from either parser (libyaml stops at its depth limit,
+    the Python parser and the schema's walk at Python's), never a crash."""
+    path = recipe(tmp_path, "images: " + "[" * depth + "]" * depth + "\n")
+    found = problems(path)
+    assert len(found) == 1
+    if depth > 200:
+        assert found[0].startswith("not valid YAML"), found
