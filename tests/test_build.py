@@ -21,6 +21,7 @@ from support.backends import FILE as filebackend
 from support.cli import assert_one_line_error, assert_recipe_errors, ocikit, ok
 from support.layouts import directory, file, read_entries, symlink, tar_bytes, write_layout
 from support.registry import Registry
+from support.reproducible import digests, what_differs
 
 ROOT = Path(__file__).resolve().parents[1]
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -322,8 +323,9 @@ def test_reproducible_across_directories_and_clocks(tmp_path: Path) -> None:
                 "squashfs",
             )
         )
-    digests = [[(i["name"], i["layer_type"], i["digest"]) for i in r["images"]] for r in results]
-    assert len(digests[0]) == 6 and digests[0] == digests[1]
+    first, second = (digests(r) for r in results)
+    runs = [(tmp_path / f"checkout{i}" / "cache", r) for i, r in enumerate(results)]
+    assert len(first) == 6 and first == second, what_differs(*runs)
     # SOURCE_DATE_EPOCH moves the dates (and so the digests); the same value, the same digests
     where = tmp_path / "checkout0"
     dated = build(where, "--no-cache", env={"SOURCE_DATE_EPOCH": "1000000000"})

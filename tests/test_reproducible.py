@@ -34,6 +34,7 @@ from ocikit.layer.squashfs_format import SquashfsImage
 from ocikit.layer.squashfs_format import entries as squashfs_entries
 from support.cli import ok
 from support.layouts import read_entries
+from support.reproducible import blob_path, digests, what_differs
 from test_run import busybox_base
 
 from conftest import in_ci
@@ -44,7 +45,6 @@ EPOCH = 1_700_000_000
 SQUASHFS = "application/vnd.stacker.image.layer.squashfs+gzip"
 # security.capability, VFS_CAP_REVISION_2 (effective): cap_net_bind_service permitted
 CAPABILITY = struct.pack("<IIIII", 0x02000001, 1 << 10, 0, 0, 0)
-DIFF_LINES = 200
 
 RECIPE = """
 images:
@@ -115,53 +115,6 @@ def build(where: Path, cache: Path, epoch: int, umask: int, env: dict[str, str])
     finally:
         os.umask(old)
     return json.loads(out.stdout)
-
-
-def digests(result: dict[str, Any]) -> list[tuple[str, str, str]]:
-    return [(i["name"], i["layer_type"], i["digest"]) for i in result["images"]]
-
-
-def blob_path(cache: Path, digest: str) -> Path:
-    return cache / "blobs" / "sha256" / digest.split(":")[1]
-
-
-def what_differs(a: tuple[Path, dict[str, Any]], b: tuple[Path, dict[str, Any]]) -> str:
-    """For the images whose digests differ: which blobs differ, and diffoscope's account of
-    the first pair (at most ``DIFF_LINES`` lines)."""
-    (cache_a, result_a), (cache_b, result_b) = a, b
-    pairs: list[tuple[str, str, str]] = []
-    for x, y in zip(result_a["images"], result_b["images"], strict=True):
-        if x["digest"] == y["digest"]:
-            continue
-        ma = json.loads(blob_path(cache_a, x["digest"]).read_bytes())
-        mb = json.loads(blob_path(cache_b, y["digest"]).read_bytes())
-        where = f"{x['name']} ({x['layer_type']})"
-        for i, (la, lb) in enumerate(zip(ma["layers"], mb["layers"], strict=False)):
-            if la["digest"] != lb["digest"]:
-                pairs.append((f"{where} layer {i}", la["digest"], lb["digest"]))
-        if ma["config"]["digest"] != mb["config"]["digest"]:
-            pairs.append((f"{where} config", ma["config"]["digest"], mb["config"]["digest"]))
-    lines = [f"{what}: {da} != {db}" for what, da, db in pairs]
-    if pairs:
-        what, da, db = pairs[0]
-        lines.append(f"diffoscope of {what}:")
-        lines += diffoscope(blob_path(cache_a, da), blob_path(cache_b, db))
-    return "\n".join(lines)
-
-
-def diffoscope(a: Path, b: Path) -> list[str]:
-    tool = shutil.which("diffoscope")
-    if tool is None:
-        return ["(diffoscope is not installed: Debian package diffoscope-minimal)"]
-    proc = subprocess.run(
-        [tool, "--no-progress", "--text", "-", str(a), str(b)],
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
-    text = (proc.stdout + proc.stderr).decode(errors="replace").splitlines()
-    more = len(text) - DIFF_LINES
-    return text[:DIFF_LINES] + ([f"... {more} more lines"] if more > 0 else [])
 
 
 def test_same_recipe_same_digests(tmp_path: Path) -> None:
