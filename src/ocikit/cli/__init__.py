@@ -38,8 +38,8 @@ def leave(code: str | int | None) -> NoReturn:
     import os
     import threading
 
-    main = threading.main_thread()
-    working = [t for t in threading.enumerate() if t is not main and not t.daemon]
+    this = threading.main_thread()
+    working = [t for t in threading.enumerate() if t is not this and not t.daemon]
     if working or not isinstance(code, int):
         sys.exit(code)
     import atexit
